@@ -1,0 +1,802 @@
+//! Configuration: the TOML schema, its defaults and its validation.
+//!
+//! Owns every operator-facing setting. Defaults live in the `Default` impls of this file and
+//! nowhere else; validation lives in [`Config::validate`] and nowhere else, so `driftd
+//! check-config`, start-up and SIGHUP reload all refuse the same mistakes with the same words.
+//! This module must not open sockets, read Kafka or touch state: it only turns text into a
+//! checked [`Config`] (secrets are resolved separately, by [`KafkaConfig::client_properties`], so
+//! that `check-config` on a laptop does not need production secrets).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Why a configuration was refused. Every variant names the field so the operator can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}; check the path and its permissions")]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (syntax, unknown key, wrong type).
+    #[error("config file {path} is not valid: {message}")]
+    Parse {
+        /// The file that was parsed.
+        path: PathBuf,
+        /// The parser's message, which names the offending key and line.
+        message: String,
+    },
+    /// A field parsed but its value is not acceptable.
+    #[error("config field `{field}` is invalid: {reason}")]
+    Invalid {
+        /// Dotted path of the field, e.g. `windows.bucket`.
+        field: String,
+        /// What is wrong and what would be accepted.
+        reason: String,
+    },
+    /// A secret referenced by `kafka.secrets` could not be resolved.
+    #[error("secret for kafka property `{property}` is unavailable: {reason}")]
+    Secret {
+        /// The librdkafka property the secret is for.
+        property: String,
+        /// Why it could not be read (never the secret itself).
+        reason: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The whole daemon configuration. Every key is optional; see the README for an example.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where events come from and where rejected ones go.
+    pub kafka: KafkaConfig,
+    /// Limits applied to each message before it reaches cohort state.
+    pub ingest: IngestConfig,
+    /// How events are grouped into cohorts.
+    pub cohorts: CohortConfig,
+    /// Rolling-window geometry shared by every cohort and metric.
+    pub windows: WindowConfig,
+    /// The metrics computed per cohort. Defaults to refusal, escalation, tone and tone_tail.
+    pub metrics: Vec<MetricConfig>,
+    /// The admin HTTP server (metrics, health, cohorts).
+    pub admin: AdminConfig,
+    /// Log format and level.
+    pub log: LogConfig,
+    /// Graceful shutdown behaviour.
+    pub shutdown: ShutdownConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            kafka: KafkaConfig::default(),
+            ingest: IngestConfig::default(),
+            cohorts: CohortConfig::default(),
+            windows: WindowConfig::default(),
+            metrics: default_metrics(),
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+/// Kafka connection, consumer group and dead-letter settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated `host:port`.
+    pub brokers: String,
+    /// Topic of generation events (contract v1).
+    pub topic: String,
+    /// Consumer group id; one group per driftd deployment.
+    pub group_id: String,
+    /// Topic that receives rejected events; empty disables dead-lettering (rejections are still
+    /// counted).
+    pub dead_letter_topic: String,
+    /// How often librdkafka reports statistics (consumer lag is read from them).
+    #[serde(with = "humantime_serde")]
+    pub stats_interval: Duration,
+    /// How often stored offsets are committed in the background.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Extra librdkafka properties passed through as-is (e.g. `security.protocol`,
+    /// `sasl.mechanism`, `ssl.ca.location`). Secrets do not belong here: use `kafka.secrets`.
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties whose values are secrets, read from a file or an environment
+    /// variable at start-up and never logged, e.g. `"sasl.password" = { env = "KAFKA_PASSWORD" }`.
+    pub secrets: BTreeMap<String, SecretSource>,
+}
+
+/// Where a secret value is read from.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum SecretSource {
+    /// Read the named environment variable.
+    Env(String),
+    /// Read the file (trailing newline stripped).
+    File(PathBuf),
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Env(name) => write!(f, "env:{name}"),
+            SecretSource::File(path) => write!(f, "file:{}", path.display()),
+        }
+    }
+}
+
+impl SecretSource {
+    /// Reads the secret. The error never contains the value.
+    pub fn resolve(&self) -> Result<String, String> {
+        match self {
+            SecretSource::Env(name) => std::env::var(name)
+                .map_err(|_| format!("environment variable {name} is not set or not UTF-8")),
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        }
+    }
+}
+
+/// librdkafka property names whose values are credentials: refused in `kafka.properties`.
+const SECRET_PROPERTIES: &[&str] = &[
+    "sasl.password",
+    "ssl.key.password",
+    "ssl.keystore.password",
+    "ssl.key.pem",
+    "sasl.oauthbearer.client.secret",
+];
+
+/// Properties driftd sets itself because correctness depends on them.
+const OWNED_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.offset.store",
+    "enable.auto.commit",
+];
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "llm.generation.events".into(),
+            group_id: "driftd".into(),
+            dead_letter_topic: String::new(),
+            stats_interval: Duration::from_secs(5),
+            commit_interval: Duration::from_secs(5),
+            properties: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The pass-through properties with secrets resolved. The result holds secret values: hand
+    /// it to librdkafka and drop it, never log it.
+    pub fn client_properties(&self) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut props = self.properties.clone();
+        for (property, source) in &self.secrets {
+            let value = source.resolve().map_err(|reason| ConfigError::Secret {
+                property: property.clone(),
+                reason,
+            })?;
+            props.insert(property.clone(), value);
+        }
+        Ok(props)
+    }
+}
+
+/// Per-message limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Messages larger than this many bytes are rejected as `too_large` before parsing.
+    pub max_message_bytes: usize,
+    /// Events whose `emitted_at` is older than the watermark minus this are rejected as `late`.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// How often the hot path publishes its cohort snapshot to the admin server and metrics.
+    #[serde(with = "humantime_serde")]
+    pub publish_interval: Duration,
+    /// Dead-letter deliveries allowed in flight before consumption waits for them.
+    pub max_dead_letters_in_flight: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_message_bytes: 64 * 1024,
+            allowed_lateness: Duration::from_secs(120),
+            publish_interval: Duration::from_secs(1),
+            max_dead_letters_in_flight: 1000,
+        }
+    }
+}
+
+/// Cohort keying.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CohortConfig {
+    /// At most this many cohorts are tracked; events of further cohorts are folded into one
+    /// overflow cohort and counted.
+    pub max_cohorts: usize,
+    /// `segment` keys that split cohorts (e.g. `["locale"]`); other segment keys are ignored.
+    pub segment_keys: Vec<String>,
+}
+
+impl Default for CohortConfig {
+    fn default() -> Self {
+        CohortConfig {
+            max_cohorts: 10_000,
+            segment_keys: Vec::new(),
+        }
+    }
+}
+
+/// Rolling-window geometry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowConfig {
+    /// Width of one event-time bucket.
+    #[serde(with = "humantime_serde")]
+    pub bucket: Duration,
+    /// Length of the rolling window; a whole multiple of `bucket`.
+    #[serde(with = "humantime_serde")]
+    pub span: Duration,
+    /// A shorter window reported beside the full span (a whole multiple of `bucket`).
+    #[serde(with = "humantime_serde")]
+    pub recent: Duration,
+    /// Number of slabs the score distributions are kept in over the span (quantiles have this
+    /// time resolution).
+    pub distribution_slabs: usize,
+    /// Number of equal-width bins of each score distribution over the metric's range.
+    pub distribution_bins: usize,
+    /// Half-life, in event time, of the exponentially weighted long-run baseline.
+    #[serde(with = "humantime_serde")]
+    pub baseline_half_life: Duration,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            bucket: Duration::from_secs(10),
+            span: Duration::from_secs(3600),
+            recent: Duration::from_secs(60),
+            distribution_slabs: 12,
+            distribution_bins: 100,
+            baseline_half_life: Duration::from_secs(6 * 3600),
+        }
+    }
+}
+
+impl WindowConfig {
+    /// Number of buckets in the span.
+    pub fn buckets(&self) -> usize {
+        (self.span.as_millis() / self.bucket.as_millis().max(1)) as usize
+    }
+}
+
+/// How a metric is computed from its signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    /// Share of events whose boolean signal is true.
+    Rate,
+    /// Mean and distribution of a numeric signal within `range`.
+    Score,
+    /// Share of events whose numeric signal is below `below` (or above `above`).
+    Tail,
+}
+
+/// Which direction of change is harmful.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Worse {
+    /// An increase is harmful.
+    Up,
+    /// A decrease is harmful.
+    Down,
+}
+
+/// One metric tracked per cohort.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricConfig {
+    /// Metric name used in metrics labels and the API: 1–32 chars of `[a-z0-9_]`.
+    pub name: String,
+    /// Name of the event signal it reads (key of the event's `signals` object).
+    pub signal: String,
+    /// How the signal is turned into the metric.
+    pub kind: MetricKind,
+    /// Which direction is worse.
+    pub worse: Worse,
+    /// Declared `[low, high]` range of a numeric signal (required for `score` and `tail`); values
+    /// outside it are rejected as `out_of_range`.
+    #[serde(default)]
+    pub range: Option<[f64; 2]>,
+    /// For `tail`: count events whose signal is strictly below this value.
+    #[serde(default)]
+    pub below: Option<f64>,
+    /// For `tail`: count events whose signal is strictly above this value.
+    #[serde(default)]
+    pub above: Option<f64>,
+}
+
+fn default_metrics() -> Vec<MetricConfig> {
+    let rate = |name: &str, signal: &str| MetricConfig {
+        name: name.into(),
+        signal: signal.into(),
+        kind: MetricKind::Rate,
+        worse: Worse::Up,
+        range: None,
+        below: None,
+        above: None,
+    };
+    vec![
+        rate("refusal", "refused"),
+        rate("escalation", "escalated"),
+        MetricConfig {
+            name: "tone".into(),
+            signal: "tone".into(),
+            kind: MetricKind::Score,
+            worse: Worse::Down,
+            range: Some([-1.0, 1.0]),
+            below: None,
+            above: None,
+        },
+        MetricConfig {
+            name: "tone_tail".into(),
+            signal: "tone".into(),
+            kind: MetricKind::Tail,
+            worse: Worse::Up,
+            range: Some([-1.0, 1.0]),
+            below: Some(-0.5),
+            above: None,
+        },
+    ]
+}
+
+/// Admin HTTP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Listen address of `/metrics`, `/healthz`, `/readyz` and `/v1/*`.
+    pub addr: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8787)),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One JSON object per line, for log shippers.
+    Json,
+    /// Human-readable lines, for terminals.
+    Human,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `json` or `human`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `driftd=debug,rdkafka=warn`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// After SIGTERM/SIGINT, the time allowed to finish in-flight work and commit before exit.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+fn is_name(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every cross-field rule. The single place where a config is judged.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        if k.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must list at least one host:port"));
+        }
+        if k.topic.is_empty() || k.topic.len() > 249 {
+            return Err(invalid("kafka.topic", "must be 1–249 characters"));
+        }
+        if k.group_id.is_empty() {
+            return Err(invalid("kafka.group_id", "must not be empty"));
+        }
+        if k.dead_letter_topic == k.topic {
+            return Err(invalid(
+                "kafka.dead_letter_topic",
+                "must differ from kafka.topic, or rejected events would be consumed again",
+            ));
+        }
+        if k.stats_interval < Duration::from_millis(100) {
+            return Err(invalid("kafka.stats_interval", "must be at least 100ms"));
+        }
+        if k.commit_interval < Duration::from_millis(100) {
+            return Err(invalid("kafka.commit_interval", "must be at least 100ms"));
+        }
+        for key in k.properties.keys() {
+            if SECRET_PROPERTIES.contains(&key.as_str()) {
+                return Err(invalid(
+                    format!("kafka.properties.\"{key}\""),
+                    "is a credential: move it to [kafka.secrets] as { env = \"VAR\" } or { file = \"/path\" }",
+                ));
+            }
+            if OWNED_PROPERTIES.contains(&key.as_str()) {
+                return Err(invalid(
+                    format!("kafka.properties.\"{key}\""),
+                    "is set by driftd itself (use kafka.brokers / kafka.group_id; offset storage is fixed for at-least-once)",
+                ));
+            }
+        }
+        let i = &self.ingest;
+        if !(256..=16 * 1024 * 1024).contains(&i.max_message_bytes) {
+            return Err(invalid(
+                "ingest.max_message_bytes",
+                "must be between 256 and 16777216",
+            ));
+        }
+        if i.allowed_lateness >= self.windows.span {
+            return Err(invalid(
+                "ingest.allowed_lateness",
+                "must be shorter than windows.span, or late events could not land in a bucket",
+            ));
+        }
+        if i.publish_interval < Duration::from_millis(50) {
+            return Err(invalid("ingest.publish_interval", "must be at least 50ms"));
+        }
+        if i.max_dead_letters_in_flight == 0 {
+            return Err(invalid(
+                "ingest.max_dead_letters_in_flight",
+                "must be at least 1",
+            ));
+        }
+        if self.cohorts.max_cohorts == 0 {
+            return Err(invalid("cohorts.max_cohorts", "must be at least 1"));
+        }
+        for (n, key) in self.cohorts.segment_keys.iter().enumerate() {
+            if key.is_empty() || key.len() > 64 {
+                return Err(invalid(
+                    format!("cohorts.segment_keys[{n}]"),
+                    "must be 1–64 characters",
+                ));
+            }
+            if self.cohorts.segment_keys[..n].contains(key) {
+                return Err(invalid(
+                    format!("cohorts.segment_keys[{n}]"),
+                    format!("`{key}` is listed twice"),
+                ));
+            }
+        }
+        self.validate_windows()?;
+        self.validate_metrics()?;
+        if self.shutdown.deadline.is_zero() {
+            return Err(invalid("shutdown.deadline", "must be longer than zero"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                "is not a tracing filter (try `info` or `driftd=debug,warn`)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_windows(&self) -> Result<(), ConfigError> {
+        let w = &self.windows;
+        let bucket = w.bucket.as_millis();
+        if bucket < 100 {
+            return Err(invalid("windows.bucket", "must be at least 100ms"));
+        }
+        for (field, d) in [("windows.span", w.span), ("windows.recent", w.recent)] {
+            if d.as_millis() % bucket != 0 || d.as_millis() < bucket {
+                return Err(invalid(
+                    field,
+                    "must be a whole, non-zero multiple of windows.bucket",
+                ));
+            }
+        }
+        if w.buckets() > 100_000 {
+            return Err(invalid(
+                "windows.span",
+                "holds more than 100000 buckets; widen windows.bucket",
+            ));
+        }
+        if w.recent > w.span {
+            return Err(invalid("windows.recent", "must not exceed windows.span"));
+        }
+        if w.distribution_slabs == 0 || w.distribution_slabs > w.buckets() {
+            return Err(invalid(
+                "windows.distribution_slabs",
+                "must be between 1 and the number of buckets in the span",
+            ));
+        }
+        if !(2..=10_000).contains(&w.distribution_bins) {
+            return Err(invalid(
+                "windows.distribution_bins",
+                "must be between 2 and 10000",
+            ));
+        }
+        if w.baseline_half_life < w.bucket {
+            return Err(invalid(
+                "windows.baseline_half_life",
+                "must be at least one windows.bucket",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_metrics(&self) -> Result<(), ConfigError> {
+        if self.metrics.is_empty() {
+            return Err(invalid("metrics", "must define at least one metric"));
+        }
+        if self.metrics.len() > 32 {
+            return Err(invalid("metrics", "at most 32 metrics are supported"));
+        }
+        for (n, m) in self.metrics.iter().enumerate() {
+            let field = |f: &str| format!("metrics[{n}].{f}");
+            if !is_name(&m.name, 32) {
+                return Err(invalid(field("name"), "must be 1–32 chars of [a-z0-9_]"));
+            }
+            if self.metrics[..n].iter().any(|o| o.name == m.name) {
+                return Err(invalid(
+                    field("name"),
+                    format!("`{}` is defined twice", m.name),
+                ));
+            }
+            if !is_name(&m.signal, 64) {
+                return Err(invalid(field("signal"), "must be 1–64 chars of [a-z0-9_]"));
+            }
+            match m.kind {
+                MetricKind::Rate => {
+                    if m.range.is_some() || m.below.is_some() || m.above.is_some() {
+                        return Err(invalid(
+                            field("kind"),
+                            "a `rate` reads a boolean signal and takes no range, below or above",
+                        ));
+                    }
+                }
+                MetricKind::Score | MetricKind::Tail => {
+                    let Some([lo, hi]) = m.range else {
+                        return Err(invalid(
+                            field("range"),
+                            "is required for score and tail metrics, e.g. [-1.0, 1.0]",
+                        ));
+                    };
+                    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                        return Err(invalid(field("range"), "must be [low, high] with low < high"));
+                    }
+                    if m.kind == MetricKind::Score && (m.below.is_some() || m.above.is_some()) {
+                        return Err(invalid(
+                            field("kind"),
+                            "a `score` takes no below/above; use kind = \"tail\" for a tail rate",
+                        ));
+                    }
+                    if m.kind == MetricKind::Tail {
+                        match (m.below, m.above) {
+                            (Some(t), None) | (None, Some(t)) if t.is_finite() => {}
+                            _ => {
+                                return Err(invalid(
+                                    field("below"),
+                                    "a tail metric needs exactly one finite `below` or `above`",
+                                ))
+                            }
+                        }
+                    }
+                }
+            }
+            for other in &self.metrics[..n] {
+                if other.signal != m.signal {
+                    continue;
+                }
+                let numeric = |k: MetricKind| k != MetricKind::Rate;
+                if numeric(other.kind) != numeric(m.kind) {
+                    return Err(invalid(
+                        field("signal"),
+                        format!(
+                            "`{}` is read as boolean by one metric and as number by another",
+                            m.signal
+                        ),
+                    ));
+                }
+                if numeric(m.kind) && other.range != m.range {
+                    return Err(invalid(
+                        field("range"),
+                        format!(
+                            "differs from metric `{}` on the same signal `{}`",
+                            other.name, m.signal
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A short, stable hash of the effective config, exported as a metric so operators can see
+    /// which config each instance runs. Secrets are references here, never values.
+    pub fn hash(&self) -> String {
+        let canonical = serde_json::to_vec(self).unwrap_or_default();
+        let digest = Sha256::digest(&canonical);
+        digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Names of settings that differ from `new` and only take effect on restart.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.kafka != new.kafka {
+            changed.push("kafka");
+        }
+        if self.cohorts != new.cohorts {
+            changed.push("cohorts");
+        }
+        if self.windows != new.windows {
+            changed.push("windows");
+        }
+        if self.metrics != new.metrics {
+            changed.push("metrics");
+        }
+        if self.admin != new.admin {
+            changed.push("admin");
+        }
+        if self.log.format != new.log.format {
+            changed.push("log.format");
+        }
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.kafka.topic, "llm.generation.events");
+        assert_eq!(c.ingest.max_message_bytes, 65536);
+        assert_eq!(c.cohorts.max_cohorts, 10_000);
+        assert_eq!(c.windows.buckets(), 360);
+        assert_eq!(c.metrics.len(), 4);
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_name() {
+        let err = Config::parse("[kafka]\nbrokerz = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("brokerz"), "{err}");
+    }
+
+    #[test]
+    fn inline_secret_is_refused() {
+        let err = Config::parse("[kafka.properties]\n\"sasl.password\" = \"hunter2\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("sasl.password") && msg.contains("kafka.secrets"), "{msg}");
+        assert!(!msg.contains("hunter2"));
+    }
+
+    #[test]
+    fn span_must_be_multiple_of_bucket() {
+        let err = Config::parse("[windows]\nbucket = \"7s\"\nspan = \"1h\"\n").unwrap_err();
+        assert!(err.to_string().contains("windows.span"), "{err}");
+    }
+
+    #[test]
+    fn tail_metric_needs_a_threshold() {
+        let toml = r#"
+[[metrics]]
+name = "t"
+signal = "tone"
+kind = "tail"
+worse = "up"
+range = [-1.0, 1.0]
+"#;
+        let err = Config::parse(toml).unwrap_err();
+        assert!(err.to_string().contains("metrics[0].below"), "{err}");
+    }
+
+    #[test]
+    fn secrets_resolve_from_env_and_file_without_leaking() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let mut k = KafkaConfig::default();
+        k.secrets
+            .insert("sasl.password".into(), SecretSource::File(file.clone()));
+        assert_eq!(k.client_properties().unwrap()["sasl.password"], "s3cret");
+        k.secrets.insert(
+            "ssl.key.password".into(),
+            SecretSource::Env("DRIFTD_TEST_UNSET_VAR".into()),
+        );
+        let err = k.client_properties().unwrap_err().to_string();
+        assert!(err.contains("ssl.key.password") && err.contains("DRIFTD_TEST_UNSET_VAR"));
+        assert!(format!("{:?}", k).contains("file:"));
+    }
+
+    #[test]
+    fn hash_changes_with_config() {
+        let a = Config::default();
+        let mut b = Config::default();
+        b.ingest.max_message_bytes = 1024;
+        assert_ne!(a.hash(), b.hash());
+        assert_eq!(a.hash(), Config::default().hash());
+    }
+}

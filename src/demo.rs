@@ -1,0 +1,318 @@
+//! `driftd demo`: the whole daemon on an in-process Kafka, with a drifting canary.
+//!
+//! Starts librdkafka's mock cluster (no network, no broker to install), produces synthetic
+//! traffic for two deployments with canary and control arms plus a sprinkling of malformed and
+//! PII-bearing messages, and runs the real daemon ([`crate::daemon::run`], the same consumer,
+//! pipeline, dead-letter producer and admin server as `driftd run`) on it. Part-way through, the
+//! first deployment's canary starts refusing more and sounding more hostile; the live view shows
+//! the rates move and the summary compares the canary before and after the onset with control.
+//!
+//! Owns the demo scenario and its terminal output only.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::mocking::MockCluster;
+
+use crate::admin;
+use crate::config::{Config, LogFormat};
+use crate::event::Arm;
+use crate::gen::{Drift, DriftMetric, Generator, Scenario, Sender};
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::state::{CohortView, Snapshot};
+
+/// Demo settings (the CLI's flags).
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// How long to produce traffic.
+    pub duration: Duration,
+    /// Events per second.
+    pub rate: f64,
+    /// Admin server address (port 0 picks a free one).
+    pub admin_addr: SocketAddr,
+    /// Fraction of the run after which the canary drifts.
+    pub drift_at: f64,
+    /// Random seed.
+    pub seed: u64,
+}
+
+/// Why the demo failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The in-process Kafka could not start.
+    #[error("cannot start the in-process kafka mock cluster: {0}")]
+    Mock(#[from] rdkafka::error::KafkaError),
+    /// The admin port is taken.
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
+    /// The producer failed.
+    #[error(transparent)]
+    Gen(#[from] crate::gen::GenError),
+    /// The daemon failed.
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::IngestError),
+    /// Writing to the terminal failed.
+    #[error("cannot write to stdout: {0}")]
+    Output(#[from] std::io::Error),
+    /// The daemon did not consume everything in time.
+    #[error("the pipeline consumed {consumed} of {produced} messages within the grace period")]
+    Incomplete {
+        /// Messages consumed.
+        consumed: u64,
+        /// Messages produced.
+        produced: u64,
+    },
+}
+
+const TOPIC: &str = "llm.generation.events";
+const DEAD_LETTER_TOPIC: &str = "llm.generation.events.dlq";
+/// Every `BAD_EVERY`-th message is malformed or carries personal data.
+const BAD_EVERY: u64 = 250;
+
+/// The config the demo runs with: defaults, short windows so a one-minute run shows movement.
+fn demo_config(brokers: String, admin_addr: SocketAddr) -> Config {
+    let mut c = Config::default();
+    c.kafka.brokers = brokers;
+    c.kafka.topic = TOPIC.into();
+    c.kafka.group_id = "driftd-demo".into();
+    c.kafka.dead_letter_topic = DEAD_LETTER_TOPIC.into();
+    c.windows.bucket = Duration::from_secs(1);
+    c.windows.span = Duration::from_secs(600);
+    c.windows.recent = Duration::from_secs(10);
+    c.windows.baseline_half_life = Duration::from_secs(600);
+    c.ingest.allowed_lateness = Duration::from_secs(30);
+    c.ingest.publish_interval = Duration::from_millis(500);
+    c.admin.addr = admin_addr;
+    c.log.format = LogFormat::Human;
+    c.log.level = "warn".into();
+    c
+}
+
+/// The malformed or PII-bearing message number `i` (cycling through the reasons).
+fn bad_message(i: u64, now_ms: i64) -> Vec<u8> {
+    let at = crate::event::format_rfc3339_ms(now_ms);
+    let text = match (i / BAD_EVERY) % 5 {
+        0 => "{\"schema_version\": 1, \"event_id\": ".to_string(),
+        1 => format!("{{\"schema_version\":1,\"event_id\":\"bad{i}\",\"emitted_at\":\"{at}\",\"deployment\":\"support-bot\",\"model_version\":\"m1\",\"arm\":\"canary\",\"signals\":{{\"tone\":0.1,\"escalated\":false,\"refused\":false}},\"prompt\":\"tell me\"}}"),
+        2 => format!("{{\"schema_version\":1,\"event_id\":\"bad{i}\",\"emitted_at\":\"{at}\",\"deployment\":\"support-bot\",\"model_version\":\"m1\",\"arm\":\"canary\",\"signals\":{{\"tone\":7.5,\"escalated\":false,\"refused\":false}}}}"),
+        3 => format!("{{\"schema_version\":1,\"event_id\":\"bad{i}\",\"emitted_at\":\"{at}\",\"deployment\":\"support-bot\",\"model_version\":\"m1\",\"arm\":\"canary\",\"segment\":{{\"locale\":\"jane.doe@example.com\"}},\"signals\":{{\"tone\":0.1,\"escalated\":false,\"refused\":false}}}}"),
+        _ => format!("{{\"schema_version\":2,\"event_id\":\"bad{i}\"}}"),
+    };
+    text.into_bytes()
+}
+
+/// Runs the demo; returns once everything produced has been consumed and the daemon stopped.
+pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoError> {
+    let cluster = MockCluster::new(1)?;
+    cluster.create_topic(TOPIC, 3, 1)?;
+    cluster.create_topic(DEAD_LETTER_TOPIC, 1, 1)?;
+    let listener = admin::bind(opts.admin_addr).await?;
+    let admin_addr = listener.local_addr()?;
+    let config = demo_config(cluster.bootstrap_servers(), admin_addr);
+    let metrics = Arc::new(Metrics::new(&config.hash()));
+    let (pipeline, snapshots) = Pipeline::new(&config, metrics.clone(), true);
+    let (handle, controls) = crate::signals::channel();
+    let daemon = tokio::spawn(crate::daemon::run(
+        config.clone(),
+        metrics.clone(),
+        (pipeline, snapshots.clone()),
+        listener,
+        controls,
+    ));
+
+    let count = (opts.rate * opts.duration.as_secs_f64()).round().max(1.0) as u64;
+    let scenario = Scenario {
+        deployments: 2,
+        canary_share: 0.5,
+        drift: vec![
+            Drift { metric: DriftMetric::Refusal, to: 0.15, at: opts.drift_at, deployments: 1 },
+            Drift { metric: DriftMetric::Tone, to: -0.35, at: opts.drift_at, deployments: 1 },
+        ],
+        seed: opts.seed,
+        ..Scenario::default()
+    };
+    writeln!(out, "driftd demo: in-process Kafka at {}, topic {TOPIC} (3 partitions)", cluster.bootstrap_servers())?;
+    writeln!(out, "  metrics:  curl http://{admin_addr}/metrics")?;
+    writeln!(out, "  cohorts:  curl http://{admin_addr}/v1/cohorts")?;
+    writeln!(
+        out,
+        "  traffic:  {count} events over {:?} ({} ev/s), 2 deployments, canary/control 50/50, 1 in {BAD_EVERY} malformed or carrying PII",
+        opts.duration, opts.rate
+    )?;
+    writeln!(
+        out,
+        "  drift:    from {:.0}% of the run, support-bot's canary refusal 5% -> 15% and tone mean -0.35\n",
+        opts.drift_at * 100.0
+    )?;
+
+    let started = Instant::now();
+    let onset = opts.duration.mul_f64(opts.drift_at);
+    let mut producer = Some(tokio::spawn(produce(scenario, count, opts.rate, cluster.bootstrap_servers())));
+    let mut before: Option<Arc<Snapshot>> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let grace = opts.duration + Duration::from_secs(60);
+    let mut produced = None;
+    loop {
+        tick.tick().await;
+        let elapsed = started.elapsed();
+        let snapshot = snapshots.borrow().clone();
+        if elapsed < onset {
+            before = Some(snapshot.clone());
+        }
+        let consumed = metrics.events_applied.get() + metrics.events_rejected.get();
+        if let Some(task) = producer.take_if(|t| t.is_finished()) {
+            produced = Some(task.await.expect("producer task does not panic")?);
+        }
+        render_live(out, &snapshot, elapsed, opts.duration, consumed, metrics.events_rejected.get())?;
+        if let Some(p) = produced {
+            if consumed >= p {
+                break;
+            }
+        }
+        if elapsed > grace {
+            handle.shutdown();
+            let _ = daemon.await;
+            return Err(DemoError::Incomplete { consumed, produced: produced.unwrap_or(count) });
+        }
+    }
+    // One more publish interval so the final snapshot holds the last events.
+    tokio::time::sleep(config.ingest.publish_interval * 2).await;
+    handle.shutdown();
+    daemon.await.expect("daemon task does not panic")?;
+    let after = snapshots.borrow().clone();
+    render_summary(out, before.as_deref(), &after, &metrics, produced.unwrap_or(count))?;
+    Ok(())
+}
+
+async fn produce(scenario: Scenario, count: u64, rate: f64, brokers: String) -> Result<u64, DemoError> {
+    let mut sender = Sender::new(&brokers, TOPIC, &[])?;
+    let mut generator = Generator::new(scenario, Some(count));
+    let started = Instant::now();
+    let mut sent = 0u64;
+    for i in 0..count {
+        if i % 64 == 0 {
+            let due = Duration::from_secs_f64(i as f64 / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let now = crate::clock::wall_ms();
+        if i % BAD_EVERY == BAD_EVERY - 1 {
+            sender.send(Some(b"support-bot"), Some(&bad_message(i, now)), None).await;
+        } else {
+            let g = generator.next_event(now);
+            sender.send(Some(g.key.as_bytes()), Some(&g.payload), None).await;
+        }
+        sent += 1;
+    }
+    sender.finish().await?;
+    Ok(sent)
+}
+
+fn metric<'a>(c: &'a CohortView, name: &str) -> Option<&'a crate::state::MetricView> {
+    c.metrics.iter().find(|m| m.name == name)
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("    -".into(), |v| format!("{:5.1}%", v * 100.0))
+}
+
+fn render_live(out: &mut impl Write, s: &Snapshot, elapsed: Duration, total: Duration, consumed: u64, rejected: u64) -> std::io::Result<()> {
+    let frac = (elapsed.as_secs_f64() / total.as_secs_f64()).min(1.0);
+    let filled = (frac * 20.0) as usize;
+    writeln!(
+        out,
+        "[{}{}] {:3.0}% {:>4}s  consumed {consumed:>7}  rejected {rejected:>4}  watermark {}",
+        "#".repeat(filled),
+        ".".repeat(20 - filled),
+        frac * 100.0,
+        elapsed.as_secs(),
+        s.watermark.as_deref().unwrap_or("-")
+    )?;
+    let mut cohorts: Vec<&CohortView> = s.cohorts.iter().filter(|c| !c.overflow).collect();
+    cohorts.sort_by(|a, b| (&a.deployment, a.arm).cmp(&(&b.deployment, b.arm)));
+    for c in cohorts {
+        let m = |name: &str| metric(c, name).map(|m| m.recent.clone());
+        let tone = m("tone").and_then(|w| w.value);
+        writeln!(
+            out,
+            "    {:<14} {:<7} last {}s: n {:>5}  refusal {}  escalation {}  tone {}  tone<-0.5 {}",
+            c.deployment,
+            c.arm.as_str(),
+            s.recent_seconds,
+            m("refusal").map_or(0, |w| w.n),
+            pct(m("refusal").and_then(|w| w.value)),
+            pct(m("escalation").and_then(|w| w.value)),
+            tone.map_or("    -".into(), |t| format!("{t:+.2}")),
+            pct(m("tone_tail").and_then(|w| w.value)),
+        )?;
+    }
+    out.flush()
+}
+
+fn recent(s: &Snapshot, deployment: &str, arm: Arm, name: &str) -> Option<f64> {
+    let c = s.cohorts.iter().find(|c| c.deployment == deployment && c.arm == arm)?;
+    metric(c, name)?.recent.value
+}
+
+fn render_summary(out: &mut impl Write, before: Option<&Snapshot>, after: &Snapshot, metrics: &Metrics, produced: u64) -> std::io::Result<()> {
+    use crate::event::Reason;
+    let applied = metrics.events_applied.get();
+    let rejected = metrics.events_rejected.get();
+    writeln!(out, "\ndriftd demo summary")?;
+    writeln!(out, "  produced {produced}, applied {applied}, rejected {rejected}")?;
+    let reasons: Vec<String> = Reason::ALL
+        .iter()
+        .filter(|r| metrics.rejected(**r) > 0)
+        .map(|r| format!("{} {}", r.as_str(), metrics.rejected(*r)))
+        .collect();
+    writeln!(out, "  rejected by reason: {}", reasons.join(", "))?;
+    writeln!(
+        out,
+        "  dead-lettered: {} (PII rejections carry only topic/partition/offset and reason)",
+        metrics.dead_letters_delivered.get()
+    )?;
+    let cohort_total: u64 = after.cohorts.iter().map(|c| c.events_total).sum();
+    writeln!(out, "  cohorts: {}, events in cohort state: {cohort_total}", after.cohorts.len())?;
+    writeln!(out, "  last {}s, before the drift onset -> at the end:", after.recent_seconds)?;
+    let mut visible = true;
+    for dep in ["support-bot", "search-assist"] {
+        for name in ["refusal", "tone"] {
+            let fmt = |v: Option<f64>| match (name, v) {
+                (_, None) => "-".to_string(),
+                ("tone", Some(v)) => format!("{v:+.2}"),
+                (_, Some(v)) => format!("{:.1}%", v * 100.0),
+            };
+            let b = before.and_then(|s| recent(s, dep, Arm::Canary, name));
+            let a = recent(after, dep, Arm::Canary, name);
+            let ctl = recent(after, dep, Arm::Control, name);
+            writeln!(
+                out,
+                "    {dep:<14} {name:<8} canary {:>7} -> {:>7}   control {:>7}",
+                fmt(b),
+                fmt(a),
+                fmt(ctl)
+            )?;
+        }
+    }
+    let canary_refusal = recent(after, "support-bot", Arm::Canary, "refusal");
+    let control_refusal = recent(after, "support-bot", Arm::Control, "refusal");
+    let canary_tone = recent(after, "support-bot", Arm::Canary, "tone");
+    let control_tone = recent(after, "support-bot", Arm::Control, "tone");
+    match (canary_refusal, control_refusal, canary_tone, control_tone) {
+        (Some(cr), Some(kr), Some(ct), Some(kt)) => visible &= cr > kr * 1.5 && ct < kt - 0.15,
+        _ => visible = false,
+    }
+    let all_counted = applied + rejected == produced && cohort_total == applied;
+    writeln!(
+        out,
+        "  result: drift {} in support-bot's canary; every message {}",
+        if visible { "visible" } else { "NOT visible" },
+        if all_counted { "accounted for" } else { "NOT accounted for" }
+    )?;
+    writeln!(out, "  (detection verdicts and containment are not part of this build yet)")?;
+    out.flush()
+}

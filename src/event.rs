@@ -1,0 +1,528 @@
+//! The v1 generation-event contract: decoding and validation of one message.
+//!
+//! Owns the rules of the event table in the design brief and the bounded set of rejection
+//! [`Reason`]s. Order matters and is fixed: size first (never parse an oversized message), then
+//! JSON, then the privacy gate over every key and string (so an event carrying personal data is
+//! always classified `pii_suspected`, whatever else is wrong with it), then the schema.
+//!
+//! This module must not log, allocate metrics or keep state, and a [`Rejection`] only ever carries
+//! static text: nothing from the payload can leak through an error.
+
+use serde_json::{Map, Value};
+
+use crate::config::{Config, MetricKind};
+use crate::privacy::{self, PiiKind};
+
+/// Why an event was not applied. The label values are a closed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Empty payload, not UTF-8, or not JSON.
+    InvalidJson,
+    /// A required field is missing, has the wrong type, or breaks its pattern.
+    SchemaViolation,
+    /// `schema_version` is an integer other than 1.
+    UnsupportedVersion,
+    /// A number outside its declared range.
+    OutOfRange,
+    /// Larger than `ingest.max_message_bytes`.
+    TooLarge,
+    /// A field (or signal) that the contract does not define.
+    UnknownField,
+    /// A string looked like personal data.
+    PiiSuspected,
+    /// Event time older than the watermark minus the allowed lateness.
+    Late,
+}
+
+impl Reason {
+    /// Every reason, for pre-registering metric label values.
+    pub const ALL: [Reason; 8] = [
+        Reason::InvalidJson,
+        Reason::SchemaViolation,
+        Reason::UnsupportedVersion,
+        Reason::OutOfRange,
+        Reason::TooLarge,
+        Reason::UnknownField,
+        Reason::PiiSuspected,
+        Reason::Late,
+    ];
+
+    /// The metrics label / dead-letter header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidJson => "invalid_json",
+            Reason::SchemaViolation => "schema_violation",
+            Reason::UnsupportedVersion => "unsupported_version",
+            Reason::OutOfRange => "out_of_range",
+            Reason::TooLarge => "too_large",
+            Reason::UnknownField => "unknown_field",
+            Reason::PiiSuspected => "pii_suspected",
+            Reason::Late => "late",
+        }
+    }
+}
+
+/// A rejected event: the reason and which contract field was at fault (static text only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection {
+    /// Bounded reason code.
+    pub reason: Reason,
+    /// The contract field involved, e.g. `emitted_at`; never payload text.
+    pub field: &'static str,
+    /// For `pii_suspected`: what it looked like.
+    pub pii: Option<PiiKind>,
+}
+
+fn reject(reason: Reason, field: &'static str) -> Rejection {
+    Rejection {
+        reason,
+        field,
+        pii: None,
+    }
+}
+
+/// Which arm of the rollout produced the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arm {
+    /// The new (fine-tuned) model under test.
+    Canary,
+    /// The current model serving the rest of the traffic.
+    Control,
+}
+
+impl Arm {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arm::Canary => "canary",
+            Arm::Control => "control",
+        }
+    }
+}
+
+/// A validated event, reduced to what cohort state needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// `emitted_at` as milliseconds since the Unix epoch.
+    pub emitted_at_ms: i64,
+    /// The service being rolled out.
+    pub deployment: String,
+    /// The model version that produced the generation.
+    pub model_version: String,
+    /// Canary or control.
+    pub arm: Arm,
+    /// Values of the allow-listed segment keys, in `cohorts.segment_keys` order (`None` = absent).
+    pub segment: Vec<Option<String>>,
+    /// Signal values in [`Decoder::signals`] order; booleans are 0.0 / 1.0.
+    pub signals: Vec<f64>,
+}
+
+/// One signal the configured metrics read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalSpec {
+    /// Key in the event's `signals` object.
+    pub name: String,
+    /// `Some(range)` for a number, `None` for a boolean.
+    pub range: Option<[f64; 2]>,
+}
+
+/// Decodes and validates messages against contract v1 and the configured signals.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    max_bytes: usize,
+    segment_keys: Vec<String>,
+    signals: Vec<SignalSpec>,
+}
+
+const FIELDS: [&str; 8] = [
+    "schema_version",
+    "event_id",
+    "emitted_at",
+    "deployment",
+    "model_version",
+    "arm",
+    "segment",
+    "signals",
+];
+
+impl Decoder {
+    /// Builds the decoder for a validated config.
+    pub fn new(config: &Config) -> Decoder {
+        let mut signals: Vec<SignalSpec> = Vec::new();
+        for m in &config.metrics {
+            if signals.iter().any(|s| s.name == m.signal) {
+                continue;
+            }
+            signals.push(SignalSpec {
+                name: m.signal.clone(),
+                range: match m.kind {
+                    MetricKind::Rate => None,
+                    MetricKind::Score | MetricKind::Tail => m.range,
+                },
+            });
+        }
+        Decoder {
+            max_bytes: config.ingest.max_message_bytes,
+            segment_keys: config.cohorts.segment_keys.clone(),
+            signals,
+        }
+    }
+
+    /// The signals read from each event, in the order of [`Event::signals`].
+    pub fn signals(&self) -> &[SignalSpec] {
+        &self.signals
+    }
+
+    /// Applies the size limit of a reloaded config (the only decode setting that can change
+    /// without a restart).
+    pub fn set_max_bytes(&mut self, max_bytes: usize) {
+        self.max_bytes = max_bytes;
+    }
+
+    /// Decodes one message payload.
+    pub fn decode(&self, payload: Option<&[u8]>) -> Result<Event, Rejection> {
+        let bytes = match payload {
+            None | Some([]) => return Err(reject(Reason::InvalidJson, "payload")),
+            Some(b) => b,
+        };
+        if bytes.len() > self.max_bytes {
+            return Err(reject(Reason::TooLarge, "payload"));
+        }
+        let value: Value = match serde_json::from_slice(bytes) {
+            Ok(v) => v,
+            Err(_) => {
+                // Unparseable text may still carry personal data; classify it so the
+                // dead-letter record drops its bytes.
+                let text = String::from_utf8_lossy(bytes);
+                return Err(match privacy::scan(&text) {
+                    Some(kind) => Rejection {
+                        reason: Reason::PiiSuspected,
+                        field: "payload",
+                        pii: Some(kind),
+                    },
+                    None => reject(Reason::InvalidJson, "payload"),
+                });
+            }
+        };
+        if let Some(kind) = find_pii(&value) {
+            return Err(Rejection {
+                reason: Reason::PiiSuspected,
+                field: "payload",
+                pii: Some(kind),
+            });
+        }
+        let Value::Object(obj) = value else {
+            return Err(reject(Reason::SchemaViolation, "payload"));
+        };
+        if obj.keys().any(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(reject(Reason::UnknownField, "payload"));
+        }
+        match obj.get("schema_version") {
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(1) => {}
+                Some(_) => return Err(reject(Reason::UnsupportedVersion, "schema_version")),
+                None if n.is_i64() => {
+                    return Err(reject(Reason::UnsupportedVersion, "schema_version"))
+                }
+                None => return Err(reject(Reason::SchemaViolation, "schema_version")),
+            },
+            _ => return Err(reject(Reason::SchemaViolation, "schema_version")),
+        }
+        let event_id = required_str(&obj, "event_id")?;
+        if !id_like(event_id, |c| c.is_ascii_alphanumeric() || b"._:-".contains(&c)) {
+            return Err(reject(Reason::SchemaViolation, "event_id"));
+        }
+        let emitted_at_ms = parse_rfc3339_ms(required_str(&obj, "emitted_at")?)
+            .ok_or(reject(Reason::SchemaViolation, "emitted_at"))?;
+        let deployment = required_str(&obj, "deployment")?;
+        if !id_like(deployment, |c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(&c)
+        }) {
+            return Err(reject(Reason::SchemaViolation, "deployment"));
+        }
+        let model_version = required_str(&obj, "model_version")?;
+        if !id_like(model_version, |c| {
+            c.is_ascii_alphanumeric() || b"._:-".contains(&c)
+        }) {
+            return Err(reject(Reason::SchemaViolation, "model_version"));
+        }
+        let arm = match required_str(&obj, "arm")? {
+            "canary" => Arm::Canary,
+            "control" => Arm::Control,
+            _ => return Err(reject(Reason::SchemaViolation, "arm")),
+        };
+        let segment = self.segment(obj.get("segment"))?;
+        let signals = self.signal_values(obj.get("signals"))?;
+        Ok(Event {
+            emitted_at_ms,
+            deployment: deployment.to_owned(),
+            model_version: model_version.to_owned(),
+            arm,
+            segment,
+            signals,
+        })
+    }
+
+    fn segment(&self, value: Option<&Value>) -> Result<Vec<Option<String>>, Rejection> {
+        let mut out = vec![None; self.segment_keys.len()];
+        let obj = match value {
+            None => return Ok(out),
+            Some(Value::Object(obj)) => obj,
+            Some(_) => return Err(reject(Reason::SchemaViolation, "segment")),
+        };
+        for (k, v) in obj {
+            let Value::String(v) = v else {
+                return Err(reject(Reason::SchemaViolation, "segment"));
+            };
+            if k.is_empty() || k.len() > 64 || v.is_empty() || v.chars().count() > 64 {
+                return Err(reject(Reason::SchemaViolation, "segment"));
+            }
+            if let Some(i) = self.segment_keys.iter().position(|s| s == k) {
+                out[i] = Some(v.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    fn signal_values(&self, value: Option<&Value>) -> Result<Vec<f64>, Rejection> {
+        let Some(Value::Object(obj)) = value else {
+            return Err(reject(Reason::SchemaViolation, "signals"));
+        };
+        if obj
+            .keys()
+            .any(|k| !self.signals.iter().any(|s| &s.name == k))
+        {
+            return Err(reject(Reason::UnknownField, "signals"));
+        }
+        let mut out = Vec::with_capacity(self.signals.len());
+        for spec in &self.signals {
+            let x = match (obj.get(&spec.name), spec.range) {
+                (Some(Value::Bool(b)), None) => f64::from(u8::from(*b)),
+                (Some(Value::Number(n)), Some([lo, hi])) => {
+                    let x = n
+                        .as_f64()
+                        .ok_or(reject(Reason::OutOfRange, "signals"))?;
+                    if !x.is_finite() || x < lo || x > hi {
+                        return Err(reject(Reason::OutOfRange, "signals"));
+                    }
+                    x
+                }
+                _ => return Err(reject(Reason::SchemaViolation, "signals")),
+            };
+            out.push(x);
+        }
+        Ok(out)
+    }
+}
+
+fn required_str<'a>(obj: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, Rejection> {
+    match obj.get(field) {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(reject(Reason::SchemaViolation, field)),
+    }
+}
+
+fn id_like(s: &str, allowed: impl Fn(u8) -> bool) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(allowed)
+}
+
+fn find_pii(v: &Value) -> Option<PiiKind> {
+    match v {
+        Value::String(s) => privacy::scan(s),
+        Value::Array(items) => items.iter().find_map(find_pii),
+        Value::Object(obj) => obj
+            .iter()
+            .find_map(|(k, v)| privacy::scan(k).or_else(|| find_pii(v))),
+        Value::Null | Value::Bool(_) | Value::Number(_) => None,
+    }
+}
+
+/// Parses an RFC 3339 timestamp with an explicit offset into Unix milliseconds.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// Formats Unix milliseconds as RFC 3339 UTC with millisecond precision.
+pub fn format_rfc3339_ms(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    ))
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decoder() -> Decoder {
+        let mut c = Config::default();
+        c.cohorts.segment_keys = vec!["locale".into()];
+        c.ingest.max_message_bytes = 1024;
+        Decoder::new(&c)
+    }
+
+    fn valid() -> Value {
+        json!({
+            "schema_version": 1,
+            "event_id": "evt-0001",
+            "emitted_at": "2026-11-29T05:00:00.123Z",
+            "deployment": "support-bot",
+            "model_version": "ft-2026-11-20",
+            "arm": "canary",
+            "segment": {"locale": "en-GB", "channel": "web"},
+            "signals": {"tone": 0.25, "escalated": false, "refused": true}
+        })
+    }
+
+    fn decode(v: &Value) -> Result<Event, Rejection> {
+        decoder().decode(Some(&serde_json::to_vec(v).unwrap()))
+    }
+
+    fn reason_with(edit: impl FnOnce(&mut Value)) -> Reason {
+        let mut v = valid();
+        edit(&mut v);
+        decode(&v).expect_err("should be rejected").reason
+    }
+
+    #[test]
+    fn valid_event_decodes() {
+        let e = decode(&valid()).unwrap();
+        assert_eq!(e.emitted_at_ms, 1_795_928_400_123);
+        assert_eq!(e.arm, Arm::Canary);
+        assert_eq!(e.segment, vec![Some("en-GB".to_string())]);
+        // signals order: refused, escalated, tone (first use in the default metrics)
+        assert_eq!(e.signals, vec![1.0, 0.0, 0.25]);
+    }
+
+    #[test]
+    fn schema_version_must_be_1() {
+        assert_eq!(reason_with(|v| v["schema_version"] = json!(2)), Reason::UnsupportedVersion);
+        assert_eq!(reason_with(|v| v["schema_version"] = json!("1")), Reason::SchemaViolation);
+        assert_eq!(reason_with(|v| v["schema_version"] = json!(1.5)), Reason::SchemaViolation);
+        assert_eq!(
+            reason_with(|v| {
+                v.as_object_mut().unwrap().remove("schema_version");
+            }),
+            Reason::SchemaViolation
+        );
+    }
+
+    #[test]
+    fn event_id_pattern_and_length() {
+        assert_eq!(reason_with(|v| v["event_id"] = json!("")), Reason::SchemaViolation);
+        assert_eq!(reason_with(|v| v["event_id"] = json!("a b")), Reason::SchemaViolation);
+        assert_eq!(reason_with(|v| v["event_id"] = json!("x".repeat(65))), Reason::SchemaViolation);
+        assert!(decode(&{
+            let mut v = valid();
+            v["event_id"] = json!("A.b_c:d-9");
+            v
+        })
+        .is_ok());
+    }
+
+    #[test]
+    fn emitted_at_needs_rfc3339_with_offset() {
+        assert_eq!(reason_with(|v| v["emitted_at"] = json!("2026-11-29 05:00:00")), Reason::SchemaViolation);
+        assert_eq!(reason_with(|v| v["emitted_at"] = json!("2026-11-29T05:00:00")), Reason::SchemaViolation);
+        assert_eq!(reason_with(|v| v["emitted_at"] = json!(1_795_928_400)), Reason::SchemaViolation);
+        let mut v = valid();
+        v["emitted_at"] = json!("2026-11-29T06:00:00.123+01:00");
+        assert_eq!(decode(&v).unwrap().emitted_at_ms, 1_795_928_400_123);
+    }
+
+    #[test]
+    fn deployment_is_lowercase_id() {
+        assert_eq!(reason_with(|v| v["deployment"] = json!("Support")), Reason::SchemaViolation);
+        assert_eq!(reason_with(|v| v["deployment"] = json!("")), Reason::SchemaViolation);
+        assert_eq!(reason_with(|v| v["deployment"] = json!("a".repeat(65))), Reason::SchemaViolation);
+    }
+
+    #[test]
+    fn model_version_pattern() {
+        assert_eq!(reason_with(|v| v["model_version"] = json!("v 1")), Reason::SchemaViolation);
+        assert_eq!(reason_with(|v| v["model_version"] = json!(3)), Reason::SchemaViolation);
+    }
+
+    #[test]
+    fn arm_is_canary_or_control() {
+        assert_eq!(reason_with(|v| v["arm"] = json!("baseline")), Reason::SchemaViolation);
+    }
+
+    #[test]
+    fn segment_values_are_short_strings() {
+        assert_eq!(reason_with(|v| v["segment"]["locale"] = json!(5)), Reason::SchemaViolation);
+        assert_eq!(reason_with(|v| v["segment"]["locale"] = json!("")), Reason::SchemaViolation);
+        assert_eq!(reason_with(|v| v["segment"]["locale"] = json!("x".repeat(65))), Reason::SchemaViolation);
+        assert_eq!(reason_with(|v| v["segment"] = json!("en")), Reason::SchemaViolation);
+        let mut v = valid();
+        v.as_object_mut().unwrap().remove("segment");
+        assert_eq!(decode(&v).unwrap().segment, vec![None]);
+    }
+
+    #[test]
+    fn signals_types_and_ranges() {
+        assert_eq!(reason_with(|v| v["signals"]["tone"] = json!(1.5)), Reason::OutOfRange);
+        assert_eq!(reason_with(|v| v["signals"]["tone"] = json!(-1.01)), Reason::OutOfRange);
+        assert_eq!(reason_with(|v| v["signals"]["tone"] = json!(true)), Reason::SchemaViolation);
+        assert_eq!(reason_with(|v| v["signals"]["refused"] = json!(1)), Reason::SchemaViolation);
+        assert_eq!(
+            reason_with(|v| {
+                v["signals"].as_object_mut().unwrap().remove("escalated");
+            }),
+            Reason::SchemaViolation
+        );
+        assert_eq!(reason_with(|v| v["signals"]["mood"] = json!(0.1)), Reason::UnknownField);
+        assert_eq!(reason_with(|v| v["signals"] = json!([])), Reason::SchemaViolation);
+    }
+
+    #[test]
+    fn unknown_top_level_field() {
+        assert_eq!(reason_with(|v| v["prompt"] = json!("hello")), Reason::UnknownField);
+    }
+
+    #[test]
+    fn non_finite_and_huge_numbers_are_rejected() {
+        let d = decoder();
+        let text = serde_json::to_string(&valid()).unwrap().replace("0.25", "1e999");
+        assert_eq!(d.decode(Some(text.as_bytes())).unwrap_err().reason, Reason::InvalidJson);
+        let text = serde_json::to_string(&valid()).unwrap().replace("0.25", "NaN");
+        assert_eq!(d.decode(Some(text.as_bytes())).unwrap_err().reason, Reason::InvalidJson);
+    }
+
+    #[test]
+    fn too_large_is_rejected_before_parsing() {
+        let big = vec![b'{'; 1025];
+        assert_eq!(decoder().decode(Some(&big)).unwrap_err().reason, Reason::TooLarge);
+    }
+
+    #[test]
+    fn empty_and_garbage_are_invalid_json() {
+        let d = decoder();
+        assert_eq!(d.decode(None).unwrap_err().reason, Reason::InvalidJson);
+        assert_eq!(d.decode(Some(b"")).unwrap_err().reason, Reason::InvalidJson);
+        assert_eq!(d.decode(Some(b"{not json")).unwrap_err().reason, Reason::InvalidJson);
+        assert_eq!(d.decode(Some(&[0xff, 0xfe, 0x00])).unwrap_err().reason, Reason::InvalidJson);
+        assert_eq!(d.decode(Some(b"[1,2]")).unwrap_err().reason, Reason::SchemaViolation);
+    }
+
+    #[test]
+    fn pii_wins_over_other_violations() {
+        assert_eq!(reason_with(|v| v["prompt"] = json!("mail me: a@b.example")), Reason::PiiSuspected);
+        assert_eq!(reason_with(|v| v["event_id"] = json!("10.1.2.3")), Reason::PiiSuspected);
+        assert_eq!(reason_with(|v| v["segment"]["phone"] = json!("+44 20 7946 0958")), Reason::PiiSuspected);
+        let d = decoder();
+        let broken = b"{\"note\": \"card 4111-1111-1111-1111\"";
+        assert_eq!(d.decode(Some(broken)).unwrap_err().reason, Reason::PiiSuspected);
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let ms = 1_795_928_400_123;
+        assert_eq!(parse_rfc3339_ms(&format_rfc3339_ms(ms)), Some(ms));
+    }
+}

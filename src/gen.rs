@@ -1,0 +1,386 @@
+//! Synthetic generation events: the `gen` command, the demo's producer and test fixtures.
+//!
+//! Owns the synthetic traffic model: deployments with canary and control arms, base rates
+//! (refusal 5%, escalation 2%, tone ~ N(0.3, 0.3) clamped to [-1, 1]) and an optional drift of
+//! one metric in the canary arm from a chosen point on. Deterministic for a seed. Events are
+//! contract-v1 JSON that passes the privacy gate; identifiers are built so that no digit run
+//! stands alone (which the gate would read as a phone number).
+
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Normal};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use serde::Serialize;
+
+use crate::event::format_rfc3339_ms;
+
+/// Which metric drifts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftMetric {
+    /// Refusal rate becomes `to`.
+    Refusal,
+    /// Escalation rate becomes `to`.
+    Escalation,
+    /// Tone mean shifts by `to` (negative = more hostile).
+    Tone,
+}
+
+/// A change in the canary arm from a point in the stream on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Drift {
+    /// The metric that drifts.
+    pub metric: DriftMetric,
+    /// New rate (refusal, escalation) or mean shift (tone).
+    pub to: f64,
+    /// Fraction of the stream (0–1) after which the drift applies.
+    pub at: f64,
+    /// Which deployments drift: the first `deployments` of them.
+    pub deployments: usize,
+}
+
+/// The traffic model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scenario {
+    /// Number of deployments.
+    pub deployments: usize,
+    /// Share of each deployment's traffic on the canary arm.
+    pub canary_share: f64,
+    /// Base refusal rate.
+    pub refusal: f64,
+    /// Base escalation rate.
+    pub escalation: f64,
+    /// Base tone mean.
+    pub tone_mean: f64,
+    /// Tone standard deviation.
+    pub tone_sd: f64,
+    /// Drifts applied to the canary arm (empty = none).
+    pub drift: Vec<Drift>,
+    /// Random seed.
+    pub seed: u64,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            deployments: 2,
+            canary_share: 0.5,
+            refusal: 0.05,
+            escalation: 0.02,
+            tone_mean: 0.3,
+            tone_sd: 0.3,
+            drift: Vec::new(),
+            seed: 1,
+        }
+    }
+}
+
+const NAMES: [&str; 6] = [
+    "support-bot",
+    "search-assist",
+    "checkout-helper",
+    "docs-qa",
+    "triage-agent",
+    "sales-chat",
+];
+const LOCALES: [&str; 4] = ["en-US", "en-GB", "de-DE", "fr-FR"];
+const CHANNELS: [&str; 2] = ["web", "app"];
+
+/// Model version of the control arm.
+pub const CONTROL_VERSION: &str = "base-2026-10";
+/// Model version of the canary arm.
+pub const CANARY_VERSION: &str = "ft-2026-11-20";
+
+/// Deployment name number `i`.
+pub fn deployment_name(i: usize) -> String {
+    match NAMES.get(i) {
+        Some(n) => (*n).to_string(),
+        None => format!("svc-n{i}x"),
+    }
+}
+
+/// One generated message.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// Message key (the deployment).
+    pub key: String,
+    /// JSON payload.
+    pub payload: Vec<u8>,
+    /// True when this event's arm is canary and the drift applies to it.
+    pub drifted: bool,
+}
+
+/// An endless, seeded stream of events for a scenario.
+pub struct Generator {
+    scenario: Scenario,
+    rng: SmallRng,
+    tone: Normal<f64>,
+    n: u64,
+    /// Index of the first drifted event, per drift.
+    drift_from: Vec<u64>,
+}
+
+impl Generator {
+    /// A generator; `total` (if known) places each drift onset at `drift.at × total`.
+    pub fn new(scenario: Scenario, total: Option<u64>) -> Generator {
+        let drift_from = scenario
+            .drift
+            .iter()
+            .map(|d| (d.at.clamp(0.0, 1.0) * total.unwrap_or(0) as f64) as u64)
+            .collect();
+        Generator {
+            rng: SmallRng::seed_from_u64(scenario.seed),
+            tone: Normal::new(0.0, scenario.tone_sd.max(1e-9)).expect("finite sd"),
+            scenario,
+            n: 0,
+            drift_from,
+        }
+    }
+
+    /// Index of the first event of the earliest drift, if any drift is configured.
+    pub fn drift_from(&self) -> Option<u64> {
+        self.drift_from.iter().copied().min()
+    }
+
+    /// The next event, emitted at `emitted_at_ms`.
+    pub fn next_event(&mut self, emitted_at_ms: i64) -> Generated {
+        let s = &self.scenario;
+        let i = self.n;
+        self.n += 1;
+        let dep = self.rng.random_range(0..s.deployments.max(1));
+        let canary = self.rng.random_bool(s.canary_share.clamp(0.0, 1.0));
+        let (mut refusal, mut escalation, mut tone_mean) = (s.refusal, s.escalation, s.tone_mean);
+        let mut drifted = false;
+        for (d, from) in s.drift.iter().zip(&self.drift_from) {
+            if !(canary && dep < d.deployments && i >= *from) {
+                continue;
+            }
+            drifted = true;
+            match d.metric {
+                DriftMetric::Refusal => refusal = d.to,
+                DriftMetric::Escalation => escalation = d.to,
+                DriftMetric::Tone => tone_mean += d.to,
+            }
+        }
+        let refused = self.rng.random_bool(refusal.clamp(0.0, 1.0));
+        let escalated = self.rng.random_bool(escalation.clamp(0.0, 1.0));
+        let tone = (tone_mean + self.tone.sample(&mut self.rng)).clamp(-1.0, 1.0);
+        let tone = (tone * 1e4).round() / 1e4;
+        let locale = LOCALES[self.rng.random_range(0..LOCALES.len())];
+        let channel = CHANNELS[self.rng.random_range(0..CHANNELS.len())];
+        let deployment = deployment_name(dep);
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "schema_version": 1,
+            "event_id": format!("g{}x{}", s.seed, i),
+            "emitted_at": format_rfc3339_ms(emitted_at_ms),
+            "deployment": deployment,
+            "model_version": if canary { CANARY_VERSION } else { CONTROL_VERSION },
+            "arm": if canary { "canary" } else { "control" },
+            "segment": {"locale": locale, "channel": channel},
+            "signals": {"tone": tone, "escalated": escalated, "refused": refused},
+        }))
+        .expect("serialising a JSON value cannot fail");
+        Generated {
+            key: deployment,
+            payload,
+            drifted,
+        }
+    }
+}
+
+/// Why producing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GenError {
+    /// The producer could not be created.
+    #[error("cannot create the kafka producer: {0}; check --brokers")]
+    Producer(#[source] KafkaError),
+    /// Some messages were not acknowledged by the broker.
+    #[error("{failed} of {sent} messages were not acknowledged by the broker (first error: {first}); is the topic there and the broker up?")]
+    Delivery {
+        /// Messages that failed.
+        failed: u64,
+        /// Messages sent.
+        sent: u64,
+        /// The first error.
+        first: String,
+    },
+}
+
+/// A producer that waits for acknowledgements in batches.
+pub struct Sender {
+    producer: FutureProducer,
+    topic: String,
+    pending: Vec<rdkafka::producer::future_producer::DeliveryFuture>,
+    sent: u64,
+    failed: u64,
+    first_error: Option<String>,
+}
+
+impl Sender {
+    /// A producer to `brokers` (with extra librdkafka properties) for `topic`.
+    pub fn new(brokers: &str, topic: &str, properties: &[(&str, &str)]) -> Result<Sender, GenError> {
+        let mut cc = rdkafka::ClientConfig::new();
+        cc.set("bootstrap.servers", brokers)
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "200000");
+        for (k, v) in properties {
+            cc.set(*k, *v);
+        }
+        Ok(Sender {
+            producer: cc.create().map_err(GenError::Producer)?,
+            topic: topic.to_string(),
+            pending: Vec::new(),
+            sent: 0,
+            failed: 0,
+            first_error: None,
+        })
+    }
+
+    /// Enqueues one message (optionally to a given partition), waiting when the queue is full.
+    pub async fn send(&mut self, key: Option<&[u8]>, payload: Option<&[u8]>, partition: Option<i32>) {
+        let topic = self.topic.clone();
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        loop {
+            match self.producer.send_result(record) {
+                Ok(d) => {
+                    self.pending.push(d);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.settle().await;
+                }
+                Err((e, _)) => {
+                    self.failed += 1;
+                    self.first_error.get_or_insert(e.to_string());
+                    break;
+                }
+            }
+        }
+        self.sent += 1;
+        if self.pending.len() >= 5_000 {
+            self.settle().await;
+        }
+    }
+
+    /// Waits for every pending acknowledgement.
+    pub async fn settle(&mut self) {
+        for d in self.pending.drain(..) {
+            match d.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    self.failed += 1;
+                    self.first_error.get_or_insert(e.to_string());
+                }
+                Err(_) => {
+                    self.failed += 1;
+                    self.first_error.get_or_insert("producer dropped".into());
+                }
+            }
+        }
+    }
+
+    /// Waits for everything and reports failures.
+    pub async fn finish(mut self) -> Result<u64, GenError> {
+        self.settle().await;
+        match self.failed {
+            0 => Ok(self.sent),
+            failed => Err(GenError::Delivery {
+                failed,
+                sent: self.sent,
+                first: self.first_error.unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+/// How many events `gen` produces and how fast.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Events per second (0 = as fast as possible).
+    pub rate: f64,
+    /// Stop after this many events.
+    pub count: u64,
+}
+
+/// Produces `pace.count` events of `scenario` to Kafka with `emitted_at` = now.
+pub async fn produce(scenario: Scenario, pace: Pace, sender: &mut Sender) {
+    let mut generator = Generator::new(scenario, Some(pace.count));
+    let started = Instant::now();
+    for i in 0..pace.count {
+        if pace.rate > 0.0 && i % 64 == 0 {
+            let due = Duration::from_secs_f64(i as f64 / pace.rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let g = generator.next_event(crate::clock::wall_ms());
+        sender.send(Some(g.key.as_bytes()), Some(&g.payload), None).await;
+    }
+}
+
+/// Writes `count` events as JSON lines, with synthetic event time: `start_ms` plus `i / rate`.
+pub fn write_lines(scenario: Scenario, count: u64, rate: f64, start_ms: i64, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    let mut generator = Generator::new(scenario, Some(count));
+    let step_ms = if rate > 0.0 { 1000.0 / rate } else { 0.0 };
+    for i in 0..count {
+        let g = generator.next_event(start_ms + (i as f64 * step_ms) as i64);
+        out.write_all(&g.payload)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::event::Decoder;
+
+    #[test]
+    fn generated_events_pass_the_decoder_and_drift_applies() {
+        let mut config = Config::default();
+        config.cohorts.segment_keys = vec!["locale".into()];
+        let decoder = Decoder::new(&config);
+        let scenario = Scenario {
+            drift: vec![Drift { metric: DriftMetric::Refusal, to: 0.5, at: 0.5, deployments: 1 }],
+            ..Scenario::default()
+        };
+        let mut g = Generator::new(scenario, Some(20_000));
+        let (mut before, mut after) = ((0u32, 0u32), (0u32, 0u32));
+        for i in 0..20_000 {
+            let ev = g.next_event(1_795_928_400_000 + i);
+            let e = decoder.decode(Some(&ev.payload)).expect("generated events are valid");
+            if e.deployment == "support-bot" && e.arm == crate::event::Arm::Canary {
+                let slot = if i < 10_000 { &mut before } else { &mut after };
+                slot.0 += 1;
+                slot.1 += e.signals[0] as u32;
+            }
+        }
+        let rate = |(n, k): (u32, u32)| f64::from(k) / f64::from(n);
+        assert!(rate(before) < 0.08, "{}", rate(before));
+        assert!(rate(after) > 0.4, "{}", rate(after));
+    }
+
+    #[test]
+    fn same_seed_same_stream() {
+        let mut a = Generator::new(Scenario::default(), None);
+        let mut b = Generator::new(Scenario::default(), None);
+        for t in 0..100 {
+            assert_eq!(a.next_event(t).payload, b.next_event(t).payload);
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! driftd — drift containment for LLM canary rollouts.
+//!
+//! driftd consumes privacy-scrubbed generation events from Kafka, keeps rolling per-cohort
+//! baselines of tone, escalation and refusal, and exposes them to Prometheus and an admin API.
+//! The design brief (`docs/` and the README) describes the event contract and the data flow.
+//!
+//! # Layout
+//!
+//! The modules follow the data flow, source to outputs:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`config`] | the TOML schema, defaults and validation (`check-config`, reload) |
+//! | [`event`] | contract v1: decoding, validation, rejection reasons |
+//! | [`privacy`] | the PII gate over every string of an event |
+//! | [`ingest`] | the Kafka source (offsets, dead-letter) and the replay file source |
+//! | [`pipeline`] | decode → gate → cohort state, shared by `run`, `replay` and `demo` |
+//! | [`state`] | cohorts, rolling windows, distributions, baselines — pure, event-time |
+//! | [`metrics`] | every `driftd_*` Prometheus series |
+//! | [`admin`] | the HTTP server: `/metrics`, `/healthz`, `/readyz`, `/v1/cohorts` |
+//! | [`daemon`] | start-up and shutdown sequencing of `driftd run` |
+//! | [`signals`] | SIGTERM/SIGINT drain, SIGHUP reload |
+//! | [`gen`], [`demo`] | synthetic traffic and the one-command demo |
+//! | [`logging`], [`clock`] | log set-up; the one place the wall clock is read |
+//!
+//! Dependency rules: `state` imports no I/O; `ingest` knows nothing of detection or actions;
+//! `admin` reads state only through published snapshots.
+
+pub mod admin;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod event;
+pub mod gen;
+pub mod ingest;
+pub mod logging;
+pub mod metrics;
+pub mod pipeline;
+pub mod privacy;
+pub mod signals;
+pub mod state;

@@ -1,0 +1,278 @@
+//! The `driftd` binary: parses the command line, sets up logging, loads config and runs the
+//! chosen command. Everything else lives in the library.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use driftd::config::{Config, ConfigError};
+use driftd::gen::{Drift, DriftMetric, Pace, Scenario, Sender};
+use driftd::metrics::Metrics;
+use driftd::pipeline::Pipeline;
+
+#[derive(Parser)]
+#[command(name = "driftd", version, about = "Drift containment daemon for LLM canary rollouts")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: consume events from Kafka, keep baselines, serve metrics.
+    Run {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Validate a config file and print the effective config hash.
+    CheckConfig {
+        /// The config file.
+        file: PathBuf,
+    },
+    /// Run the pipeline over JSON-lines events from a file or stdin; print one JSON line per cohort.
+    Replay {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Input file, or `-` for stdin.
+        #[arg(long, default_value = "-")]
+        input: String,
+    },
+    /// Produce synthetic events to Kafka (or JSON lines to a file with --output).
+    Gen(GenArgs),
+    /// Run the whole daemon on an in-process Kafka with a drifting canary.
+    Demo {
+        /// How long to produce traffic.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Events per second.
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        /// Admin server address (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        admin_addr: SocketAddr,
+        /// Fraction of the run after which the canary drifts.
+        #[arg(long, default_value_t = 0.4)]
+        drift_at: f64,
+        /// Random seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// Config file (TOML). Every key has a default, so it is optional.
+    #[arg(long, env = "DRIFTD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Overrides kafka.brokers.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Overrides kafka.topic.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Overrides kafka.group_id.
+    #[arg(long)]
+    group: Option<String>,
+    /// Overrides admin.addr.
+    #[arg(long)]
+    admin_addr: Option<SocketAddr>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(b) = &self.brokers {
+            config.kafka.brokers = b.clone();
+        }
+        if let Some(t) = &self.topic {
+            config.kafka.topic = t.clone();
+        }
+        if let Some(g) = &self.group {
+            config.kafka.group_id = g.clone();
+        }
+        if let Some(a) = self.admin_addr {
+            config.admin.addr = a;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// Bootstrap servers.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Topic to produce to.
+    #[arg(long, default_value = "llm.generation.events")]
+    topic: String,
+    /// Events per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Produce for this long (at --rate); ignored when --count is given.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Number of events.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Number of deployments.
+    #[arg(long, default_value_t = 2)]
+    deployments: usize,
+    /// Share of traffic on the canary arm.
+    #[arg(long, default_value_t = 0.5)]
+    canary_share: f64,
+    /// Metric that drifts in the canary arm.
+    #[arg(long, value_enum)]
+    drift_metric: Option<DriftMetric>,
+    /// New rate (refusal, escalation) or mean shift (tone).
+    #[arg(long, default_value_t = 0.10)]
+    drift_to: f64,
+    /// Fraction of the events after which the drift starts.
+    #[arg(long, default_value_t = 0.5)]
+    drift_at: f64,
+    /// How many deployments drift (the first N).
+    #[arg(long, default_value_t = 1)]
+    drift_deployments: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write JSON lines here (`-` = stdout) instead of producing to Kafka; event time then
+    /// advances by 1/rate per event from --start.
+    #[arg(long)]
+    output: Option<String>,
+    /// First event time for --output (RFC 3339); default now.
+    #[arg(long)]
+    start: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("driftd: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Run { config } => run(config),
+        Command::Replay { config, input } => replay(config, &input),
+        Command::Gen(args) => gen(args),
+        Command::Demo { duration, rate, admin_addr, drift_at, seed } => {
+            driftd::logging::init(&driftd::config::LogConfig {
+                format: driftd::config::LogFormat::Human,
+                level: "warn".into(),
+            });
+            let opts = driftd::demo::DemoOptions { duration, rate, admin_addr, drift_at, seed };
+            runtime()?.block_on(driftd::demo::run(opts, &mut std::io::stdout()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
+    match Config::load(file) {
+        Ok(c) => {
+            println!("{}: ok (config hash {})", file.display(), c.hash());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("driftd: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    let config = args.load()?;
+    driftd::logging::init(&config.log);
+    let rt = runtime()?;
+    let metrics = Arc::new(Metrics::new(&config.hash()));
+    metrics.config_reloads.with_label_values(&["success"]);
+    let controls = driftd::signals::install(move || args.load(), metrics.clone())
+        .context("cannot install signal handlers")?;
+    rt.block_on(async {
+        let listener = driftd::admin::bind(config.admin.addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, "admin server listening");
+        let pipeline = Pipeline::new(&config, metrics.clone(), true);
+        driftd::daemon::run(config, metrics, pipeline, listener, controls).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(args: ConfigArgs, input: &str) -> anyhow::Result<ExitCode> {
+    let config = args.load()?;
+    driftd::logging::init(&config.log);
+    let metrics = Arc::new(Metrics::new(&config.hash()));
+    let (mut pipeline, _snapshots) = Pipeline::new(&config, metrics, false);
+    let reader: Box<dyn BufRead> = if input == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(input).with_context(|| format!("cannot open {input}"))?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    let summary = driftd::ingest::replay::replay(&mut pipeline, reader, std::io::stdout().lock())?;
+    eprintln!("{}", serde_json::to_string(&summary)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gen(a: GenArgs) -> anyhow::Result<ExitCode> {
+    let scenario = Scenario {
+        deployments: a.deployments,
+        canary_share: a.canary_share,
+        drift: a
+            .drift_metric
+            .map(|metric| Drift { metric, to: a.drift_to, at: a.drift_at, deployments: a.drift_deployments })
+            .into_iter()
+            .collect(),
+        seed: a.seed,
+        ..Scenario::default()
+    };
+    let count = match (a.count, a.duration) {
+        (Some(c), _) => c,
+        (None, Some(d)) => (d.as_secs_f64() * a.rate).round() as u64,
+        (None, None) => anyhow::bail!("give --count or --duration"),
+    };
+    if let Some(output) = a.output {
+        let start_ms = match &a.start {
+            Some(s) => driftd::event::parse_rfc3339_ms(s).context("--start must be RFC 3339, e.g. 2026-11-29T05:00:00Z")?,
+            None => driftd::clock::wall_ms(),
+        };
+        if output == "-" {
+            driftd::gen::write_lines(scenario, count, a.rate, start_ms, &mut std::io::stdout().lock())?;
+        } else {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&output).with_context(|| format!("cannot create {output}"))?);
+            driftd::gen::write_lines(scenario, count, a.rate, start_ms, &mut f)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    driftd::logging::init(&driftd::config::LogConfig::default());
+    let sent = runtime()?.block_on(async {
+        let mut sender = Sender::new(&a.brokers, &a.topic, &[])?;
+        driftd::gen::produce(scenario, Pace { rate: a.rate, count }, &mut sender).await;
+        sender.finish().await
+    })?;
+    eprintln!("driftd gen: {sent} events acknowledged by {} on {}", a.brokers, a.topic);
+    Ok(ExitCode::SUCCESS)
+}

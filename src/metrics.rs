@@ -1,0 +1,296 @@
+//! Prometheus metrics: every `driftd_*` series, defined once, with bounded labels.
+//!
+//! Owns the registry and typed handles. Hot-path counters are resolved to label-free handles at
+//! start-up so counting an event costs one atomic add. Per-cohort series are written only when
+//! the hot path publishes a snapshot, never per event. Labels come from closed sets (reason,
+//! outcome, metric names from config) or from cohort keys, which are capped by
+//! `cohorts.max_cohorts`; payload text never becomes a label because cohort keys passed the
+//! privacy gate and the contract's character rules.
+//!
+//! Every series here is documented in the README's metrics reference; keep them in step.
+
+use std::collections::HashMap;
+
+use prometheus::{
+    exponential_buckets, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::event::Reason;
+use crate::privacy::PiiKind;
+use crate::state::Snapshot;
+
+/// All metrics of one driftd process.
+pub struct Metrics {
+    registry: Registry,
+    /// Events applied to cohort state.
+    pub events_applied: IntCounter,
+    /// Events rejected, any reason.
+    pub events_rejected: IntCounter,
+    rejected_by_reason: HashMap<Reason, IntCounter>,
+    pii_by_kind: HashMap<PiiKind, IntCounter>,
+    /// Events folded into the overflow cohort.
+    pub events_overflow: IntCounter,
+    /// Dead-letter records confirmed by the broker.
+    pub dead_letters_delivered: IntCounter,
+    /// Dead-letter records the broker did not accept (after librdkafka's own retries).
+    pub dead_letters_failed: IntCounter,
+    /// Time to decode and apply one event.
+    pub processing_seconds: Histogram,
+    /// Wall-clock age of an event when applied (live ingest only).
+    pub event_age_seconds: Histogram,
+    /// Consumer lag per partition.
+    pub consumer_lag: IntGaugeVec,
+    /// Offset commits by outcome.
+    pub offset_commits: IntCounterVec,
+    /// Config reloads by outcome.
+    pub config_reloads: IntCounterVec,
+    config_info: IntGaugeVec,
+    cohorts: IntGauge,
+    watermark: Gauge,
+    cohort_events: IntCounterVec,
+    cohort_window_events: IntGaugeVec,
+    cohort_window_value: GaugeVec,
+    cohort_window_quantile: GaugeVec,
+    cohort_baseline_value: GaugeVec,
+    /// 1 once the consumer has an assignment and the config is loaded.
+    pub ready: IntGauge,
+}
+
+const COHORT_LABELS: [&str; 4] = ["deployment", "model_version", "arm", "segment"];
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique and valid");
+    metric
+}
+
+impl Metrics {
+    /// Creates and registers every metric. `config_hash` labels `driftd_config_info`.
+    pub fn new(config_hash: &str) -> Metrics {
+        let r = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(&r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(&r, GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+        };
+        let int_gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(&r, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+        };
+        let events = counter_vec(
+            "driftd_events_total",
+            "Events consumed, by outcome (applied to cohort state, or rejected).",
+            &["outcome"],
+        );
+        let rejected = counter_vec(
+            "driftd_events_rejected_total",
+            "Events rejected, by bounded reason code.",
+            &["reason"],
+        );
+        let pii = counter_vec(
+            "driftd_pii_detections_total",
+            "Events rejected by the privacy gate, by the kind of personal data suspected.",
+            &["kind"],
+        );
+        let dead_letters = counter_vec(
+            "driftd_dead_letters_total",
+            "Dead-letter records, by delivery outcome.",
+            &["outcome"],
+        );
+        let build = int_gauge_vec(
+            "driftd_build_info",
+            "Always 1; labelled with the driftd version.",
+            &["version"],
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let config_info = int_gauge_vec(
+            "driftd_config_info",
+            "Always 1; labelled with a hash of the effective config.",
+            &["hash"],
+        );
+        config_info.with_label_values(&[config_hash]).set(1);
+        // Label values of closed sets are created up front so every series exists from start.
+        let m = Metrics {
+            events_applied: events.with_label_values(&["applied"]),
+            events_rejected: events.with_label_values(&["rejected"]),
+            rejected_by_reason: Reason::ALL
+                .iter()
+                .map(|r| (*r, rejected.with_label_values(&[r.as_str()])))
+                .collect(),
+            pii_by_kind: PiiKind::ALL
+                .iter()
+                .map(|k| (*k, pii.with_label_values(&[k.as_str()])))
+                .collect(),
+            events_overflow: register(
+                &r,
+                IntCounter::new(
+                    "driftd_events_overflow_total",
+                    "Events folded into the overflow cohort because cohorts.max_cohorts was reached.",
+                )
+                .expect("valid metric"),
+            ),
+            dead_letters_delivered: dead_letters.with_label_values(&["delivered"]),
+            dead_letters_failed: dead_letters.with_label_values(&["failed"]),
+            processing_seconds: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "driftd_event_processing_seconds",
+                        "Time to decode, gate and apply one event to cohort state.",
+                    )
+                    .buckets(exponential_buckets(1e-6, 2.0, 16).expect("valid buckets")),
+                )
+                .expect("valid metric"),
+            ),
+            event_age_seconds: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "driftd_event_age_seconds",
+                        "Wall-clock time from emitted_at to the event being applied (live ingest).",
+                    )
+                    .buckets(exponential_buckets(0.001, 2.0, 20).expect("valid buckets")),
+                )
+                .expect("valid metric"),
+            ),
+            consumer_lag: int_gauge_vec(
+                "driftd_consumer_lag",
+                "Messages between the consumer position and the partition end, from librdkafka statistics.",
+                &["topic", "partition"],
+            ),
+            offset_commits: counter_vec(
+                "driftd_offset_commits_total",
+                "Synchronous offset commits (rebalance, shutdown), by outcome.",
+                &["outcome"],
+            ),
+            config_reloads: counter_vec(
+                "driftd_config_reloads_total",
+                "SIGHUP config reloads, by outcome.",
+                &["outcome"],
+            ),
+            config_info,
+            cohorts: register(
+                &r,
+                IntGauge::new("driftd_cohorts", "Cohorts tracked, the overflow cohort included.")
+                    .expect("valid metric"),
+            ),
+            watermark: register(
+                &r,
+                Gauge::new(
+                    "driftd_watermark_timestamp_seconds",
+                    "The event-time clock: the latest emitted_at applied, as Unix seconds.",
+                )
+                .expect("valid metric"),
+            ),
+            cohort_events: counter_vec(
+                "driftd_cohort_events_total",
+                "Events applied per cohort since start.",
+                &COHORT_LABELS,
+            ),
+            cohort_window_events: int_gauge_vec(
+                "driftd_cohort_window_events",
+                "Events in the rolling window, per cohort and metric (window = span | recent).",
+                &[COHORT_LABELS.as_slice(), &["metric", "window"]].concat(),
+            ),
+            cohort_window_value: gauge_vec(
+                "driftd_cohort_window_value",
+                "Rate (share true) or mean score in the rolling window, per cohort and metric.",
+                &[COHORT_LABELS.as_slice(), &["metric", "window"]].concat(),
+            ),
+            cohort_window_quantile: gauge_vec(
+                "driftd_cohort_window_quantile",
+                "Score quantiles over the full rolling window, per cohort and score metric.",
+                &[COHORT_LABELS.as_slice(), &["metric", "quantile"]].concat(),
+            ),
+            cohort_baseline_value: gauge_vec(
+                "driftd_cohort_baseline_value",
+                "Long-run exponentially weighted baseline (rate or mean), per cohort and metric.",
+                &[COHORT_LABELS.as_slice(), &["metric"]].concat(),
+            ),
+            ready: register(
+                &r,
+                IntGauge::new(
+                    "driftd_ready",
+                    "1 once the consumer has its partition assignment and the config is loaded.",
+                )
+                .expect("valid metric"),
+            ),
+            registry: r,
+        };
+        m
+    }
+
+    /// Counts a rejection under its reason (and PII kind).
+    pub fn count_rejection(&self, reason: Reason, pii: Option<PiiKind>) {
+        self.events_rejected.inc();
+        self.rejected_by_reason[&reason].inc();
+        if let Some(kind) = pii {
+            self.pii_by_kind[&kind].inc();
+        }
+    }
+
+    /// Rejections counted so far under `reason`.
+    pub fn rejected(&self, reason: Reason) -> u64 {
+        self.rejected_by_reason[&reason].get()
+    }
+
+    /// Replaces the config hash label after a successful reload.
+    pub fn set_config_hash(&self, hash: &str) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[hash]).set(1);
+    }
+
+    /// Writes a published snapshot into the per-cohort series. `events_published[i]` is the
+    /// cohort count already added to `driftd_cohort_events_total` and is advanced here.
+    pub fn publish_snapshot(&self, snapshot: &Snapshot, events_published: &mut Vec<u64>) {
+        self.cohorts.set(snapshot.cohorts.len() as i64);
+        if let Some(ms) = snapshot.watermark_ms {
+            self.watermark.set(ms as f64 / 1000.0);
+        }
+        events_published.resize(snapshot.cohorts.len(), 0);
+        for (c, published) in snapshot.cohorts.iter().zip(events_published.iter_mut()) {
+            let segment = c.segment_label();
+            let key = [
+                c.deployment.as_str(),
+                c.model_version.as_str(),
+                c.arm.as_str(),
+                segment.as_str(),
+            ];
+            self.cohort_events
+                .with_label_values(&key)
+                .inc_by(c.events_total - *published);
+            *published = c.events_total;
+            for m in &c.metrics {
+                for (window, stats) in [("span", &m.window), ("recent", &m.recent)] {
+                    let labels = [&key[..], &[m.name.as_str(), window]].concat();
+                    self.cohort_window_events
+                        .with_label_values(&labels)
+                        .set(stats.n as i64);
+                    let value = self.cohort_window_value.with_label_values(&labels);
+                    value.set(stats.value.unwrap_or(f64::NAN));
+                }
+                if let Some(q) = m.window.quantiles {
+                    for (name, v) in [("0.5", q.p50), ("0.9", q.p90), ("0.99", q.p99)] {
+                        let labels = [&key[..], &[m.name.as_str(), name]].concat();
+                        self.cohort_window_quantile.with_label_values(&labels).set(v);
+                    }
+                }
+                let labels = [&key[..], &[m.name.as_str()]].concat();
+                self.cohort_baseline_value
+                    .with_label_values(&labels)
+                    .set(m.baseline.value.unwrap_or(f64::NAN));
+            }
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding of gathered metrics cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}

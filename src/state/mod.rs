@@ -1,0 +1,552 @@
+//! Cohort state: per cohort and metric, rolling windows, score distributions and a long-run
+//! baseline, all driven by event time.
+//!
+//! Owns the [`CohortTable`], the single piece of mutable state on the hot path. The ingest task
+//! owns it outright (no locks); everyone else sees immutable [`Snapshot`]s that the owner
+//! publishes. The clock is the watermark of `emitted_at`, never the wall clock, so a replay of a
+//! recorded stream reproduces live state exactly.
+//!
+//! This module must not do I/O, read the wall clock, or know about Kafka, HTTP or metrics.
+//!
+//! Memory is bounded: at most `cohorts.max_cohorts` cohorts plus one overflow cohort, each of
+//! fixed size ([`CohortTable::bytes_per_cohort`]; about 46 KiB with the defaults).
+
+pub mod baseline;
+pub mod distribution;
+pub mod window;
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::config::{Config, MetricKind, Worse};
+use crate::event::{format_rfc3339_ms, Arm, Event};
+use baseline::Ewma;
+use distribution::Bins;
+use window::{Moments, Ring};
+
+/// Deployment label of the cohort that absorbs events once `cohorts.max_cohorts` is reached.
+/// Parentheses cannot appear in a real deployment name, so it never collides.
+pub const OVERFLOW_DEPLOYMENT: &str = "(overflow)";
+
+/// What identifies a cohort.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CohortKey {
+    /// Deployment (service) name.
+    pub deployment: String,
+    /// Model version.
+    pub model_version: String,
+    /// Rollout arm.
+    pub arm: Arm,
+    /// Values of the allow-listed segment keys, in config order.
+    pub segment: Vec<Option<String>>,
+}
+
+/// How a metric turns a signal value into the value it accumulates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Transform {
+    /// Booleans (0/1) and scores are accumulated as they are.
+    Identity,
+    /// 1.0 when the value is below the threshold, else 0.0.
+    Below(f64),
+    /// 1.0 when the value is above the threshold, else 0.0.
+    Above(f64),
+}
+
+/// A configured metric, resolved against the decoder's signal order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricSpec {
+    /// Metric name.
+    pub name: String,
+    /// Rate, score or tail.
+    pub kind: MetricKind,
+    /// Harmful direction.
+    pub worse: Worse,
+    signal: usize,
+    transform: Transform,
+    range: Option<[f64; 2]>,
+}
+
+/// Window geometry in milliseconds and counts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Geometry {
+    bucket_ms: i64,
+    buckets: usize,
+    recent_buckets: usize,
+    slab_ms: i64,
+    slabs: usize,
+    bins: usize,
+    half_life_ms: i64,
+    lateness_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+struct MetricState {
+    window: Ring<Moments>,
+    distribution: Option<Ring<Bins>>,
+    baseline: Ewma,
+}
+
+#[derive(Debug, Clone)]
+struct Cohort {
+    key: CohortKey,
+    events: u64,
+    last_event_ms: i64,
+    metrics: Vec<MetricState>,
+}
+
+/// The outcome of applying one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Counted into its own cohort (index into the table).
+    Cohort(usize),
+    /// Counted into the overflow cohort because the table is full.
+    Overflow(usize),
+}
+
+/// The event was older than the watermark minus the allowed lateness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Late;
+
+/// All cohorts of one pipeline.
+#[derive(Debug, Clone)]
+pub struct CohortTable {
+    geometry: Geometry,
+    specs: Vec<MetricSpec>,
+    segment_keys: Vec<String>,
+    index: HashMap<CohortKey, usize>,
+    cohorts: Vec<Cohort>,
+    max_cohorts: usize,
+    overflow: Option<usize>,
+    watermark_ms: Option<i64>,
+}
+
+impl CohortTable {
+    /// An empty table for a validated config. `signals` is the decoder's signal order.
+    pub fn new(config: &Config, signals: &[crate::event::SignalSpec]) -> CohortTable {
+        let w = &config.windows;
+        let bucket_ms = w.bucket.as_millis() as i64;
+        let buckets = w.buckets();
+        let span_ms = bucket_ms * buckets as i64;
+        let specs = config
+            .metrics
+            .iter()
+            .map(|m| MetricSpec {
+                name: m.name.clone(),
+                kind: m.kind,
+                worse: m.worse,
+                signal: signals
+                    .iter()
+                    .position(|s| s.name == m.signal)
+                    .expect("decoder signals are derived from the same metrics"),
+                transform: match (m.below, m.above) {
+                    (Some(t), _) => Transform::Below(t),
+                    (None, Some(t)) => Transform::Above(t),
+                    (None, None) => Transform::Identity,
+                },
+                range: m.range,
+            })
+            .collect();
+        CohortTable {
+            geometry: Geometry {
+                bucket_ms,
+                buckets,
+                recent_buckets: (w.recent.as_millis() as i64 / bucket_ms) as usize,
+                slab_ms: (span_ms / w.distribution_slabs as i64).max(1),
+                slabs: w.distribution_slabs,
+                bins: w.distribution_bins,
+                half_life_ms: w.baseline_half_life.as_millis() as i64,
+                lateness_ms: config.ingest.allowed_lateness.as_millis() as i64,
+            },
+            specs,
+            segment_keys: config.cohorts.segment_keys.clone(),
+            index: HashMap::new(),
+            cohorts: Vec::new(),
+            max_cohorts: config.cohorts.max_cohorts,
+            overflow: None,
+            watermark_ms: None,
+        }
+    }
+
+    /// Changes the allowed lateness (hot-reloadable; window geometry is not).
+    pub fn set_allowed_lateness_ms(&mut self, ms: i64) {
+        self.geometry.lateness_ms = ms;
+    }
+
+    /// The metric definitions, in config order.
+    pub fn specs(&self) -> &[MetricSpec] {
+        &self.specs
+    }
+
+    /// The event-time clock: the largest `emitted_at` applied so far.
+    pub fn watermark_ms(&self) -> Option<i64> {
+        self.watermark_ms
+    }
+
+    /// Number of cohorts, the overflow cohort included.
+    pub fn len(&self) -> usize {
+        self.cohorts.len()
+    }
+
+    /// True before the first event.
+    pub fn is_empty(&self) -> bool {
+        self.cohorts.is_empty()
+    }
+
+    /// Approximate bytes of state each cohort holds, for capacity planning.
+    pub fn bytes_per_cohort(&self) -> usize {
+        let g = &self.geometry;
+        let scores = self
+            .specs
+            .iter()
+            .filter(|s| s.kind == MetricKind::Score)
+            .count();
+        let per_metric = g.buckets * (std::mem::size_of::<Moments>() + 8)
+            + std::mem::size_of::<MetricState>();
+        let per_score = g.slabs * (g.bins * 4 + 8 + std::mem::size_of::<Bins>());
+        std::mem::size_of::<Cohort>() + 256 + self.specs.len() * per_metric + scores * per_score
+    }
+
+    /// Applies one validated event to its cohort.
+    pub fn apply(&mut self, event: Event) -> Result<Applied, Late> {
+        let t = event.emitted_at_ms;
+        if let Some(wm) = self.watermark_ms {
+            if t < wm.saturating_sub(self.geometry.lateness_ms) {
+                return Err(Late);
+            }
+        }
+        self.watermark_ms = Some(self.watermark_ms.map_or(t, |wm| wm.max(t)));
+        let signals = event.signals;
+        let key = CohortKey {
+            deployment: event.deployment,
+            model_version: event.model_version,
+            arm: event.arm,
+            segment: event.segment,
+        };
+        let applied = match self.index.get(&key) {
+            Some(&i) => Applied::Cohort(i),
+            None if self.index.len() < self.max_cohorts => {
+                let i = self.push_cohort(key.clone());
+                self.index.insert(key, i);
+                Applied::Cohort(i)
+            }
+            None => Applied::Overflow(match self.overflow {
+                Some(i) => i,
+                None => {
+                    let i = self.push_cohort(CohortKey {
+                        deployment: OVERFLOW_DEPLOYMENT.into(),
+                        model_version: OVERFLOW_DEPLOYMENT.into(),
+                        arm: key.arm,
+                        segment: vec![None; self.segment_keys.len()],
+                    });
+                    self.overflow = Some(i);
+                    i
+                }
+            }),
+        };
+        let (Applied::Cohort(i) | Applied::Overflow(i)) = applied;
+        let cohort = &mut self.cohorts[i];
+        cohort.events += 1;
+        cohort.last_event_ms = cohort.last_event_ms.max(t);
+        for (spec, state) in self.specs.iter().zip(cohort.metrics.iter_mut()) {
+            let raw = signals[spec.signal];
+            let x = match spec.transform {
+                Transform::Identity => raw,
+                Transform::Below(th) => f64::from(u8::from(raw < th)),
+                Transform::Above(th) => f64::from(u8::from(raw > th)),
+            };
+            state.window.with_bucket(t, |m| m.push(x));
+            if let Some(d) = state.distribution.as_mut() {
+                d.with_bucket(t, |b| b.push(raw));
+            }
+            state.baseline.push(t.div_euclid(self.geometry.bucket_ms), x);
+        }
+        Ok(applied)
+    }
+
+    fn push_cohort(&mut self, key: CohortKey) -> usize {
+        let g = self.geometry;
+        let metrics = self
+            .specs
+            .iter()
+            .map(|spec| MetricState {
+                window: Ring::new(g.bucket_ms, g.buckets, Moments::default()),
+                distribution: match (spec.kind, spec.range) {
+                    (MetricKind::Score, Some([lo, hi])) => {
+                        Some(Ring::new(g.slab_ms, g.slabs, Bins::new(lo, hi, g.bins)))
+                    }
+                    _ => None,
+                },
+                baseline: Ewma::new(g.bucket_ms, g.half_life_ms),
+            })
+            .collect();
+        self.cohorts.push(Cohort {
+            key,
+            events: 0,
+            last_event_ms: i64::MIN,
+            metrics,
+        });
+        self.cohorts.len() - 1
+    }
+
+    /// An immutable view of every cohort at the current watermark.
+    pub fn snapshot(&self) -> Snapshot {
+        let g = &self.geometry;
+        let now = self.watermark_ms.unwrap_or(0);
+        let cohorts = self
+            .cohorts
+            .iter()
+            .map(|c| CohortView {
+                deployment: c.key.deployment.clone(),
+                model_version: c.key.model_version.clone(),
+                arm: c.key.arm,
+                segment: self
+                    .segment_keys
+                    .iter()
+                    .zip(&c.key.segment)
+                    .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
+                    .collect(),
+                overflow: c.key.deployment == OVERFLOW_DEPLOYMENT,
+                events_total: c.events,
+                last_event_at: format_rfc3339_ms(c.last_event_ms),
+                metrics: self
+                    .specs
+                    .iter()
+                    .zip(&c.metrics)
+                    .map(|(spec, st)| {
+                        let mut window = Moments::default();
+                        st.window.fold_last(now, g.buckets, &mut window);
+                        let mut recent = Moments::default();
+                        st.window.fold_last(now, g.recent_buckets, &mut recent);
+                        let quantiles = st.distribution.as_ref().and_then(|d| {
+                            let mut bins = match spec.range {
+                                Some([lo, hi]) => Bins::new(lo, hi, g.bins),
+                                None => return None,
+                            };
+                            d.fold_last(now, g.slabs, &mut bins);
+                            Some(Quantiles {
+                                p50: bins.quantile(0.5)?,
+                                p90: bins.quantile(0.9)?,
+                                p99: bins.quantile(0.99)?,
+                            })
+                        });
+                        MetricView {
+                            name: spec.name.clone(),
+                            kind: spec.kind,
+                            window: WindowStats::from_moments(&window, quantiles),
+                            recent: WindowStats::from_moments(&recent, None),
+                            baseline: BaselineStats {
+                                value: st.baseline.mean(),
+                                stddev: st.baseline.stddev(),
+                                weight: st.baseline.weight(),
+                            },
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Snapshot {
+            watermark: self.watermark_ms.map(format_rfc3339_ms),
+            watermark_ms: self.watermark_ms,
+            window_seconds: (g.bucket_ms * g.buckets as i64) / 1000,
+            recent_seconds: (g.bucket_ms * g.recent_buckets as i64) / 1000,
+            cohorts,
+        }
+    }
+}
+
+/// Everything the admin API and metrics know about cohort state, at one watermark.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    /// The event-time clock, RFC 3339.
+    pub watermark: Option<String>,
+    /// The event-time clock, Unix milliseconds.
+    pub watermark_ms: Option<i64>,
+    /// Length of the full rolling window.
+    pub window_seconds: i64,
+    /// Length of the recent window.
+    pub recent_seconds: i64,
+    /// Every cohort, in creation order.
+    pub cohorts: Vec<CohortView>,
+}
+
+/// One cohort's statistics.
+#[derive(Debug, Clone, Serialize)]
+pub struct CohortView {
+    /// Deployment, or [`OVERFLOW_DEPLOYMENT`].
+    pub deployment: String,
+    /// Model version.
+    pub model_version: String,
+    /// Arm.
+    pub arm: Arm,
+    /// Allow-listed segment values present on this cohort's events.
+    pub segment: Vec<(String, String)>,
+    /// True for the cohort that absorbs events beyond the cap.
+    pub overflow: bool,
+    /// Events applied to this cohort since start (not windowed).
+    pub events_total: u64,
+    /// Latest event time seen for this cohort.
+    pub last_event_at: String,
+    /// Per-metric statistics, in config order.
+    pub metrics: Vec<MetricView>,
+}
+
+impl CohortView {
+    /// The segment as one label value, `key=value` pairs joined by commas.
+    pub fn segment_label(&self) -> String {
+        self.segment
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// One metric of one cohort.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricView {
+    /// Metric name.
+    pub name: String,
+    /// Rate, score or tail.
+    pub kind: MetricKind,
+    /// Over the full span.
+    pub window: WindowStats,
+    /// Over the recent window.
+    pub recent: WindowStats,
+    /// The long-run exponentially weighted baseline.
+    pub baseline: BaselineStats,
+}
+
+/// Statistics of one window.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WindowStats {
+    /// Number of events.
+    pub n: u64,
+    /// Rate (share of true) or mean score; `None` when empty.
+    pub value: Option<f64>,
+    /// Sample standard deviation.
+    pub stddev: Option<f64>,
+    /// Score quantiles (score metrics, full window only).
+    pub quantiles: Option<Quantiles>,
+}
+
+impl WindowStats {
+    fn from_moments(m: &Moments, quantiles: Option<Quantiles>) -> WindowStats {
+        WindowStats {
+            n: m.n,
+            value: m.mean(),
+            stddev: m.stddev(),
+            quantiles,
+        }
+    }
+}
+
+/// Score quantiles.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Quantiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+/// The long-run baseline of a metric.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BaselineStats {
+    /// Weighted mean (rate or score).
+    pub value: Option<f64>,
+    /// Weighted standard deviation.
+    pub stddev: Option<f64>,
+    /// Effective number of events behind it.
+    pub weight: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Decoder;
+
+    fn table(max: usize) -> CohortTable {
+        let mut c = Config::default();
+        c.cohorts.max_cohorts = max;
+        c.ingest.allowed_lateness = std::time::Duration::from_secs(30);
+        CohortTable::new(&c, Decoder::new(&c).signals())
+    }
+
+    fn event(dep: &str, arm: Arm, t: i64, refused: bool, tone: f64) -> Event {
+        Event {
+            emitted_at_ms: t,
+            deployment: dep.into(),
+            model_version: "v1".into(),
+            arm,
+            segment: vec![],
+            signals: vec![f64::from(u8::from(refused)), 0.0, tone],
+        }
+    }
+
+    #[test]
+    fn rates_means_and_tails_per_cohort() {
+        let mut t = table(10);
+        for i in 0..100 {
+            t.apply(event("a", Arm::Canary, 1_000 + i, i % 4 == 0, if i % 10 == 0 { -0.8 } else { 0.5 }))
+                .unwrap();
+        }
+        let s = t.snapshot();
+        let c = &s.cohorts[0];
+        assert_eq!(c.events_total, 100);
+        let m = |name: &str| c.metrics.iter().find(|m| m.name == name).unwrap();
+        assert_eq!(m("refusal").window.value, Some(0.25));
+        assert_eq!(m("tone_tail").window.value, Some(0.1));
+        assert!((m("tone").window.value.unwrap() - (0.9 * 0.5 - 0.1 * 0.8)).abs() < 1e-12);
+        let q = m("tone").window.quantiles.unwrap();
+        assert!((q.p50 - 0.5).abs() <= 0.02 && q.p99 <= 0.52);
+    }
+
+    #[test]
+    fn cap_folds_new_cohorts_into_overflow() {
+        let mut t = table(2);
+        assert_eq!(t.apply(event("a", Arm::Canary, 0, false, 0.0)), Ok(Applied::Cohort(0)));
+        assert_eq!(t.apply(event("b", Arm::Canary, 0, false, 0.0)), Ok(Applied::Cohort(1)));
+        assert_eq!(t.apply(event("c", Arm::Canary, 0, false, 0.0)), Ok(Applied::Overflow(2)));
+        assert_eq!(t.apply(event("d", Arm::Control, 0, false, 0.0)), Ok(Applied::Overflow(2)));
+        assert_eq!(t.apply(event("a", Arm::Canary, 0, false, 0.0)), Ok(Applied::Cohort(0)));
+        let s = t.snapshot();
+        assert_eq!(s.cohorts.len(), 3);
+        assert!(s.cohorts[2].overflow);
+        assert_eq!(s.cohorts[2].events_total, 2);
+        assert_eq!(s.cohorts[2].deployment, OVERFLOW_DEPLOYMENT);
+    }
+
+    #[test]
+    fn late_events_within_lateness_land_later_ones_are_refused() {
+        let mut t = table(10);
+        t.apply(event("a", Arm::Canary, 100_000, false, 0.0)).unwrap();
+        assert!(t.apply(event("a", Arm::Canary, 70_000, true, 0.0)).is_ok());
+        assert_eq!(t.apply(event("a", Arm::Canary, 69_999, true, 0.0)), Err(Late));
+        let s = t.snapshot();
+        assert_eq!(s.cohorts[0].events_total, 2);
+        assert_eq!(s.cohorts[0].metrics[0].window.n, 2);
+        assert_eq!(s.watermark_ms, Some(100_000));
+    }
+
+    #[test]
+    fn window_slides_with_event_time() {
+        let mut t = table(10);
+        t.apply(event("a", Arm::Canary, 0, true, 0.0)).unwrap();
+        t.apply(event("a", Arm::Canary, 3_600_000, false, 0.0)).unwrap();
+        let s = t.snapshot();
+        let refusal = &s.cohorts[0].metrics[0];
+        assert_eq!(refusal.window.n, 1, "the first event left the 1h window");
+        assert_eq!(refusal.window.value, Some(0.0));
+        assert_eq!(s.cohorts[0].events_total, 2);
+        assert!(refusal.baseline.weight > 1.0, "the baseline still remembers it");
+    }
+
+    #[test]
+    fn per_cohort_memory_is_documented_size() {
+        let kib = table(1).bytes_per_cohort() / 1024;
+        assert!((40..=60).contains(&kib), "{kib} KiB; update the module doc and README");
+    }
+}
