@@ -643,7 +643,10 @@ impl Config {
                         ));
                     };
                     if !(lo.is_finite() && hi.is_finite() && lo < hi) {
-                        return Err(invalid(field("range"), "must be [low, high] with low < high"));
+                        return Err(invalid(
+                            field("range"),
+                            "must be [low, high] with low < high",
+                        ));
                     }
                     if m.kind == MetricKind::Score && (m.below.is_some() || m.above.is_some()) {
                         return Err(invalid(
@@ -747,9 +750,13 @@ mod tests {
 
     #[test]
     fn inline_secret_is_refused() {
-        let err = Config::parse("[kafka.properties]\n\"sasl.password\" = \"hunter2\"\n").unwrap_err();
+        let err =
+            Config::parse("[kafka.properties]\n\"sasl.password\" = \"hunter2\"\n").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("sasl.password") && msg.contains("kafka.secrets"), "{msg}");
+        assert!(
+            msg.contains("sasl.password") && msg.contains("kafka.secrets"),
+            "{msg}"
+        );
         assert!(!msg.contains("hunter2"));
     }
 

@@ -59,7 +59,9 @@ pub async fn run(
             cohorts = pipeline.table().len(),
             "shutdown complete; offsets committed"
         ),
-        Err(e) => tracing::error!(error = %e, applied = totals.applied, rejected = totals.rejected, "shutdown incomplete"),
+        Err(e) => {
+            tracing::error!(error = %e, applied = totals.applied, rejected = totals.rejected, "shutdown incomplete")
+        }
     }
     result
 }

@@ -128,13 +128,27 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
         deployments: 2,
         canary_share: 0.5,
         drift: vec![
-            Drift { metric: DriftMetric::Refusal, to: 0.15, at: opts.drift_at, deployments: 1 },
-            Drift { metric: DriftMetric::Tone, to: -0.35, at: opts.drift_at, deployments: 1 },
+            Drift {
+                metric: DriftMetric::Refusal,
+                to: 0.15,
+                at: opts.drift_at,
+                deployments: 1,
+            },
+            Drift {
+                metric: DriftMetric::Tone,
+                to: -0.35,
+                at: opts.drift_at,
+                deployments: 1,
+            },
         ],
         seed: opts.seed,
         ..Scenario::default()
     };
-    writeln!(out, "driftd demo: in-process Kafka at {}, topic {TOPIC} (3 partitions)", cluster.bootstrap_servers())?;
+    writeln!(
+        out,
+        "driftd demo: in-process Kafka at {}, topic {TOPIC} (3 partitions)",
+        cluster.bootstrap_servers()
+    )?;
     writeln!(out, "  metrics:  curl http://{admin_addr}/metrics")?;
     writeln!(out, "  cohorts:  curl http://{admin_addr}/v1/cohorts")?;
     writeln!(
@@ -150,7 +164,12 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
 
     let started = Instant::now();
     let onset = opts.duration.mul_f64(opts.drift_at);
-    let mut producer = Some(tokio::spawn(produce(scenario, count, opts.rate, cluster.bootstrap_servers())));
+    let mut producer = Some(tokio::spawn(produce(
+        scenario,
+        count,
+        opts.rate,
+        cluster.bootstrap_servers(),
+    )));
     let mut before: Option<Arc<Snapshot>> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let grace = opts.duration + Duration::from_secs(60);
@@ -166,7 +185,14 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
         if let Some(task) = producer.take_if(|t| t.is_finished()) {
             produced = Some(task.await.expect("producer task does not panic")?);
         }
-        render_live(out, &snapshot, elapsed, opts.duration, consumed, metrics.events_rejected.get())?;
+        render_live(
+            out,
+            &snapshot,
+            elapsed,
+            opts.duration,
+            consumed,
+            metrics.events_rejected.get(),
+        )?;
         if let Some(p) = produced {
             if consumed >= p {
                 break;
@@ -175,7 +201,10 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
         if elapsed > grace {
             handle.shutdown();
             let _ = daemon.await;
-            return Err(DemoError::Incomplete { consumed, produced: produced.unwrap_or(count) });
+            return Err(DemoError::Incomplete {
+                consumed,
+                produced: produced.unwrap_or(count),
+            });
         }
     }
     // One more publish interval so the final snapshot holds the last events.
@@ -183,11 +212,22 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
     handle.shutdown();
     daemon.await.expect("daemon task does not panic")?;
     let after = snapshots.borrow().clone();
-    render_summary(out, before.as_deref(), &after, &metrics, produced.unwrap_or(count))?;
+    render_summary(
+        out,
+        before.as_deref(),
+        &after,
+        &metrics,
+        produced.unwrap_or(count),
+    )?;
     Ok(())
 }
 
-async fn produce(scenario: Scenario, count: u64, rate: f64, brokers: String) -> Result<u64, DemoError> {
+async fn produce(
+    scenario: Scenario,
+    count: u64,
+    rate: f64,
+    brokers: String,
+) -> Result<u64, DemoError> {
     let mut sender = Sender::new(&brokers, TOPIC, &[])?;
     let mut generator = Generator::new(scenario, Some(count));
     let started = Instant::now();
@@ -201,10 +241,14 @@ async fn produce(scenario: Scenario, count: u64, rate: f64, brokers: String) -> 
         }
         let now = crate::clock::wall_ms();
         if i % BAD_EVERY == BAD_EVERY - 1 {
-            sender.send(Some(b"support-bot"), Some(&bad_message(i, now)), None).await;
+            sender
+                .send(Some(b"support-bot"), Some(&bad_message(i, now)), None)
+                .await;
         } else {
             let g = generator.next_event(now);
-            sender.send(Some(g.key.as_bytes()), Some(&g.payload), None).await;
+            sender
+                .send(Some(g.key.as_bytes()), Some(&g.payload), None)
+                .await;
         }
         sent += 1;
     }
@@ -220,7 +264,14 @@ fn pct(v: Option<f64>) -> String {
     v.map_or("    -".into(), |v| format!("{:5.1}%", v * 100.0))
 }
 
-fn render_live(out: &mut impl Write, s: &Snapshot, elapsed: Duration, total: Duration, consumed: u64, rejected: u64) -> std::io::Result<()> {
+fn render_live(
+    out: &mut impl Write,
+    s: &Snapshot,
+    elapsed: Duration,
+    total: Duration,
+    consumed: u64,
+    rejected: u64,
+) -> std::io::Result<()> {
     let frac = (elapsed.as_secs_f64() / total.as_secs_f64()).min(1.0);
     let filled = (frac * 20.0) as usize;
     writeln!(
@@ -254,16 +305,28 @@ fn render_live(out: &mut impl Write, s: &Snapshot, elapsed: Duration, total: Dur
 }
 
 fn recent(s: &Snapshot, deployment: &str, arm: Arm, name: &str) -> Option<f64> {
-    let c = s.cohorts.iter().find(|c| c.deployment == deployment && c.arm == arm)?;
+    let c = s
+        .cohorts
+        .iter()
+        .find(|c| c.deployment == deployment && c.arm == arm)?;
     metric(c, name)?.recent.value
 }
 
-fn render_summary(out: &mut impl Write, before: Option<&Snapshot>, after: &Snapshot, metrics: &Metrics, produced: u64) -> std::io::Result<()> {
+fn render_summary(
+    out: &mut impl Write,
+    before: Option<&Snapshot>,
+    after: &Snapshot,
+    metrics: &Metrics,
+    produced: u64,
+) -> std::io::Result<()> {
     use crate::event::Reason;
     let applied = metrics.events_applied.get();
     let rejected = metrics.events_rejected.get();
     writeln!(out, "\ndriftd demo summary")?;
-    writeln!(out, "  produced {produced}, applied {applied}, rejected {rejected}")?;
+    writeln!(
+        out,
+        "  produced {produced}, applied {applied}, rejected {rejected}"
+    )?;
     let reasons: Vec<String> = Reason::ALL
         .iter()
         .filter(|r| metrics.rejected(**r) > 0)
@@ -276,8 +339,16 @@ fn render_summary(out: &mut impl Write, before: Option<&Snapshot>, after: &Snaps
         metrics.dead_letters_delivered.get()
     )?;
     let cohort_total: u64 = after.cohorts.iter().map(|c| c.events_total).sum();
-    writeln!(out, "  cohorts: {}, events in cohort state: {cohort_total}", after.cohorts.len())?;
-    writeln!(out, "  last {}s, before the drift onset -> at the end:", after.recent_seconds)?;
+    writeln!(
+        out,
+        "  cohorts: {}, events in cohort state: {cohort_total}",
+        after.cohorts.len()
+    )?;
+    writeln!(
+        out,
+        "  last {}s, before the drift onset -> at the end:",
+        after.recent_seconds
+    )?;
     let mut visible = true;
     for dep in ["support-bot", "search-assist"] {
         for name in ["refusal", "tone"] {
@@ -311,8 +382,15 @@ fn render_summary(out: &mut impl Write, before: Option<&Snapshot>, after: &Snaps
         out,
         "  result: drift {} in support-bot's canary; every message {}",
         if visible { "visible" } else { "NOT visible" },
-        if all_counted { "accounted for" } else { "NOT accounted for" }
+        if all_counted {
+            "accounted for"
+        } else {
+            "NOT accounted for"
+        }
     )?;
-    writeln!(out, "  (detection verdicts and containment are not part of this build yet)")?;
+    writeln!(
+        out,
+        "  (detection verdicts and containment are not part of this build yet)"
+    )?;
     out.flush()
 }

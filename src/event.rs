@@ -230,7 +230,9 @@ impl Decoder {
             _ => return Err(reject(Reason::SchemaViolation, "schema_version")),
         }
         let event_id = required_str(&obj, "event_id")?;
-        if !id_like(event_id, |c| c.is_ascii_alphanumeric() || b"._:-".contains(&c)) {
+        if !id_like(event_id, |c| {
+            c.is_ascii_alphanumeric() || b"._:-".contains(&c)
+        }) {
             return Err(reject(Reason::SchemaViolation, "event_id"));
         }
         let emitted_at_ms = parse_rfc3339_ms(required_str(&obj, "emitted_at")?)
@@ -300,9 +302,7 @@ impl Decoder {
             let x = match (obj.get(&spec.name), spec.range) {
                 (Some(Value::Bool(b)), None) => f64::from(u8::from(*b)),
                 (Some(Value::Number(n)), Some([lo, hi])) => {
-                    let x = n
-                        .as_f64()
-                        .ok_or(reject(Reason::OutOfRange, "signals"))?;
+                    let x = n.as_f64().ok_or(reject(Reason::OutOfRange, "signals"))?;
                     if !x.is_finite() || x < lo || x > hi {
                         return Err(reject(Reason::OutOfRange, "signals"));
                     }
@@ -316,7 +316,10 @@ impl Decoder {
     }
 }
 
-fn required_str<'a>(obj: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, Rejection> {
+fn required_str<'a>(
+    obj: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<&'a str, Rejection> {
     match obj.get(field) {
         Some(Value::String(s)) => Ok(s),
         _ => Err(reject(Reason::SchemaViolation, field)),
@@ -401,9 +404,18 @@ mod tests {
 
     #[test]
     fn schema_version_must_be_1() {
-        assert_eq!(reason_with(|v| v["schema_version"] = json!(2)), Reason::UnsupportedVersion);
-        assert_eq!(reason_with(|v| v["schema_version"] = json!("1")), Reason::SchemaViolation);
-        assert_eq!(reason_with(|v| v["schema_version"] = json!(1.5)), Reason::SchemaViolation);
+        assert_eq!(
+            reason_with(|v| v["schema_version"] = json!(2)),
+            Reason::UnsupportedVersion
+        );
+        assert_eq!(
+            reason_with(|v| v["schema_version"] = json!("1")),
+            Reason::SchemaViolation
+        );
+        assert_eq!(
+            reason_with(|v| v["schema_version"] = json!(1.5)),
+            Reason::SchemaViolation
+        );
         assert_eq!(
             reason_with(|v| {
                 v.as_object_mut().unwrap().remove("schema_version");
@@ -414,9 +426,18 @@ mod tests {
 
     #[test]
     fn event_id_pattern_and_length() {
-        assert_eq!(reason_with(|v| v["event_id"] = json!("")), Reason::SchemaViolation);
-        assert_eq!(reason_with(|v| v["event_id"] = json!("a b")), Reason::SchemaViolation);
-        assert_eq!(reason_with(|v| v["event_id"] = json!("x".repeat(65))), Reason::SchemaViolation);
+        assert_eq!(
+            reason_with(|v| v["event_id"] = json!("")),
+            Reason::SchemaViolation
+        );
+        assert_eq!(
+            reason_with(|v| v["event_id"] = json!("a b")),
+            Reason::SchemaViolation
+        );
+        assert_eq!(
+            reason_with(|v| v["event_id"] = json!("x".repeat(65))),
+            Reason::SchemaViolation
+        );
         assert!(decode(&{
             let mut v = valid();
             v["event_id"] = json!("A.b_c:d-9");
@@ -427,9 +448,18 @@ mod tests {
 
     #[test]
     fn emitted_at_needs_rfc3339_with_offset() {
-        assert_eq!(reason_with(|v| v["emitted_at"] = json!("2026-11-29 05:00:00")), Reason::SchemaViolation);
-        assert_eq!(reason_with(|v| v["emitted_at"] = json!("2026-11-29T05:00:00")), Reason::SchemaViolation);
-        assert_eq!(reason_with(|v| v["emitted_at"] = json!(1_795_928_400)), Reason::SchemaViolation);
+        assert_eq!(
+            reason_with(|v| v["emitted_at"] = json!("2026-11-29 05:00:00")),
+            Reason::SchemaViolation
+        );
+        assert_eq!(
+            reason_with(|v| v["emitted_at"] = json!("2026-11-29T05:00:00")),
+            Reason::SchemaViolation
+        );
+        assert_eq!(
+            reason_with(|v| v["emitted_at"] = json!(1_795_928_400)),
+            Reason::SchemaViolation
+        );
         let mut v = valid();
         v["emitted_at"] = json!("2026-11-29T06:00:00.123+01:00");
         assert_eq!(decode(&v).unwrap().emitted_at_ms, 1_795_928_400_123);
@@ -437,28 +467,58 @@ mod tests {
 
     #[test]
     fn deployment_is_lowercase_id() {
-        assert_eq!(reason_with(|v| v["deployment"] = json!("Support")), Reason::SchemaViolation);
-        assert_eq!(reason_with(|v| v["deployment"] = json!("")), Reason::SchemaViolation);
-        assert_eq!(reason_with(|v| v["deployment"] = json!("a".repeat(65))), Reason::SchemaViolation);
+        assert_eq!(
+            reason_with(|v| v["deployment"] = json!("Support")),
+            Reason::SchemaViolation
+        );
+        assert_eq!(
+            reason_with(|v| v["deployment"] = json!("")),
+            Reason::SchemaViolation
+        );
+        assert_eq!(
+            reason_with(|v| v["deployment"] = json!("a".repeat(65))),
+            Reason::SchemaViolation
+        );
     }
 
     #[test]
     fn model_version_pattern() {
-        assert_eq!(reason_with(|v| v["model_version"] = json!("v 1")), Reason::SchemaViolation);
-        assert_eq!(reason_with(|v| v["model_version"] = json!(3)), Reason::SchemaViolation);
+        assert_eq!(
+            reason_with(|v| v["model_version"] = json!("v 1")),
+            Reason::SchemaViolation
+        );
+        assert_eq!(
+            reason_with(|v| v["model_version"] = json!(3)),
+            Reason::SchemaViolation
+        );
     }
 
     #[test]
     fn arm_is_canary_or_control() {
-        assert_eq!(reason_with(|v| v["arm"] = json!("baseline")), Reason::SchemaViolation);
+        assert_eq!(
+            reason_with(|v| v["arm"] = json!("baseline")),
+            Reason::SchemaViolation
+        );
     }
 
     #[test]
     fn segment_values_are_short_strings() {
-        assert_eq!(reason_with(|v| v["segment"]["locale"] = json!(5)), Reason::SchemaViolation);
-        assert_eq!(reason_with(|v| v["segment"]["locale"] = json!("")), Reason::SchemaViolation);
-        assert_eq!(reason_with(|v| v["segment"]["locale"] = json!("x".repeat(65))), Reason::SchemaViolation);
-        assert_eq!(reason_with(|v| v["segment"] = json!("en")), Reason::SchemaViolation);
+        assert_eq!(
+            reason_with(|v| v["segment"]["locale"] = json!(5)),
+            Reason::SchemaViolation
+        );
+        assert_eq!(
+            reason_with(|v| v["segment"]["locale"] = json!("")),
+            Reason::SchemaViolation
+        );
+        assert_eq!(
+            reason_with(|v| v["segment"]["locale"] = json!("x".repeat(65))),
+            Reason::SchemaViolation
+        );
+        assert_eq!(
+            reason_with(|v| v["segment"] = json!("en")),
+            Reason::SchemaViolation
+        );
         let mut v = valid();
         v.as_object_mut().unwrap().remove("segment");
         assert_eq!(decode(&v).unwrap().segment, vec![None]);
@@ -466,38 +526,72 @@ mod tests {
 
     #[test]
     fn signals_types_and_ranges() {
-        assert_eq!(reason_with(|v| v["signals"]["tone"] = json!(1.5)), Reason::OutOfRange);
-        assert_eq!(reason_with(|v| v["signals"]["tone"] = json!(-1.01)), Reason::OutOfRange);
-        assert_eq!(reason_with(|v| v["signals"]["tone"] = json!(true)), Reason::SchemaViolation);
-        assert_eq!(reason_with(|v| v["signals"]["refused"] = json!(1)), Reason::SchemaViolation);
+        assert_eq!(
+            reason_with(|v| v["signals"]["tone"] = json!(1.5)),
+            Reason::OutOfRange
+        );
+        assert_eq!(
+            reason_with(|v| v["signals"]["tone"] = json!(-1.01)),
+            Reason::OutOfRange
+        );
+        assert_eq!(
+            reason_with(|v| v["signals"]["tone"] = json!(true)),
+            Reason::SchemaViolation
+        );
+        assert_eq!(
+            reason_with(|v| v["signals"]["refused"] = json!(1)),
+            Reason::SchemaViolation
+        );
         assert_eq!(
             reason_with(|v| {
                 v["signals"].as_object_mut().unwrap().remove("escalated");
             }),
             Reason::SchemaViolation
         );
-        assert_eq!(reason_with(|v| v["signals"]["mood"] = json!(0.1)), Reason::UnknownField);
-        assert_eq!(reason_with(|v| v["signals"] = json!([])), Reason::SchemaViolation);
+        assert_eq!(
+            reason_with(|v| v["signals"]["mood"] = json!(0.1)),
+            Reason::UnknownField
+        );
+        assert_eq!(
+            reason_with(|v| v["signals"] = json!([])),
+            Reason::SchemaViolation
+        );
     }
 
     #[test]
     fn unknown_top_level_field() {
-        assert_eq!(reason_with(|v| v["prompt"] = json!("hello")), Reason::UnknownField);
+        assert_eq!(
+            reason_with(|v| v["prompt"] = json!("hello")),
+            Reason::UnknownField
+        );
     }
 
     #[test]
     fn non_finite_and_huge_numbers_are_rejected() {
         let d = decoder();
-        let text = serde_json::to_string(&valid()).unwrap().replace("0.25", "1e999");
-        assert_eq!(d.decode(Some(text.as_bytes())).unwrap_err().reason, Reason::InvalidJson);
-        let text = serde_json::to_string(&valid()).unwrap().replace("0.25", "NaN");
-        assert_eq!(d.decode(Some(text.as_bytes())).unwrap_err().reason, Reason::InvalidJson);
+        let text = serde_json::to_string(&valid())
+            .unwrap()
+            .replace("0.25", "1e999");
+        assert_eq!(
+            d.decode(Some(text.as_bytes())).unwrap_err().reason,
+            Reason::InvalidJson
+        );
+        let text = serde_json::to_string(&valid())
+            .unwrap()
+            .replace("0.25", "NaN");
+        assert_eq!(
+            d.decode(Some(text.as_bytes())).unwrap_err().reason,
+            Reason::InvalidJson
+        );
     }
 
     #[test]
     fn too_large_is_rejected_before_parsing() {
         let big = vec![b'{'; 1025];
-        assert_eq!(decoder().decode(Some(&big)).unwrap_err().reason, Reason::TooLarge);
+        assert_eq!(
+            decoder().decode(Some(&big)).unwrap_err().reason,
+            Reason::TooLarge
+        );
     }
 
     #[test]
@@ -505,19 +599,40 @@ mod tests {
         let d = decoder();
         assert_eq!(d.decode(None).unwrap_err().reason, Reason::InvalidJson);
         assert_eq!(d.decode(Some(b"")).unwrap_err().reason, Reason::InvalidJson);
-        assert_eq!(d.decode(Some(b"{not json")).unwrap_err().reason, Reason::InvalidJson);
-        assert_eq!(d.decode(Some(&[0xff, 0xfe, 0x00])).unwrap_err().reason, Reason::InvalidJson);
-        assert_eq!(d.decode(Some(b"[1,2]")).unwrap_err().reason, Reason::SchemaViolation);
+        assert_eq!(
+            d.decode(Some(b"{not json")).unwrap_err().reason,
+            Reason::InvalidJson
+        );
+        assert_eq!(
+            d.decode(Some(&[0xff, 0xfe, 0x00])).unwrap_err().reason,
+            Reason::InvalidJson
+        );
+        assert_eq!(
+            d.decode(Some(b"[1,2]")).unwrap_err().reason,
+            Reason::SchemaViolation
+        );
     }
 
     #[test]
     fn pii_wins_over_other_violations() {
-        assert_eq!(reason_with(|v| v["prompt"] = json!("mail me: a@b.example")), Reason::PiiSuspected);
-        assert_eq!(reason_with(|v| v["event_id"] = json!("10.1.2.3")), Reason::PiiSuspected);
-        assert_eq!(reason_with(|v| v["segment"]["phone"] = json!("+44 20 7946 0958")), Reason::PiiSuspected);
+        assert_eq!(
+            reason_with(|v| v["prompt"] = json!("mail me: a@b.example")),
+            Reason::PiiSuspected
+        );
+        assert_eq!(
+            reason_with(|v| v["event_id"] = json!("10.1.2.3")),
+            Reason::PiiSuspected
+        );
+        assert_eq!(
+            reason_with(|v| v["segment"]["phone"] = json!("+44 20 7946 0958")),
+            Reason::PiiSuspected
+        );
         let d = decoder();
         let broken = b"{\"note\": \"card 4111-1111-1111-1111\"";
-        assert_eq!(d.decode(Some(broken)).unwrap_err().reason, Reason::PiiSuspected);
+        assert_eq!(
+            d.decode(Some(broken)).unwrap_err().reason,
+            Reason::PiiSuspected
+        );
     }
 
     #[test]

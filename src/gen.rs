@@ -222,7 +222,11 @@ pub struct Sender {
 
 impl Sender {
     /// A producer to `brokers` (with extra librdkafka properties) for `topic`.
-    pub fn new(brokers: &str, topic: &str, properties: &[(&str, &str)]) -> Result<Sender, GenError> {
+    pub fn new(
+        brokers: &str,
+        topic: &str,
+        properties: &[(&str, &str)],
+    ) -> Result<Sender, GenError> {
         let mut cc = rdkafka::ClientConfig::new();
         cc.set("bootstrap.servers", brokers)
             .set("linger.ms", "5")
@@ -241,7 +245,12 @@ impl Sender {
     }
 
     /// Enqueues one message (optionally to a given partition), waiting when the queue is full.
-    pub async fn send(&mut self, key: Option<&[u8]>, payload: Option<&[u8]>, partition: Option<i32>) {
+    pub async fn send(
+        &mut self,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        partition: Option<i32>,
+    ) {
         let topic = self.topic.clone();
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic);
         if let Some(k) = key {
@@ -328,12 +337,20 @@ pub async fn produce(scenario: Scenario, pace: Pace, sender: &mut Sender) {
             }
         }
         let g = generator.next_event(crate::clock::wall_ms());
-        sender.send(Some(g.key.as_bytes()), Some(&g.payload), None).await;
+        sender
+            .send(Some(g.key.as_bytes()), Some(&g.payload), None)
+            .await;
     }
 }
 
 /// Writes `count` events as JSON lines, with synthetic event time: `start_ms` plus `i / rate`.
-pub fn write_lines(scenario: Scenario, count: u64, rate: f64, start_ms: i64, out: &mut impl std::io::Write) -> std::io::Result<()> {
+pub fn write_lines(
+    scenario: Scenario,
+    count: u64,
+    rate: f64,
+    start_ms: i64,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
     let mut generator = Generator::new(scenario, Some(count));
     let step_ms = if rate > 0.0 { 1000.0 / rate } else { 0.0 };
     for i in 0..count {
@@ -356,14 +373,21 @@ mod tests {
         config.cohorts.segment_keys = vec!["locale".into()];
         let decoder = Decoder::new(&config);
         let scenario = Scenario {
-            drift: vec![Drift { metric: DriftMetric::Refusal, to: 0.5, at: 0.5, deployments: 1 }],
+            drift: vec![Drift {
+                metric: DriftMetric::Refusal,
+                to: 0.5,
+                at: 0.5,
+                deployments: 1,
+            }],
             ..Scenario::default()
         };
         let mut g = Generator::new(scenario, Some(20_000));
         let (mut before, mut after) = ((0u32, 0u32), (0u32, 0u32));
         for i in 0..20_000 {
             let ev = g.next_event(1_795_928_400_000 + i);
-            let e = decoder.decode(Some(&ev.payload)).expect("generated events are valid");
+            let e = decoder
+                .decode(Some(&ev.payload))
+                .expect("generated events are valid");
             if e.deployment == "support-bot" && e.arm == crate::event::Arm::Canary {
                 let slot = if i < 10_000 { &mut before } else { &mut after };
                 slot.0 += 1;

@@ -17,7 +17,11 @@ use driftd::metrics::Metrics;
 use driftd::pipeline::Pipeline;
 
 #[derive(Parser)]
-#[command(name = "driftd", version, about = "Drift containment daemon for LLM canary rollouts")]
+#[command(
+    name = "driftd",
+    version,
+    about = "Drift containment daemon for LLM canary rollouts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -178,12 +182,24 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run { config } => run(config),
         Command::Replay { config, input } => replay(config, &input),
         Command::Gen(args) => gen(args),
-        Command::Demo { duration, rate, admin_addr, drift_at, seed } => {
+        Command::Demo {
+            duration,
+            rate,
+            admin_addr,
+            drift_at,
+            seed,
+        } => {
             driftd::logging::init(&driftd::config::LogConfig {
                 format: driftd::config::LogFormat::Human,
                 level: "warn".into(),
             });
-            let opts = driftd::demo::DemoOptions { duration, rate, admin_addr, drift_at, seed };
+            let opts = driftd::demo::DemoOptions {
+                duration,
+                rate,
+                admin_addr,
+                drift_at,
+                seed,
+            };
             runtime()?.block_on(driftd::demo::run(opts, &mut std::io::stdout()))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -243,7 +259,12 @@ fn gen(a: GenArgs) -> anyhow::Result<ExitCode> {
         canary_share: a.canary_share,
         drift: a
             .drift_metric
-            .map(|metric| Drift { metric, to: a.drift_to, at: a.drift_at, deployments: a.drift_deployments })
+            .map(|metric| Drift {
+                metric,
+                to: a.drift_to,
+                at: a.drift_at,
+                deployments: a.drift_deployments,
+            })
             .into_iter()
             .collect(),
         seed: a.seed,
@@ -256,13 +277,23 @@ fn gen(a: GenArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(output) = a.output {
         let start_ms = match &a.start {
-            Some(s) => driftd::event::parse_rfc3339_ms(s).context("--start must be RFC 3339, e.g. 2026-11-29T05:00:00Z")?,
+            Some(s) => driftd::event::parse_rfc3339_ms(s)
+                .context("--start must be RFC 3339, e.g. 2026-11-29T05:00:00Z")?,
             None => driftd::clock::wall_ms(),
         };
         if output == "-" {
-            driftd::gen::write_lines(scenario, count, a.rate, start_ms, &mut std::io::stdout().lock())?;
+            driftd::gen::write_lines(
+                scenario,
+                count,
+                a.rate,
+                start_ms,
+                &mut std::io::stdout().lock(),
+            )?;
         } else {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&output).with_context(|| format!("cannot create {output}"))?);
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(&output)
+                    .with_context(|| format!("cannot create {output}"))?,
+            );
             driftd::gen::write_lines(scenario, count, a.rate, start_ms, &mut f)?;
         }
         return Ok(ExitCode::SUCCESS);
@@ -270,9 +301,20 @@ fn gen(a: GenArgs) -> anyhow::Result<ExitCode> {
     driftd::logging::init(&driftd::config::LogConfig::default());
     let sent = runtime()?.block_on(async {
         let mut sender = Sender::new(&a.brokers, &a.topic, &[])?;
-        driftd::gen::produce(scenario, Pace { rate: a.rate, count }, &mut sender).await;
+        driftd::gen::produce(
+            scenario,
+            Pace {
+                rate: a.rate,
+                count,
+            },
+            &mut sender,
+        )
+        .await;
         sender.finish().await
     })?;
-    eprintln!("driftd gen: {sent} events acknowledged by {} on {}", a.brokers, a.topic);
+    eprintln!(
+        "driftd gen: {sent} events acknowledged by {} on {}",
+        a.brokers, a.topic
+    );
     Ok(ExitCode::SUCCESS)
 }

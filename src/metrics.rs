@@ -71,13 +71,22 @@ impl Metrics {
     pub fn new(config_hash: &str) -> Metrics {
         let r = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            register(&r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+            register(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
         };
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            register(&r, GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+            register(
+                &r,
+                GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
         };
         let int_gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            register(&r, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+            register(
+                &r,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
         };
         let events = counter_vec(
             "driftd_events_total",
@@ -274,7 +283,9 @@ impl Metrics {
                 if let Some(q) = m.window.quantiles {
                     for (name, v) in [("0.5", q.p50), ("0.9", q.p90), ("0.99", q.p99)] {
                         let labels = [&key[..], &[m.name.as_str(), name]].concat();
-                        self.cohort_window_quantile.with_label_values(&labels).set(v);
+                        self.cohort_window_quantile
+                            .with_label_values(&labels)
+                            .set(v);
                     }
                 }
                 let labels = [&key[..], &[m.name.as_str()]].concat();

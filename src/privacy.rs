@@ -148,14 +148,12 @@ fn has_ipv6(s: &str) -> bool {
 }
 
 fn has_nino(b: &[u8]) -> bool {
+    // Two letters, six digits, a final A–D. The official prefix exclusions are ignored on
+    // purpose: the gate errs towards rejecting.
     standalone_runs(b, |c| c.is_ascii_alphanumeric()).any(|(start, end)| {
         let t = &b[start..end];
-        const BAD_FIRST: &[u8] = b"DFIQUV";
         t.len() == 9
             && t[..2].iter().all(u8::is_ascii_uppercase)
-            && !BAD_FIRST.contains(&t[0])
-            && !BAD_FIRST.contains(&t[1])
-            && t[1] != b'O'
             && t[2..8].iter().all(u8::is_ascii_digit)
             && (b'A'..=b'D').contains(&t[8])
     })
@@ -164,9 +162,42 @@ fn has_nino(b: &[u8]) -> bool {
 fn scan_number_runs(s: &str) -> Option<PiiKind> {
     let b = s.as_bytes();
     let in_run = |c: u8| c.is_ascii_digit() || b" ()+.-".contains(&c);
-    for (start, end) in standalone_runs(b, in_run) {
-        let run = s[start..end].trim_matches(|c: char| c == ' ' || c == '.' || c == '-');
-        if let Some(kind) = classify_number_run(run) {
+    let separator = |c: u8| b".-".contains(&c);
+    let mut i = 0;
+    while i < b.len() {
+        if !in_run(b[i]) {
+            i += 1;
+            continue;
+        }
+        let mut start = i;
+        while i < b.len() && in_run(b[i]) {
+            i += 1;
+        }
+        // Spaces at the edges belong to the surrounding text. A dash or dot at an edge glues
+        // the run to its neighbour (`model-20261120`), so it is kept for the adjacency check and
+        // dropped only for classification (`call 415-555-2671.`).
+        let mut end = i;
+        while start < end && b[start] == b' ' {
+            start += 1;
+        }
+        while end > start && b[end - 1] == b' ' {
+            end -= 1;
+        }
+        let glued_before = start > 0 && is_word(b[start - 1]);
+        let glued_after = end < b.len() && is_word(b[end]);
+        if glued_before || glued_after {
+            continue;
+        }
+        while start < end && separator(b[start]) {
+            start += 1;
+        }
+        while end > start && separator(b[end - 1]) {
+            end -= 1;
+        }
+        if start == end {
+            continue;
+        }
+        if let Some(kind) = classify_number_run(&s[start..end]) {
             return Some(kind);
         }
     }
@@ -195,16 +226,19 @@ fn classify_number_run(run: &str) -> Option<PiiKind> {
     if shape == "ddd-dd-dddd" {
         return Some(PiiKind::NationalId);
     }
-    let card_shaped = run.bytes().all(|c| c.is_ascii_digit() || c == b' ' || c == b'-');
+    let card_shaped = run
+        .bytes()
+        .all(|c| c.is_ascii_digit() || c == b' ' || c == b'-');
     if card_shaped && (13..=19).contains(&digits.len()) && luhn_valid(&digits) {
         return Some(PiiKind::PaymentCard);
     }
-    let is_date = shape == "dddd-dd-dd";
+    let is_date = shape.starts_with("dddd-dd-dd");
     let is_decimal = shape.matches('.').count() == 1
         && shape.chars().all(|c| c == 'd' || c == '.')
         && !shape.starts_with('.')
         && !shape.ends_with('.');
-    let is_dotted_version = shape.matches('.').count() >= 2 && !shape.contains(['-', ' ', '(', '+']);
+    let is_dotted_version =
+        shape.matches('.').count() >= 2 && !shape.contains(['-', ' ', '(', '+']);
     if (8..=15).contains(&digits.len()) && !is_date && !is_decimal && !is_dotted_version {
         return Some(PiiKind::Phone);
     }
@@ -245,6 +279,7 @@ mod tests {
             ("contact: a+b@mail.co.uk.", PiiKind::Email),
             ("+1 (415) 555-2671", PiiKind::Phone),
             ("tel:4155552671", PiiKind::Phone),
+            ("call 415-555-2671.", PiiKind::Phone),
             ("030 1234 5678", PiiKind::Phone),
             ("4111 1111 1111 1111", PiiKind::PaymentCard),
             ("5500-0000-0000-0004", PiiKind::PaymentCard),
@@ -268,6 +303,7 @@ mod tests {
             "evt:checkout:000123",
             "ft-2026-11-20.3",
             "llama-3.1-8b-ft.7",
+            "model-20261120-1234",
             "v1.2.3.4",
             "2026-11-29T05:00:00.123Z",
             "2026-11-29",

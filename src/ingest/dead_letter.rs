@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::future_producer::DeliveryFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::error::KafkaError;
 
 use super::IngestError;
 use crate::config::Config;
@@ -53,28 +53,48 @@ impl DeadLetter {
 
     /// Enqueues the dead-letter record for `msg`. Returns the delivery to wait for, or `None`
     /// when librdkafka refused the record outright (counted as failed by the caller).
-    pub async fn send(&self, msg: &BorrowedMessage<'_>, rejection: &Rejection) -> Option<DeliveryFuture> {
+    pub async fn send(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        rejection: &Rejection,
+    ) -> Option<DeliveryFuture> {
         let partition = msg.partition().to_string();
         let offset = msg.offset().to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: HEADER_REASON, value: Some(rejection.reason.as_str()) })
-            .insert(Header { key: HEADER_FIELD, value: Some(rejection.field) })
-            .insert(Header { key: HEADER_SOURCE_TOPIC, value: Some(msg.topic()) })
-            .insert(Header { key: HEADER_SOURCE_PARTITION, value: Some(partition.as_str()) })
-            .insert(Header { key: HEADER_SOURCE_OFFSET, value: Some(offset.as_str()) });
-        let stripped;
-        let (key, payload): (Option<&[u8]>, Option<&[u8]>) = if rejection.reason == Reason::PiiSuspected {
-            stripped = serde_json::json!({
-                "source_topic": msg.topic(),
-                "source_partition": msg.partition(),
-                "source_offset": msg.offset(),
-                "reason": rejection.reason.as_str(),
+            .insert(Header {
+                key: HEADER_REASON,
+                value: Some(rejection.reason.as_str()),
             })
-            .to_string();
-            (None, Some(stripped.as_bytes()))
-        } else {
-            (msg.key(), msg.payload())
-        };
+            .insert(Header {
+                key: HEADER_FIELD,
+                value: Some(rejection.field),
+            })
+            .insert(Header {
+                key: HEADER_SOURCE_TOPIC,
+                value: Some(msg.topic()),
+            })
+            .insert(Header {
+                key: HEADER_SOURCE_PARTITION,
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_SOURCE_OFFSET,
+                value: Some(offset.as_str()),
+            });
+        let stripped;
+        let (key, payload): (Option<&[u8]>, Option<&[u8]>) =
+            if rejection.reason == Reason::PiiSuspected {
+                stripped = serde_json::json!({
+                    "source_topic": msg.topic(),
+                    "source_partition": msg.partition(),
+                    "source_offset": msg.offset(),
+                    "reason": rejection.reason.as_str(),
+                })
+                .to_string();
+                (None, Some(stripped.as_bytes()))
+            } else {
+                (msg.key(), msg.payload())
+            };
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.topic).headers(headers);
         if let Some(k) = key {

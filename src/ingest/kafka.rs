@@ -61,7 +61,10 @@ impl ConsumerContext for IngestContext {
             // Everything received so far has been processed (the hot path handles one message
             // at a time), so the stored offsets are exactly what is safe to commit.
             commit(consumer, &self.metrics, "revoke");
-            tracing::info!(partitions = tpl.count(), "partitions revoked; offsets committed");
+            tracing::info!(
+                partitions = tpl.count(),
+                "partitions revoked; offsets committed"
+            );
             self.metrics.ready.set(0);
         }
     }
@@ -118,8 +121,14 @@ impl KafkaSource {
         cc.set("group.id", &k.group_id)
             .set("enable.auto.offset.store", "false")
             .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", k.commit_interval.as_millis().to_string())
-            .set("statistics.interval.ms", k.stats_interval.as_millis().to_string())
+            .set(
+                "auto.commit.interval.ms",
+                k.commit_interval.as_millis().to_string(),
+            )
+            .set(
+                "statistics.interval.ms",
+                k.stats_interval.as_millis().to_string(),
+            )
             .set("enable.partition.eof", "false");
         if !k.properties.contains_key("auto.offset.reset") {
             cc.set("auto.offset.reset", "earliest");
@@ -140,7 +149,11 @@ impl KafkaSource {
     }
 
     /// Consumes until shutdown is requested, then drains, commits and returns what was done.
-    pub async fn run(self, pipeline: &mut Pipeline, mut controls: Controls) -> Result<RunSummary, IngestError> {
+    pub async fn run(
+        self,
+        pipeline: &mut Pipeline,
+        mut controls: Controls,
+    ) -> Result<RunSummary, IngestError> {
         let start = pipeline.totals();
         let mut tracker = OffsetTracker::default();
         let mut ready = Vec::new();
@@ -197,7 +210,11 @@ impl KafkaSource {
         Ok(summary)
     }
 
-    async fn process(&self, pipeline: &mut Pipeline, msg: &BorrowedMessage<'_>) -> Option<rdkafka::producer::future_producer::DeliveryFuture> {
+    async fn process(
+        &self,
+        pipeline: &mut Pipeline,
+        msg: &BorrowedMessage<'_>,
+    ) -> Option<rdkafka::producer::future_producer::DeliveryFuture> {
         match pipeline.process(msg.payload()) {
             Outcome::Applied => None,
             Outcome::Rejected(rejection) => {

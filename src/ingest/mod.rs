@@ -28,7 +28,9 @@ pub enum IngestError {
     #[error("cannot read replay input: {0}")]
     Input(#[from] std::io::Error),
     /// Shutdown did not finish within `shutdown.deadline`.
-    #[error("shutdown did not finish within {0:?}; offsets after the last commit will be re-consumed")]
+    #[error(
+        "shutdown did not finish within {0:?}; offsets after the last commit will be re-consumed"
+    )]
     DrainTimeout(std::time::Duration),
 }
 

@@ -69,7 +69,11 @@ impl OffsetTracker {
     }
 
     /// Waits for the oldest pending delivery, then releases what follows it.
-    pub async fn wait_front(&mut self, ready: &mut Vec<(i32, i64)>, outcomes: &mut Vec<DeliveryOutcome>) {
+    pub async fn wait_front(
+        &mut self,
+        ready: &mut Vec<(i32, i64)>,
+        outcomes: &mut Vec<DeliveryOutcome>,
+    ) {
         if let Some(front) = self.queue.front_mut() {
             if let Some(d) = front.delivery.take() {
                 outcomes.push(classify(d.await));
@@ -90,7 +94,10 @@ impl OffsetTracker {
 }
 
 fn classify(
-    result: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
+    result: Result<
+        rdkafka::producer::future_producer::OwnedDeliveryResult,
+        futures::channel::oneshot::Canceled,
+    >,
 ) -> DeliveryOutcome {
     match result {
         Ok(Ok(_)) => DeliveryOutcome::Delivered,

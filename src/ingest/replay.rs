@@ -24,7 +24,11 @@ pub struct ReplaySummary {
 }
 
 /// Feeds every line of `input` to `pipeline`, then writes one JSON line per cohort to `out`.
-pub fn replay(pipeline: &mut Pipeline, mut input: impl BufRead, mut out: impl Write) -> Result<ReplaySummary, IngestError> {
+pub fn replay(
+    pipeline: &mut Pipeline,
+    mut input: impl BufRead,
+    mut out: impl Write,
+) -> Result<ReplaySummary, IngestError> {
     let start: Totals = pipeline.totals();
     let mut line = Vec::new();
     let mut lines = 0u64;
@@ -39,7 +43,12 @@ pub fn replay(pipeline: &mut Pipeline, mut input: impl BufRead, mut out: impl Wr
         }
         lines += 1;
         if let Outcome::Rejected(r) = pipeline.process(Some(trimmed)) {
-            tracing::debug!(line = lines, reason = r.reason.as_str(), field = r.field, "event rejected");
+            tracing::debug!(
+                line = lines,
+                reason = r.reason.as_str(),
+                field = r.field,
+                "event rejected"
+            );
         }
     }
     let snapshot = pipeline.publish();

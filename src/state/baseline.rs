@@ -38,14 +38,18 @@ impl Ewma {
                 1.0
             }
             Some(at) if bucket > at => {
-                let f = self.decay_per_bucket.powi((bucket - at).min(i32::MAX as i64) as i32);
+                let f = self
+                    .decay_per_bucket
+                    .powi((bucket - at).min(i32::MAX as i64) as i32);
                 self.weight *= f;
                 self.sum *= f;
                 self.sumsq *= f;
                 self.at_bucket = Some(bucket);
                 1.0
             }
-            Some(at) => self.decay_per_bucket.powi((at - bucket).min(i32::MAX as i64) as i32),
+            Some(at) => self
+                .decay_per_bucket
+                .powi((at - bucket).min(i32::MAX as i64) as i32),
         };
         self.weight += w;
         self.sum += w * x;
@@ -88,7 +92,7 @@ mod tests {
         let mut e = Ewma::new(10, 100);
         e.push(0, 1.0);
         e.push(10, 0.0); // ten buckets of 10 ms = one half-life later
-        // weights: old 0.5, new 1.0 -> mean 1/3
+                         // weights: old 0.5, new 1.0 -> mean 1/3
         assert!((e.mean().unwrap() - 1.0 / 3.0).abs() < 1e-12);
         assert!((e.weight() - 1.5).abs() < 1e-12);
     }

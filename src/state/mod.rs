@@ -201,8 +201,8 @@ impl CohortTable {
             .iter()
             .filter(|s| s.kind == MetricKind::Score)
             .count();
-        let per_metric = g.buckets * (std::mem::size_of::<Moments>() + 8)
-            + std::mem::size_of::<MetricState>();
+        let per_metric =
+            g.buckets * (std::mem::size_of::<Moments>() + 8) + std::mem::size_of::<MetricState>();
         let per_score = g.slabs * (g.bins * 4 + 8 + std::mem::size_of::<Bins>());
         std::mem::size_of::<Cohort>() + 256 + self.specs.len() * per_metric + scores * per_score
     }
@@ -259,7 +259,9 @@ impl CohortTable {
             if let Some(d) = state.distribution.as_mut() {
                 d.with_bucket(t, |b| b.push(raw));
             }
-            state.baseline.push(t.div_euclid(self.geometry.bucket_ms), x);
+            state
+                .baseline
+                .push(t.div_euclid(self.geometry.bucket_ms), x);
         }
         Ok(applied)
     }
@@ -490,8 +492,14 @@ mod tests {
     fn rates_means_and_tails_per_cohort() {
         let mut t = table(10);
         for i in 0..100 {
-            t.apply(event("a", Arm::Canary, 1_000 + i, i % 4 == 0, if i % 10 == 0 { -0.8 } else { 0.5 }))
-                .unwrap();
+            t.apply(event(
+                "a",
+                Arm::Canary,
+                1_000 + i,
+                i % 4 == 0,
+                if i % 10 == 0 { -0.8 } else { 0.5 },
+            ))
+            .unwrap();
         }
         let s = t.snapshot();
         let c = &s.cohorts[0];
@@ -507,11 +515,26 @@ mod tests {
     #[test]
     fn cap_folds_new_cohorts_into_overflow() {
         let mut t = table(2);
-        assert_eq!(t.apply(event("a", Arm::Canary, 0, false, 0.0)), Ok(Applied::Cohort(0)));
-        assert_eq!(t.apply(event("b", Arm::Canary, 0, false, 0.0)), Ok(Applied::Cohort(1)));
-        assert_eq!(t.apply(event("c", Arm::Canary, 0, false, 0.0)), Ok(Applied::Overflow(2)));
-        assert_eq!(t.apply(event("d", Arm::Control, 0, false, 0.0)), Ok(Applied::Overflow(2)));
-        assert_eq!(t.apply(event("a", Arm::Canary, 0, false, 0.0)), Ok(Applied::Cohort(0)));
+        assert_eq!(
+            t.apply(event("a", Arm::Canary, 0, false, 0.0)),
+            Ok(Applied::Cohort(0))
+        );
+        assert_eq!(
+            t.apply(event("b", Arm::Canary, 0, false, 0.0)),
+            Ok(Applied::Cohort(1))
+        );
+        assert_eq!(
+            t.apply(event("c", Arm::Canary, 0, false, 0.0)),
+            Ok(Applied::Overflow(2))
+        );
+        assert_eq!(
+            t.apply(event("d", Arm::Control, 0, false, 0.0)),
+            Ok(Applied::Overflow(2))
+        );
+        assert_eq!(
+            t.apply(event("a", Arm::Canary, 0, false, 0.0)),
+            Ok(Applied::Cohort(0))
+        );
         let s = t.snapshot();
         assert_eq!(s.cohorts.len(), 3);
         assert!(s.cohorts[2].overflow);
@@ -522,9 +545,13 @@ mod tests {
     #[test]
     fn late_events_within_lateness_land_later_ones_are_refused() {
         let mut t = table(10);
-        t.apply(event("a", Arm::Canary, 100_000, false, 0.0)).unwrap();
+        t.apply(event("a", Arm::Canary, 100_000, false, 0.0))
+            .unwrap();
         assert!(t.apply(event("a", Arm::Canary, 70_000, true, 0.0)).is_ok());
-        assert_eq!(t.apply(event("a", Arm::Canary, 69_999, true, 0.0)), Err(Late));
+        assert_eq!(
+            t.apply(event("a", Arm::Canary, 69_999, true, 0.0)),
+            Err(Late)
+        );
         let s = t.snapshot();
         assert_eq!(s.cohorts[0].events_total, 2);
         assert_eq!(s.cohorts[0].metrics[0].window.n, 2);
@@ -535,18 +562,25 @@ mod tests {
     fn window_slides_with_event_time() {
         let mut t = table(10);
         t.apply(event("a", Arm::Canary, 0, true, 0.0)).unwrap();
-        t.apply(event("a", Arm::Canary, 3_600_000, false, 0.0)).unwrap();
+        t.apply(event("a", Arm::Canary, 3_600_000, false, 0.0))
+            .unwrap();
         let s = t.snapshot();
         let refusal = &s.cohorts[0].metrics[0];
         assert_eq!(refusal.window.n, 1, "the first event left the 1h window");
         assert_eq!(refusal.window.value, Some(0.0));
         assert_eq!(s.cohorts[0].events_total, 2);
-        assert!(refusal.baseline.weight > 1.0, "the baseline still remembers it");
+        assert!(
+            refusal.baseline.weight > 1.0,
+            "the baseline still remembers it"
+        );
     }
 
     #[test]
     fn per_cohort_memory_is_documented_size() {
         let kib = table(1).bytes_per_cohort() / 1024;
-        assert!((40..=60).contains(&kib), "{kib} KiB; update the module doc and README");
+        assert!(
+            (40..=60).contains(&kib),
+            "{kib} KiB; update the module doc and README"
+        );
     }
 }

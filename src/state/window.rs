@@ -81,7 +81,10 @@ pub struct Ring<T> {
 impl<T: Mergeable> Ring<T> {
     /// A ring of `len` empty buckets, each a clone of `empty`.
     pub fn new(width_ms: i64, len: usize, empty: T) -> Ring<T> {
-        assert!(width_ms > 0 && len > 0, "ring geometry is validated by config");
+        assert!(
+            width_ms > 0 && len > 0,
+            "ring geometry is validated by config"
+        );
         Ring {
             width_ms,
             ids: vec![i64::MIN; len].into_boxed_slice(),
@@ -172,7 +175,7 @@ mod tests {
         r.with_bucket(50_000, |m| m.push(1.0));
         assert_eq!(r.with_bucket(12_000, |m| m.push(1.0)), Landing::Added);
         let mut w = Moments::default();
-        r.fold_last(50_000, 4, &mut w);
+        r.fold_last(50_000, 5, &mut w);
         assert_eq!(w.n, 2);
     }
 

@@ -1,0 +1,302 @@
+//! Shared helpers for the integration tests: the real broker, topics, producing, and a driftd
+//! process under test with its admin endpoints and logs.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// The broker started by `scripts/test.sh` (tansu). Fails, never skips, when it is missing.
+pub fn broker() -> String {
+    match std::env::var("DRIFTD_TEST_BROKER") {
+        Ok(b) if !b.is_empty() => b,
+        _ => panic!(
+            "DRIFTD_TEST_BROKER is not set: these tests need the real Kafka-compatible broker. \
+             Run `scripts/test.sh`, which installs and starts tansu and sets it."
+        ),
+    }
+}
+
+/// A topic name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// Creates topics with the given partition counts.
+pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let results = rt
+        .block_on(admin.create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .expect("create topics");
+    for r in results {
+        r.expect("topic created");
+    }
+}
+
+/// A plain consumer (no group commits) for reading topics back.
+pub fn reader(brokers: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("reader consumer")
+}
+
+/// (low, high) watermarks of each partition.
+pub fn end_offsets(brokers: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let c = reader(brokers);
+    (0..partitions)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks")
+                .1
+        })
+        .collect()
+}
+
+/// Offsets committed by `group` on each partition (-1 when none).
+pub fn committed_offsets(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    (0..partitions)
+        .map(
+            |p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            },
+        )
+        .collect()
+}
+
+/// A free loopback port (bound and released; the race is acceptable in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `driftd run` child process.
+pub struct Driftd {
+    child: Child,
+    pub admin: String,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Driftd {
+    /// Starts `driftd run --config` with `toml` (the admin address is added here).
+    pub fn start(toml: &str) -> Driftd {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("driftd.toml");
+        std::fs::write(
+            &config,
+            format!("{toml}\n[admin]\naddr = \"127.0.0.1:{port}\"\n"),
+        )
+        .unwrap();
+        let log = dir.path().join("driftd.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_driftd"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn driftd");
+        let d = Driftd {
+            child,
+            admin: format!("http://127.0.0.1:{port}"),
+            log,
+            _dir: dir,
+        };
+        d.wait_until(Duration::from_secs(30), "admin server up", || {
+            d.get("/healthz").is_some()
+        });
+        d
+    }
+
+    /// GET a path on the admin server; `None` when it does not answer 200.
+    pub fn get(&self, path: &str) -> Option<String> {
+        let resp = reqwest::blocking::Client::new()
+            .get(format!("{}{path}", self.admin))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .ok()?;
+        resp.status()
+            .is_success()
+            .then(|| resp.text().ok())
+            .flatten()
+    }
+
+    /// Parsed `/metrics`.
+    pub fn metrics(&self) -> Metrics {
+        Metrics::parse(&self.get("/metrics").expect("/metrics answers"))
+    }
+
+    /// Polls `cond` until it holds or `timeout` passes (then panics with `what` and the log).
+    pub fn wait_until(&self, timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out waiting for {what}; driftd log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!(
+                    "driftd did not exit within {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Everything driftd logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The JSON log line whose message is `message`.
+    pub fn log_event(&self, message: &str) -> Option<serde_json::Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message"] == message)
+    }
+}
+
+impl Drop for Driftd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Prometheus text, parsed into (name, labels) → value.
+pub struct Metrics {
+    pub text: String,
+    series: Vec<(String, HashMap<String, String>, f64)>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let mut series = Vec::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (head, value) = line.rsplit_once(' ').unwrap();
+            let value: f64 = value.parse().unwrap_or(f64::NAN);
+            let (name, labels) = match head.split_once('{') {
+                None => (head.to_string(), HashMap::new()),
+                Some((name, rest)) => {
+                    let body = rest.trim_end_matches('}');
+                    let labels = body
+                        .split("\",")
+                        .filter(|kv| !kv.is_empty())
+                        .map(|kv| {
+                            let (k, v) = kv.split_once('=').unwrap();
+                            (k.to_string(), v.trim_matches('"').to_string())
+                        })
+                        .collect();
+                    (name.to_string(), labels)
+                }
+            };
+            series.push((name, labels, value));
+        }
+        Metrics {
+            text: text.to_string(),
+            series,
+        }
+    }
+
+    /// Sum of every series of `name` whose labels include `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.series
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| v)
+            .sum()
+    }
+}
+
+/// Writes `text` to a temporary file and returns its path (kept alive by the returned dir).
+pub fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    (dir, path)
+}
