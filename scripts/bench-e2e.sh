@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# End-to-end throughput: events/s from a real broker (tansu, sqlite storage) through `driftd run`
+# (release build) until every event is applied. Produces N events first with `driftd gen`, then
+# times consumption alone by polling /metrics.
+#   usage: scripts/bench-e2e.sh [EVENTS]        (default 200000)
+# Needs tansu: run scripts/test.sh once, or set TANSU=/path/to/tansu.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-200000}
+TANSU=${TANSU:-$HOME/.cache/driftd/tansu-0.6.0/bin/tansu}
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+KPORT=$(port)
+APORT=$(port)
+cargo build --release -q
+BIN=target/release/driftd
+(cd "$WORK" && "$TANSU" --listener-url "tcp://127.0.0.1:$KPORT" --advertised-listener-url "tcp://127.0.0.1:$KPORT" \
+  --storage-engine sqlite://tansu.db >tansu.log 2>&1 &)
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$KPORT") 2>/dev/null && break; sleep 0.2; done
+TOPIC=bench-$$
+"$TANSU" topic create "$TOPIC" --partitions 3 --broker "tcp://127.0.0.1:$KPORT" >/dev/null 2>&1 || true
+echo "producing $N events to $TOPIC ..." >&2
+"$BIN" gen --brokers "127.0.0.1:$KPORT" --topic "$TOPIC" --rate 0 --count "$N" --deployments 6 2>&1 | tail -1 >&2
+"$BIN" run --brokers "127.0.0.1:$KPORT" --topic "$TOPIC" --group "bench-$$" --admin-addr "127.0.0.1:$APORT" 2>"$WORK/driftd.log" &
+start=$(date +%s.%N)
+while :; do
+  applied=$(curl -s "http://127.0.0.1:$APORT/metrics" | awk '/^driftd_events_total\{outcome="applied"\}/ {print $2}')
+  [ "${applied:-0}" -ge "$N" ] 2>/dev/null && break
+  sleep 0.05
+done
+end=$(date +%s.%N)
+python3 - "$N" "$start" "$end" <<'PY'
+import sys
+n, s, e = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+print(f"{n} events consumed and applied in {e - s:.2f} s: {n / (e - s):,.0f} events/s (includes consumer group join)")
+PY
