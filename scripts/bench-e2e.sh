@@ -9,29 +9,41 @@ cd "$(dirname "$0")/.."
 N=${1:-200000}
 TANSU=${TANSU:-$HOME/.cache/driftd/tansu-0.6.0/bin/tansu}
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+cleanup() {
+  # driftd first (it commits to the broker), then the broker.
+  [ -n "${DRIFTD_PID:-}" ] && kill "$DRIFTD_PID" 2>/dev/null && wait "$DRIFTD_PID" 2>/dev/null
+  kill $(jobs -p) 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 KPORT=$(port)
 APORT=$(port)
 cargo build --release -q
 BIN=target/release/driftd
-(cd "$WORK" && "$TANSU" --listener-url "tcp://127.0.0.1:$KPORT" --advertised-listener-url "tcp://127.0.0.1:$KPORT" \
-  --storage-engine sqlite://tansu.db >tansu.log 2>&1 &)
+(cd "$WORK" && exec "$TANSU" --listener-url "tcp://127.0.0.1:$KPORT" --advertised-listener-url "tcp://127.0.0.1:$KPORT" \
+  --storage-engine sqlite://tansu.db >tansu.log 2>&1) &
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$KPORT") 2>/dev/null && break; sleep 0.2; done
 TOPIC=bench-$$
 "$TANSU" topic create "$TOPIC" --partitions 3 --broker "tcp://127.0.0.1:$KPORT" >/dev/null 2>&1 || true
 echo "producing $N events to $TOPIC ..." >&2
 "$BIN" gen --brokers "127.0.0.1:$KPORT" --topic "$TOPIC" --rate 0 --count "$N" --deployments 6 2>&1 | tail -1 >&2
 "$BIN" run --brokers "127.0.0.1:$KPORT" --topic "$TOPIC" --group "bench-$$" --admin-addr "127.0.0.1:$APORT" 2>"$WORK/driftd.log" &
+DRIFTD_PID=$!
 start=$(date +%s.%N)
+first=""
+first_n=0
 while :; do
   applied=$(curl -s "http://127.0.0.1:$APORT/metrics" | awk '/^driftd_events_total\{outcome="applied"\}/ {print $2}')
-  [ "${applied:-0}" -ge "$N" ] 2>/dev/null && break
+  applied=${applied:-0}
+  if [ -z "$first" ] && [ "$applied" -gt 0 ]; then first=$(date +%s.%N); first_n=$applied; fi
+  [ "$applied" -ge "$N" ] && break
   sleep 0.05
 done
 end=$(date +%s.%N)
-python3 - "$N" "$start" "$end" <<'PY'
+python3 - "$N" "$start" "$first" "$first_n" "$end" <<'PY'
 import sys
-n, s, e = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-print(f"{n} events consumed and applied in {e - s:.2f} s: {n / (e - s):,.0f} events/s (includes consumer group join)")
+n, s, f, fn, e = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+print(f"{n} events applied {e - s:.2f} s after start ({n / (e - s):,.0f} events/s including group join); "
+      f"steady state {(n - fn) / (e - f):,.0f} events/s")
 PY

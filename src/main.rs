@@ -225,7 +225,8 @@ fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     let metrics = Arc::new(Metrics::new(&config.hash()));
     metrics.config_reloads.with_label_values(&["success"]);
-    let controls = driftd::signals::install(move || args.load(), metrics.clone())
+    let deadline = config.shutdown.deadline;
+    let controls = driftd::signals::install(move || args.load(), metrics.clone(), deadline)
         .context("cannot install signal handlers")?;
     rt.block_on(async {
         let listener = driftd::admin::bind(config.admin.addr).await?;

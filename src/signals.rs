@@ -7,6 +7,7 @@
 //! touch state or Kafka.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -63,8 +64,10 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Installs the signal handlers. `load` re-reads and validates the config on SIGHUP.
-pub fn install<F>(load: F, metrics: Arc<Metrics>) -> std::io::Result<Controls>
+/// Installs the signal handlers. `load` re-reads and validates the config on SIGHUP. After the
+/// first stop signal a watchdog ends the process with status 1 once `deadline` has passed, so a
+/// shutdown that hangs (a commit to an unreachable broker) cannot outlive it.
+pub fn install<F>(load: F, metrics: Arc<Metrics>, deadline: Duration) -> std::io::Result<Controls>
 where
     F: Fn() -> Result<Config, ConfigError> + Send + 'static,
 {
@@ -95,6 +98,11 @@ where
                         stopping = true;
                         tracing::info!("stop signal: draining in-flight work and committing offsets");
                         handle.shutdown();
+                        std::thread::spawn(move || {
+                            std::thread::sleep(deadline);
+                            tracing::error!(?deadline, "shutdown deadline passed: exiting without a final commit; uncommitted events will be re-consumed");
+                            std::process::exit(1);
+                        });
                     }
                 }
             }

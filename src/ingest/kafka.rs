@@ -189,7 +189,9 @@ impl KafkaSource {
             self.settle(&mut ready, &mut outcomes);
         }
         tracing::info!(held_back = tracker.len(), "shutdown: draining");
-        let drained = tokio::time::timeout(self.deadline, async {
+        // Half the deadline for dead-letter deliveries leaves the rest for the commit; the
+        // signal watchdog ends the process if the whole deadline passes.
+        let drained = tokio::time::timeout(self.deadline / 2, async {
             while !tracker.is_empty() {
                 tracker.wait_front(&mut ready, &mut outcomes).await;
             }
@@ -206,7 +208,7 @@ impl KafkaSource {
         if let Some(dl) = &self.dead_letter {
             dl.flush(Duration::from_secs(1));
         }
-        drained.map_err(|_| IngestError::DrainTimeout(self.deadline))?;
+        drained.map_err(|_| IngestError::DrainTimeout(self.deadline / 2))?;
         Ok(summary)
     }
 

@@ -205,3 +205,32 @@ fn sighup_refuses_a_bad_config_keeps_the_old_one_and_applies_a_good_one() {
             && !m.text.contains(&hash_before)
     });
 }
+
+/// Regression: with the broker gone silent, the final commit blocked and SIGTERM never ended
+/// the process. The shutdown deadline is a hard bound.
+#[test]
+fn sigterm_exits_within_the_deadline_when_the_broker_is_unresponsive() {
+    // A "broker" that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = std::thread::spawn(move || {
+        silent
+            .incoming()
+            .take(16)
+            .filter_map(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let mut d = Driftd::start(&format!(
+        "[kafka]\nbrokers = \"{addr}\"\ntopic = \"t\"\n\n[shutdown]\ndeadline = \"2s\"\n\n[log]\nformat = \"json\"\n"
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = std::time::Instant::now();
+    d.sigterm();
+    d.wait_exit(Duration::from_secs(6));
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "exited after {:?}",
+        asked.elapsed()
+    );
+    drop(held);
+}
