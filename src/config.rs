@@ -74,6 +74,8 @@ pub struct Config {
     pub windows: WindowConfig,
     /// The metrics computed per cohort. Defaults to refusal, escalation, tone and tone_tail.
     pub metrics: Vec<MetricConfig>,
+    /// Drift detection.
+    pub detection: DetectionConfig,
     /// The admin HTTP server (metrics, health, cohorts).
     pub admin: AdminConfig,
     /// Log format and level.
@@ -90,6 +92,7 @@ impl Default for Config {
             cohorts: CohortConfig::default(),
             windows: WindowConfig::default(),
             metrics: default_metrics(),
+            detection: DetectionConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
             shutdown: ShutdownConfig::default(),
@@ -338,40 +341,169 @@ pub struct MetricConfig {
     /// For `tail`: count events whose signal is strictly above this value.
     #[serde(default)]
     pub above: Option<f64>,
+    /// Smallest worse-direction difference (canary − control, in the metric's units) that can
+    /// fail a canary. Default: 0.01 for rates and tails, 2.5% of the range for scores.
+    #[serde(default)]
+    pub min_effect: Option<f64>,
+    /// This metric's share of `detection.alpha` (Bonferroni). Default: `detection.alpha` divided
+    /// equally among the metrics that do not set one. The shares may not exceed the budget.
+    #[serde(default)]
+    pub alpha: Option<f64>,
+    /// Events per arm before a verdict other than `insufficient`. Default `detection.min_events`.
+    #[serde(default)]
+    pub min_events: Option<u64>,
+    /// Scale τ of the test's normal mixture: the effect size it is most sensitive to.
+    /// Default: 2 × `min_effect`.
+    #[serde(default)]
+    pub mixture_scale: Option<f64>,
+    /// Shift the self-baseline CUSUM is tuned to detect. Default: 3 × `min_effect`.
+    #[serde(default)]
+    pub self_baseline_shift: Option<f64>,
+}
+
+impl MetricConfig {
+    fn defaults(name: &str, signal: &str, kind: MetricKind, worse: Worse) -> MetricConfig {
+        MetricConfig {
+            name: name.into(),
+            signal: signal.into(),
+            kind,
+            worse,
+            range: None,
+            below: None,
+            above: None,
+            min_effect: None,
+            alpha: None,
+            min_events: None,
+            mixture_scale: None,
+            self_baseline_shift: None,
+        }
+    }
+
+    /// The effective `min_effect`.
+    pub fn min_effect(&self) -> f64 {
+        self.min_effect.unwrap_or(match (self.kind, self.range) {
+            (MetricKind::Score, Some([lo, hi])) => 0.025 * (hi - lo),
+            _ => 0.01,
+        })
+    }
+
+    /// The effective mixture scale τ.
+    pub fn mixture_scale(&self) -> f64 {
+        self.mixture_scale.unwrap_or(2.0 * self.min_effect())
+    }
+
+    /// The effective self-baseline shift.
+    pub fn self_baseline_shift(&self) -> f64 {
+        self.self_baseline_shift.unwrap_or(3.0 * self.min_effect())
+    }
 }
 
 fn default_metrics() -> Vec<MetricConfig> {
-    let rate = |name: &str, signal: &str| MetricConfig {
-        name: name.into(),
-        signal: signal.into(),
-        kind: MetricKind::Rate,
-        worse: Worse::Up,
-        range: None,
-        below: None,
-        above: None,
-    };
     vec![
-        rate("refusal", "refused"),
-        rate("escalation", "escalated"),
+        MetricConfig::defaults("refusal", "refused", MetricKind::Rate, Worse::Up),
+        MetricConfig::defaults("escalation", "escalated", MetricKind::Rate, Worse::Up),
         MetricConfig {
-            name: "tone".into(),
-            signal: "tone".into(),
-            kind: MetricKind::Score,
-            worse: Worse::Down,
             range: Some([-1.0, 1.0]),
-            below: None,
-            above: None,
+            ..MetricConfig::defaults("tone", "tone", MetricKind::Score, Worse::Down)
         },
         MetricConfig {
-            name: "tone_tail".into(),
-            signal: "tone".into(),
-            kind: MetricKind::Tail,
-            worse: Worse::Up,
             range: Some([-1.0, 1.0]),
             below: Some(-0.5),
-            above: None,
+            min_effect: Some(0.02),
+            ..MetricConfig::defaults("tone_tail", "tone", MetricKind::Tail, Worse::Up)
         },
     ]
+}
+
+/// Drift detection: canary-vs-control tests, self-baseline change detection, cohort signals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectionConfig {
+    /// Family-wise false-`fail` budget of one deployment's canary lifetime, across all metrics
+    /// and however often the tests are looked at.
+    pub alpha: f64,
+    /// Events per arm before a metric's verdict leaves `insufficient` (per-metric override:
+    /// `metrics[].min_events`).
+    pub min_events: u64,
+    /// Expected share of a deployment's events on the canary arm, for the sample-ratio-mismatch
+    /// check; unset disables the check (per-deployment override under `deployments`).
+    pub canary_share: Option<f64>,
+    /// Significance of the sample-ratio-mismatch test (anytime-valid).
+    pub srm_alpha: f64,
+    /// An arm with no event for this long (in event time, while the other arm keeps sending) is
+    /// reported as `telemetry_absent`. Absent data never fails a canary by itself.
+    #[serde(with = "humantime_serde")]
+    pub absent_after: Duration,
+    /// Verdicts of earlier canary versions kept per deployment for the audit trail.
+    pub history: usize,
+    /// Self-baseline change detection (CUSUM per cohort and metric).
+    pub self_baseline: SelfBaselineConfig,
+    /// Per-deployment overrides, keyed by deployment name.
+    pub deployments: BTreeMap<String, DeploymentDetection>,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        DetectionConfig {
+            alpha: 0.01,
+            min_events: 300,
+            canary_share: None,
+            srm_alpha: 0.001,
+            absent_after: Duration::from_secs(300),
+            history: 20,
+            self_baseline: SelfBaselineConfig::default(),
+            deployments: BTreeMap::new(),
+        }
+    }
+}
+
+/// Self-baseline settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelfBaselineConfig {
+    /// Run CUSUM change detection on every cohort.
+    pub enabled: bool,
+    /// Event time a cohort's reference is learned over before monitoring starts...
+    #[serde(with = "humantime_serde")]
+    pub warmup: Duration,
+    /// ...and the events it needs at least.
+    pub warmup_events: u64,
+    /// Expected time between false alarms per cohort and metric; with the cohort's observed
+    /// event rate it sets the CUSUM threshold (`h = ln(rate × period)`).
+    #[serde(with = "humantime_serde")]
+    pub false_alarm_period: Duration,
+    /// Verdict state an alarm raises: `fail` (contain) or `warn` (look).
+    pub on_alarm: AlarmState,
+}
+
+impl Default for SelfBaselineConfig {
+    fn default() -> Self {
+        SelfBaselineConfig {
+            enabled: true,
+            warmup: Duration::from_secs(120),
+            warmup_events: 1000,
+            false_alarm_period: Duration::from_secs(7 * 86_400),
+            on_alarm: AlarmState::Fail,
+        }
+    }
+}
+
+/// The verdict a self-baseline alarm raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmState {
+    /// Fail the metric (containment-worthy).
+    Fail,
+    /// Warn only.
+    Warn,
+}
+
+/// Per-deployment detection overrides.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeploymentDetection {
+    /// Expected canary share for this deployment.
+    pub canary_share: Option<f64>,
 }
 
 /// Admin HTTP server.
@@ -549,6 +681,7 @@ impl Config {
         }
         self.validate_windows()?;
         self.validate_metrics()?;
+        self.validate_detection()?;
         if self.shutdown.deadline.is_zero() {
             return Err(invalid("shutdown.deadline", "must be longer than zero"));
         }
@@ -695,6 +828,131 @@ impl Config {
         Ok(())
     }
 
+    fn validate_detection(&self) -> Result<(), ConfigError> {
+        let d = &self.detection;
+        let prob = |x: f64| x > 0.0 && x < 1.0;
+        if !prob(d.alpha) {
+            return Err(invalid(
+                "detection.alpha",
+                "must be between 0 and 1 (exclusive)",
+            ));
+        }
+        if !prob(d.srm_alpha) {
+            return Err(invalid(
+                "detection.srm_alpha",
+                "must be between 0 and 1 (exclusive)",
+            ));
+        }
+        if d.min_events < 10 {
+            return Err(invalid(
+                "detection.min_events",
+                "must be at least 10 (the tests rely on the CLT)",
+            ));
+        }
+        let share_ok = |s: Option<f64>| s.is_none_or(prob);
+        if !share_ok(d.canary_share) {
+            return Err(invalid(
+                "detection.canary_share",
+                "must be between 0 and 1 (exclusive)",
+            ));
+        }
+        for (name, o) in &d.deployments {
+            if !share_ok(o.canary_share) {
+                return Err(invalid(
+                    format!("detection.deployments.{name}.canary_share"),
+                    "must be between 0 and 1 (exclusive)",
+                ));
+            }
+        }
+        if d.absent_after < self.windows.bucket {
+            return Err(invalid(
+                "detection.absent_after",
+                "must be at least one windows.bucket",
+            ));
+        }
+        let sb = &d.self_baseline;
+        if sb.warmup_events < 30 {
+            return Err(invalid(
+                "detection.self_baseline.warmup_events",
+                "must be at least 30",
+            ));
+        }
+        if sb.false_alarm_period < Duration::from_secs(60) {
+            return Err(invalid(
+                "detection.self_baseline.false_alarm_period",
+                "must be at least 1m",
+            ));
+        }
+        let mut explicit = 0.0;
+        for (n, m) in self.metrics.iter().enumerate() {
+            let field = |f: &str| format!("metrics[{n}].{f}");
+            if let Some(a) = m.alpha {
+                if !prob(a) {
+                    return Err(invalid(
+                        field("alpha"),
+                        "must be between 0 and 1 (exclusive)",
+                    ));
+                }
+                explicit += a;
+            }
+            for (f, v) in [
+                ("min_effect", m.min_effect),
+                ("mixture_scale", m.mixture_scale),
+                ("self_baseline_shift", m.self_baseline_shift),
+            ] {
+                if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                    return Err(invalid(field(f), "must be a positive number"));
+                }
+            }
+            if m.kind != MetricKind::Score && m.min_effect() >= 1.0 {
+                return Err(invalid(
+                    field("min_effect"),
+                    "a rate difference must be below 1",
+                ));
+            }
+            if m.min_events.is_some_and(|e| e < 10) {
+                return Err(invalid(field("min_events"), "must be at least 10"));
+            }
+        }
+        let implicit = self.metrics.iter().filter(|m| m.alpha.is_none()).count();
+        if explicit > d.alpha * (1.0 + 1e-9) || (implicit > 0 && explicit >= d.alpha) {
+            return Err(invalid(
+                "metrics[].alpha",
+                format!(
+                    "the per-metric alphas add up to {explicit}, leaving nothing of detection.alpha = {} for the rest",
+                    d.alpha
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Each metric's share of the family-wise budget, in config order (Bonferroni: they add up
+    /// to at most `detection.alpha`).
+    pub fn metric_alphas(&self) -> Vec<f64> {
+        let explicit: f64 = self.metrics.iter().filter_map(|m| m.alpha).sum();
+        let implicit = self
+            .metrics
+            .iter()
+            .filter(|m| m.alpha.is_none())
+            .count()
+            .max(1);
+        let share = (self.detection.alpha - explicit) / implicit as f64;
+        self.metrics
+            .iter()
+            .map(|m| m.alpha.unwrap_or(share))
+            .collect()
+    }
+
+    /// The expected canary share of a deployment, if the SRM check applies to it.
+    pub fn canary_share(&self, deployment: &str) -> Option<f64> {
+        self.detection
+            .deployments
+            .get(deployment)
+            .and_then(|o| o.canary_share)
+            .or(self.detection.canary_share)
+    }
+
     /// A short, stable hash of the effective config, exported as a metric so operators can see
     /// which config each instance runs. Secrets are references here, never values.
     pub fn hash(&self) -> String {
@@ -717,6 +975,9 @@ impl Config {
         }
         if self.metrics != new.metrics {
             changed.push("metrics");
+        }
+        if self.detection != new.detection {
+            changed.push("detection");
         }
         if self.admin != new.admin {
             changed.push("admin");
@@ -796,6 +1057,19 @@ range = [-1.0, 1.0]
         let err = k.client_properties().unwrap_err().to_string();
         assert!(err.contains("ssl.key.password") && err.contains("DRIFTD_TEST_UNSET_VAR"));
         assert!(format!("{:?}", k).contains("file:"));
+    }
+
+    #[test]
+    fn alpha_budget_is_split_and_checked() {
+        let c = Config::default();
+        let alphas = c.metric_alphas();
+        assert_eq!(alphas.len(), 4);
+        assert!((alphas.iter().sum::<f64>() - 0.01).abs() < 1e-12);
+        let err = Config::parse(
+            "[detection]\nalpha = 0.01\n[[metrics]]\nname = \"r\"\nsignal = \"refused\"\nkind = \"rate\"\nworse = \"up\"\nalpha = 0.02\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("metrics[].alpha"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! | [`ingest`] | the Kafka source (offsets, dead-letter) and the replay file source |
 //! | [`pipeline`] | decode → gate → cohort state, shared by `run`, `replay` and `demo` |
 //! | [`state`] | cohorts, rolling windows, distributions, baselines — pure, event-time |
+//! | [`detect`] | canary-vs-control tests, self-baseline CUSUM, SRM, absence — pure, event-time |
 //! | [`metrics`] | every `driftd_*` Prometheus series |
 //! | [`admin`] | the HTTP server: `/metrics`, `/healthz`, `/readyz`, `/v1/cohorts` |
 //! | [`daemon`] | start-up and shutdown sequencing of `driftd run` |
@@ -23,7 +24,7 @@
 //! | [`gen`], [`demo`] | synthetic traffic and the one-command demo |
 //! | [`logging`], [`clock`] | log set-up; the one place the wall clock is read |
 //!
-//! Dependency rules: `state` imports no I/O; `ingest` knows nothing of detection or actions;
+//! Dependency rules: `state` and `detect` import no I/O; `ingest` knows nothing of detection or actions;
 //! `admin` reads state only through published snapshots.
 
 pub mod admin;
@@ -31,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod detect;
 pub mod event;
 pub mod gen;
 pub mod ingest;

@@ -46,7 +46,9 @@ impl Reference {
                     ((1.0 - p1) / (1.0 - p0)).ln()
                 }
             }
-            Reference::Gaussian { mu0, sigma, delta } => delta / (sigma * sigma) * (x - mu0 - delta / 2.0),
+            Reference::Gaussian { mu0, sigma, delta } => {
+                delta / (sigma * sigma) * (x - mu0 - delta / 2.0)
+            }
         }
     }
 
@@ -118,7 +120,10 @@ impl SelfBaseline {
     pub fn new(tuning: Tuning) -> SelfBaseline {
         SelfBaseline {
             tuning,
-            phase: Phase::Warmup { seen: Arm::default(), first_ms: i64::MAX },
+            phase: Phase::Warmup {
+                seen: Arm::default(),
+                first_ms: i64::MAX,
+            },
         }
     }
 
@@ -139,12 +144,23 @@ impl SelfBaseline {
                     let rate_per_ms = seen.n as f64 / elapsed as f64;
                     let reference = if t.binary {
                         let p0 = ((seen.sum + 0.5) / (seen.n as f64 + 1.0)).clamp(1e-6, 1.0 - 1e-6);
-                        let p1 = if t.worse_up { p0 + t.shift } else { p0 - t.shift };
-                        Reference::Bernoulli { p0, p1: p1.clamp(1e-6, 1.0 - 1e-6) }
+                        let p1 = if t.worse_up {
+                            p0 + t.shift
+                        } else {
+                            p0 - t.shift
+                        };
+                        Reference::Bernoulli {
+                            p0,
+                            p1: p1.clamp(1e-6, 1.0 - 1e-6),
+                        }
                     } else {
                         let sigma = seen.variance(false).sqrt().max(1e-3);
                         let delta = if t.worse_up { t.shift } else { -t.shift };
-                        Reference::Gaussian { mu0: seen.mean(), sigma, delta }
+                        Reference::Gaussian {
+                            mu0: seen.mean(),
+                            sigma,
+                            delta,
+                        }
                     };
                     self.phase = Phase::Monitoring {
                         reference,
@@ -156,7 +172,13 @@ impl SelfBaseline {
                 }
                 false
             }
-            Phase::Monitoring { reference, threshold, statistic, seen, alarmed } => {
+            Phase::Monitoring {
+                reference,
+                threshold,
+                statistic,
+                seen,
+                alarmed,
+            } => {
                 seen.push(x);
                 *statistic = (*statistic + reference.increment(x)).max(0.0);
                 if !*alarmed && *statistic >= *threshold {
@@ -191,7 +213,11 @@ mod tests {
         let r = Reference::Bernoulli { p0: 0.05, p1: 0.10 };
         assert!((r.increment(1.0) - 2f64.ln()).abs() < 1e-12);
         assert!((r.increment(0.0) - (0.90f64 / 0.95).ln()).abs() < 1e-12);
-        let g = Reference::Gaussian { mu0: 0.3, sigma: 0.3, delta: -0.15 };
+        let g = Reference::Gaussian {
+            mu0: 0.3,
+            sigma: 0.3,
+            delta: -0.15,
+        };
         // (δ/σ²)(x − μ₀ − δ/2) at x = 0.3: (−0.15/0.09)(0.075) = −0.125
         assert!((g.increment(0.3) + 0.125).abs() < 1e-12);
     }
@@ -212,7 +238,11 @@ mod tests {
             assert!(!d.push(f64::from(u8::from(rng.random_bool(0.05))), t));
         }
         match d.phase() {
-            Phase::Monitoring { reference, threshold, .. } => {
+            Phase::Monitoring {
+                reference,
+                threshold,
+                ..
+            } => {
                 assert!((reference.value() - 0.05).abs() < 0.015);
                 // 100 events/s over a week
                 assert!((threshold - 17.9).abs() < 0.1, "{threshold}");
@@ -236,7 +266,10 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(4);
         let mut d = SelfBaseline::new(tuning());
         for i in 0..300_000i64 {
-            assert!(!d.push(f64::from(u8::from(rng.random_bool(0.05))), i * 10), "false alarm at {i}");
+            assert!(
+                !d.push(f64::from(u8::from(rng.random_bool(0.05))), i * 10),
+                "false alarm at {i}"
+            );
         }
     }
 }

@@ -96,7 +96,14 @@ pub fn cs_radius(v: f64, tau: f64, alpha: f64) -> f64 {
 }
 
 /// Evaluates the test. `worse_up` orients the one-sided test; `binary` selects the variance.
-pub fn evaluate(canary: &Arm, control: &Arm, binary: bool, worse_up: bool, tau: f64, alpha: f64) -> Evidence {
+pub fn evaluate(
+    canary: &Arm,
+    control: &Arm,
+    binary: bool,
+    worse_up: bool,
+    tau: f64,
+    alpha: f64,
+) -> Evidence {
     let estimate = canary.mean() - control.mean();
     let variance = canary.variance(binary) / canary.n.max(1) as f64
         + control.variance(binary) / control.n.max(1) as f64;
@@ -134,7 +141,8 @@ mod tests {
         let steps = 200_000;
         let h = upper / steps as f64;
         let f = |t: f64| {
-            let prior = 2.0 * (-t * t / (2.0 * tau * tau)).exp() / (tau * (2.0 * std::f64::consts::PI).sqrt());
+            let prior = 2.0 * (-t * t / (2.0 * tau * tau)).exp()
+                / (tau * (2.0 * std::f64::consts::PI).sqrt());
             ((t * d - t * t / 2.0) / v).exp() * prior
         };
         (0..=steps)
@@ -148,10 +156,19 @@ mod tests {
 
     #[test]
     fn closed_form_matches_quadrature() {
-        for (d, v, tau) in [(0.0, 1e-4, 0.02), (0.02, 3e-5, 0.02), (-0.01, 3e-5, 0.02), (0.05, 1e-4, 0.1), (0.2, 0.01, 0.05)] {
+        for (d, v, tau) in [
+            (0.0, 1e-4, 0.02),
+            (0.02, 3e-5, 0.02),
+            (-0.01, 3e-5, 0.02),
+            (0.05, 1e-4, 0.1),
+            (0.2, 0.01, 0.05),
+        ] {
             let closed = one_sided_log_lr(d, v, tau);
             let numeric = mixture_by_quadrature(d, v, tau).ln();
-            assert!((closed - numeric).abs() < 1e-6, "d={d} v={v} tau={tau}: {closed} vs {numeric}");
+            assert!(
+                (closed - numeric).abs() < 1e-6,
+                "d={d} v={v} tau={tau}: {closed} vs {numeric}"
+            );
         }
     }
 
@@ -177,7 +194,11 @@ mod tests {
         let up = evaluate(&canary, &control, true, true, 0.02, 0.01);
         let down = evaluate(&canary, &control, true, false, 0.02, 0.01);
         assert!((up.estimate - 0.05).abs() < 1e-12);
-        assert!(up.log_lr > 10.0, "a 5-point rise over 2000 events is overwhelming: {}", up.log_lr);
+        assert!(
+            up.log_lr > 10.0,
+            "a 5-point rise over 2000 events is overwhelming: {}",
+            up.log_lr
+        );
         assert!(down.log_lr < 0.0, "no evidence of a fall");
         assert!(up.ci_low > 0.0 && up.ci_high > up.ci_low);
     }

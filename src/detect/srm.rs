@@ -26,7 +26,11 @@ mod tests {
         assert!(log_lr(1, 1, 0.5).abs() < 1e-12);
         // n = 100, k = 50, p0 = ½: lnΓ(51)·2 − lnΓ(102) + 100·ln 2, computed with Python's
         // math.lgamma: -2.0842441, i.e. a balanced split is evidence *for* p0.
-        assert!((log_lr(50, 100, 0.5) - (-2.084_244_1)).abs() < 1e-6, "{}", log_lr(50, 100, 0.5));
+        assert!(
+            (log_lr(50, 100, 0.5) - (-2.084_244_1)).abs() < 1e-6,
+            "{}",
+            log_lr(50, 100, 0.5)
+        );
         // A 70/30 split of 1000 events against 50/50 is overwhelming.
         assert!(log_lr(700, 1000, 0.5) > 50.0);
     }

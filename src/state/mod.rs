@@ -119,6 +119,8 @@ pub struct CohortTable {
     max_cohorts: usize,
     overflow: Option<usize>,
     watermark_ms: Option<i64>,
+    /// Per-metric values of the last applied event (what the detectors consume).
+    last_values: Vec<f64>,
 }
 
 impl CohortTable {
@@ -165,7 +167,18 @@ impl CohortTable {
             max_cohorts: config.cohorts.max_cohorts,
             overflow: None,
             watermark_ms: None,
+            last_values: Vec::new(),
         }
+    }
+
+    /// The key of cohort `i`.
+    pub fn key(&self, i: usize) -> &CohortKey {
+        &self.cohorts[i].key
+    }
+
+    /// The per-metric values (after the metric's transform) of the last applied event.
+    pub fn last_values(&self) -> &[f64] {
+        &self.last_values
     }
 
     /// Changes the allowed lateness (hot-reloadable; window geometry is not).
@@ -248,6 +261,7 @@ impl CohortTable {
         let cohort = &mut self.cohorts[i];
         cohort.events += 1;
         cohort.last_event_ms = cohort.last_event_ms.max(t);
+        self.last_values.clear();
         for (spec, state) in self.specs.iter().zip(cohort.metrics.iter_mut()) {
             let raw = signals[spec.signal];
             let x = match spec.transform {
@@ -255,6 +269,7 @@ impl CohortTable {
                 Transform::Below(th) => f64::from(u8::from(raw < th)),
                 Transform::Above(th) => f64::from(u8::from(raw > th)),
             };
+            self.last_values.push(x);
             state.window.with_bucket(t, |m| m.push(x));
             if let Some(d) = state.distribution.as_mut() {
                 d.with_bucket(t, |b| b.push(raw));
