@@ -15,16 +15,15 @@ use crate::config::Config;
 use crate::ingest::kafka::{KafkaSource, RunSummary};
 use crate::ingest::IngestError;
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Published};
 use crate::signals::Controls;
-use crate::state::Snapshot;
 
 /// Runs the daemon until `controls` asks it to stop. The pipeline (and its snapshot receiver)
 /// is made by the caller with [`Pipeline::new`], so the demo can watch the same snapshots.
 pub async fn run(
     config: Config,
     metrics: Arc<Metrics>,
-    (mut pipeline, snapshots): (Pipeline, watch::Receiver<Arc<Snapshot>>),
+    (mut pipeline, snapshots): (Pipeline, watch::Receiver<Arc<Published>>),
     listener: TcpListener,
     controls: Controls,
 ) -> Result<RunSummary, IngestError> {

@@ -18,10 +18,12 @@ use rdkafka::mocking::MockCluster;
 
 use crate::admin;
 use crate::config::{Config, LogFormat};
+use crate::detect::State;
 use crate::event::Arm;
 use crate::gen::{Drift, DriftMetric, Generator, Scenario, Sender};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::pipeline::Published;
 use crate::state::{CohortView, Snapshot};
 
 /// Demo settings (the CLI's flags).
@@ -73,7 +75,7 @@ const DEAD_LETTER_TOPIC: &str = "llm.generation.events.dlq";
 const BAD_EVERY: u64 = 250;
 
 /// The config the demo runs with: defaults, short windows so a one-minute run shows movement.
-fn demo_config(brokers: String, admin_addr: SocketAddr) -> Config {
+fn demo_config(brokers: String, admin_addr: SocketAddr, onset: Duration) -> Config {
     let mut c = Config::default();
     c.kafka.brokers = brokers;
     c.kafka.topic = TOPIC.into();
@@ -86,6 +88,10 @@ fn demo_config(brokers: String, admin_addr: SocketAddr) -> Config {
     c.ingest.allowed_lateness = Duration::from_secs(30);
     c.ingest.publish_interval = Duration::from_millis(500);
     c.admin.addr = admin_addr;
+    c.detection.canary_share = Some(0.5);
+    // Learn each cohort's own baseline before the drift starts.
+    c.detection.self_baseline.warmup = onset.mul_f64(0.8).min(Duration::from_secs(10));
+    c.detection.self_baseline.warmup_events = 300;
     c.log.format = LogFormat::Human;
     c.log.level = "warn".into();
     c
@@ -111,7 +117,8 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
     cluster.create_topic(DEAD_LETTER_TOPIC, 1, 1)?;
     let listener = admin::bind(opts.admin_addr).await?;
     let admin_addr = listener.local_addr()?;
-    let config = demo_config(cluster.bootstrap_servers(), admin_addr);
+    let onset = opts.duration.mul_f64(opts.drift_at);
+    let config = demo_config(cluster.bootstrap_servers(), admin_addr, onset);
     let metrics = Arc::new(Metrics::new(&config.hash()));
     let (pipeline, snapshots) = Pipeline::new(&config, metrics.clone(), true);
     let (handle, controls) = crate::signals::channel();
@@ -163,14 +170,13 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
     )?;
 
     let started = Instant::now();
-    let onset = opts.duration.mul_f64(opts.drift_at);
     let mut producer = Some(tokio::spawn(produce(
         scenario,
         count,
         opts.rate,
         cluster.bootstrap_servers(),
     )));
-    let mut before: Option<Arc<Snapshot>> = None;
+    let mut before: Option<Arc<Published>> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let grace = opts.duration + Duration::from_secs(60);
     let mut produced = None;
@@ -178,6 +184,7 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
         tick.tick().await;
         let elapsed = started.elapsed();
         let snapshot = snapshots.borrow().clone();
+        render_verdicts(out, &snapshot)?;
         if elapsed < onset {
             before = Some(snapshot.clone());
         }
@@ -187,7 +194,7 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
         }
         render_live(
             out,
-            &snapshot,
+            &snapshot.cohorts,
             elapsed,
             opts.duration,
             consumed,
@@ -214,11 +221,44 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
     let after = snapshots.borrow().clone();
     render_summary(
         out,
-        before.as_deref(),
+        before.as_ref().map(|p| &p.cohorts),
         &after,
         &metrics,
         produced.unwrap_or(count),
     )?;
+    Ok(())
+}
+
+fn state_word(state: State) -> String {
+    match state {
+        State::Fail => "FAIL".into(),
+        s => s.as_str().into(),
+    }
+}
+
+/// One line per deployment: each metric's combined verdict.
+fn render_verdicts(out: &mut impl Write, p: &Published) -> std::io::Result<()> {
+    for d in &p.deployments {
+        let metrics: Vec<String> = d
+            .metrics
+            .iter()
+            .map(|m| format!("{} {}", m.metric, state_word(m.state)))
+            .collect();
+        let mut flags = String::new();
+        if d.sample_ratio_mismatch {
+            flags.push_str("  SAMPLE RATIO MISMATCH");
+        }
+        for arm in &d.telemetry_absent {
+            flags.push_str(&format!("  {} SILENT", arm.as_str()));
+        }
+        writeln!(
+            out,
+            "    verdicts {:<14} {}: {}{flags}",
+            d.deployment,
+            d.canary_version.as_deref().unwrap_or("-"),
+            metrics.join(", ")
+        )?;
+    }
     Ok(())
 }
 
@@ -315,11 +355,12 @@ fn recent(s: &Snapshot, deployment: &str, arm: Arm, name: &str) -> Option<f64> {
 fn render_summary(
     out: &mut impl Write,
     before: Option<&Snapshot>,
-    after: &Snapshot,
+    published: &Published,
     metrics: &Metrics,
     produced: u64,
 ) -> std::io::Result<()> {
     use crate::event::Reason;
+    let after = &published.cohorts;
     let applied = metrics.events_applied.get();
     let rejected = metrics.events_rejected.get();
     writeln!(out, "\ndriftd demo summary")?;
@@ -390,7 +431,79 @@ fn render_summary(
     )?;
     writeln!(
         out,
-        "  (detection verdicts and containment are not part of this build yet)"
+        "  verdicts (canary vs control, with evidence; self-baseline alarms):"
+    )?;
+    for d in &published.deployments {
+        for m in &d.metrics {
+            let v = &m.canary_vs_control;
+            let pct_or_score = |x: f64| {
+                if m.metric == "tone" {
+                    format!("{x:+.3}")
+                } else {
+                    format!("{:+.2}pt", x * 100.0)
+                }
+            };
+            write!(
+                out,
+                "    {:<14} {:<10} {:<12} n {}/{}",
+                d.deployment,
+                m.metric,
+                state_word(m.state),
+                v.n_canary,
+                v.n_control
+            )?;
+            if let (Some(e), Some(lo), Some(hi)) = (v.estimate, v.ci_low, v.ci_high) {
+                write!(
+                    out,
+                    "  diff {} [{}, {}]  p {:.2e}",
+                    pct_or_score(e),
+                    pct_or_score(lo),
+                    pct_or_score(hi),
+                    v.p_value.unwrap_or(1.0)
+                )?;
+            }
+            if let Some(a) = &m.self_baseline {
+                write!(
+                    out,
+                    "  self-baseline {} on {} (reference {:.3}, CUSUM {:.1} >= {:.1})",
+                    state_word(a.state),
+                    a.arm.map_or("-", Arm::as_str),
+                    a.reference.unwrap_or(f64::NAN),
+                    a.statistic,
+                    a.threshold
+                )?;
+            }
+            writeln!(out)?;
+        }
+    }
+    let failed = |dep: &str| {
+        published
+            .deployments
+            .iter()
+            .find(|d| d.deployment == dep)
+            .is_some_and(|d| {
+                d.metrics
+                    .iter()
+                    .any(|m| m.metric == "refusal" && m.state == State::Fail)
+            })
+    };
+    writeln!(
+        out,
+        "  detection: support-bot {}, search-assist {}",
+        if failed("support-bot") {
+            "FAILED on refusal"
+        } else {
+            "did NOT fail on refusal"
+        },
+        if failed("search-assist") {
+            "FAILED on refusal"
+        } else {
+            "did not fail"
+        }
+    )?;
+    writeln!(
+        out,
+        "  (containment — flags, rollout halt, alerts — is not part of this build yet)"
     )?;
     out.flush()
 }

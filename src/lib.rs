@@ -22,6 +22,7 @@
 //! | [`daemon`] | start-up and shutdown sequencing of `driftd run` |
 //! | [`signals`] | SIGTERM/SIGINT drain, SIGHUP reload |
 //! | [`gen`], [`demo`] | synthetic traffic and the one-command demo |
+//! | [`simulate`] | the detection benchmark (false alarms, delay, versus fixed windows) |
 //! | [`logging`], [`clock`] | log set-up; the one place the wall clock is read |
 //!
 //! Dependency rules: `state` and `detect` import no I/O; `ingest` knows nothing of detection or actions;
@@ -41,4 +42,5 @@ pub mod metrics;
 pub mod pipeline;
 pub mod privacy;
 pub mod signals;
+pub mod simulate;
 pub mod state;

@@ -49,6 +49,28 @@ enum Command {
     },
     /// Produce synthetic events to Kafka (or JSON lines to a file with --output).
     Gen(GenArgs),
+    /// Detection benchmark: false-alarm rate and detection delay of the real detectors on
+    /// generated canary lifetimes, beside fixed-window and naive-threshold rules.
+    Simulate {
+        /// Config whose detection settings are benchmarked (defaults without one).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Lifetimes per scenario.
+        #[arg(long, default_value_t = 1000)]
+        runs: usize,
+        /// Events per arm per lifetime.
+        #[arg(long, default_value_t = 50_000)]
+        events_per_arm: u64,
+        /// Seed of the first lifetime.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Worker threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Also write the full report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Run the whole daemon on an in-process Kafka with a drifting canary.
     Demo {
         /// How long to produce traffic.
@@ -182,6 +204,33 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run { config } => run(config),
         Command::Replay { config, input } => replay(config, &input),
         Command::Gen(args) => gen(args),
+        Command::Simulate {
+            config,
+            runs,
+            events_per_arm,
+            seed,
+            threads,
+            json,
+        } => {
+            let config = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::default(),
+            };
+            let opts = driftd::simulate::SimOptions {
+                runs,
+                events_per_arm,
+                seed,
+                threads,
+                ..driftd::simulate::SimOptions::default()
+            };
+            let report = driftd::simulate::run(&config, &opts);
+            print!("{}", driftd::simulate::markdown(&report));
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo {
             duration,
             rate,

@@ -16,7 +16,8 @@ use prometheus::{
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::event::Reason;
+use crate::detect::{Change, DeploymentView, SignalKind, State};
+use crate::event::{Arm, Reason};
 use crate::privacy::PiiKind;
 use crate::state::Snapshot;
 
@@ -53,6 +54,14 @@ pub struct Metrics {
     cohort_window_value: GaugeVec,
     cohort_window_quantile: GaugeVec,
     cohort_baseline_value: GaugeVec,
+    verdict_state: IntGaugeVec,
+    verdict_difference: GaugeVec,
+    verdict_p_value: GaugeVec,
+    verdict_events: IntGaugeVec,
+    verdict_changes: IntCounterVec,
+    signals_raised: IntCounterVec,
+    sample_ratio_mismatch: IntGaugeVec,
+    telemetry_absent: IntGaugeVec,
     /// 1 once the consumer has an assignment and the config is loaded.
     pub ready: IntGauge,
 }
@@ -218,6 +227,46 @@ impl Metrics {
                 "Long-run exponentially weighted baseline (rate or mean), per cohort and metric.",
                 &[COHORT_LABELS.as_slice(), &["metric"]].concat(),
             ),
+            verdict_state: int_gauge_vec(
+                "driftd_verdict_state",
+                "1 for the current state of each (deployment, metric, source), 0 for the others; source = canary_vs_control | self_baseline | combined.",
+                &["deployment", "metric", "source", "state"],
+            ),
+            verdict_difference: gauge_vec(
+                "driftd_verdict_difference",
+                "Canary minus control of the current canary-vs-control test: the estimate and the confidence-sequence bounds.",
+                &["deployment", "metric", "bound"],
+            ),
+            verdict_p_value: gauge_vec(
+                "driftd_verdict_p_value",
+                "Always-valid p-value of the canary-vs-control test in the worse direction.",
+                &["deployment", "metric"],
+            ),
+            verdict_events: int_gauge_vec(
+                "driftd_verdict_events",
+                "Events per arm in the current canary-vs-control test.",
+                &["deployment", "metric", "arm"],
+            ),
+            verdict_changes: counter_vec(
+                "driftd_verdict_changes_total",
+                "Verdict state changes, by source and new state.",
+                &["source", "state"],
+            ),
+            signals_raised: counter_vec(
+                "driftd_signals_total",
+                "Cohort-level signals raised (sample_ratio_mismatch, telemetry_absent).",
+                &["kind"],
+            ),
+            sample_ratio_mismatch: int_gauge_vec(
+                "driftd_sample_ratio_mismatch",
+                "1 when the current canary's traffic share differs from the configured one.",
+                &["deployment"],
+            ),
+            telemetry_absent: int_gauge_vec(
+                "driftd_telemetry_absent",
+                "1 while an arm has sent nothing for detection.absent_after.",
+                &["deployment", "arm"],
+            ),
             ready: register(
                 &r,
                 IntGauge::new(
@@ -292,6 +341,75 @@ impl Metrics {
                 self.cohort_baseline_value
                     .with_label_values(&labels)
                     .set(m.baseline.value.unwrap_or(f64::NAN));
+            }
+        }
+    }
+
+    /// Counts a verdict or signal change.
+    pub fn count_change(&self, change: &Change) {
+        match change {
+            Change::Verdict(v) => self
+                .verdict_changes
+                .with_label_values(&[v.source.as_str(), v.state.as_str()])
+                .inc(),
+            Change::Signal(s) if s.active => self
+                .signals_raised
+                .with_label_values(&[match s.kind {
+                    SignalKind::SampleRatioMismatch => "sample_ratio_mismatch",
+                    SignalKind::TelemetryAbsent => "telemetry_absent",
+                }])
+                .inc(),
+            Change::Signal(_) => {}
+        }
+    }
+
+    /// Writes the published detection state into the verdict series.
+    pub fn publish_verdicts(&self, deployments: &[DeploymentView]) {
+        for d in deployments {
+            let dep = d.deployment.as_str();
+            for m in &d.metrics {
+                let metric = m.metric.as_str();
+                let sources = [
+                    ("canary_vs_control", Some(m.canary_vs_control.state)),
+                    (
+                        "self_baseline",
+                        Some(m.self_baseline.as_ref().map_or(State::Pass, |v| v.state)),
+                    ),
+                    ("combined", Some(m.state)),
+                ];
+                for (source, current) in sources {
+                    for state in State::ALL {
+                        self.verdict_state
+                            .with_label_values(&[dep, metric, source, state.as_str()])
+                            .set(i64::from(current == Some(state)));
+                    }
+                }
+                let v = &m.canary_vs_control;
+                for (bound, value) in [
+                    ("estimate", v.estimate),
+                    ("ci_low", v.ci_low),
+                    ("ci_high", v.ci_high),
+                ] {
+                    self.verdict_difference
+                        .with_label_values(&[dep, metric, bound])
+                        .set(value.unwrap_or(f64::NAN));
+                }
+                self.verdict_p_value
+                    .with_label_values(&[dep, metric])
+                    .set(v.p_value.unwrap_or(f64::NAN));
+                for (arm, n) in [("canary", v.n_canary), ("control", v.n_control)] {
+                    self.verdict_events
+                        .with_label_values(&[dep, metric, arm])
+                        .set(n as i64);
+                }
+            }
+            self.sample_ratio_mismatch
+                .with_label_values(&[dep])
+                .set(i64::from(d.sample_ratio_mismatch));
+            for arm in [Arm::Canary, Arm::Control] {
+                self.telemetry_absent
+                    .with_label_values(&[dep, arm.as_str()])
+                    .set(i64::from(d.telemetry_absent.contains(&arm)));
             }
         }
     }

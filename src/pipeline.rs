@@ -11,10 +11,22 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use serde::Serialize;
+
 use crate::config::Config;
+use crate::detect::{Change, DeploymentView, Detector};
 use crate::event::{Decoder, Reason, Rejection};
 use crate::metrics::Metrics;
 use crate::state::{Applied, CohortTable, Snapshot};
+
+/// What the hot path publishes for readers: cohort statistics and detection state.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Published {
+    /// Cohort statistics.
+    pub cohorts: Snapshot,
+    /// Verdicts, signals and history per deployment.
+    pub deployments: Vec<DeploymentView>,
+}
 
 /// What happened to one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,13 +46,17 @@ pub struct Totals {
     pub rejected: u64,
 }
 
-/// Decoder + cohort state + publication.
+/// Decoder + cohort state + detection + publication.
 pub struct Pipeline {
     decoder: Decoder,
     table: CohortTable,
+    detector: Detector,
+    changes: Vec<Change>,
+    collect_changes: bool,
+    last_tick_s: i64,
     metrics: Arc<Metrics>,
     events_published: Vec<u64>,
-    snapshots: watch::Sender<Arc<Snapshot>>,
+    snapshots: watch::Sender<Arc<Published>>,
     totals: Totals,
     live: bool,
 }
@@ -52,13 +68,21 @@ impl Pipeline {
         config: &Config,
         metrics: Arc<Metrics>,
         live: bool,
-    ) -> (Pipeline, watch::Receiver<Arc<Snapshot>>) {
+    ) -> (Pipeline, watch::Receiver<Arc<Published>>) {
         let decoder = Decoder::new(config);
         let table = CohortTable::new(config, decoder.signals());
-        let (snapshots, rx) = watch::channel(Arc::new(table.snapshot()));
+        let detector = Detector::new(config);
+        let (snapshots, rx) = watch::channel(Arc::new(Published {
+            cohorts: table.snapshot(),
+            deployments: detector.snapshot(),
+        }));
         let pipeline = Pipeline {
             decoder,
             table,
+            detector,
+            changes: Vec::new(),
+            collect_changes: false,
+            last_tick_s: i64::MIN,
             metrics,
             events_published: Vec::new(),
             snapshots,
@@ -76,8 +100,9 @@ impl Pipeline {
                 let emitted_at_ms = event.emitted_at_ms;
                 match self.table.apply(event) {
                     Ok(applied) => {
-                        if matches!(applied, Applied::Overflow(_)) {
-                            self.metrics.events_overflow.inc();
+                        match applied {
+                            Applied::Overflow(_) => self.metrics.events_overflow.inc(),
+                            Applied::Cohort(i) => self.detect(i, emitted_at_ms),
                         }
                         if self.live {
                             let age = crate::clock::wall_ms() - emitted_at_ms;
@@ -112,13 +137,54 @@ impl Pipeline {
         outcome
     }
 
-    /// Takes a snapshot of cohort state, hands it to readers and writes the per-cohort metrics.
-    pub fn publish(&mut self) -> Arc<Snapshot> {
-        let snapshot = Arc::new(self.table.snapshot());
+    fn detect(&mut self, cohort: usize, t_ms: i64) {
+        let first_new = self.changes.len();
+        let key = self.table.key(cohort);
+        self.detector.observe(
+            cohort,
+            key,
+            self.table.last_values(),
+            t_ms,
+            &mut self.changes,
+        );
+        // Absence is checked once per second of event time, not per event.
+        let now_s = self.table.watermark_ms().unwrap_or(t_ms).div_euclid(1000);
+        if now_s > self.last_tick_s {
+            self.last_tick_s = now_s;
+            self.detector.tick(now_s * 1000, &mut self.changes);
+        }
+        for change in &self.changes[first_new..] {
+            self.metrics.count_change(change);
+            log_change(change);
+        }
+        if !self.collect_changes {
+            self.changes.clear();
+        }
+    }
+
+    /// Keeps verdict and signal changes for [`Pipeline::take_changes`] (replay); otherwise they
+    /// are only logged and counted.
+    pub fn collect_changes(&mut self, on: bool) {
+        self.collect_changes = on;
+    }
+
+    /// The changes collected since the last call, in order.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Takes a snapshot of cohort and detection state, hands it to readers and writes the
+    /// per-cohort and per-verdict metrics.
+    pub fn publish(&mut self) -> Arc<Published> {
+        let published = Arc::new(Published {
+            cohorts: self.table.snapshot(),
+            deployments: self.detector.snapshot(),
+        });
         self.metrics
-            .publish_snapshot(&snapshot, &mut self.events_published);
-        self.snapshots.send_replace(snapshot.clone());
-        snapshot
+            .publish_snapshot(&published.cohorts, &mut self.events_published);
+        self.metrics.publish_verdicts(&published.deployments);
+        self.snapshots.send_replace(published.clone());
+        published
     }
 
     /// Applies the hot-reloadable part of a new, validated config.
@@ -136,5 +202,39 @@ impl Pipeline {
     /// The cohort table (read-only), for summaries and tests.
     pub fn table(&self) -> &CohortTable {
         &self.table
+    }
+}
+
+fn log_change(change: &Change) {
+    match change {
+        Change::Verdict(v) => tracing::info!(
+            deployment = %v.deployment,
+            model_version = %v.model_version,
+            metric = %v.metric,
+            source = v.source.as_str(),
+            state = v.state.as_str(),
+            at = %v.at,
+            n_canary = v.n_canary,
+            n_control = v.n_control,
+            estimate = ?v.estimate,
+            ci_low = ?v.ci_low,
+            ci_high = ?v.ci_high,
+            p_value = ?v.p_value,
+            statistic = v.statistic,
+            threshold = v.threshold,
+            "verdict changed"
+        ),
+        Change::Signal(s) => tracing::warn!(
+            deployment = %s.deployment,
+            kind = ?s.kind,
+            arm = ?s.arm,
+            active = s.active,
+            at = %s.at,
+            n_canary = s.n_canary,
+            n_control = s.n_control,
+            statistic = s.statistic,
+            threshold = s.threshold,
+            "cohort signal"
+        ),
     }
 }

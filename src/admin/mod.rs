@@ -6,7 +6,9 @@
 //! - `GET /readyz` — 200 once the consumer has its partition assignment and the config is
 //!   loaded, 503 before (and while a rebalance has revoked it);
 //! - `GET /v1/cohorts` — JSON: every cohort with its window statistics, optionally filtered by
-//!   `?deployment=NAME`.
+//!   `?deployment=NAME`;
+//! - `GET /v1/verdicts` — JSON: per deployment, the verdict of every metric with its evidence,
+//!   cohort-level signals and the history of earlier canary versions (`?deployment=NAME`).
 //!
 //! Owns request handling only. It reads cohort state through the published snapshot (a `watch`
 //! channel), never by locking the hot path, and it must not mutate anything.
@@ -24,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
-use crate::state::Snapshot;
+use crate::pipeline::Published;
 
 /// Why the admin server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +46,8 @@ pub enum AdminError {
 pub struct AdminState {
     /// Process metrics (readiness included).
     pub metrics: Arc<Metrics>,
-    /// The latest published cohort snapshot.
-    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// The latest published cohort and detection snapshot.
+    pub snapshots: watch::Receiver<Arc<Published>>,
 }
 
 /// Binds the admin listener (port 0 picks a free port; see `local_addr`).
@@ -62,6 +64,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/v1/cohorts", get(cohorts))
+        .route("/v1/verdicts", get(verdicts))
         .with_state(state)
 }
 
@@ -105,13 +108,31 @@ struct CohortQuery {
 }
 
 async fn cohorts(State(s): State<AdminState>, Query(q): Query<CohortQuery>) -> Response {
-    let snapshot = s.snapshots.borrow().clone();
+    let published = s.snapshots.borrow().clone();
     match q.deployment {
-        None => Json(&*snapshot).into_response(),
+        None => Json(&published.cohorts).into_response(),
         Some(d) => {
-            let mut filtered = Snapshot::clone(&snapshot);
+            let mut filtered = published.cohorts.clone();
             filtered.cohorts.retain(|c| c.deployment == d);
             Json(filtered).into_response()
         }
     }
+}
+
+async fn verdicts(State(s): State<AdminState>, Query(q): Query<CohortQuery>) -> Response {
+    let published = s.snapshots.borrow().clone();
+    let deployments: Vec<_> = published
+        .deployments
+        .iter()
+        .filter(|d| {
+            q.deployment
+                .as_ref()
+                .is_none_or(|name| &d.deployment == name)
+        })
+        .collect();
+    Json(serde_json::json!({
+        "watermark": published.cohorts.watermark,
+        "deployments": deployments,
+    }))
+    .into_response()
 }

@@ -42,10 +42,11 @@ use cusum::{Phase, SelfBaseline, Tuning};
 use sequential::{evaluate, Arm as ArmStats, Evidence};
 
 /// A verdict state. Ordered by severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Not enough events per arm to say anything.
+    #[default]
     Insufficient,
     /// Enough events, no sign of harm.
     Pass,
@@ -211,12 +212,6 @@ struct Test {
     /// Running minimum of the always-valid p-value (over times with enough events).
     p_value: f64,
     state: State,
-}
-
-impl Default for State {
-    fn default() -> Self {
-        State::Insufficient
-    }
 }
 
 #[derive(Debug, Clone)]
