@@ -59,6 +59,9 @@ pub enum DemoError {
     /// Writing to the terminal failed.
     #[error("cannot write to stdout: {0}")]
     Output(#[from] std::io::Error),
+    /// The daemon stopped before it was asked to.
+    #[error("the daemon stopped unexpectedly; see the log above")]
+    Stopped,
     /// The daemon did not consume everything in time.
     #[error("the pipeline consumed {consumed} of {produced} messages within the grace period")]
     Incomplete {
@@ -189,6 +192,11 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
             before = Some(snapshot.clone());
         }
         let consumed = metrics.events_applied.get() + metrics.events_rejected.get();
+        if daemon.is_finished() {
+            // The daemon stops only when asked; finishing early means it failed.
+            daemon.await.expect("daemon task does not panic")?;
+            return Err(DemoError::Stopped);
+        }
         if let Some(task) = producer.take_if(|t| t.is_finished()) {
             produced = Some(task.await.expect("producer task does not panic")?);
         }

@@ -602,8 +602,10 @@ impl Detector {
             }
             for arm in [Arm::Canary, Arm::Control] {
                 let (me, other) = (arm_index(arm), 1 - arm_index(arm));
-                let silent = now_ms - dep.last_seen_ms[me];
-                let other_alive = now_ms - dep.last_seen_ms[other] < self.absent_after_ms;
+                // `i64::MIN` marks an arm never seen: saturate rather than overflow.
+                let silent = now_ms.saturating_sub(dep.last_seen_ms[me]);
+                let other_alive =
+                    now_ms.saturating_sub(dep.last_seen_ms[other]) < self.absent_after_ms;
                 if !dep.absent[me]
                     && dep.last_seen_ms[me] != i64::MIN
                     && silent >= self.absent_after_ms
@@ -985,6 +987,27 @@ mod tests {
             &mut out,
         );
         assert!(d.snapshot()[0].telemetry_absent.is_empty());
+    }
+
+    /// Regression: the first tick after a canary's first event, with the control arm not yet
+    /// seen, overflowed `now − i64::MIN` and panicked the hot path.
+    #[test]
+    fn tick_before_the_other_arm_is_seen_does_not_overflow() {
+        let mut d = Detector::new(&config());
+        let mut out = Vec::new();
+        d.observe(
+            0,
+            &key(Arm::Canary, "v1"),
+            &[0.0, 0.0, 0.3, 0.0],
+            1_000,
+            &mut out,
+        );
+        d.tick(1_000, &mut out);
+        d.tick(10_000_000, &mut out);
+        assert!(
+            !out.iter().any(|c| matches!(c, Change::Signal(_))),
+            "a never-seen arm is not 'absent'"
+        );
     }
 
     #[test]

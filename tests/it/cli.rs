@@ -91,11 +91,26 @@ fn replay_is_deterministic_and_counts_what_it_read() {
         summary.contains("\"applied\":20000") && summary.contains("\"rejected\":1"),
         "{summary}"
     );
-    let cohorts: Vec<serde_json::Value> = a
+    let lines: Vec<serde_json::Value> = a
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    let cohorts: Vec<&serde_json::Value> = lines.iter().filter(|l| l["type"] == "cohort").collect();
     assert_eq!(cohorts.len(), 6, "3 deployments x 2 arms");
+    let fails: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["type"] == "verdict" && l["state"] == "fail")
+        .collect();
+    assert!(
+        fails
+            .iter()
+            .any(|l| l["deployment"] == "support-bot" && l["metric"] == "refusal"),
+        "the drifting canary fails"
+    );
+    assert!(
+        fails.iter().all(|l| l["deployment"] == "support-bot"),
+        "the others do not: {fails:?}"
+    );
     assert_eq!(
         cohorts
             .iter()
@@ -143,6 +158,10 @@ fn demo_runs_to_completion_and_shows_the_drift() {
         "the privacy gate shows up in the summary: {stdout}"
     );
     assert!(!stdout.contains("jane.doe@example.com"), "no PII on screen");
+    assert!(
+        stdout.contains("detection: support-bot FAILED on refusal, search-assist did not fail"),
+        "{stdout}"
+    );
 }
 
 #[test]
