@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh machine, in one command:
-#   installs what the tests need (system packages, the tansu broker, cached across runs),
-#   starts tansu on a free loopback port with sqlite storage, then runs
+#   installs what the tests need (system packages incl. Prometheus Alertmanager, the tansu
+#   broker cached across runs, the OpenFeature flagd Python provider), starts tansu (sqlite
+#   storage) and Alertmanager on free loopback ports, then runs
 #   cargo fmt --check, cargo clippy -D warnings, every test, and a compile check of the benches.
 # Idempotent: cached installs are reused and the broker of an earlier run is stopped first.
 set -euo pipefail
@@ -21,7 +22,7 @@ as_root() {
 
 install_system_packages() {
   local missing=()
-  for pkg in pkg-config libssl-dev zlib1g-dev make gcc g++ python3; do
+  for pkg in pkg-config libssl-dev zlib1g-dev make gcc g++ prometheus-alertmanager; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   if [ "${#missing[@]}" -gt 0 ]; then
@@ -40,19 +41,66 @@ install_tansu() {
   cargo install tansu --version "$TANSU_VERSION" --features libsql,dynostore --locked --root "$TANSU_ROOT"
 }
 
+install_python_packages() {
+  if ! python3 -c 'import openfeature.contrib.provider.flagd' 2>/dev/null; then
+    log "installing the OpenFeature flagd provider (PyPI)"
+    python3 -m pip install -q openfeature-sdk openfeature-provider-flagd
+  fi
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-stop_tansu() {
-  if [ -f "$SERVICES/tansu.pid" ]; then
-    kill "$(cat "$SERVICES/tansu.pid")" 2>/dev/null || true
-    rm -f "$SERVICES/tansu.pid"
+stop_service() {
+  if [ -f "$SERVICES/$1.pid" ]; then
+    kill "$(cat "$SERVICES/$1.pid")" 2>/dev/null || true
+    rm -f "$SERVICES/$1.pid"
   fi
 }
 
+stop_services() {
+  stop_service tansu
+  stop_service alertmanager
+}
+
+wait_port() { # name port
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
+      return
+    fi
+    if ! kill -0 "$(cat "$SERVICES/$1.pid")" 2>/dev/null; then
+      cat "$SERVICES/$1.log" >&2
+      echo "$1 exited during start-up" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+  cat "$SERVICES/$1.log" >&2
+  echo "$1 did not accept connections on port $2 within 20s" >&2
+  exit 1
+}
+
+start_alertmanager() {
+  stop_service alertmanager
+  mkdir -p "$SERVICES/alertmanager"
+  rm -rf "$SERVICES/alertmanager/data"
+  printf 'route:\n  receiver: "null"\nreceivers:\n  - name: "null"\n' >"$SERVICES/alertmanager/alertmanager.yml"
+  local port
+  port=$(free_port)
+  log "starting Alertmanager on 127.0.0.1:$port (log: $SERVICES/alertmanager.log)"
+  nohup prometheus-alertmanager \
+    --config.file="$SERVICES/alertmanager/alertmanager.yml" \
+    --storage.path="$SERVICES/alertmanager/data" \
+    --web.listen-address="127.0.0.1:$port" \
+    --cluster.listen-address= >"$SERVICES/alertmanager.log" 2>&1 &
+  echo $! >"$SERVICES/alertmanager.pid"
+  wait_port alertmanager "$port"
+  export DRIFTD_TEST_ALERTMANAGER="http://127.0.0.1:$port"
+}
+
 start_tansu() {
-  stop_tansu
+  stop_service tansu
   mkdir -p "$SERVICES"
   rm -f "$SERVICES"/tansu.db*
   local port
@@ -66,33 +114,23 @@ start_tansu() {
       --storage-engine "sqlite://tansu.db" >tansu.log 2>&1 &
     echo $! >tansu.pid
   )
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      export DRIFTD_TEST_BROKER="127.0.0.1:$port"
-      return
-    fi
-    if ! kill -0 "$(cat "$SERVICES/tansu.pid")" 2>/dev/null; then
-      cat "$SERVICES/tansu.log" >&2
-      echo "tansu exited during start-up" >&2
-      exit 1
-    fi
-    sleep 0.2
-  done
-  cat "$SERVICES/tansu.log" >&2
-  echo "tansu did not accept connections on port $port within 20s" >&2
-  exit 1
+  wait_port tansu "$port"
+  export DRIFTD_TEST_BROKER="127.0.0.1:$port"
 }
 
 install_system_packages
+install_python_packages
 install_tansu
+mkdir -p "$SERVICES"
+trap stop_services EXIT
 start_tansu
-trap stop_tansu EXIT
+start_alertmanager
 
 log "cargo fmt --check"
 cargo fmt --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
-log "cargo test (broker $DRIFTD_TEST_BROKER)"
+log "cargo test (broker $DRIFTD_TEST_BROKER, Alertmanager $DRIFTD_TEST_ALERTMANAGER)"
 cargo test -- --nocapture
 log "cargo bench --no-run"
 cargo bench --no-run

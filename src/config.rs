@@ -76,6 +76,8 @@ pub struct Config {
     pub metrics: Vec<MetricConfig>,
     /// Drift detection.
     pub detection: DetectionConfig,
+    /// What happens when a canary fails: policies, action targets, latch, audit.
+    pub containment: ContainmentConfig,
     /// The admin HTTP server (metrics, health, cohorts).
     pub admin: AdminConfig,
     /// Log format and level.
@@ -93,6 +95,7 @@ impl Default for Config {
             windows: WindowConfig::default(),
             metrics: default_metrics(),
             detection: DetectionConfig::default(),
+            containment: ContainmentConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
             shutdown: ShutdownConfig::default(),
@@ -506,6 +509,282 @@ pub struct DeploymentDetection {
     pub canary_share: Option<f64>,
 }
 
+/// Containment settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainmentConfig {
+    /// Directory of the latch state (`containment.json`) and the audit log (`audit.log`).
+    pub state_dir: PathBuf,
+    /// Bearer token of the mutating admin routes (release, contain), from `{ env = … }` or
+    /// `{ file = … }`. Unset: those routes answer 403.
+    pub admin_token: Option<SecretSource>,
+    /// The audit log is rotated when it grows past this many bytes.
+    pub audit_max_bytes: u64,
+    /// Rotated audit files kept (`audit.log.1` … `audit.log.N`).
+    pub audit_keep: usize,
+    /// How often active Alertmanager alerts are re-sent.
+    #[serde(with = "humantime_serde")]
+    pub alert_repeat: Duration,
+    /// Runbook link put into alerts.
+    pub runbook_url: String,
+    /// Base URL under which operators reach this driftd (links in alerts); default
+    /// `http://<admin.addr>`.
+    pub external_url: String,
+    /// Timeout of one action attempt.
+    #[serde(with = "humantime_serde")]
+    pub action_timeout: Duration,
+    /// Retries of one action stop after this long.
+    #[serde(with = "humantime_serde")]
+    pub retry_for: Duration,
+    /// Policies, first match wins per deployment. None: a `fail` contains at the gate and
+    /// alerts every alert target.
+    pub policies: Vec<PolicyConfig>,
+    /// Action targets, referred to by name from policies.
+    pub targets: Vec<TargetConfig>,
+}
+
+impl Default for ContainmentConfig {
+    fn default() -> Self {
+        ContainmentConfig {
+            state_dir: PathBuf::from("driftd-state"),
+            admin_token: None,
+            audit_max_bytes: 16 * 1024 * 1024,
+            audit_keep: 5,
+            alert_repeat: Duration::from_secs(60),
+            runbook_url: String::new(),
+            external_url: String::new(),
+            action_timeout: Duration::from_secs(5),
+            retry_for: Duration::from_secs(60),
+            policies: Vec::new(),
+            targets: Vec::new(),
+        }
+    }
+}
+
+/// Whether a policy acts or only says what it would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyMode {
+    /// Act.
+    Enforce,
+    /// Log, audit and count every would-be action; change nothing outside driftd.
+    DryRun,
+}
+
+/// Verdict states a policy can react to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerState {
+    /// `warn`.
+    Warn,
+    /// `fail`.
+    Fail,
+}
+
+/// One policy: which verdicts climb which rung of the ladder, for which deployments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Name, for the audit log.
+    pub name: String,
+    /// Deployments it covers; `"*"` matches all.
+    #[serde(default = "all")]
+    pub deployments: Vec<String>,
+    /// Metrics whose verdicts it reacts to; `"*"` matches all.
+    #[serde(default = "all")]
+    pub metrics: Vec<String>,
+    /// `enforce` or `dry-run`.
+    #[serde(default = "enforce")]
+    pub mode: PolicyMode,
+    /// Verdict states that alert (rung 2).
+    #[serde(default = "fail_only")]
+    pub alert_on: Vec<TriggerState>,
+    /// Verdict states that contain (rung 3): gate closed, containment targets acted on.
+    #[serde(default = "fail_only")]
+    pub contain_on: Vec<TriggerState>,
+    /// Alert on sample-ratio mismatch and absent telemetry (never contains).
+    #[serde(default = "yes")]
+    pub alert_on_signals: bool,
+    /// Alert targets (names).
+    #[serde(default)]
+    pub alerts: Vec<String>,
+    /// Containment targets (names): flags, rollouts, webhooks.
+    #[serde(default)]
+    pub contain: Vec<String>,
+}
+
+fn all() -> Vec<String> {
+    vec!["*".into()]
+}
+fn enforce() -> PolicyMode {
+    PolicyMode::Enforce
+}
+fn fail_only() -> Vec<TriggerState> {
+    vec![TriggerState::Fail]
+}
+fn yes() -> bool {
+    true
+}
+
+/// An external system driftd acts on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TargetConfig {
+    /// Prometheus Alertmanager, API v2.
+    Alertmanager {
+        /// Name used by policies.
+        name: String,
+        /// Base URL, e.g. `http://alertmanager:9093`.
+        url: String,
+    },
+    /// PagerDuty Events API v2.
+    Pagerduty {
+        /// Name used by policies.
+        name: String,
+        /// Events endpoint.
+        #[serde(default = "pagerduty_url")]
+        url: String,
+        /// Integration (routing) key.
+        routing_key: SecretSource,
+    },
+    /// Slack incoming webhook.
+    Slack {
+        /// Name used by policies.
+        name: String,
+        /// The webhook URL (a secret: it authorises posting).
+        webhook_url: SecretSource,
+    },
+    /// Any HTTP endpoint: a JSON body signed with HMAC-SHA256 (`X-Driftd-Signature`).
+    Webhook {
+        /// Name used by policies.
+        name: String,
+        /// Endpoint.
+        url: String,
+        /// HMAC key.
+        secret: SecretSource,
+    },
+    /// An OpenFeature flagd flag-definition file: the flag is switched to its safe variant.
+    Flagd {
+        /// Name used by policies.
+        name: String,
+        /// The flag-definition JSON file flagd watches.
+        path: PathBuf,
+        /// Flag key.
+        flag: String,
+        /// Variant to serve while contained.
+        safe_variant: String,
+    },
+    /// Unleash admin API: disable the feature in an environment.
+    Unleash {
+        /// Name used by policies.
+        name: String,
+        /// Base URL, e.g. `https://unleash.example.com`.
+        url: String,
+        /// Project id.
+        #[serde(default = "default_project")]
+        project: String,
+        /// Feature name.
+        feature: String,
+        /// Environment.
+        environment: String,
+        /// Admin API token.
+        token: SecretSource,
+    },
+    /// LaunchDarkly semantic patch: `turnFlagOff` in an environment.
+    Launchdarkly {
+        /// Name used by policies.
+        name: String,
+        /// API base URL.
+        #[serde(default = "launchdarkly_url")]
+        url: String,
+        /// Project key.
+        project: String,
+        /// Flag key.
+        flag: String,
+        /// Environment key.
+        environment: String,
+        /// API access token.
+        token: SecretSource,
+    },
+    /// Argo Rollouts: abort the Rollout through the Kubernetes API.
+    ArgoRollouts {
+        /// Name used by policies.
+        name: String,
+        /// Kubernetes API server.
+        #[serde(default = "kubernetes_url")]
+        api_url: String,
+        /// Namespace of the Rollout.
+        namespace: String,
+        /// Rollout name.
+        rollout: String,
+        /// Bearer token; default: the in-cluster service-account token file.
+        #[serde(default = "service_account_token")]
+        token: SecretSource,
+        /// CA bundle of the API server; default: the in-cluster service-account CA.
+        #[serde(default = "service_account_ca")]
+        ca_file: Option<PathBuf>,
+    },
+}
+
+fn pagerduty_url() -> String {
+    "https://events.pagerduty.com/v2/enqueue".into()
+}
+fn launchdarkly_url() -> String {
+    "https://app.launchdarkly.com".into()
+}
+fn kubernetes_url() -> String {
+    "https://kubernetes.default.svc".into()
+}
+fn default_project() -> String {
+    "default".into()
+}
+fn service_account_token() -> SecretSource {
+    SecretSource::File("/var/run/secrets/kubernetes.io/serviceaccount/token".into())
+}
+fn service_account_ca() -> Option<PathBuf> {
+    Some("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt".into())
+}
+
+impl TargetConfig {
+    /// The target's name.
+    pub fn name(&self) -> &str {
+        match self {
+            TargetConfig::Alertmanager { name, .. }
+            | TargetConfig::Pagerduty { name, .. }
+            | TargetConfig::Slack { name, .. }
+            | TargetConfig::Webhook { name, .. }
+            | TargetConfig::Flagd { name, .. }
+            | TargetConfig::Unleash { name, .. }
+            | TargetConfig::Launchdarkly { name, .. }
+            | TargetConfig::ArgoRollouts { name, .. } => name,
+        }
+    }
+
+    /// The provider, as a metrics label.
+    pub fn provider(&self) -> &'static str {
+        match self {
+            TargetConfig::Alertmanager { .. } => "alertmanager",
+            TargetConfig::Pagerduty { .. } => "pagerduty",
+            TargetConfig::Slack { .. } => "slack",
+            TargetConfig::Webhook { .. } => "webhook",
+            TargetConfig::Flagd { .. } => "flagd",
+            TargetConfig::Unleash { .. } => "unleash",
+            TargetConfig::Launchdarkly { .. } => "launchdarkly",
+            TargetConfig::ArgoRollouts { .. } => "argo_rollouts",
+        }
+    }
+
+    /// True for targets that notify people (alert rung) rather than change traffic.
+    pub fn is_alert(&self) -> bool {
+        matches!(
+            self,
+            TargetConfig::Alertmanager { .. }
+                | TargetConfig::Pagerduty { .. }
+                | TargetConfig::Slack { .. }
+        )
+    }
+}
+
 /// Admin HTTP server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -682,6 +961,7 @@ impl Config {
         self.validate_windows()?;
         self.validate_metrics()?;
         self.validate_detection()?;
+        self.validate_containment()?;
         if self.shutdown.deadline.is_zero() {
             return Err(invalid("shutdown.deadline", "must be longer than zero"));
         }
@@ -927,6 +1207,89 @@ impl Config {
         Ok(())
     }
 
+    fn validate_containment(&self) -> Result<(), ConfigError> {
+        let c = &self.containment;
+        if c.state_dir.as_os_str().is_empty() {
+            return Err(invalid("containment.state_dir", "must name a directory"));
+        }
+        if c.audit_max_bytes < 4096 {
+            return Err(invalid(
+                "containment.audit_max_bytes",
+                "must be at least 4096",
+            ));
+        }
+        if c.alert_repeat < Duration::from_secs(1) {
+            return Err(invalid("containment.alert_repeat", "must be at least 1s"));
+        }
+        if c.action_timeout.is_zero() || c.retry_for < c.action_timeout {
+            return Err(invalid(
+                "containment.retry_for",
+                "must be at least containment.action_timeout (and that longer than zero)",
+            ));
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for (n, t) in c.targets.iter().enumerate() {
+            let name = t.name();
+            if name.is_empty() || names.contains(&name) {
+                return Err(invalid(
+                    format!("containment.targets[{n}].name"),
+                    "must be non-empty and unique",
+                ));
+            }
+            names.push(name);
+            let url = match t {
+                TargetConfig::Alertmanager { url, .. }
+                | TargetConfig::Pagerduty { url, .. }
+                | TargetConfig::Webhook { url, .. }
+                | TargetConfig::Unleash { url, .. }
+                | TargetConfig::Launchdarkly { url, .. } => Some(url),
+                TargetConfig::ArgoRollouts { api_url, .. } => Some(api_url),
+                TargetConfig::Slack { .. } | TargetConfig::Flagd { .. } => None,
+            };
+            if let Some(u) = url {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err(invalid(
+                        format!("containment.targets[{n}]"),
+                        "URL must start with http:// or https://",
+                    ));
+                }
+            }
+        }
+        for (n, p) in c.policies.iter().enumerate() {
+            for (field, list, want_alert) in
+                [("alerts", &p.alerts, true), ("contain", &p.contain, false)]
+            {
+                for name in list {
+                    let Some(t) = c.targets.iter().find(|t| t.name() == name) else {
+                        return Err(invalid(
+                            format!("containment.policies[{n}].{field}"),
+                            format!("no target named `{name}` in containment.targets"),
+                        ));
+                    };
+                    if want_alert && !t.is_alert() && !matches!(t, TargetConfig::Webhook { .. }) {
+                        return Err(invalid(
+                            format!("containment.policies[{n}].alerts"),
+                            format!("`{name}` is a {} target, not an alert target; list it under contain", t.provider()),
+                        ));
+                    }
+                    if !want_alert && t.is_alert() {
+                        return Err(invalid(
+                            format!("containment.policies[{n}].contain"),
+                            format!("`{name}` is an alert target; list it under alerts"),
+                        ));
+                    }
+                }
+            }
+            if p.deployments.is_empty() || p.metrics.is_empty() {
+                return Err(invalid(
+                    format!("containment.policies[{n}]"),
+                    "deployments and metrics must not be empty (use [\"*\"] for all)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Each metric's share of the family-wise budget, in config order (Bonferroni: they add up
     /// to at most `detection.alpha`).
     pub fn metric_alphas(&self) -> Vec<f64> {
@@ -978,6 +1341,9 @@ impl Config {
         }
         if self.detection != new.detection {
             changed.push("detection");
+        }
+        if self.containment != new.containment {
+            changed.push("containment");
         }
         if self.admin != new.admin {
             changed.push("admin");

@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Published};
 use crate::signals::Controls;
 
-/// Runs the daemon until `controls` asks it to stop. The pipeline (and its snapshot receiver)
+/// Runs the daemon (containment included) until `controls` asks it to stop. The pipeline (and its snapshot receiver)
 /// is made by the caller with [`Pipeline::new`], so the demo can watch the same snapshots.
 pub async fn run(
     config: Config,
@@ -28,9 +28,23 @@ pub async fn run(
     controls: Controls,
 ) -> Result<RunSummary, IngestError> {
     let stop_admin = controls.shutdown.clone();
+    let (contain, changes, contain_task) =
+        crate::contain::start(&config, metrics.clone(), controls.shutdown.clone())?;
+    pipeline.set_change_sink(changes);
+    let token = match &config.containment.admin_token {
+        Some(source) => Some(Arc::new(source.resolve().map_err(|reason| {
+            crate::config::ConfigError::Secret {
+                property: "containment.admin_token".into(),
+                reason,
+            }
+        })?)),
+        None => None,
+    };
     let admin_state = AdminState {
         metrics: metrics.clone(),
         snapshots,
+        contain: Some(contain),
+        token,
     };
     let admin = tokio::spawn(async move {
         let mut stop = stop_admin;
@@ -50,6 +64,7 @@ pub async fn run(
     let result = source.run(&mut pipeline, controls).await;
     metrics.ready.set(0);
     let _ = admin.await;
+    let _ = contain_task.await;
     let totals = pipeline.totals();
     match &result {
         Ok(s) => tracing::info!(

@@ -17,6 +17,7 @@
 //! | [`pipeline`] | decode → gate → cohort state, shared by `run`, `replay` and `demo` |
 //! | [`state`] | cohorts, rolling windows, distributions, baselines — pure, event-time |
 //! | [`detect`] | canary-vs-control tests, self-baseline CUSUM, SRM, absence — pure, event-time |
+//! | [`contain`] | policy ladder and latch (pure), audit log, action providers and retries |
 //! | [`metrics`] | every `driftd_*` Prometheus series |
 //! | [`admin`] | the HTTP server: `/metrics`, `/healthz`, `/readyz`, `/v1/cohorts` |
 //! | [`daemon`] | start-up and shutdown sequencing of `driftd run` |
@@ -25,12 +26,14 @@
 //! | [`simulate`] | the detection benchmark (false alarms, delay, versus fixed windows) |
 //! | [`logging`], [`clock`] | log set-up; the one place the wall clock is read |
 //!
-//! Dependency rules: `state` and `detect` import no I/O; `ingest` knows nothing of detection or actions;
+//! Dependency rules: `state`, `detect` and `contain::ladder` import no I/O; `contain` knows
+//! nothing of Kafka; `ingest` knows nothing of detection or actions;
 //! `admin` reads state only through published snapshots.
 
 pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod contain;
 pub mod daemon;
 pub mod demo;
 pub mod detect;

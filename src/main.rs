@@ -71,6 +71,10 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Release a contained deployment (asks a running driftd).
+    Release(OperatorArgs),
+    /// Contain a deployment by hand (asks a running driftd).
+    Contain(OperatorArgs),
     /// Run the whole daemon on an in-process Kafka with a drifting canary.
     Demo {
         /// How long to produce traffic.
@@ -131,6 +135,25 @@ impl ConfigArgs {
         config.validate()?;
         Ok(config)
     }
+}
+
+#[derive(Args)]
+struct OperatorArgs {
+    /// Base URL of the driftd admin server.
+    #[arg(long, default_value = "http://127.0.0.1:8787")]
+    admin_url: String,
+    /// The deployment.
+    #[arg(long)]
+    deployment: String,
+    /// Who is asking (recorded in the audit log).
+    #[arg(long)]
+    operator: String,
+    /// Why (recorded in the audit log).
+    #[arg(long)]
+    reason: String,
+    /// File holding the admin bearer token; default: the DRIFTD_ADMIN_TOKEN environment variable.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -204,6 +227,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run { config } => run(config),
         Command::Replay { config, input } => replay(config, &input),
         Command::Gen(args) => gen(args),
+        Command::Release(args) => operator_request(args, "release"),
+        Command::Contain(args) => operator_request(args, "contain"),
         Command::Simulate {
             config,
             runs,
@@ -285,6 +310,39 @@ fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn operator_request(a: OperatorArgs, action: &str) -> anyhow::Result<ExitCode> {
+    let token = match &a.token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read {}", f.display()))?
+            .trim()
+            .to_string(),
+        None => std::env::var("DRIFTD_ADMIN_TOKEN")
+            .context("give --token-file or set DRIFTD_ADMIN_TOKEN")?,
+    };
+    let url = format!(
+        "{}/v1/deployments/{}/{action}",
+        a.admin_url.trim_end_matches('/'),
+        a.deployment
+    );
+    let (status, body) = runtime()?.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"operator": a.operator, "reason": a.reason}))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        anyhow::Ok((resp.status(), resp.text().await.unwrap_or_default()))
+    })?;
+    println!("{body}");
+    if status.is_success() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("driftd: {action} refused: HTTP {status}");
+        Ok(ExitCode::from(1))
+    }
 }
 
 fn replay(args: ConfigArgs, input: &str) -> anyhow::Result<ExitCode> {

@@ -62,6 +62,9 @@ pub struct Metrics {
     signals_raised: IntCounterVec,
     sample_ratio_mismatch: IntGaugeVec,
     telemetry_absent: IntGaugeVec,
+    contained: IntGaugeVec,
+    actions: IntCounterVec,
+    action_seconds: prometheus::HistogramVec,
     /// 1 once the consumer has an assignment and the config is loaded.
     pub ready: IntGauge,
 }
@@ -267,6 +270,28 @@ impl Metrics {
                 "1 while an arm has sent nothing for detection.absent_after.",
                 &["deployment", "arm"],
             ),
+            contained: int_gauge_vec(
+                "driftd_contained",
+                "1 while the deployment is contained (gate closed), 0 otherwise.",
+                &["deployment"],
+            ),
+            actions: counter_vec(
+                "driftd_actions_total",
+                "Containment and alert actions, by provider and outcome (success, failure, dry_run).",
+                &["provider", "outcome"],
+            ),
+            action_seconds: register(
+                &r,
+                prometheus::HistogramVec::new(
+                    HistogramOpts::new(
+                        "driftd_action_seconds",
+                        "Wall-clock time from the verdict (or request) reaching containment to the action completing, retries included.",
+                    )
+                    .buckets(exponential_buckets(0.005, 2.0, 14).expect("valid buckets")),
+                    &["provider"],
+                )
+                .expect("valid metric"),
+            ),
             ready: register(
                 &r,
                 IntGauge::new(
@@ -360,6 +385,28 @@ impl Metrics {
                 }])
                 .inc(),
             Change::Signal(_) => {}
+        }
+    }
+
+    /// Sets whether a deployment is contained.
+    pub fn set_contained(&self, deployment: &str, contained: bool) {
+        self.contained
+            .with_label_values(&[deployment])
+            .set(i64::from(contained));
+    }
+
+    /// Counts an action outcome and, when given, its latency.
+    pub fn count_action(
+        &self,
+        provider: &str,
+        outcome: &str,
+        elapsed: Option<std::time::Duration>,
+    ) {
+        self.actions.with_label_values(&[provider, outcome]).inc();
+        if let Some(e) = elapsed {
+            self.action_seconds
+                .with_label_values(&[provider])
+                .observe(e.as_secs_f64());
         }
     }
 

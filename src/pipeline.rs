@@ -53,6 +53,7 @@ pub struct Pipeline {
     detector: Detector,
     changes: Vec<Change>,
     collect_changes: bool,
+    change_sink: Option<tokio::sync::mpsc::UnboundedSender<Change>>,
     last_tick_s: i64,
     metrics: Arc<Metrics>,
     events_published: Vec<u64>,
@@ -82,6 +83,7 @@ impl Pipeline {
             detector,
             changes: Vec::new(),
             collect_changes: false,
+            change_sink: None,
             last_tick_s: i64::MIN,
             metrics,
             events_published: Vec::new(),
@@ -156,10 +158,19 @@ impl Pipeline {
         for change in &self.changes[first_new..] {
             self.metrics.count_change(change);
             log_change(change);
+            if let Some(sink) = &self.change_sink {
+                // Containment runs on its own task; an unbounded send never blocks this path.
+                let _ = sink.send(change.clone());
+            }
         }
         if !self.collect_changes {
             self.changes.clear();
         }
+    }
+
+    /// Hands every verdict and signal change to containment.
+    pub fn set_change_sink(&mut self, sink: tokio::sync::mpsc::UnboundedSender<Change>) {
+        self.change_sink = Some(sink);
     }
 
     /// Keeps verdict and signal changes for [`Pipeline::take_changes`] (replay); otherwise they

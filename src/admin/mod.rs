@@ -8,7 +8,14 @@
 //! - `GET /v1/cohorts` — JSON: every cohort with its window statistics, optionally filtered by
 //!   `?deployment=NAME`;
 //! - `GET /v1/verdicts` — JSON: per deployment, the verdict of every metric with its evidence,
-//!   cohort-level signals and the history of earlier canary versions (`?deployment=NAME`).
+//!   cohort-level signals and the history of earlier canary versions (`?deployment=NAME`);
+//! - `GET /v1/gate/{deployment}` — 200 with the verdict while not contained, 503 while
+//!   contained: usable as a Flagger webhook and an Argo Rollouts web metric;
+//! - `GET /v1/deployments` — every deployment's containment latch;
+//! - `POST /v1/deployments/{deployment}/release` and `/contain` — body
+//!   `{"operator": "...", "reason": "..."}`, `Authorization: Bearer <containment.admin_token>`;
+//!   403 when no token is configured, 401 for a missing or wrong one (compared in constant time);
+//! - `GET /v1/audit[?limit=N]` — the audit log, oldest first.
 //!
 //! Owns request handling only. It reads cohort state through the published snapshot (a `watch`
 //! channel), never by locking the hot path, and it must not mutate anything.
@@ -16,15 +23,16 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::contain::{ContainHandle, Request};
 use crate::metrics::Metrics;
 use crate::pipeline::Published;
 
@@ -48,6 +56,10 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// The latest published cohort and detection snapshot.
     pub snapshots: watch::Receiver<Arc<Published>>,
+    /// Containment, when running (not in replay).
+    pub contain: Option<ContainHandle>,
+    /// Bearer token of the mutating routes; `None` disables them.
+    pub token: Option<Arc<String>>,
 }
 
 /// Binds the admin listener (port 0 picks a free port; see `local_addr`).
@@ -65,6 +77,11 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/cohorts", get(cohorts))
         .route("/v1/verdicts", get(verdicts))
+        .route("/v1/gate/{deployment}", get(gate))
+        .route("/v1/deployments", get(deployments))
+        .route("/v1/deployments/{deployment}/release", post(release))
+        .route("/v1/deployments/{deployment}/contain", post(contain))
+        .route("/v1/audit", get(audit))
         .with_state(state)
 }
 
@@ -135,4 +152,189 @@ async fn verdicts(State(s): State<AdminState>, Query(q): Query<CohortQuery>) -> 
         "deployments": deployments,
     }))
     .into_response()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+/// Compares without an early exit, so the time taken does not reveal how much of a guess was
+/// right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(!x);
+    }
+    diff == 0
+}
+
+/// `Some(response)` when the request must be refused.
+fn refuse(s: &AdminState, headers: &HeaderMap) -> Option<Response> {
+    let Some(expected) = &s.token else {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "mutating routes are disabled: set containment.admin_token",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => None,
+        _ => Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
+            )
+                .into_response(),
+        ),
+    }
+}
+
+fn not_running() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "containment is not running",
+    )
+}
+
+async fn gate(State(s): State<AdminState>, Path(deployment): Path<String>) -> Response {
+    let published = s.snapshots.borrow().clone();
+    let verdicts = published
+        .deployments
+        .iter()
+        .find(|d| d.deployment == deployment);
+    let latch = s
+        .contain
+        .as_ref()
+        .and_then(|c| c.latches().get(&deployment).cloned())
+        .unwrap_or_default();
+    let closed = latch.phase == crate::contain::ladder::Phase::Contained
+        && latch.incident.as_ref().is_some_and(|i| !i.dry_run);
+    let release = s.contain.as_ref().map(|c| {
+        format!(
+            "driftd release --admin-url {} --deployment {deployment} --operator \"$USER\" --reason \"...\"",
+            c.external_url()
+        )
+    });
+    let body = serde_json::json!({
+        "deployment": deployment,
+        "open": !closed,
+        "phase": latch.phase,
+        "incident": latch.incident,
+        "release_command": release.filter(|_| closed),
+        "metrics": verdicts.map(|d| &d.metrics),
+    });
+    let status = if closed {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn deployments(State(s): State<AdminState>) -> Response {
+    match &s.contain {
+        Some(c) => Json(&*c.latches()).into_response(),
+        None => not_running(),
+    }
+}
+
+#[derive(Deserialize)]
+struct OperatorRequest {
+    operator: String,
+    reason: String,
+}
+
+async fn operator_request(
+    s: AdminState,
+    headers: HeaderMap,
+    body: Result<Json<OperatorRequest>, axum::extract::rejection::JsonRejection>,
+    make: impl FnOnce(String, String) -> Request,
+) -> Response {
+    if let Some(r) = refuse(&s, &headers) {
+        return r;
+    }
+    let Some(c) = &s.contain else {
+        return not_running();
+    };
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be {{\"operator\": ..., \"reason\": ...}}: {e}"),
+            )
+        }
+    };
+    let (operator, reason) = (
+        body.operator.trim().to_string(),
+        body.reason.trim().to_string(),
+    );
+    if operator.is_empty() || reason.is_empty() || operator.len() > 128 || reason.len() > 1024 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "operator (1-128 chars) and reason (1-1024 chars) are required",
+        );
+    }
+    match c.request(make(operator, reason)).await {
+        Ok(latch) => Json(latch).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+async fn release(
+    State(s): State<AdminState>,
+    Path(deployment): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<OperatorRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    operator_request(s, headers, body, |operator, reason| Request::Release {
+        deployment,
+        operator,
+        reason,
+    })
+    .await
+}
+
+async fn contain(
+    State(s): State<AdminState>,
+    Path(deployment): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<OperatorRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    operator_request(s, headers, body, |operator, reason| Request::Contain {
+        deployment,
+        operator,
+        reason,
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    limit: Option<usize>,
+}
+
+async fn audit(State(s): State<AdminState>, Query(q): Query<AuditQuery>) -> Response {
+    match &s.contain {
+        Some(c) => Json(c.audit(q.limit.unwrap_or(1000).min(100_000))).into_response(),
+        None => not_running(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
 }

@@ -27,6 +27,9 @@ pub enum IngestError {
     /// Reading the replay input failed.
     #[error("cannot read replay input: {0}")]
     Input(#[from] std::io::Error),
+    /// Containment could not start (state directory, latch file, target secrets).
+    #[error("containment cannot start: {0}")]
+    Contain(#[from] crate::contain::ContainError),
     /// Shutdown did not finish within `shutdown.deadline`.
     #[error(
         "shutdown did not finish within {0:?}; offsets after the last commit will be re-consumed"

@@ -4,6 +4,7 @@
 //! starts tansu) and fail when it is missing.
 
 mod cli;
+mod contain;
 mod corpus;
 mod kafka_e2e;
 mod privacy_corpus;

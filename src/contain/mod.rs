@@ -1,0 +1,503 @@
+//! Containment: from verdicts to actions, latched and audited.
+//!
+//! Owns the containment task. It receives verdict and signal changes from the pipeline (an
+//! unbounded channel: the hot path never waits for it) and operator requests from the admin
+//! server, decides with the pure [`ladder`], persists the latch ([`store`]), writes the
+//! [`audit`] log, and runs actions on [`providers`] in their own tasks, with retries
+//! (exponential backoff with full jitter on timeouts, connection errors, 429 and 5xx; none on
+//! other 4xx; bounded by `containment.retry_for`). Each action runs once per incident, across
+//! restarts: its idempotency key is recorded when it succeeds, and actions of a contained
+//! deployment not yet done are redone at start-up. A containment action that finally fails
+//! raises a critical alert of its own and `driftd_action_failures_total`.
+//!
+//! It must not block the hot path and knows nothing of Kafka.
+
+pub mod audit;
+pub mod ladder;
+pub mod providers;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::{Config, ConfigError};
+use crate::detect::Change;
+use crate::event::format_rfc3339_ms;
+use crate::metrics::Metrics;
+use audit::AuditLog;
+use ladder::{op_str, Action, Incident, Ladder, Latch, Op, Outcome, Phase, Severity};
+use providers::{Context, Target};
+use store::{LatchStore, StoreError};
+
+/// Why containment could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainError {
+    /// A target's secret or CA could not be loaded.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state directory is unusable or the latch file corrupt.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client for actions: {0}")]
+    Http(String),
+}
+
+/// An operator request.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// Contain by hand.
+    Contain {
+        /// Deployment.
+        deployment: String,
+        /// Who.
+        operator: String,
+        /// Why.
+        reason: String,
+    },
+    /// Release a containment.
+    Release {
+        /// Deployment.
+        deployment: String,
+        /// Who.
+        operator: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+type Reply = oneshot::Sender<Result<Latch, String>>;
+
+/// What the admin server uses: requests in, latch view out.
+#[derive(Clone)]
+pub struct ContainHandle {
+    requests: mpsc::Sender<(Request, Reply)>,
+    view: watch::Receiver<Arc<BTreeMap<String, Latch>>>,
+    audit_path: PathBuf,
+    external_url: String,
+}
+
+impl ContainHandle {
+    /// Sends an operator request and waits for the outcome.
+    pub async fn request(&self, request: Request) -> Result<Latch, String> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send((request, tx))
+            .await
+            .map_err(|_| "containment is shutting down".to_string())?;
+        rx.await
+            .map_err(|_| "containment is shutting down".to_string())?
+    }
+
+    /// Every deployment's latch.
+    pub fn latches(&self) -> Arc<BTreeMap<String, Latch>> {
+        self.view.borrow().clone()
+    }
+
+    /// The last `limit` audit records.
+    pub fn audit(&self, limit: usize) -> Vec<serde_json::Value> {
+        audit::read_records(&self.audit_path, limit)
+    }
+
+    /// Base URL for links.
+    pub fn external_url(&self) -> &str {
+        &self.external_url
+    }
+}
+
+/// Results of action attempts, reported back to the controller.
+enum Report {
+    Attempt {
+        action: Box<Action>,
+        attempt: u32,
+        error: Option<String>,
+        done: bool,
+        started: Instant,
+    },
+}
+
+/// The containment task's state.
+struct Controller {
+    ladder: Ladder,
+    store: LatchStore,
+    audit: AuditLog,
+    targets: HashMap<String, Arc<Target>>,
+    ctx: Arc<Context>,
+    metrics: Arc<Metrics>,
+    reports: mpsc::UnboundedSender<Report>,
+    view: watch::Sender<Arc<BTreeMap<String, Latch>>>,
+    timeout: Duration,
+    retry_for: Duration,
+    received: HashMap<String, Instant>,
+}
+
+fn now() -> String {
+    format_rfc3339_ms(crate::clock::wall_ms())
+}
+
+/// Starts the containment task. Returns the admin handle, the sender the pipeline feeds
+/// changes into, and the task.
+pub fn start(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<
+    (
+        ContainHandle,
+        mpsc::UnboundedSender<Change>,
+        tokio::task::JoinHandle<()>,
+    ),
+    ContainError,
+> {
+    let c = &config.containment;
+    let store = LatchStore::open(&c.state_dir)?;
+    let latches = store.load()?;
+    let audit = AuditLog::open(
+        &c.state_dir,
+        c.audit_max_bytes,
+        c.audit_keep,
+        &config.hash(),
+    )?;
+    let targets = providers::resolve(&c.targets, c.action_timeout)?
+        .into_iter()
+        .map(|t| (t.name.clone(), Arc::new(t)))
+        .collect();
+    let external_url = if c.external_url.is_empty() {
+        format!("http://{}", config.admin.addr)
+    } else {
+        c.external_url.trim_end_matches('/').to_string()
+    };
+    let ctx = Arc::new(Context {
+        client: reqwest::Client::builder()
+            .timeout(c.action_timeout)
+            .build()
+            .map_err(|e| ContainError::Http(e.to_string()))?,
+        external_url: external_url.clone(),
+        runbook_url: c.runbook_url.clone(),
+    });
+    let (changes_tx, mut changes_rx) = mpsc::unbounded_channel::<Change>();
+    let (requests_tx, mut requests_rx) = mpsc::channel::<(Request, Reply)>(64);
+    let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<Report>();
+    let (view_tx, view_rx) = watch::channel(Arc::new(latches.clone()));
+    let handle = ContainHandle {
+        requests: requests_tx,
+        view: view_rx,
+        audit_path: audit.path().to_path_buf(),
+        external_url,
+    };
+    let mut controller = Controller {
+        ladder: Ladder::new(c, latches),
+        store,
+        audit,
+        targets,
+        ctx,
+        metrics,
+        reports: reports_tx,
+        view: view_tx,
+        timeout: c.action_timeout,
+        retry_for: c.retry_for,
+        received: HashMap::new(),
+    };
+    let repeat = c.alert_repeat;
+    let task = tokio::spawn(async move {
+        controller.publish();
+        let pending = controller.ladder.pending();
+        if !pending.is_empty() {
+            controller.record(json!({"event": "resume", "pending_actions": pending.iter().map(|a| &a.key).collect::<Vec<_>>()}));
+            controller.run_actions(pending);
+        }
+        let mut resend = tokio::time::interval(repeat);
+        resend.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                _ = crate::signals::stopped(&mut shutdown) => break,
+                Some(change) = changes_rx.recv() => controller.on_change(&change),
+                Some((request, reply)) = requests_rx.recv() => {
+                    let _ = reply.send(controller.on_request(request));
+                }
+                Some(report) = reports_rx.recv() => controller.on_report(report),
+                _ = resend.tick() => controller.resend_alerts(),
+            }
+        }
+    });
+    Ok((handle, changes_tx, task))
+}
+
+impl Controller {
+    fn record(&mut self, record: serde_json::Value) {
+        if let Err(e) = self.audit.append(&now(), record) {
+            tracing::error!(error = %e, "audit log write failed");
+        }
+    }
+
+    fn publish(&mut self) {
+        for dep in self.ladder.latches().keys() {
+            self.metrics
+                .set_contained(dep, self.ladder.gate_closed(dep));
+        }
+        self.view
+            .send_replace(Arc::new(self.ladder.latches().clone()));
+    }
+
+    fn persist(&mut self) {
+        if let Err(e) = self.store.save(self.ladder.latches()) {
+            tracing::error!(error = %e, "cannot persist the containment latch");
+        }
+    }
+
+    fn on_change(&mut self, change: &Change) {
+        let deployment = match change {
+            Change::Verdict(v) => &v.deployment,
+            Change::Signal(s) => &s.deployment,
+        };
+        self.received.insert(deployment.clone(), Instant::now());
+        let out = self.ladder.on_change(change, &now());
+        self.apply(out);
+    }
+
+    fn on_request(&mut self, request: Request) -> Result<Latch, String> {
+        let (deployment, result) = match &request {
+            Request::Contain {
+                deployment,
+                operator,
+                reason,
+            } => (
+                deployment.clone(),
+                self.ladder.contain(deployment, operator, reason, &now()),
+            ),
+            Request::Release {
+                deployment,
+                operator,
+                reason,
+            } => (
+                deployment.clone(),
+                self.ladder.release(deployment, operator, reason, &now()),
+            ),
+        };
+        match result {
+            Ok(out) => {
+                self.received.insert(deployment.clone(), Instant::now());
+                self.apply(out);
+                Ok(self.ladder.latch(&deployment).cloned().unwrap_or_default())
+            }
+            Err(e) => {
+                let (op, operator) = match &request {
+                    Request::Contain { operator, .. } => ("contain", operator),
+                    Request::Release { operator, .. } => ("release", operator),
+                };
+                self.record(json!({"event": "request_refused", "deployment": deployment, "request": op, "operator": operator, "error": e.to_string()}));
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn apply(&mut self, out: Outcome) {
+        if out.transitions.is_empty() && out.actions.is_empty() && out.ignored.is_empty() {
+            return;
+        }
+        for t in &out.transitions {
+            tracing::warn!(deployment = %t.deployment, from = ?t.from, to = ?t.to, why = %t.why, operator = ?t.operator, "containment transition");
+            let evidence = self
+                .ladder
+                .latch(&t.deployment)
+                .and_then(|l| l.incident.as_ref())
+                .map(|i| i.evidence.clone());
+            let release = self
+                .ladder
+                .latch(&t.deployment)
+                .and_then(|l| l.last_release.clone())
+                .filter(|_| t.to == Phase::Released);
+            self.record(json!({"event": "transition", "transition": t, "evidence": evidence, "release": release}));
+        }
+        for why in &out.ignored {
+            self.record(json!({"event": "ignored", "why": why}));
+        }
+        self.persist();
+        self.publish();
+        self.run_actions(out.actions);
+    }
+
+    fn run_actions(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            let Some(target) = self.targets.get(&action.target).cloned() else {
+                continue;
+            };
+            let started = self
+                .received
+                .get(&action.incident.deployment)
+                .copied()
+                .unwrap_or_else(Instant::now);
+            if action.dry_run {
+                tracing::warn!(deployment = %action.incident.deployment, target = %action.target, op = op_str(action.op), "dry-run: would act");
+                self.metrics.count_action(target.provider, "dry_run", None);
+                self.record(json!({"event": "action", "key": action.key, "target": action.target, "provider": target.provider, "op": op_str(action.op), "result": "dry_run", "incident": action.incident.id}));
+                self.ladder
+                    .mark_done(&action.incident.deployment, &action.key);
+                self.persist();
+                continue;
+            }
+            let reports = self.reports.clone();
+            let ctx = self.ctx.clone();
+            let (timeout, retry_for) = (self.timeout, self.retry_for);
+            tokio::spawn(async move {
+                let deadline = Instant::now() + retry_for;
+                let mut attempt = 0u32;
+                loop {
+                    attempt += 1;
+                    let result = match tokio::time::timeout(
+                        timeout,
+                        providers::execute(&target, &action, &ctx, &now()),
+                    )
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(providers::ActionError {
+                            retryable: true,
+                            message: "timeout".into(),
+                        }),
+                    };
+                    let backoff = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(6)));
+                    let retry = matches!(&result, Err(e) if e.retryable)
+                        && Instant::now() + backoff < deadline;
+                    let error = result.err().map(|e| e.message);
+                    let done = !retry;
+                    let _ = reports.send(Report::Attempt {
+                        action: Box::new(action.clone()),
+                        attempt,
+                        error,
+                        done,
+                        started,
+                    });
+                    if done {
+                        break;
+                    }
+                    // Full jitter: anywhere between no wait and the backoff.
+                    let wait = rand::rng().random_range(0..=backoff.as_millis() as u64);
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+            });
+        }
+    }
+
+    fn on_report(&mut self, report: Report) {
+        let Report::Attempt {
+            action,
+            attempt,
+            error,
+            done,
+            started,
+        } = report;
+        let provider = self
+            .targets
+            .get(&action.target)
+            .map_or("unknown", |t| t.provider);
+        self.record(json!({
+            "event": "action",
+            "key": action.key,
+            "target": action.target,
+            "provider": provider,
+            "op": op_str(action.op),
+            "attempt": attempt,
+            "result": if error.is_none() { "success" } else if done { "failed" } else { "retrying" },
+            "error": error,
+            "incident": action.incident.id,
+            "elapsed_ms": started.elapsed().as_millis() as u64,
+        }));
+        if !done {
+            return;
+        }
+        match error {
+            None => {
+                self.metrics
+                    .count_action(provider, "success", Some(started.elapsed()));
+                tracing::info!(target = %action.target, op = op_str(action.op), deployment = %action.incident.deployment, elapsed_ms = started.elapsed().as_millis() as u64, "action done");
+                self.ladder
+                    .mark_done(&action.incident.deployment, &action.key);
+                self.persist();
+            }
+            Some(e) => {
+                self.metrics
+                    .count_action(provider, "failure", Some(started.elapsed()));
+                tracing::error!(target = %action.target, op = op_str(action.op), deployment = %action.incident.deployment, error = %e, "action failed after retries");
+                if action.op == Op::Contain {
+                    self.alert_action_failure(&action, &e);
+                }
+            }
+        }
+    }
+
+    /// A containment that could not be carried out is itself an emergency.
+    fn alert_action_failure(&mut self, failed: &Action, error: &str) {
+        let incident = Incident {
+            id: format!("{}:action-failed:{}", failed.incident.id, failed.target),
+            reason: format!(
+                "containment action on `{}` FAILED: {error}; contain by hand",
+                failed.target
+            ),
+            evidence: json!({"metric": "containment_action", "failed_key": failed.key, "error": error}),
+            ..failed.incident.clone()
+        };
+        let actions: Vec<Action> = self
+            .ladder
+            .alert_targets()
+            .iter()
+            .map(|t| Action {
+                key: format!("{}/{t}/trigger", incident.id),
+                target: t.clone(),
+                op: Op::Trigger,
+                severity: Severity::Critical,
+                incident: incident.clone(),
+                dry_run: false,
+            })
+            .collect();
+        self.record(json!({"event": "action_failure_alert", "failed": failed.key, "error": error}));
+        self.run_actions(actions);
+    }
+
+    /// Alertmanager forgets alerts that are not re-sent; keep the open ones alive.
+    fn resend_alerts(&mut self) {
+        let now = now();
+        for (dep, latch) in self.ladder.latches() {
+            let (Phase::Contained | Phase::Suspect, Some(incident)) =
+                (latch.phase, &latch.incident)
+            else {
+                continue;
+            };
+            for (name, target) in &self.targets {
+                if target.provider != "alertmanager"
+                    || !latch
+                        .done
+                        .contains(&format!("{}/{name}/trigger", incident.id))
+                {
+                    continue;
+                }
+                let action = Action {
+                    key: format!("{}/{name}/trigger", incident.id),
+                    target: name.clone(),
+                    op: Op::Trigger,
+                    severity: if latch.phase == Phase::Contained {
+                        Severity::Critical
+                    } else {
+                        Severity::Warning
+                    },
+                    incident: incident.clone(),
+                    dry_run: false,
+                };
+                let (target, ctx, now, dep) =
+                    (target.clone(), self.ctx.clone(), now.clone(), dep.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = providers::execute(&target, &action, &ctx, &now).await {
+                        tracing::warn!(deployment = %dep, error = %e, "alert re-send failed; next try at the next repeat");
+                    }
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! Action providers: each target's real API, one request per action.
+//!
+//! | provider | trigger / contain | resolve |
+//! |---|---|---|
+//! | Alertmanager v2 | `POST /api/v2/alerts`, stable labels `alertname`, `deployment`, `metric`, `severity` | same labels with `endsAt` |
+//! | PagerDuty Events v2 | `POST /v2/enqueue`, `event_action: trigger`, `dedup_key` = incident | `event_action: resolve` |
+//! | Slack | incoming-webhook message with evidence and the release command | a "resolved" message |
+//! | webhook | JSON body, `X-Driftd-Signature: sha256=<HMAC-SHA256(secret, body)>` | same, `op: resolve` |
+//! | flagd file | flag → `defaultVariant` = safe variant, targeting removed, atomic replace | — |
+//! | Unleash | `POST /api/admin/projects/{p}/features/{f}/environments/{e}/off` | — |
+//! | LaunchDarkly | `PATCH /api/v2/flags/{p}/{f}`, semantic patch `turnFlagOff` | — |
+//! | Argo Rollouts | merge-patch `{"status":{"abort":true}}` on the Rollout's status subresource | — |
+//!
+//! Release resolves alerts; it does not turn flags back on or resume rollouts — that stays a
+//! human decision in the flag or rollout tool. Errors say whether a retry can help (timeouts,
+//! connection errors, 429, 5xx) or not (other 4xx, a flag file without the flag). Secrets are
+//! resolved once at start-up and never appear in errors or logs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use super::ladder::{op_str, Action, Op, Severity};
+use super::store::atomic_write;
+use crate::config::{ConfigError, TargetConfig};
+
+/// Why one attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ActionError {
+    /// A later attempt may succeed.
+    pub retryable: bool,
+    /// What happened (no secrets).
+    pub message: String,
+}
+
+fn fatal(message: impl Into<String>) -> ActionError {
+    ActionError {
+        retryable: false,
+        message: message.into(),
+    }
+}
+
+/// A target with its secrets resolved.
+pub struct Target {
+    /// Name from config.
+    pub name: String,
+    /// Provider label.
+    pub provider: &'static str,
+    kind: Kind,
+}
+
+enum Kind {
+    Alertmanager {
+        url: String,
+    },
+    Pagerduty {
+        url: String,
+        routing_key: String,
+    },
+    Slack {
+        url: String,
+    },
+    Webhook {
+        url: String,
+        secret: String,
+    },
+    Flagd {
+        path: PathBuf,
+        flag: String,
+        safe_variant: String,
+    },
+    Unleash {
+        url: String,
+        project: String,
+        feature: String,
+        environment: String,
+        token: String,
+    },
+    Launchdarkly {
+        url: String,
+        project: String,
+        flag: String,
+        environment: String,
+        token: String,
+    },
+    Argo {
+        url: String,
+        token: String,
+        client: reqwest::Client,
+    },
+}
+
+fn secret(name: &str, s: &crate::config::SecretSource) -> Result<String, ConfigError> {
+    s.resolve().map_err(|reason| ConfigError::Secret {
+        property: format!("containment.targets.{name}"),
+        reason,
+    })
+}
+
+/// Resolves the configured targets (reads secrets, loads CA bundles).
+pub fn resolve(targets: &[TargetConfig], timeout: Duration) -> Result<Vec<Target>, ConfigError> {
+    targets
+        .iter()
+        .map(|t| {
+            let name = t.name().to_string();
+            let kind = match t {
+                TargetConfig::Alertmanager { url, .. } => Kind::Alertmanager { url: url.trim_end_matches('/').into() },
+                TargetConfig::Pagerduty { url, routing_key, .. } => Kind::Pagerduty { url: url.clone(), routing_key: secret(&name, routing_key)? },
+                TargetConfig::Slack { webhook_url, .. } => Kind::Slack { url: secret(&name, webhook_url)? },
+                TargetConfig::Webhook { url, secret: s, .. } => Kind::Webhook { url: url.clone(), secret: secret(&name, s)? },
+                TargetConfig::Flagd { path, flag, safe_variant, .. } => Kind::Flagd { path: path.clone(), flag: flag.clone(), safe_variant: safe_variant.clone() },
+                TargetConfig::Unleash { url, project, feature, environment, token, .. } => Kind::Unleash {
+                    url: url.trim_end_matches('/').into(),
+                    project: project.clone(),
+                    feature: feature.clone(),
+                    environment: environment.clone(),
+                    token: secret(&name, token)?,
+                },
+                TargetConfig::Launchdarkly { url, project, flag, environment, token, .. } => Kind::Launchdarkly {
+                    url: url.trim_end_matches('/').into(),
+                    project: project.clone(),
+                    flag: flag.clone(),
+                    environment: environment.clone(),
+                    token: secret(&name, token)?,
+                },
+                TargetConfig::ArgoRollouts { api_url, namespace, rollout, token, ca_file, .. } => {
+                    let mut builder = reqwest::Client::builder().timeout(timeout);
+                    if let Some(ca) = ca_file.as_ref().filter(|_| api_url.starts_with("https://")) {
+                        let pem = std::fs::read(ca).map_err(|e| ConfigError::Invalid {
+                            field: format!("containment.targets.{name}.ca_file"),
+                            reason: format!("cannot read {}: {e}", ca.display()),
+                        })?;
+                        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| ConfigError::Invalid {
+                            field: format!("containment.targets.{name}.ca_file"),
+                            reason: format!("not a PEM certificate: {e}"),
+                        })?;
+                        builder = builder.add_root_certificate(cert);
+                    }
+                    Kind::Argo {
+                        url: format!(
+                            "{}/apis/argoproj.io/v1alpha1/namespaces/{namespace}/rollouts/{rollout}/status",
+                            api_url.trim_end_matches('/')
+                        ),
+                        token: secret(&name, token)?,
+                        client: builder.build().map_err(|e| ConfigError::Invalid {
+                            field: format!("containment.targets.{name}"),
+                            reason: format!("cannot build the HTTP client: {e}"),
+                        })?,
+                    }
+                }
+            };
+            Ok(Target { name, provider: t.provider(), kind })
+        })
+        .collect()
+}
+
+/// What every request needs besides the target.
+pub struct Context {
+    /// Shared HTTP client (timeouts set).
+    pub client: reqwest::Client,
+    /// Base URL of this driftd, for links.
+    pub external_url: String,
+    /// Runbook link.
+    pub runbook_url: String,
+}
+
+fn metric_of(a: &Action) -> String {
+    a.incident
+        .evidence
+        .get("metric")
+        .and_then(Value::as_str)
+        .or_else(|| a.incident.evidence.get("kind").and_then(Value::as_str))
+        .unwrap_or("manual")
+        .to_string()
+}
+
+fn severity(a: &Action) -> &'static str {
+    match a.severity {
+        Severity::Critical => "critical",
+        Severity::Warning => "warning",
+    }
+}
+
+/// The command that releases this deployment.
+pub fn release_command(ctx: &Context, deployment: &str) -> String {
+    format!(
+        "driftd release --admin-url {} --deployment {deployment} --operator \"$USER\" --reason \"...\"",
+        ctx.external_url
+    )
+}
+
+/// The Alertmanager alert for an action (also used for periodic re-sends).
+pub fn alertmanager_alert(a: &Action, ctx: &Context, now: &str) -> Value {
+    let d = &a.incident.deployment;
+    let mut alert = json!({
+        "labels": {
+            "alertname": match a.severity {
+                Severity::Critical => "DriftdCanaryContained",
+                Severity::Warning => "DriftdCanarySuspect",
+            },
+            "deployment": d,
+            "metric": metric_of(a),
+            "severity": severity(a),
+            "source": "driftd",
+        },
+        "annotations": {
+            "summary": format!("driftd: canary {} of {d}: {}", a.incident.model_version, a.incident.reason),
+            "incident": a.incident.id,
+            "evidence": a.incident.evidence.to_string(),
+            "runbook_url": ctx.runbook_url,
+            "release_command": release_command(ctx, d),
+        },
+        "startsAt": a.incident.opened_at,
+        "generatorURL": format!("{}/v1/verdicts?deployment={d}", ctx.external_url),
+    });
+    if a.op == Op::Resolve {
+        alert["endsAt"] = now.into();
+    }
+    alert
+}
+
+fn classify(result: Result<reqwest::Response, reqwest::Error>) -> Result<(), ActionError> {
+    match result {
+        Err(e) => Err(ActionError {
+            retryable: e.is_timeout() || e.is_connect() || e.is_request(),
+            message: format!(
+                "request failed: {}",
+                if e.is_timeout() {
+                    "timeout".to_string()
+                } else {
+                    e.without_url().to_string()
+                }
+            ),
+        }),
+        Ok(r) => {
+            let status = r.status();
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(ActionError {
+                    retryable: status.as_u16() == 429 || status.is_server_error(),
+                    message: format!("HTTP {status}"),
+                })
+            }
+        }
+    }
+}
+
+/// Carries out one attempt of `a` on `t`.
+pub async fn execute(t: &Target, a: &Action, ctx: &Context, now: &str) -> Result<(), ActionError> {
+    let d = &a.incident.deployment;
+    let http = &ctx.client;
+    match &t.kind {
+        Kind::Alertmanager { url } => {
+            let body = json!([alertmanager_alert(a, ctx, now)]);
+            classify(http.post(format!("{url}/api/v2/alerts")).json(&body).send().await)
+        }
+        Kind::Pagerduty { url, routing_key } => {
+            let action = if a.op == Op::Resolve { "resolve" } else { "trigger" };
+            let mut body = json!({
+                "routing_key": routing_key,
+                "event_action": action,
+                "dedup_key": format!("driftd:{}", a.incident.id),
+            });
+            if a.op != Op::Resolve {
+                body["payload"] = json!({
+                    "summary": format!("driftd: canary {} of {d}: {}", a.incident.model_version, a.incident.reason),
+                    "source": "driftd",
+                    "severity": severity(a),
+                    "component": d,
+                    "group": a.incident.model_version,
+                    "class": metric_of(a),
+                    "custom_details": {
+                        "evidence": a.incident.evidence,
+                        "release_command": release_command(ctx, d),
+                        "runbook_url": ctx.runbook_url,
+                    },
+                });
+                body["links"] = json!([{ "href": format!("{}/v1/verdicts?deployment={d}", ctx.external_url), "text": "driftd verdicts" }]);
+            }
+            classify(http.post(url).json(&body).send().await)
+        }
+        Kind::Slack { url } => {
+            let text = if a.op == Op::Resolve {
+                format!(":white_check_mark: driftd: {d} released (incident {})", a.incident.id)
+            } else {
+                format!(
+                    ":rotating_light: driftd: canary *{}* of *{d}* {} — {}\nEvidence: `{}`\nRelease: `{}`",
+                    a.incident.model_version,
+                    if a.severity == Severity::Critical { "contained" } else { "suspect" },
+                    a.incident.reason,
+                    a.incident.evidence,
+                    release_command(ctx, d)
+                )
+            };
+            classify(http.post(url).json(&json!({ "text": text })).send().await)
+        }
+        Kind::Webhook { url, secret } => {
+            let body = serde_json::to_vec(&json!({
+                "source": "driftd",
+                "op": op_str(a.op),
+                "severity": severity(a),
+                "idempotency_key": a.key,
+                "incident": a.incident,
+            }))
+            .expect("JSON value serialises");
+            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+            mac.update(&body);
+            let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+            classify(
+                http.post(url)
+                    .header("Content-Type", "application/json")
+                    .header("X-Driftd-Signature", signature)
+                    .header("Idempotency-Key", &a.key)
+                    .body(body)
+                    .send()
+                    .await,
+            )
+        }
+        Kind::Flagd { path, flag, safe_variant } => flip_flagd(path, flag, safe_variant),
+        Kind::Unleash { url, project, feature, environment, token } => classify(
+            http.post(format!("{url}/api/admin/projects/{project}/features/{feature}/environments/{environment}/off"))
+                .header("Authorization", token)
+                .send()
+                .await,
+        ),
+        Kind::Launchdarkly { url, project, flag, environment, token } => classify(
+            http.patch(format!("{url}/api/v2/flags/{project}/{flag}"))
+                .header("Authorization", token)
+                .header("Content-Type", "application/json; domain-model=launchdarkly.semanticpatch")
+                .body(
+                    json!({
+                        "environmentKey": environment,
+                        "comment": format!("driftd contained {d}: {}", a.incident.reason),
+                        "instructions": [{ "kind": "turnFlagOff" }],
+                    })
+                    .to_string(),
+                )
+                .send()
+                .await,
+        ),
+        Kind::Argo { url, token, client } => classify(
+            client
+                .patch(url)
+                .bearer_auth(token)
+                .header("Content-Type", "application/merge-patch+json")
+                .body(r#"{"status":{"abort":true}}"#)
+                .send()
+                .await,
+        ),
+    }
+}
+
+/// Switches `flag` in a flagd flag-definition file to `safe_variant` for everyone: sets
+/// `defaultVariant`, removes `targeting` (which would override it), enables the flag, and keeps
+/// every other flag and field. Atomic, so flagd never reads a torn file.
+pub fn flip_flagd(
+    path: &std::path::Path,
+    flag: &str,
+    safe_variant: &str,
+) -> Result<(), ActionError> {
+    let text = std::fs::read(path).map_err(|e| ActionError {
+        retryable: true,
+        message: format!("cannot read flag file {}: {e}", path.display()),
+    })?;
+    let mut doc: Value = serde_json::from_slice(&text)
+        .map_err(|e| fatal(format!("flag file {} is not JSON: {e}", path.display())))?;
+    let f = doc
+        .get_mut("flags")
+        .and_then(|flags| flags.get_mut(flag))
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| fatal(format!("flag `{flag}` is not in {}", path.display())))?;
+    if f.get("variants")
+        .and_then(|v| v.get(safe_variant))
+        .is_none()
+    {
+        return Err(fatal(format!(
+            "flag `{flag}` has no variant `{safe_variant}`"
+        )));
+    }
+    f.insert("defaultVariant".into(), safe_variant.into());
+    f.insert("state".into(), "ENABLED".into());
+    f.remove("targeting");
+    let bytes = serde_json::to_vec_pretty(&doc).expect("JSON value serialises");
+    atomic_write(path, &bytes).map_err(|e| ActionError {
+        retryable: true,
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flagd_flip_sets_safe_variant_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flags.json");
+        std::fs::write(
+            &path,
+            r#"{"$schema":"https://flagd.dev/schema/v0/flags.json","flags":{"canary":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on","targeting":{"if":[true,"on"]}},"other":{"state":"ENABLED","variants":{"a":1},"defaultVariant":"a"}}}"#,
+        )
+        .unwrap();
+        flip_flagd(&path, "canary", "off").unwrap();
+        let doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(doc["flags"]["canary"]["defaultVariant"], "off");
+        assert!(doc["flags"]["canary"].get("targeting").is_none());
+        assert_eq!(doc["flags"]["other"]["defaultVariant"], "a");
+        assert_eq!(doc["$schema"], "https://flagd.dev/schema/v0/flags.json");
+        flip_flagd(&path, "canary", "off").unwrap();
+        assert!(!flip_flagd(&path, "missing", "off").unwrap_err().retryable);
+        assert!(!flip_flagd(&path, "canary", "nope").unwrap_err().retryable);
+    }
+}

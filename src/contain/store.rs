@@ -1,0 +1,122 @@
+//! Durable files of containment: the persisted latch state and atomic file replacement.
+//!
+//! The latch must survive restarts (a restart never silently un-contains), so every change is
+//! written to `containment.json` by [`atomic_write`]: temp file, fsync, rename, fsync of the
+//! directory — a crash leaves the old or the new file, never half of one. The flagd provider
+//! replaces flag files the same way.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::ladder::Latch;
+
+/// Why a state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// I/O on a file.
+    #[error("{action} {path}: {source}; check that containment.state_dir exists and is writable")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The state file is not valid.
+    #[error("latch state {path} is corrupt ({message}); fix or move it aside — driftd will not guess whether deployments are contained")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Replaces `path` with `bytes` atomically and durably.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
+        std::process::id()
+    ));
+    let mut f = std::fs::File::create(&tmp).map_err(io("cannot create", &tmp))?;
+    f.write_all(bytes).map_err(io("cannot write", &tmp))?;
+    f.sync_all().map_err(io("cannot fsync", &tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io("cannot rename into", path))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("cannot fsync directory", dir))?;
+    Ok(())
+}
+
+/// The persisted latches of every deployment.
+pub struct LatchStore {
+    path: PathBuf,
+}
+
+impl LatchStore {
+    /// The store in `state_dir` (created if missing).
+    pub fn open(state_dir: &Path) -> Result<LatchStore, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(io("cannot create", state_dir))?;
+        Ok(LatchStore {
+            path: state_dir.join("containment.json"),
+        })
+    }
+
+    /// Loads the latches; an absent file means no deployment was ever contained.
+    pub fn load(&self) -> Result<BTreeMap<String, Latch>, StoreError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(io("cannot read", &self.path)(e)),
+        }
+    }
+
+    /// Saves the latches.
+    pub fn save(&self, latches: &BTreeMap<String, Latch>) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(latches).expect("latches serialise");
+        atomic_write(&self.path, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latches_round_trip_and_corruption_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LatchStore::open(dir.path()).unwrap();
+        assert!(store.load().unwrap().is_empty());
+        let mut latches = BTreeMap::new();
+        latches.insert(
+            "svc".to_string(),
+            Latch {
+                closed: vec!["svc:v1".into()],
+                ..Latch::default()
+            },
+        );
+        store.save(&latches).unwrap();
+        assert_eq!(store.load().unwrap(), latches);
+        std::fs::write(dir.path().join("containment.json"), b"{oops").unwrap();
+        assert!(matches!(store.load(), Err(StoreError::Corrupt { .. })));
+    }
+}

@@ -1,0 +1,613 @@
+//! Containment against vendor-shaped local servers (PagerDuty, Slack, Unleash, LaunchDarkly,
+//! the Kubernetes API, a signed webhook), the real Alertmanager, and the real OpenFeature flagd
+//! provider reading the flag file driftd writes.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use driftd::config::{Config, PolicyConfig, PolicyMode, SecretSource, TargetConfig, TriggerState};
+use driftd::contain::{self, ContainHandle, Request};
+use driftd::detect::{Change, Source, State, Verdict};
+use driftd::metrics::Metrics;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::watch;
+
+/// One request as the vendor saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// Answers queued for requests whose path starts with a prefix: (status, delay).
+type Script = Vec<(String, VecDeque<(u16, Duration)>)>;
+
+/// Scripted behaviour: per path prefix, a queue of (status, delay) answers; 200 when empty.
+#[derive(Default)]
+pub struct Vendor {
+    pub seen: Mutex<Vec<Seen>>,
+    script: Mutex<Script>,
+}
+
+impl Vendor {
+    pub fn script(&self, path: &str, answers: &[(u16, u64)]) {
+        self.script.lock().unwrap().push((
+            path.to_string(),
+            answers
+                .iter()
+                .map(|(s, ms)| (*s, Duration::from_millis(*ms)))
+                .collect(),
+        ));
+    }
+    pub fn requests(&self, path: &str) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path.starts_with(path))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Starts the vendor server on a free port.
+pub async fn vendor() -> (Arc<Vendor>, SocketAddr) {
+    let v = Arc::new(Vendor::default());
+    let state = v.clone();
+    let app = axum::Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let v = state.clone();
+            async move {
+                let path = uri.path().to_string();
+                let answer = {
+                    let mut script = v.script.lock().unwrap();
+                    script
+                        .iter_mut()
+                        .find(|(p, q)| path.starts_with(p.as_str()) && !q.is_empty())
+                        .and_then(|(_, q)| q.pop_front())
+                };
+                let (status, delay) = answer.unwrap_or((200, Duration::ZERO));
+                tokio::time::sleep(delay).await;
+                // Record only requests that were answered (a timed-out client has gone).
+                v.seen.lock().unwrap().push(Seen {
+                    method: method.to_string(),
+                    path,
+                    headers,
+                    body: body.to_vec(),
+                });
+                (StatusCode::from_u16(status).unwrap(), "{}").into_response()
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (v, addr)
+}
+
+pub fn fail_verdict(deployment: &str, version: &str) -> Change {
+    Change::Verdict(Verdict {
+        deployment: deployment.into(),
+        model_version: version.into(),
+        metric: "refusal".into(),
+        source: Source::CanaryVsControl,
+        state: State::Fail,
+        at: "2026-11-29T05:00:00.000Z".into(),
+        events_seen: 5000,
+        n_canary: 2500,
+        n_control: 2500,
+        canary_value: Some(0.1),
+        control_value: Some(0.05),
+        estimate: Some(0.05),
+        ci_low: Some(0.02),
+        ci_high: Some(0.08),
+        p_value: Some(0.0001),
+        statistic: 9.2,
+        threshold: 5.99,
+        min_effect: 0.01,
+        alpha: Some(0.0025),
+        arm: None,
+        segment: None,
+        reference: None,
+    })
+}
+
+fn secret_file(dir: &std::path::Path, name: &str, value: &str) -> SecretSource {
+    let p = dir.join(name);
+    std::fs::write(&p, value).unwrap();
+    SecretSource::File(p)
+}
+
+/// Waits until no new request arrived for a second; returns the count.
+async fn settled(v: &Vendor) -> usize {
+    let mut last = usize::MAX;
+    loop {
+        let now = v.seen.lock().unwrap().len();
+        if now == last {
+            return now;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+struct Running {
+    handle: ContainHandle,
+    changes: tokio::sync::mpsc::UnboundedSender<Change>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn start(config: &Config) -> Running {
+        let (stop, rx) = watch::channel(false);
+        let (handle, changes, task) =
+            contain::start(config, Arc::new(Metrics::new("test")), rx).expect("containment starts");
+        Running {
+            handle,
+            changes,
+            stop,
+            task,
+        }
+    }
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        self.task.await.unwrap();
+    }
+}
+
+fn vendor_config(dir: &std::path::Path, addr: SocketAddr) -> Config {
+    let base = format!("http://{addr}");
+    let mut c = Config::default();
+    c.containment.state_dir = dir.join("state");
+    c.containment.action_timeout = Duration::from_millis(500);
+    c.containment.retry_for = Duration::from_secs(10);
+    c.containment.runbook_url = "https://runbooks.example/driftd".into();
+    c.containment.targets = vec![
+        TargetConfig::Pagerduty {
+            name: "pd".into(),
+            url: format!("{base}/v2/enqueue"),
+            routing_key: secret_file(dir, "pd", "R0UT1NG"),
+        },
+        TargetConfig::Slack {
+            name: "slack".into(),
+            webhook_url: SecretSource::File({
+                let p = dir.join("slack");
+                std::fs::write(&p, format!("{base}/slack/hook")).unwrap();
+                p
+            }),
+        },
+        TargetConfig::Unleash {
+            name: "unleash".into(),
+            url: base.clone(),
+            project: "default".into(),
+            feature: "canary-model".into(),
+            environment: "production".into(),
+            token: secret_file(dir, "unleash", "*:production.unleash-token"),
+        },
+        TargetConfig::Launchdarkly {
+            name: "ld".into(),
+            url: base.clone(),
+            project: "proj".into(),
+            flag: "canary-model".into(),
+            environment: "production".into(),
+            token: secret_file(dir, "ld", "api-ld-token"),
+        },
+        TargetConfig::ArgoRollouts {
+            name: "argo".into(),
+            api_url: base.clone(),
+            namespace: "prod".into(),
+            rollout: "support-bot".into(),
+            token: secret_file(dir, "k8s", "k8s-sa-token"),
+            ca_file: None,
+        },
+        TargetConfig::Webhook {
+            name: "hook".into(),
+            url: format!("{base}/hook"),
+            secret: secret_file(dir, "hook", "hmac-key"),
+        },
+    ];
+    c.containment.policies = vec![PolicyConfig {
+        name: "vendors".into(),
+        deployments: vec!["*".into()],
+        metrics: vec!["*".into()],
+        mode: PolicyMode::Enforce,
+        alert_on: vec![TriggerState::Fail],
+        contain_on: vec![TriggerState::Fail],
+        alert_on_signals: true,
+        alerts: vec!["pd".into(), "slack".into()],
+        contain: vec!["unleash".into(), "ld".into(), "argo".into(), "hook".into()],
+    }];
+    c.validate().expect("valid test config");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vendor_apis_are_called_as_documented_with_retries_once_per_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, addr) = vendor().await;
+    // Unleash fails twice with 503, LaunchDarkly throttles once, Slack times out once,
+    // the webhook answers 400 (no retry: a client error will not fix itself).
+    v.script("/api/admin/projects", &[(503, 0), (503, 0)]);
+    v.script("/api/v2/flags", &[(429, 0)]);
+    v.script("/slack", &[(200, 2000)]);
+    v.script("/hook", &[(400, 0)]);
+    let config = vendor_config(dir.path(), addr);
+    let r = Running::start(&config);
+    r.changes.send(fail_verdict("support-bot", "ft-1")).unwrap();
+    wait_for("every target reached", || {
+        [
+            "/v2/enqueue",
+            "/slack/hook",
+            "/api/admin/projects",
+            "/api/v2/flags",
+            "/apis/argoproj.io",
+            "/hook",
+        ]
+        .iter()
+        .all(|p| !v.requests(p).is_empty())
+            && v.requests("/api/admin/projects").len() == 3
+    })
+    .await;
+
+    let pd = v.requests("/v2/enqueue");
+    let first = pd[0].json();
+    assert_eq!(pd[0].method, "POST");
+    assert_eq!(first["routing_key"], "R0UT1NG");
+    assert_eq!(first["event_action"], "trigger");
+    assert_eq!(first["dedup_key"], "driftd:support-bot:ft-1");
+    assert_eq!(first["payload"]["severity"], "critical");
+    assert_eq!(first["payload"]["source"], "driftd");
+    assert!(first["payload"]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("support-bot"));
+    assert!(first["payload"]["custom_details"]["release_command"]
+        .as_str()
+        .unwrap()
+        .contains("driftd release"));
+
+    let unleash = v.requests("/api/admin/projects");
+    assert_eq!(unleash.len(), 3, "two 503s retried, then success");
+    assert_eq!(unleash[2].method, "POST");
+    assert_eq!(
+        unleash[2].path,
+        "/api/admin/projects/default/features/canary-model/environments/production/off"
+    );
+    assert_eq!(
+        unleash[2].header("authorization"),
+        "*:production.unleash-token"
+    );
+
+    let ld = v.requests("/api/v2/flags");
+    assert_eq!(ld.len(), 2, "429 retried once");
+    assert_eq!(ld[1].method, "PATCH");
+    assert_eq!(ld[1].path, "/api/v2/flags/proj/canary-model");
+    assert_eq!(
+        ld[1].header("content-type"),
+        "application/json; domain-model=launchdarkly.semanticpatch"
+    );
+    assert_eq!(ld[1].header("authorization"), "api-ld-token");
+    let body = ld[1].json();
+    assert_eq!(body["environmentKey"], "production");
+    assert_eq!(body["instructions"][0]["kind"], "turnFlagOff");
+
+    let argo = v.requests("/apis/argoproj.io");
+    assert_eq!(argo[0].method, "PATCH");
+    assert_eq!(
+        argo[0].path,
+        "/apis/argoproj.io/v1alpha1/namespaces/prod/rollouts/support-bot/status"
+    );
+    assert_eq!(argo[0].header("authorization"), "Bearer k8s-sa-token");
+    assert_eq!(
+        argo[0].header("content-type"),
+        "application/merge-patch+json"
+    );
+    assert_eq!(
+        argo[0].json(),
+        serde_json::json!({"status": {"abort": true}})
+    );
+
+    let hook = v.requests("/hook");
+    assert_eq!(hook.len(), 1, "a 400 is not retried");
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"hmac-key").unwrap();
+    mac.update(&hook[0].body);
+    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(
+        hook[0].header("x-driftd-signature"),
+        expected,
+        "receivers can verify the body"
+    );
+    assert_eq!(hook[0].json()["op"], "contain");
+
+    // The failed containment action raises its own critical alert.
+    wait_for("action-failure page", || {
+        v.requests("/v2/enqueue").iter().any(|s| {
+            s.json()["dedup_key"]
+                .as_str()
+                .unwrap_or("")
+                .contains("action-failed:hook")
+        })
+    })
+    .await;
+    wait_for("slack retried after its timeout", || {
+        !v.requests("/slack/hook").is_empty()
+    })
+    .await;
+    let slack = v.requests("/slack/hook");
+    assert!(slack[0].json()["text"]
+        .as_str()
+        .unwrap()
+        .contains("driftd release"));
+
+    // Idempotent: the same incident again changes nothing.
+    let before = settled(&v).await;
+    r.changes.send(fail_verdict("support-bot", "ft-1")).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        v.seen.lock().unwrap().len(),
+        before,
+        "no second flip or page"
+    );
+    r.stop().await;
+
+    // Across a restart too: the latch and the done actions were persisted.
+    let r = Running::start(&config);
+    r.changes.send(fail_verdict("support-bot", "ft-1")).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let after_restart = v.seen.lock().unwrap().len();
+    // Only the webhook, which never succeeded, is retried after a restart.
+    assert!(after_restart - before <= 1, "restart re-did done actions");
+    assert!(r.handle.latches()["support-bot"].phase == contain::ladder::Phase::Contained);
+
+    // Release resolves the page once.
+    let latch = r
+        .handle
+        .request(Request::Release {
+            deployment: "support-bot".into(),
+            operator: "ana".into(),
+            reason: "verified".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(latch.phase, contain::ladder::Phase::Released);
+    wait_for("pagerduty resolve", || {
+        v.requests("/v2/enqueue")
+            .iter()
+            .any(|s| s.json()["event_action"] == "resolve")
+    })
+    .await;
+    let resolve = v
+        .requests("/v2/enqueue")
+        .into_iter()
+        .find(|s| s.json()["event_action"] == "resolve")
+        .unwrap();
+    assert_eq!(resolve.json()["dedup_key"], "driftd:support-bot:ft-1");
+    let audit = r.handle.audit(1000);
+    assert!(audit.iter().any(|a| a["event"] == "action"
+        && a["result"] == "retrying"
+        && a["provider"] == "unleash"));
+    assert!(audit
+        .iter()
+        .any(|a| a["event"] == "transition" && a["release"]["operator"] == "ana"));
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_changes_nothing_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, addr) = vendor().await;
+    let mut config = vendor_config(dir.path(), addr);
+    config.containment.policies[0].mode = PolicyMode::DryRun;
+    let r = Running::start(&config);
+    r.changes.send(fail_verdict("support-bot", "ft-1")).unwrap();
+    wait_for("dry-run audit records", || {
+        r.handle
+            .audit(100)
+            .iter()
+            .filter(|a| a["result"] == "dry_run")
+            .count()
+            == 6
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        v.seen.lock().unwrap().is_empty(),
+        "nothing called in dry-run"
+    );
+    r.stop().await;
+}
+
+fn alertmanager() -> String {
+    match std::env::var("DRIFTD_TEST_ALERTMANAGER") {
+        Ok(u) if !u.is_empty() => u,
+        _ => panic!("DRIFTD_TEST_ALERTMANAGER is not set: run scripts/test.sh, which installs and starts Alertmanager"),
+    }
+}
+
+async fn am_alerts(am: &str, deployment: &str) -> Vec<serde_json::Value> {
+    let all: Vec<serde_json::Value> = reqwest::get(format!("{am}/api/v2/alerts"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    all.into_iter()
+        .filter(|a| a["labels"]["deployment"] == deployment)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_alertmanager_gets_the_alert_and_its_resolution_and_flagd_evaluates_the_safe_variant()
+{
+    let am = alertmanager();
+    let dir = tempfile::tempdir().unwrap();
+    let deployment = format!("svc-{}", std::process::id());
+    let flags = dir.path().join("flags.json");
+    std::fs::write(
+        &flags,
+        r#"{"$schema":"https://flagd.dev/schema/v0/flags.json","flags":{"canary-model":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on","targeting":{"if":[{"==":[{"var":"tier"},"beta"]},"on","on"]}}}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        flagd_eval(&flags, "canary-model"),
+        "True on",
+        "the canary is on before"
+    );
+    let mut config = Config::default();
+    config.containment.state_dir = dir.path().join("state");
+    config.containment.runbook_url = "https://runbooks.example/driftd".into();
+    config.containment.targets = vec![
+        TargetConfig::Alertmanager {
+            name: "am".into(),
+            url: am.clone(),
+        },
+        TargetConfig::Flagd {
+            name: "flag".into(),
+            path: flags.clone(),
+            flag: "canary-model".into(),
+            safe_variant: "off".into(),
+        },
+    ];
+    config.containment.policies = vec![PolicyConfig {
+        name: "p".into(),
+        deployments: vec!["*".into()],
+        metrics: vec!["*".into()],
+        mode: PolicyMode::Enforce,
+        alert_on: vec![TriggerState::Fail],
+        contain_on: vec![TriggerState::Fail],
+        alert_on_signals: true,
+        alerts: vec!["am".into()],
+        contain: vec!["flag".into()],
+    }];
+    let r = Running::start(&config);
+    r.changes.send(fail_verdict(&deployment, "ft-1")).unwrap();
+    let mut alerts = Vec::new();
+    for _ in 0..100 {
+        alerts = am_alerts(&am, &deployment).await;
+        if !alerts.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(alerts.len(), 1, "one alert in Alertmanager");
+    let a = &alerts[0];
+    assert_eq!(a["labels"]["alertname"], "DriftdCanaryContained");
+    assert_eq!(a["labels"]["metric"], "refusal");
+    assert_eq!(a["labels"]["severity"], "critical");
+    assert_eq!(
+        a["annotations"]["runbook_url"],
+        "https://runbooks.example/driftd"
+    );
+    assert!(a["annotations"]["evidence"]
+        .as_str()
+        .unwrap()
+        .contains("p_value"));
+    assert_eq!(a["status"]["state"], "active");
+    assert_eq!(
+        flagd_eval(&flags, "canary-model"),
+        "False off",
+        "the real flagd provider serves the safe variant"
+    );
+
+    r.handle
+        .request(Request::Release {
+            deployment: deployment.clone(),
+            operator: "ana".into(),
+            reason: "checked".into(),
+        })
+        .await
+        .unwrap();
+    wait_for_async(|| {
+        let am = am.clone();
+        let d = deployment.clone();
+        async move { am_alerts(&am, &d).await.is_empty() }
+    })
+    .await;
+    // The same incident replayed: no second alert.
+    r.changes.send(fail_verdict(&deployment, "ft-1")).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        am_alerts(&am, &deployment).await.is_empty(),
+        "a replayed incident creates no second alert"
+    );
+    r.stop().await;
+}
+
+async fn wait_for_async<F, Fut>(mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for the alert to resolve");
+}
+
+/// Evaluates a flag with the real OpenFeature flagd provider (Python, in-process file mode),
+/// for a context the targeting rule would have matched. Returns "<value> <variant>".
+pub fn flagd_eval(path: &std::path::Path, flag: &str) -> String {
+    let script = r#"
+import sys
+from openfeature import api
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.contrib.provider.flagd import FlagdProvider
+from openfeature.contrib.provider.flagd.config import ResolverType
+import time
+api.set_provider(FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=sys.argv[1]))
+client = api.get_client()
+# The file provider loads asynchronously; until it is ready answers carry no variant.
+for _ in range(100):
+    d = client.get_boolean_details(sys.argv[2], True, EvaluationContext(attributes={"tier": "beta"}))
+    if d.variant is not None:
+        break
+    time.sleep(0.1)
+print(d.value, d.variant)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .arg(flag)
+        .output()
+        .expect("python3 runs (scripts/test.sh installs the flagd provider)");
+    assert!(
+        out.status.success(),
+        "flagd evaluation failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
