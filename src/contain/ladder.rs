@@ -256,7 +256,7 @@ impl Ladder {
         targets
             .iter()
             .map(|t| Action {
-                key: format!("{}/{t}/{}", incident.id, op_str(op)),
+                key: action_key(&incident.id, t, op, severity),
                 target: t.clone(),
                 op,
                 severity,
@@ -515,12 +515,25 @@ impl Ladder {
             .clone()
             .expect("a contained latch has an incident");
         let mut out = Outcome::default();
-        // Resolve only what was raised.
-        let raised: Vec<String> = alerts
-            .into_iter()
-            .filter(|t| latch.done.contains(&format!("{}/{t}/trigger", incident.id)))
-            .collect();
-        out.actions = Self::actions(latch, &incident, &raised, Op::Resolve, Severity::Critical);
+        // Resolve only what was raised, with the severity it was raised with.
+        for severity in [Severity::Critical, Severity::Warning] {
+            let raised: Vec<String> = alerts
+                .iter()
+                .filter(|t| {
+                    latch
+                        .done
+                        .contains(&action_key(&incident.id, t, Op::Trigger, severity))
+                })
+                .cloned()
+                .collect();
+            out.actions.extend(Self::actions(
+                latch,
+                &incident,
+                &raised,
+                Op::Resolve,
+                severity,
+            ));
+        }
         out.transitions.push(transition(
             deployment,
             Phase::Contained,
@@ -573,6 +586,19 @@ impl Ladder {
     /// Alert targets of the configured policies' defaults (for failure alerts).
     pub fn alert_targets(&self) -> &[String] {
         &self.alert_targets
+    }
+}
+
+/// The idempotency key of an action. Alerts carry their severity: a warning and the critical
+/// alert that may follow are different alerts (different labels in Alertmanager).
+pub fn action_key(incident: &str, target: &str, op: Op, severity: Severity) -> String {
+    let sev = match severity {
+        Severity::Critical => "critical",
+        Severity::Warning => "warning",
+    };
+    match op {
+        Op::Contain => format!("{incident}/{target}/contain"),
+        Op::Trigger | Op::Resolve => format!("{incident}/{target}/{}-{sev}", op_str(op)),
     }
 }
 
@@ -670,7 +696,7 @@ mod tests {
         let mut l = Ladder::new(&config(PolicyMode::Enforce), BTreeMap::new());
         let out = l.on_change(&verdict(State::Fail, "v1"), "t1");
         let keys: Vec<&str> = out.actions.iter().map(|a| a.key.as_str()).collect();
-        assert_eq!(keys, ["svc:v1/flag/contain", "svc:v1/am/trigger"]);
+        assert_eq!(keys, ["svc:v1/flag/contain", "svc:v1/am/trigger-critical"]);
         assert!(l.gate_closed("svc"));
         for a in &out.actions {
             l.mark_done("svc", &a.key);
@@ -720,6 +746,26 @@ mod tests {
         assert_eq!(l.latch("svc").unwrap().phase, Phase::Healthy);
     }
 
+    /// Regression: a warning that calmed down recorded its resolve as done, so the release of
+    /// the containment that followed for the same canary never resolved the critical alert.
+    #[test]
+    fn warn_then_pass_then_fail_then_release_resolves_the_critical_alert() {
+        let mut l = Ladder::new(&config(PolicyMode::Enforce), BTreeMap::new());
+        for (state, t) in [
+            (State::Warn, "t1"),
+            (State::Pass, "t2"),
+            (State::Warn, "t3"),
+            (State::Fail, "t4"),
+        ] {
+            for a in l.on_change(&verdict(state, "v1"), t).actions {
+                l.mark_done("svc", &a.key);
+            }
+        }
+        let out = l.release("svc", "ana", "ok", "t5").unwrap();
+        let keys: Vec<&str> = out.actions.iter().map(|a| a.key.as_str()).collect();
+        assert!(keys.contains(&"svc:v1/am/resolve-critical"), "{keys:?}");
+    }
+
     #[test]
     fn dry_run_marks_actions_and_leaves_the_gate_open() {
         let mut l = Ladder::new(&config(PolicyMode::DryRun), BTreeMap::new());
@@ -737,7 +783,7 @@ mod tests {
         let restored = Ladder::new(&config(PolicyMode::Enforce), l.latches().clone());
         assert!(restored.gate_closed("svc"));
         let pending: Vec<String> = restored.pending().into_iter().map(|a| a.key).collect();
-        assert_eq!(pending, ["svc:v1/am/trigger"]);
+        assert_eq!(pending, ["svc:v1/am/trigger-critical"]);
     }
 
     #[test]
@@ -750,7 +796,7 @@ mod tests {
         let keys: Vec<&str> = out.actions.iter().map(|a| a.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["svc:v1/am/trigger"],
+            ["svc:v1/am/trigger-critical"],
             "no flag flipped without a policy naming it"
         );
     }

@@ -31,7 +31,7 @@ use crate::detect::Change;
 use crate::event::format_rfc3339_ms;
 use crate::metrics::Metrics;
 use audit::AuditLog;
-use ladder::{op_str, Action, Incident, Ladder, Latch, Op, Outcome, Phase, Severity};
+use ladder::{action_key, op_str, Action, Incident, Ladder, Latch, Op, Outcome, Phase, Severity};
 use providers::{Context, Target};
 use store::{LatchStore, StoreError};
 
@@ -449,7 +449,7 @@ impl Controller {
             .alert_targets()
             .iter()
             .map(|t| Action {
-                key: format!("{}/{t}/trigger", incident.id),
+                key: action_key(&incident.id, t, Op::Trigger, Severity::Critical),
                 target: t.clone(),
                 op: Op::Trigger,
                 severity: Severity::Critical,
@@ -471,22 +471,21 @@ impl Controller {
                 continue;
             };
             for (name, target) in &self.targets {
-                if target.provider != "alertmanager"
-                    || !latch
-                        .done
-                        .contains(&format!("{}/{name}/trigger", incident.id))
-                {
+                let severity = [Severity::Critical, Severity::Warning]
+                    .into_iter()
+                    .find(|s| {
+                        latch
+                            .done
+                            .contains(&action_key(&incident.id, name, Op::Trigger, *s))
+                    });
+                let (Some(severity), "alertmanager") = (severity, target.provider) else {
                     continue;
-                }
+                };
                 let action = Action {
-                    key: format!("{}/{name}/trigger", incident.id),
+                    key: action_key(&incident.id, name, Op::Trigger, severity),
                     target: name.clone(),
                     op: Op::Trigger,
-                    severity: if latch.phase == Phase::Contained {
-                        Severity::Critical
-                    } else {
-                        Severity::Warning
-                    },
+                    severity,
                     incident: incident.clone(),
                     dry_run: false,
                 };

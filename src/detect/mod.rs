@@ -21,7 +21,8 @@
 //!
 //! States: `insufficient` (fewer than `min_events` per arm — never `pass`), `pass`, `warn`
 //! (evidence half-way: `Λ ≥ 1/√αₘ` with an effect beyond `min_effect`, or significant but below
-//! `min_effect`), `fail` (always-valid `p ≤ αₘ` in the worse direction *and* estimate beyond
+//! `min_effect`; it ends only when `Λ` falls under `αₘ^(-1/4)` or the effect under half the
+//! floor, so it does not flap), `fail` (always-valid `p ≤ αₘ` in the worse direction *and* estimate beyond
 //! `min_effect`; latched for the canary version, as a sequential test's decision is final).
 //!
 //! Pure: no I/O, no wall clock; event time and counts come from the caller, so `replay`
@@ -700,6 +701,13 @@ fn next_state(rule: &Rule, test: &mut Test, ev: &Evidence) -> State {
     } else if (ev.log_lr >= threshold / 2.0 && worse >= rule.min_effect)
         || test.p_value <= rule.alpha
     {
+        State::Warn
+    } else if test.state == State::Warn
+        && ev.log_lr >= threshold / 4.0
+        && worse >= rule.min_effect / 2.0
+    {
+        // Hysteresis: a warning ends when the evidence has clearly fallen back, not on the
+        // first event that dips under the line (that would flap alerts).
         State::Warn
     } else {
         State::Pass

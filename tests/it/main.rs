@@ -5,6 +5,7 @@
 
 mod cli;
 mod contain;
+mod contain_e2e;
 mod corpus;
 mod kafka_e2e;
 mod privacy_corpus;

@@ -164,6 +164,27 @@ impl Driftd {
             .flatten()
     }
 
+    /// Any request on the admin server: (status, body).
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, String) {
+        let mut req = reqwest::blocking::Client::new()
+            .request(method, format!("{}{path}", self.admin))
+            .timeout(Duration::from_secs(10));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().expect("admin server answers");
+        (resp.status().as_u16(), resp.text().unwrap_or_default())
+    }
+
     /// Parsed `/metrics` (empty when the server does not answer, so polls keep polling and a
     /// timeout reports the log).
     pub fn metrics(&self) -> Metrics {

@@ -1,0 +1,326 @@
+//! End to end: a drift injected with `driftd gen` into the real broker is detected by the
+//! `driftd` binary, contained (flagd file, real Alertmanager, gate), released with the right
+//! token only, and the audit log tells the story in order. The dry-run variant changes nothing.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::contain::flagd_eval;
+use super::support::{self, Driftd};
+
+const FLAGS: &str = r#"{"$schema":"https://flagd.dev/schema/v0/flags.json","flags":{"support-bot-canary":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on","targeting":{"if":[{"==":[{"var":"tier"},"beta"]},"on","on"]}}}}"#;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    brokers: String,
+    topic: String,
+    alertmanager: String,
+}
+
+fn setup(prefix: &str) -> Setup {
+    let brokers = support::broker();
+    let alertmanager = std::env::var("DRIFTD_TEST_ALERTMANAGER")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .expect("DRIFTD_TEST_ALERTMANAGER is not set: run scripts/test.sh");
+    let topic = support::unique(prefix);
+    support::create_topics(&brokers, &[(&topic, 3)]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("flags.json"), FLAGS).unwrap();
+    std::fs::write(dir.path().join("token"), "s3cret-admin-token\n").unwrap();
+    Setup {
+        dir,
+        brokers,
+        topic,
+        alertmanager,
+    }
+}
+
+fn config(s: &Setup, mode: &str) -> String {
+    let d = s.dir.path().display();
+    format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+topic = "{topic}"
+group_id = "{topic}-group"
+
+[detection.self_baseline]
+enabled = false
+
+[containment]
+state_dir = "{d}/state"
+admin_token = {{ file = "{d}/token" }}
+runbook_url = "https://runbooks.example/driftd"
+
+[[containment.targets]]
+kind = "alertmanager"
+name = "am"
+url = "{am}"
+
+[[containment.targets]]
+kind = "flagd"
+name = "flag"
+path = "{d}/flags.json"
+flag = "support-bot-canary"
+safe_variant = "off"
+
+[[containment.policies]]
+name = "canary-guard"
+mode = "{mode}"
+alerts = ["am"]
+contain = ["flag"]
+
+[log]
+format = "json"
+"#,
+        brokers = s.brokers,
+        topic = s.topic,
+        am = s.alertmanager,
+    )
+}
+
+fn gen_drift(brokers: &str, topic: &str) {
+    let status = Command::new(env!("CARGO_BIN_EXE_driftd"))
+        .args([
+            "gen",
+            "--brokers",
+            brokers,
+            "--topic",
+            topic,
+            "--rate",
+            "4000",
+            "--count",
+            "60000",
+        ])
+        .args([
+            "--deployments",
+            "1",
+            "--drift-metric",
+            "refusal",
+            "--drift-to",
+            "0.25",
+            "--drift-at",
+            "0.2",
+            "--seed",
+            "3",
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "driftd gen");
+}
+
+fn am_alerts(am: &str, admin: &str) -> Vec<serde_json::Value> {
+    let all: Vec<serde_json::Value> = reqwest::blocking::get(format!("{am}/api/v2/alerts"))
+        .unwrap()
+        .json()
+        .unwrap();
+    // This driftd's alerts link back to its own admin address.
+    all.into_iter()
+        .filter(|a| a["generatorURL"].as_str().unwrap_or("").starts_with(admin))
+        .collect()
+}
+
+fn audit(d: &Driftd) -> Vec<serde_json::Value> {
+    serde_json::from_str(&d.get("/v1/audit").unwrap()).unwrap()
+}
+
+#[test]
+fn drift_is_contained_released_only_with_the_right_token_and_audited_in_order() {
+    let s = setup("it-contain");
+    let mut d = Driftd::start(&config(&s, "enforce"));
+    let gen = std::thread::spawn({
+        let (brokers, topic) = (s.brokers.clone(), s.topic.clone());
+        move || gen_drift(&brokers, &topic)
+    });
+    d.wait_until(Duration::from_secs(120), "the gate to close", || {
+        d.request(reqwest::Method::GET, "/v1/gate/support-bot", None, None)
+            .0
+            == 503
+    });
+    let (_, gate) = d.request(reqwest::Method::GET, "/v1/gate/support-bot", None, None);
+    let gate: serde_json::Value = serde_json::from_str(&gate).unwrap();
+    assert_eq!(gate["open"], false);
+    assert!(gate["release_command"]
+        .as_str()
+        .unwrap()
+        .contains("driftd release"));
+    d.wait_until(
+        Duration::from_secs(30),
+        "the flag flip and the alert",
+        || {
+            let a = audit(&d);
+            ["flagd", "alertmanager"].iter().all(|p| {
+                a.iter()
+                    .any(|r| r["provider"] == *p && r["result"] == "success")
+            })
+        },
+    );
+    let records = audit(&d);
+    let verdict_to_done_ms = records
+        .iter()
+        .filter(|r| r["event"] == "action" && r["result"] == "success")
+        .filter_map(|r| r["elapsed_ms"].as_u64())
+        .max()
+        .unwrap();
+    println!("containment: verdict to last action done in {verdict_to_done_ms} ms");
+    assert_eq!(
+        flagd_eval(&s.dir.path().join("flags.json"), "support-bot-canary"),
+        "False off"
+    );
+    let alerts = am_alerts(&s.alertmanager, &d.admin);
+    assert_eq!(alerts.len(), 1, "one alert: {alerts:?}");
+    assert_eq!(alerts[0]["labels"]["deployment"], "support-bot");
+    assert_eq!(alerts[0]["labels"]["severity"], "critical");
+
+    // Wrong tokens are refused, by the API and by the CLI.
+    let body = serde_json::json!({"operator": "mallory", "reason": "let me in"});
+    assert_eq!(
+        d.request(
+            reqwest::Method::POST,
+            "/v1/deployments/support-bot/release",
+            Some("wrong"),
+            Some(body.clone())
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        d.request(
+            reqwest::Method::POST,
+            "/v1/deployments/support-bot/release",
+            None,
+            Some(body)
+        )
+        .0,
+        401
+    );
+    let wrong = s.dir.path().join("wrong-token");
+    std::fs::write(&wrong, "nope").unwrap();
+    let release = |token: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_driftd"))
+            .args([
+                "release",
+                "--admin-url",
+                &d.admin,
+                "--deployment",
+                "support-bot",
+                "--operator",
+                "ana",
+                "--reason",
+                "false alarm, verified by hand",
+                "--token-file",
+            ])
+            .arg(token)
+            .output()
+            .unwrap()
+    };
+    assert!(!release(&wrong).status.success());
+    assert_eq!(
+        d.request(reqwest::Method::GET, "/v1/gate/support-bot", None, None)
+            .0,
+        503,
+        "still contained"
+    );
+    let started = Instant::now();
+    let ok = release(&s.dir.path().join("token"));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        d.request(reqwest::Method::GET, "/v1/gate/support-bot", None, None)
+            .0,
+        200
+    );
+    d.wait_until(Duration::from_secs(30), "the alert to resolve", || {
+        am_alerts(&s.alertmanager, &d.admin).is_empty()
+    });
+    println!(
+        "release: alert resolved {} ms after the release call",
+        started.elapsed().as_millis()
+    );
+    gen.join().unwrap();
+
+    // The audit log tells the story in order.
+    let records = audit(&d);
+    let position = |pred: &dyn Fn(&serde_json::Value) -> bool, what: &str| {
+        records
+            .iter()
+            .position(pred)
+            .unwrap_or_else(|| panic!("{what} missing from the audit log: {records:#?}"))
+    };
+    let contained = position(
+        &|r| r["event"] == "transition" && r["transition"]["to"] == "contained",
+        "containment",
+    );
+    let flipped = position(
+        &|r| r["provider"] == "flagd" && r["result"] == "success",
+        "flag flip",
+    );
+    let alerted = position(
+        &|r| r["provider"] == "alertmanager" && r["op"] == "trigger" && r["result"] == "success",
+        "alert",
+    );
+    let released = position(
+        &|r| r["event"] == "transition" && r["transition"]["to"] == "released",
+        "release",
+    );
+    let resolved = position(
+        &|r| r["provider"] == "alertmanager" && r["op"] == "resolve" && r["result"] == "success",
+        "resolve",
+    );
+    assert!(
+        contained < flipped
+            && contained < alerted
+            && flipped < released
+            && alerted < released
+            && released < resolved
+    );
+    let rel = &records[released];
+    assert_eq!(rel["release"]["operator"], "ana");
+    assert_eq!(rel["release"]["reason"], "false alarm, verified by hand");
+    assert!(
+        records[contained]["evidence"]["p_value"].is_number(),
+        "evidence recorded"
+    );
+    assert!(records.iter().all(|r| r["config_hash"].is_string()));
+
+    d.sigterm();
+    assert!(d.wait_exit(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn dry_run_detects_and_audits_but_changes_nothing() {
+    let s = setup("it-dryrun");
+    let mut d = Driftd::start(&config(&s, "dry-run"));
+    gen_drift(&s.brokers, &s.topic);
+    d.wait_until(Duration::from_secs(120), "would-be actions audited", || {
+        audit(&d)
+            .iter()
+            .filter(|r| r["result"] == "dry_run")
+            .count()
+            >= 2
+    });
+    assert_eq!(
+        d.request(reqwest::Method::GET, "/v1/gate/support-bot", None, None)
+            .0,
+        200,
+        "gate stays open"
+    );
+    assert_eq!(
+        flagd_eval(&s.dir.path().join("flags.json"), "support-bot-canary"),
+        "True on",
+        "flag untouched"
+    );
+    assert!(
+        am_alerts(&s.alertmanager, &d.admin).is_empty(),
+        "no alert sent"
+    );
+    let m = d.metrics();
+    assert!(m.sum("driftd_actions_total", &[("outcome", "dry_run")]) >= 2.0);
+    d.sigterm();
+    assert!(d.wait_exit(Duration::from_secs(30)).success());
+}
