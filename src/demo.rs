@@ -5,7 +5,11 @@
 //! PII-bearing messages, and runs the real daemon ([`crate::daemon::run`], the same consumer,
 //! pipeline, dead-letter producer and admin server as `driftd run`) on it. Part-way through, the
 //! first deployment's canary starts refusing more and sounding more hostile; the live view shows
-//! the rates move and the summary compares the canary before and after the onset with control.
+//! the rates move and the verdicts change; driftd contains the canary — its flag in a flagd file
+//! in a temporary folder goes to the safe variant, an HMAC-signed alert reaches a local webhook
+//! receiver, the gate answers 503 — and the summary shows the evidence, the actions with their
+//! latency, the exact release command, and then exercises it: refused with a wrong token,
+//! accepted with the right one.
 //!
 //! Owns the demo scenario and its terminal output only.
 
@@ -17,7 +21,9 @@ use std::time::{Duration, Instant};
 use rdkafka::mocking::MockCluster;
 
 use crate::admin;
-use crate::config::{Config, LogFormat};
+use crate::config::{
+    Config, LogFormat, PolicyConfig, PolicyMode, SecretSource, TargetConfig, TriggerState,
+};
 use crate::detect::State;
 use crate::event::Arm;
 use crate::gen::{Drift, DriftMetric, Generator, Scenario, Sender};
@@ -78,7 +84,44 @@ const DEAD_LETTER_TOPIC: &str = "llm.generation.events.dlq";
 const BAD_EVERY: u64 = 250;
 
 /// The config the demo runs with: defaults, short windows so a one-minute run shows movement.
-fn demo_config(brokers: String, admin_addr: SocketAddr, onset: Duration) -> Config {
+/// Files of one demo run: flag file, admin token, containment state and audit log.
+struct DemoFiles {
+    dir: std::path::PathBuf,
+    flags: std::path::PathBuf,
+    token: std::path::PathBuf,
+}
+
+impl DemoFiles {
+    fn create() -> std::io::Result<DemoFiles> {
+        let dir = std::env::temp_dir().join(format!("driftd-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let flags = dir.join("flags.json");
+        let flag = |name: &str| {
+            serde_json::json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on",
+                "targeting": {"if": [{"==": [{"var": "tier"}, "beta"]}, "on", "on"]}, "metadata": {"deployment": name}})
+        };
+        let doc = serde_json::json!({
+            "$schema": "https://flagd.dev/schema/v0/flags.json",
+            "flags": {"support-bot-canary": flag("support-bot"), "search-assist-canary": flag("search-assist")},
+        });
+        std::fs::write(
+            &flags,
+            serde_json::to_vec_pretty(&doc).expect("JSON serialises"),
+        )?;
+        let token = dir.join("admin-token");
+        let secret: u128 = rand::random();
+        std::fs::write(&token, format!("{secret:032x}\n"))?;
+        Ok(DemoFiles { dir, flags, token })
+    }
+}
+
+fn demo_config(
+    brokers: String,
+    admin_addr: SocketAddr,
+    onset: Duration,
+    files: &DemoFiles,
+    receiver: SocketAddr,
+) -> Config {
     let mut c = Config::default();
     c.kafka.brokers = brokers;
     c.kafka.topic = TOPIC.into();
@@ -96,8 +139,83 @@ fn demo_config(brokers: String, admin_addr: SocketAddr, onset: Duration) -> Conf
     c.detection.self_baseline.warmup = onset.mul_f64(0.8).min(Duration::from_secs(10));
     c.detection.self_baseline.warmup_events = 300;
     c.log.format = LogFormat::Human;
-    c.log.level = "warn".into();
+    c.log.level = "error".into();
+    let cc = &mut c.containment;
+    cc.state_dir = files.dir.join("state");
+    cc.admin_token = Some(SecretSource::File(files.token.clone()));
+    cc.action_timeout = Duration::from_secs(2);
+    cc.retry_for = Duration::from_secs(10);
+    cc.targets.push(TargetConfig::Webhook {
+        name: "oncall-webhook".into(),
+        url: format!("http://{receiver}/alerts"),
+        secret: SecretSource::File(files.token.clone()),
+    });
+    for dep in ["support-bot", "search-assist"] {
+        cc.targets.push(TargetConfig::Flagd {
+            name: format!("{dep}-flag"),
+            path: files.flags.clone(),
+            flag: format!("{dep}-canary"),
+            safe_variant: "off".into(),
+        });
+        cc.policies.push(PolicyConfig {
+            name: format!("{dep}-guard"),
+            deployments: vec![dep.into()],
+            metrics: vec!["*".into()],
+            mode: PolicyMode::Enforce,
+            alert_on: vec![TriggerState::Fail],
+            contain_on: vec![TriggerState::Fail],
+            alert_on_signals: true,
+            alerts: vec!["oncall-webhook".into()],
+            contain: vec![format!("{dep}-flag")],
+        });
+    }
     c
+}
+
+/// A local alert receiver that checks driftd's HMAC signature, as a real receiver would.
+async fn start_receiver(
+    key: Vec<u8>,
+) -> std::io::Result<(SocketAddr, Arc<std::sync::Mutex<Vec<String>>>)> {
+    use hmac::{Hmac, Mac};
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = received.clone();
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (store, key) = (store.clone(), key.clone());
+                async move {
+                    let mut mac =
+                        Hmac::<sha2::Sha256>::new_from_slice(&key).expect("any key length");
+                    mac.update(&body);
+                    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+                    let given = headers
+                        .get("x-driftd-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    store.lock().expect("receiver lock").push(format!(
+                        "{} {} for {} (signature {})",
+                        v["op"].as_str().unwrap_or("?"),
+                        v["severity"].as_str().unwrap_or("?"),
+                        v["incident"]["deployment"].as_str().unwrap_or("?"),
+                        if given == expected {
+                            "verified"
+                        } else {
+                            "INVALID"
+                        }
+                    ));
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, received))
 }
 
 /// The malformed or PII-bearing message number `i` (cycling through the reasons).
@@ -121,7 +239,16 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
     let listener = admin::bind(opts.admin_addr).await?;
     let admin_addr = listener.local_addr()?;
     let onset = opts.duration.mul_f64(opts.drift_at);
-    let config = demo_config(cluster.bootstrap_servers(), admin_addr, onset);
+    let files = DemoFiles::create()?;
+    let token = std::fs::read_to_string(&files.token)?.trim().to_string();
+    let (receiver, received) = start_receiver(token.clone().into_bytes()).await?;
+    let config = demo_config(
+        cluster.bootstrap_servers(),
+        admin_addr,
+        onset,
+        &files,
+        receiver,
+    );
     let metrics = Arc::new(Metrics::new(&config.hash()));
     let (pipeline, snapshots) = Pipeline::new(&config, metrics.clone(), true);
     let (handle, controls) = crate::signals::channel();
@@ -172,6 +299,10 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
         opts.drift_at * 100.0
     )?;
 
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let started = Instant::now();
     let mut producer = Some(tokio::spawn(produce(
         scenario,
@@ -187,7 +318,6 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
         tick.tick().await;
         let elapsed = started.elapsed();
         let snapshot = snapshots.borrow().clone();
-        render_verdicts(out, &snapshot)?;
         if elapsed < onset {
             before = Some(snapshot.clone());
         }
@@ -208,6 +338,7 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
             consumed,
             metrics.events_rejected.get(),
         )?;
+        render_verdicts(out, &snapshot, &client, admin_addr).await?;
         if let Some(p) = produced {
             if consumed >= p {
                 break;
@@ -224,8 +355,6 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
     }
     // One more publish interval so the final snapshot holds the last events.
     tokio::time::sleep(config.ingest.publish_interval * 2).await;
-    handle.shutdown();
-    daemon.await.expect("daemon task does not panic")?;
     let after = snapshots.borrow().clone();
     render_summary(
         out,
@@ -234,6 +363,139 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
         &metrics,
         produced.unwrap_or(count),
     )?;
+    let admin = format!("http://{admin_addr}");
+    render_containment(out, &client, &admin, &files, &token, &received).await?;
+    handle.shutdown();
+    daemon.await.expect("daemon task does not panic")?;
+    Ok(())
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
+    match client.get(url).send().await {
+        Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or_default()),
+        Err(_) => (0, serde_json::Value::Null),
+    }
+}
+
+/// The containment part of the summary, then the release, done the way an operator would.
+async fn render_containment(
+    out: &mut impl Write,
+    client: &reqwest::Client,
+    admin: &str,
+    files: &DemoFiles,
+    token: &str,
+    received: &std::sync::Mutex<Vec<String>>,
+) -> Result<(), DemoError> {
+    // Actions run off the hot path; give them a moment to finish.
+    for _ in 0..100 {
+        let (_, audit) = get_json(client, &format!("{admin}/v1/audit")).await;
+        let done = audit.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|r| r["target"] == "support-bot-flag" && r["result"] == "success")
+                && a.iter()
+                    .any(|r| r["target"] == "oncall-webhook" && r["result"] == "success")
+        });
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    writeln!(out, "  containment (files in {}):", files.dir.display())?;
+    let (_, latches) = get_json(client, &format!("{admin}/v1/deployments")).await;
+    for dep in ["support-bot", "search-assist"] {
+        let (status, _) = get_json(client, &format!("{admin}/v1/gate/{dep}")).await;
+        let phase = latches[dep]["phase"].as_str().unwrap_or("healthy");
+        writeln!(
+            out,
+            "    {dep:<14} {phase:<10} gate /v1/gate/{dep} -> {status}"
+        )?;
+        if let Some(reason) = latches[dep]["incident"]["reason"].as_str() {
+            writeln!(out, "      why: {reason}")?;
+        }
+    }
+    let (_, audit) = get_json(client, &format!("{admin}/v1/audit")).await;
+    for r in audit
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["event"] == "action")
+    {
+        writeln!(
+            out,
+            "    action {:<20} {:<8} {:<8} after {} ms",
+            r["target"].as_str().unwrap_or("?"),
+            r["op"].as_str().unwrap_or("?"),
+            r["result"].as_str().unwrap_or("?"),
+            r["elapsed_ms"]
+        )?;
+    }
+    let flags: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&files.flags)?).unwrap_or_default();
+    for flag in ["support-bot-canary", "search-assist-canary"] {
+        writeln!(
+            out,
+            "    flagd {}: {flag} -> {}",
+            files.flags.display(),
+            flags["flags"][flag]["defaultVariant"]
+                .as_str()
+                .unwrap_or("?")
+        )?;
+    }
+    for alert in received.lock().expect("receiver lock").iter() {
+        writeln!(out, "    webhook receiver got: {alert}")?;
+    }
+    writeln!(out, "  release (what on-call runs once they have looked):")?;
+    writeln!(
+        out,
+        "    DRIFTD_ADMIN_TOKEN=$(cat {}) driftd release --admin-url {admin} --deployment support-bot --operator \"$USER\" --reason \"...\"",
+        files.token.display()
+    )?;
+    let release = |t: String| {
+        client
+            .post(format!("{admin}/v1/deployments/support-bot/release"))
+            .bearer_auth(t)
+            .json(&serde_json::json!({"operator": "demo", "reason": "demo: drift confirmed, releasing to show the flow"}))
+            .send()
+    };
+    let wrong = release("not-the-token".into())
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    let right = release(token.to_string())
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    let (gate, _) = get_json(client, &format!("{admin}/v1/gate/support-bot")).await;
+    writeln!(out, "    release with a wrong token -> {wrong}; with the right token -> {right}; gate now -> {gate}")?;
+    for _ in 0..50 {
+        if received
+            .lock()
+            .expect("receiver lock")
+            .iter()
+            .any(|a| a.starts_with("resolve"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Some(resolved) = received
+        .lock()
+        .expect("receiver lock")
+        .iter()
+        .find(|a| a.starts_with("resolve"))
+    {
+        writeln!(out, "    webhook receiver got: {resolved}")?;
+    }
+    writeln!(
+        out,
+        "    (flags stay at their safe variant after a release: turning the canary back on is a decision for its owners)"
+    )?;
+    writeln!(
+        out,
+        "  audit log: {}",
+        files.dir.join("state").join("audit.log").display()
+    )?;
+    out.flush()?;
     Ok(())
 }
 
@@ -244,9 +506,23 @@ fn state_word(state: State) -> String {
     }
 }
 
-/// One line per deployment: each metric's combined verdict.
-fn render_verdicts(out: &mut impl Write, p: &Published) -> std::io::Result<()> {
+/// One line per deployment: each metric's combined verdict and the gate.
+async fn render_verdicts(
+    out: &mut impl Write,
+    p: &Published,
+    client: &reqwest::Client,
+    admin: SocketAddr,
+) -> std::io::Result<()> {
     for d in &p.deployments {
+        let gate = match client
+            .get(format!("http://{admin}/v1/gate/{}", d.deployment))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().as_u16() == 503 => "CONTAINED",
+            Ok(_) => "open",
+            Err(_) => "?",
+        };
         let metrics: Vec<String> = d
             .metrics
             .iter()
@@ -261,7 +537,7 @@ fn render_verdicts(out: &mut impl Write, p: &Published) -> std::io::Result<()> {
         }
         writeln!(
             out,
-            "    verdicts {:<14} {}: {}{flags}",
+            "    verdicts {:<14} {} gate {gate}: {}{flags}",
             d.deployment,
             d.canary_version.as_deref().unwrap_or("-"),
             metrics.join(", ")
@@ -508,10 +784,6 @@ fn render_summary(
         } else {
             "did not fail"
         }
-    )?;
-    writeln!(
-        out,
-        "  (containment — flags, rollout halt, alerts — is not part of this build yet)"
     )?;
     out.flush()
 }

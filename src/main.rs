@@ -265,7 +265,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             driftd::logging::init(&driftd::config::LogConfig {
                 format: driftd::config::LogFormat::Human,
-                level: "warn".into(),
+                level: "error".into(),
             });
             let opts = driftd::demo::DemoOptions {
                 duration,

@@ -162,6 +162,21 @@ fn demo_runs_to_completion_and_shows_the_drift() {
         stdout.contains("detection: support-bot FAILED on refusal, search-assist did not fail"),
         "{stdout}"
     );
+    for shown in [
+        "support-bot    contained  gate /v1/gate/support-bot -> 503",
+        "search-assist  healthy    gate /v1/gate/search-assist -> 200",
+        "support-bot-canary -> off",
+        "search-assist-canary -> on",
+        "webhook receiver got: trigger critical for support-bot (signature verified)",
+        "driftd release --admin-url",
+        "release with a wrong token -> 401; with the right token -> 200; gate now -> 200",
+        "webhook receiver got: resolve critical for support-bot (signature verified)",
+    ] {
+        assert!(
+            stdout.contains(shown),
+            "demo output lacks `{shown}`:\n{stdout}"
+        );
+    }
 }
 
 #[test]
