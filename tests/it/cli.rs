@@ -25,6 +25,21 @@ fn check_config_accepts_the_readme_example_and_names_the_bad_field() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (config hash"));
 
+    let containment = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/driftd.containment.example.toml"
+    );
+    let out = driftd()
+        .arg("check-config")
+        .arg(containment)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let (_d, bad) = support::temp_file("bad.toml", "[windows]\nbucket = \"10s\"\nspan = \"15s\"\n");
     let out = driftd().arg("check-config").arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
