@@ -186,6 +186,21 @@ impl Running {
     }
 }
 
+/// A policy for every deployment and metric: a `fail` alerts `alerts` and contains with `contain`.
+fn enforce_policy(alerts: &[&str], contain: &[&str]) -> PolicyConfig {
+    PolicyConfig {
+        name: "test".into(),
+        deployments: vec!["*".into()],
+        metrics: vec!["*".into()],
+        mode: PolicyMode::Enforce,
+        alert_on: vec![TriggerState::Fail],
+        contain_on: vec![TriggerState::Fail],
+        alert_on_signals: true,
+        alerts: alerts.iter().map(|s| s.to_string()).collect(),
+        contain: contain.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
 fn vendor_config(dir: &std::path::Path, addr: SocketAddr) -> Config {
     let base = format!("http://{addr}");
     let mut c = Config::default();
@@ -237,17 +252,10 @@ fn vendor_config(dir: &std::path::Path, addr: SocketAddr) -> Config {
             secret: secret_file(dir, "hook", "hmac-key"),
         },
     ];
-    c.containment.policies = vec![PolicyConfig {
-        name: "vendors".into(),
-        deployments: vec!["*".into()],
-        metrics: vec!["*".into()],
-        mode: PolicyMode::Enforce,
-        alert_on: vec![TriggerState::Fail],
-        contain_on: vec![TriggerState::Fail],
-        alert_on_signals: true,
-        alerts: vec!["pd".into(), "slack".into()],
-        contain: vec!["unleash".into(), "ld".into(), "argo".into(), "hook".into()],
-    }];
+    c.containment.policies = vec![enforce_policy(
+        &["pd", "slack"],
+        &["unleash", "ld", "argo", "hook"],
+    )];
     c.validate().expect("valid test config");
     c
 }
@@ -499,17 +507,7 @@ async fn real_alertmanager_gets_the_alert_and_its_resolution_and_flagd_evaluates
             safe_variant: "off".into(),
         },
     ];
-    config.containment.policies = vec![PolicyConfig {
-        name: "p".into(),
-        deployments: vec!["*".into()],
-        metrics: vec!["*".into()],
-        mode: PolicyMode::Enforce,
-        alert_on: vec![TriggerState::Fail],
-        contain_on: vec![TriggerState::Fail],
-        alert_on_signals: true,
-        alerts: vec!["am".into()],
-        contain: vec!["flag".into()],
-    }];
+    config.containment.policies = vec![enforce_policy(&["am"], &["flag"])];
     let r = Running::start(&config);
     r.changes.send(fail_verdict(&deployment, "ft-1")).unwrap();
     let mut alerts = Vec::new();
