@@ -81,7 +81,7 @@ pub struct Latch {
     /// The last release.
     pub last_release: Option<Release>,
     /// Open signal alerts (`deployment:kind`), resolved when the signal clears.
-    pub signal_alerts: BTreeSet<String>,
+    pub signal_alerts: BTreeMap<String, Incident>,
 }
 
 /// What an action does to its target.
@@ -410,7 +410,7 @@ impl Ladder {
                     policy: policy.name.clone(),
                     dry_run: policy.mode == PolicyMode::DryRun,
                 };
-                if s.active && latch.signal_alerts.insert(id.clone()) {
+                if s.active && !latch.signal_alerts.contains_key(&id) {
                     // A signal can clear and come back: each raise starts with fresh keys.
                     let prefix = format!("{}/", incident.id);
                     latch.done.retain(|k| !k.starts_with(&prefix));
@@ -421,14 +421,18 @@ impl Ladder {
                         Op::Trigger,
                         Severity::Warning,
                     );
-                } else if !s.active && latch.signal_alerts.remove(&id) {
-                    out.actions = Self::actions(
-                        latch,
-                        &incident,
-                        &policy.alerts,
-                        Op::Resolve,
-                        Severity::Warning,
-                    );
+                    latch.signal_alerts.insert(id, incident);
+                } else if !s.active {
+                    if let Some(raised) = latch.signal_alerts.remove(&id) {
+                        // Resolve the alert as it was raised (same start time, same labels).
+                        out.actions = Self::actions(
+                            latch,
+                            &raised,
+                            &policy.alerts,
+                            Op::Resolve,
+                            Severity::Warning,
+                        );
+                    }
                 }
                 out
             }
@@ -764,6 +768,50 @@ mod tests {
         let out = l.release("svc", "ana", "ok", "t5").unwrap();
         let keys: Vec<&str> = out.actions.iter().map(|a| a.key.as_str()).collect();
         assert!(keys.contains(&"svc:v1/am/resolve-critical"), "{keys:?}");
+    }
+
+    #[test]
+    fn signal_alerts_are_raised_once_resolved_and_can_come_back() {
+        use crate::detect::{Signal, SignalKind};
+        let signal = |active: bool| {
+            Change::Signal(Signal {
+                kind: SignalKind::TelemetryAbsent,
+                deployment: "svc".into(),
+                model_version: "v1".into(),
+                arm: None,
+                active,
+                at: "t".into(),
+                events_seen: 1,
+                n_canary: 1,
+                n_control: 1,
+                expected_share: None,
+                observed_share: None,
+                statistic: 400.0,
+                threshold: 300.0,
+            })
+        };
+        let mut l = Ladder::new(&config(PolicyMode::Enforce), BTreeMap::new());
+        let up = l.on_change(&signal(true), "t1");
+        assert_eq!(up.actions.len(), 1);
+        l.mark_done("svc", &up.actions[0].key);
+        assert!(
+            l.on_change(&signal(true), "t2").actions.is_empty(),
+            "raised once"
+        );
+        assert!(l
+            .latch("svc")
+            .unwrap()
+            .signal_alerts
+            .contains_key("svc:v1:telemetry_absent"));
+        let down = l.on_change(&signal(false), "t3");
+        assert_eq!(down.actions[0].op, Op::Resolve);
+        assert_eq!(
+            down.actions[0].incident.opened_at, "t1",
+            "resolved as raised"
+        );
+        let again = l.on_change(&signal(true), "t4");
+        assert_eq!(again.actions.len(), 1, "a new episode alerts again");
+        assert!(!l.gate_closed("svc"), "signals never contain");
     }
 
     #[test]

@@ -461,41 +461,43 @@ impl Controller {
         self.run_actions(actions);
     }
 
-    /// Alertmanager forgets alerts that are not re-sent; keep the open ones alive.
+    /// Alertmanager forgets alerts that are not re-sent; keep the open ones alive: the open
+    /// incident of every suspect or contained deployment, and every raised signal alert.
     fn resend_alerts(&mut self) {
         let now = now();
         for (dep, latch) in self.ladder.latches() {
-            let (Phase::Contained | Phase::Suspect, Some(incident)) =
-                (latch.phase, &latch.incident)
-            else {
-                continue;
+            let open = match (latch.phase, &latch.incident) {
+                (Phase::Contained | Phase::Suspect, Some(incident)) => Some(incident),
+                _ => None,
             };
-            for (name, target) in &self.targets {
-                let severity = [Severity::Critical, Severity::Warning]
-                    .into_iter()
-                    .find(|s| {
-                        latch
-                            .done
-                            .contains(&action_key(&incident.id, name, Op::Trigger, *s))
+            for incident in open.into_iter().chain(latch.signal_alerts.values()) {
+                for (name, target) in &self.targets {
+                    let severity = [Severity::Critical, Severity::Warning]
+                        .into_iter()
+                        .find(|s| {
+                            latch
+                                .done
+                                .contains(&action_key(&incident.id, name, Op::Trigger, *s))
+                        });
+                    let (Some(severity), "alertmanager") = (severity, target.provider) else {
+                        continue;
+                    };
+                    let action = Action {
+                        key: action_key(&incident.id, name, Op::Trigger, severity),
+                        target: name.clone(),
+                        op: Op::Trigger,
+                        severity,
+                        incident: incident.clone(),
+                        dry_run: false,
+                    };
+                    let (target, ctx, now, dep) =
+                        (target.clone(), self.ctx.clone(), now.clone(), dep.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = providers::execute(&target, &action, &ctx, &now).await {
+                            tracing::warn!(deployment = %dep, error = %e, "alert re-send failed; next try at the next repeat");
+                        }
                     });
-                let (Some(severity), "alertmanager") = (severity, target.provider) else {
-                    continue;
-                };
-                let action = Action {
-                    key: action_key(&incident.id, name, Op::Trigger, severity),
-                    target: name.clone(),
-                    op: Op::Trigger,
-                    severity,
-                    incident: incident.clone(),
-                    dry_run: false,
-                };
-                let (target, ctx, now, dep) =
-                    (target.clone(), self.ctx.clone(), now.clone(), dep.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = providers::execute(&target, &action, &ctx, &now).await {
-                        tracing::warn!(deployment = %dep, error = %e, "alert re-send failed; next try at the next repeat");
-                    }
-                });
+                }
             }
         }
     }

@@ -609,3 +609,49 @@ print(d.value, d.variant)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// Alertmanager drops alerts that are not re-sent; driftd re-sends the open ones every
+/// `alert_repeat`, and stops once they are resolved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_alerts_are_re_sent_to_alertmanager_until_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, addr) = vendor().await;
+    let mut config = Config::default();
+    config.containment.state_dir = dir.path().join("state");
+    config.containment.alert_repeat = Duration::from_secs(1);
+    config.containment.targets = vec![TargetConfig::Alertmanager {
+        name: "am".into(),
+        url: format!("http://{addr}"),
+    }];
+    config.containment.policies = vec![enforce_policy(&["am"], &[])];
+    let r = Running::start(&config);
+    r.changes.send(fail_verdict("support-bot", "ft-1")).unwrap();
+    wait_for("first alert", || v.requests("/api/v2/alerts").len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let sent = v.requests("/api/v2/alerts");
+    assert!(sent.len() >= 3, "re-sent while active: {}", sent.len());
+    assert!(sent
+        .iter()
+        .all(|s| s.json()[0]["labels"]["alertname"] == "DriftdCanaryContained"));
+    r.handle
+        .request(Request::Release {
+            deployment: "support-bot".into(),
+            operator: "ana".into(),
+            reason: "ok".into(),
+        })
+        .await
+        .unwrap();
+    let after_release = settled(&v).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        v.seen.lock().unwrap().len(),
+        after_release,
+        "no re-sends after the release"
+    );
+    let last = v.requests("/api/v2/alerts").pop().unwrap().json();
+    assert!(
+        last[0]["endsAt"].is_string(),
+        "the last one resolved the alert"
+    );
+    r.stop().await;
+}
