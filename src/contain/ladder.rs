@@ -67,8 +67,10 @@ pub struct Release {
     pub incident: String,
 }
 
-/// One deployment's latch, persisted.
+/// One deployment's latch, persisted. Every field has a default so a state file written by an
+/// older driftd (with fewer fields) still loads.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Latch {
     /// Current phase.
     pub phase: Phase,

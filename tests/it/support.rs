@@ -126,11 +126,15 @@ impl Driftd {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("driftd.toml");
-        std::fs::write(
-            &config,
-            format!("{toml}\n[admin]\naddr = \"127.0.0.1:{port}\"\n"),
-        )
-        .unwrap();
+        // Containment state goes to this process's own folder unless the test chose one.
+        let containment = if toml.contains("[containment]") {
+            String::new()
+        } else {
+            let state = dir.path().join("state");
+            format!("\n[containment]\nstate_dir = \"{}\"\n", state.display())
+        };
+        let admin = format!("\n[admin]\naddr = \"127.0.0.1:{port}\"\n");
+        std::fs::write(&config, format!("{toml}{containment}{admin}")).unwrap();
         let log = dir.path().join("driftd.log");
         let child = Command::new(env!("CARGO_BIN_EXE_driftd"))
             .args(["run", "--config"])
