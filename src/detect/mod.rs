@@ -378,17 +378,18 @@ impl Detector {
                     Arm::Canary => test.canary.push(values[m]),
                     Arm::Control => test.control.push(values[m]),
                 }
-                let ev = evaluate(
-                    &test.canary,
-                    &test.control,
-                    rule.binary,
-                    rule.worse_up,
-                    rule.tau,
-                    rule.alpha,
-                );
-                let state = next_state(rule, test, &ev);
+                let state = next_state(rule, test);
                 if state != test.state {
                     test.state = state;
+                    // The confidence sequence is only needed for the evidence of a change.
+                    let ev = evaluate(
+                        &test.canary,
+                        &test.control,
+                        rule.binary,
+                        rule.worse_up,
+                        rule.tau,
+                        rule.alpha,
+                    );
                     out.push(Change::Verdict(ab_verdict(
                         subject,
                         rule,
@@ -682,28 +683,32 @@ impl Detector {
     }
 }
 
-fn next_state(rule: &Rule, test: &mut Test, ev: &Evidence) -> State {
+fn next_state(rule: &Rule, test: &mut Test) -> State {
+    // A decided test and one without enough events need no arithmetic: most events of a
+    // failed canary, and the first of every canary, cost nothing here.
     if test.state == State::Fail {
         return State::Fail;
     }
     if test.canary.n < rule.min_events || test.control.n < rule.min_events {
         return State::Insufficient;
     }
-    test.p_value = test.p_value.min((-ev.log_lr).exp().min(1.0));
-    let worse = if rule.worse_up {
-        ev.estimate
-    } else {
-        -ev.estimate
-    };
+    let (estimate, log_lr) = sequential::worse_log_lr(
+        &test.canary,
+        &test.control,
+        rule.binary,
+        rule.worse_up,
+        rule.tau,
+    );
+    test.p_value = test.p_value.min((-log_lr).exp().min(1.0));
+    let worse = if rule.worse_up { estimate } else { -estimate };
     let threshold = (1.0 / rule.alpha).ln();
     if test.p_value <= rule.alpha && worse >= rule.min_effect {
         State::Fail
-    } else if (ev.log_lr >= threshold / 2.0 && worse >= rule.min_effect)
-        || test.p_value <= rule.alpha
+    } else if (log_lr >= threshold / 2.0 && worse >= rule.min_effect) || test.p_value <= rule.alpha
     {
         State::Warn
     } else if test.state == State::Warn
-        && ev.log_lr >= threshold / 4.0
+        && log_lr >= threshold / 4.0
         && worse >= rule.min_effect / 2.0
     {
         // Hysteresis: a warning ends when the evidence has clearly fallen back, not on the

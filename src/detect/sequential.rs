@@ -95,6 +95,25 @@ pub fn cs_radius(v: f64, tau: f64, alpha: f64) -> f64 {
     (2.0 * v * (v + t2) / t2 * ((1.0 / alpha).ln() + 0.5 * ((v + t2) / v).ln())).sqrt()
 }
 
+/// The difference and `ln Λ⁺` only — what a decision needs, without the confidence sequence
+/// (the hot path calls this after every event).
+pub fn worse_log_lr(
+    canary: &Arm,
+    control: &Arm,
+    binary: bool,
+    worse_up: bool,
+    tau: f64,
+) -> (f64, f64) {
+    let estimate = canary.mean() - control.mean();
+    let variance = canary.variance(binary) / canary.n.max(1) as f64
+        + control.variance(binary) / control.n.max(1) as f64;
+    if !variance.is_finite() || canary.n == 0 || control.n == 0 {
+        return (estimate, 0.0);
+    }
+    let d = if worse_up { estimate } else { -estimate };
+    (estimate, one_sided_log_lr(d, variance, tau))
+}
+
 /// Evaluates the test. `worse_up` orients the one-sided test; `binary` selects the variance.
 pub fn evaluate(
     canary: &Arm,
@@ -116,12 +135,12 @@ pub fn evaluate(
             ci_high: f64::INFINITY,
         };
     }
-    let d = if worse_up { estimate } else { -estimate };
+    let (_, log_lr) = worse_log_lr(canary, control, binary, worse_up, tau);
     let r = cs_radius(variance, tau, alpha);
     Evidence {
         estimate,
         variance,
-        log_lr: one_sided_log_lr(d, variance, tau),
+        log_lr,
         ci_low: estimate - r,
         ci_high: estimate + r,
     }
