@@ -8,6 +8,18 @@ use driftd::gen::{Generator, Scenario};
 
 use super::corpus;
 
+/// How many of `strings`, each placed in an otherwise valid event, the gate rejects as PII.
+fn rejected_as_pii(decoder: &Decoder, strings: &[String]) -> usize {
+    strings
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| {
+            let bytes = serde_json::to_vec(&corpus::event_with(*i, s)).unwrap();
+            decoder.decode(Some(&bytes)).map_err(|r| r.reason) == Err(Reason::PiiSuspected)
+        })
+        .count()
+}
+
 #[test]
 fn privacy_gate_recall_and_false_positive_rate_on_seeded_corpus() {
     let mut config = Config::default();
@@ -15,23 +27,9 @@ fn privacy_gate_recall_and_false_positive_rate_on_seeded_corpus() {
     let decoder = Decoder::new(&config);
     let n = 5_000;
     let pii = corpus::pii_strings(42, n);
-    let caught = pii
-        .iter()
-        .enumerate()
-        .filter(|(i, s)| {
-            let bytes = serde_json::to_vec(&corpus::event_with(*i, s)).unwrap();
-            decoder.decode(Some(&bytes)).map_err(|r| r.reason) == Err(Reason::PiiSuspected)
-        })
-        .count();
+    let caught = rejected_as_pii(&decoder, &pii);
     let clean = corpus::clean_strings(43, n);
-    let flagged_ids = clean
-        .iter()
-        .enumerate()
-        .filter(|(i, s)| {
-            let bytes = serde_json::to_vec(&corpus::event_with(*i, s)).unwrap();
-            decoder.decode(Some(&bytes)).map_err(|r| r.reason) == Err(Reason::PiiSuspected)
-        })
-        .count();
+    let flagged_ids = rejected_as_pii(&decoder, &clean);
     let mut generator = Generator::new(
         Scenario {
             deployments: 6,
