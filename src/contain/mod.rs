@@ -111,15 +111,14 @@ impl ContainHandle {
     }
 }
 
-/// Results of action attempts, reported back to the controller.
-enum Report {
-    Attempt {
-        action: Box<Action>,
-        attempt: u32,
-        error: Option<String>,
-        done: bool,
-        started: Instant,
-    },
+/// The result of one action attempt, reported back to the controller.
+struct Report {
+    action: Box<Action>,
+    attempt: u32,
+    error: Option<String>,
+    /// No further attempt follows (success, a permanent error, or retries exhausted).
+    done: bool,
+    started: Instant,
 }
 
 /// The containment task's state.
@@ -368,7 +367,7 @@ impl Controller {
                         && Instant::now() + backoff < deadline;
                     let error = result.err().map(|e| e.message);
                     let done = !retry;
-                    let _ = reports.send(Report::Attempt {
+                    let _ = reports.send(Report {
                         action: Box::new(action.clone()),
                         attempt,
                         error,
@@ -387,7 +386,7 @@ impl Controller {
     }
 
     fn on_report(&mut self, report: Report) {
-        let Report::Attempt {
+        let Report {
             action,
             attempt,
             error,
