@@ -4,6 +4,7 @@
 //! about the live system (event age, demo pacing). Keeping it here makes every use easy to find.
 
 /// Milliseconds since the Unix epoch, by the wall clock.
+#[allow(clippy::disallowed_methods)] // The one sanctioned read of the wall clock.
 pub fn wall_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
