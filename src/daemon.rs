@@ -1,9 +1,11 @@
-//! The `run` command: wires config, metrics, the admin server, signals and the Kafka source.
+//! The `run` command: start-up order, the control loop and shutdown sequencing.
 //!
-//! Owns start-up order and shutdown sequencing, nothing else: start the admin server first (so
-//! `/healthz` answers while Kafka connects), then consume until a stop signal, then drain,
-//! commit and stop the admin server. Takes the outside world as arguments (config, a bound
-//! listener, controls) so tests can run it in-process.
+//! Owns how the parts are wired and driven, nothing else: start containment and the admin server
+//! first (so `/healthz` answers while Kafka connects), then run the control loop — stop signal,
+//! config reload, publication tick, next message — until asked to stop, then drain, commit and
+//! stop the admin server. The Kafka source only receives and acknowledges; the pipeline only
+//! processes; this loop decides when each runs. Takes the outside world as arguments (config, a
+//! bound listener, controls) so tests and the demo run it in-process.
 
 use std::sync::Arc;
 
@@ -11,44 +13,62 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
-use crate::ingest::kafka::{KafkaSource, RunSummary};
+use crate::config::{Config, ConfigError};
+use crate::contain::ContainError;
+use crate::ingest::kafka::KafkaSource;
 use crate::ingest::IngestError;
 use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, Published};
+use crate::pipeline::{Pipeline, Published, Totals};
 use crate::signals::Controls;
 
-/// Runs the daemon (containment included) until `controls` asks it to stop. The pipeline (and its snapshot receiver)
-/// is made by the caller with [`Pipeline::new`], so the demo can watch the same snapshots.
+/// Why the daemon could not start or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A secret the daemon itself needs (the admin token) could not be read.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Containment could not start (state directory, latch file, target secrets).
+    #[error("containment cannot start")]
+    Contain(#[from] ContainError),
+    /// The Kafka source could not start or did not drain.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+}
+
+/// Runs the daemon (containment included) until `controls` asks it to stop, and returns what
+/// this run applied and rejected. The pipeline (and its snapshot receiver) is made by the caller
+/// with [`Pipeline::new`], so the demo can watch the same snapshots.
 pub async fn run(
     config: Config,
     metrics: Arc<Metrics>,
     (mut pipeline, snapshots): (Pipeline, watch::Receiver<Arc<Published>>),
     listener: TcpListener,
-    controls: Controls,
-) -> Result<RunSummary, IngestError> {
-    let stop_admin = controls.shutdown.clone();
+    mut controls: Controls,
+) -> Result<Totals, DaemonError> {
     let (contain, changes, contain_task) =
         crate::contain::start(&config, metrics.clone(), controls.shutdown.clone())?;
     pipeline.set_change_sink(changes);
-    let token = match &config.containment.admin_token {
-        Some(source) => Some(Arc::new(source.resolve().map_err(|reason| {
-            crate::config::ConfigError::Secret {
+    let token = config
+        .containment
+        .admin_token
+        .as_ref()
+        .map(|source| {
+            source.resolve().map_err(|reason| ConfigError::Secret {
                 property: "containment.admin_token".into(),
                 reason,
-            }
-        })?)),
-        None => None,
-    };
+            })
+        })
+        .transpose()?
+        .map(Arc::new);
     let admin_state = AdminState {
         metrics: metrics.clone(),
         snapshots,
         contain: Some(contain),
         token,
     };
+    let mut stop_admin = controls.shutdown.clone();
     let admin = tokio::spawn(async move {
-        let mut stop = stop_admin;
-        let shutdown = async move { crate::signals::stopped(&mut stop).await };
+        let shutdown = async move { crate::signals::stopped(&mut stop_admin).await };
         if let Err(e) = admin::serve(listener, admin_state, shutdown).await {
             tracing::error!(error = %e, "admin server failed");
         }
@@ -60,22 +80,59 @@ pub async fn run(
         config_hash = %config.hash(),
         "driftd starting"
     );
-    let source = KafkaSource::new(&config, metrics.clone())?;
-    let result = source.run(&mut pipeline, controls).await;
+    let start = pipeline.totals();
+    let result = match KafkaSource::new(&config, metrics.clone()) {
+        Ok(source) => consume(&config, &metrics, source, &mut pipeline, &mut controls).await,
+        Err(e) => Err(e),
+    };
     metrics.ready.set(0);
     let _ = admin.await;
     let _ = contain_task.await;
-    let totals = pipeline.totals();
+    let run = pipeline.totals().since(start);
     match &result {
-        Ok(s) => tracing::info!(
-            applied = s.applied,
-            rejected = s.rejected,
+        Ok(()) => tracing::info!(
+            applied = run.applied,
+            rejected = run.rejected,
             cohorts = pipeline.table().len(),
             "shutdown complete; offsets committed"
         ),
         Err(e) => {
-            tracing::error!(error = %e, applied = totals.applied, rejected = totals.rejected, "shutdown incomplete")
+            tracing::error!(error = %e, applied = run.applied, rejected = run.rejected, "shutdown incomplete")
         }
     }
-    result
+    result?;
+    Ok(run)
+}
+
+/// The control loop. Shutdown wins over everything (biased), then reloads and publication
+/// ticks, so a busy topic cannot starve them; a message is processed in the branch body, never
+/// cancelled half-way.
+async fn consume(
+    config: &Config,
+    metrics: &Metrics,
+    mut source: KafkaSource,
+    pipeline: &mut Pipeline,
+    controls: &mut Controls,
+) -> Result<(), IngestError> {
+    let inbox = source.inbox();
+    let mut publish = tokio::time::interval(config.ingest.publish_interval);
+    publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = crate::signals::stopped(&mut controls.shutdown) => break,
+            Some(config) = controls.reload.recv() => {
+                pipeline.reload(&config);
+                metrics.set_config_hash(&config.hash());
+            }
+            _ = publish.tick() => {
+                pipeline.publish();
+                source.tick();
+            }
+            received = inbox.recv() => source.accept(pipeline, received).await,
+        }
+    }
+    // Half the deadline for dead-letter deliveries leaves the rest for the commit; the signal
+    // watchdog ends the process if the whole deadline passes.
+    source.drain(pipeline, config.shutdown.deadline / 2).await
 }

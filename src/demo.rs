@@ -61,7 +61,7 @@ pub enum DemoError {
     Gen(#[from] crate::gen::GenError),
     /// The daemon failed.
     #[error(transparent)]
-    Ingest(#[from] crate::ingest::IngestError),
+    Daemon(#[from] crate::daemon::DaemonError),
     /// Writing to the terminal failed.
     #[error("cannot write to stdout: {0}")]
     Output(#[from] std::io::Error),

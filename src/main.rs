@@ -208,24 +208,10 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("driftd: error: {}", error_chain(&e));
+            eprintln!("driftd: error: {e:#}");
             ExitCode::from(1)
         }
     }
-}
-
-/// The error and its causes, each cause once: our error messages often already quote their
-/// source, and repeating it would bury the advice at the end.
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut message = e.to_string();
-    for cause in e.chain().skip(1) {
-        let cause = cause.to_string();
-        if !message.contains(&cause) {
-            message.push_str(": ");
-            message.push_str(&cause);
-        }
-    }
-    message
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -439,23 +425,4 @@ fn gen(a: GenArgs) -> anyhow::Result<ExitCode> {
         a.brokers, a.topic
     );
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::error_chain;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("outer failed: {0}; do this next")]
-    struct Outer(#[from] std::io::Error);
-
-    /// Regression: `{:#}` printed a cause that the message already quoted, twice.
-    #[test]
-    fn error_chain_names_each_cause_once() {
-        let e = anyhow::Error::from(Outer(std::io::Error::other("disk full")));
-        assert_eq!(error_chain(&e), "outer failed: disk full; do this next");
-        let e =
-            anyhow::Error::from(std::io::Error::other("disk full")).context("cannot write state");
-        assert_eq!(error_chain(&e), "cannot write state: disk full");
-    }
 }

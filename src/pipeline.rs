@@ -37,13 +37,24 @@ pub enum Outcome {
     Rejected(Rejection),
 }
 
-/// Totals since start, for summaries (the metrics carry the same numbers).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Events applied and rejected: since start ([`Pipeline::totals`]) or over one run or replay
+/// ([`Totals::since`]). The metrics carry the same numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
     /// Events applied to cohort state.
     pub applied: u64,
     /// Events rejected.
     pub rejected: u64,
+}
+
+impl Totals {
+    /// What was counted after `start` was taken.
+    pub fn since(self, start: Totals) -> Totals {
+        Totals {
+            applied: self.applied - start.applied,
+            rejected: self.rejected - start.rejected,
+        }
+    }
 }
 
 /// Decoder + cohort state + detection + publication.

@@ -1,4 +1,5 @@
-//! The Kafka source: a consumer-group member feeding the pipeline with at-least-once offsets.
+//! The Kafka source: a consumer-group member that receives messages, hands them to the
+//! pipeline, stores their offsets at-least-once and drains at shutdown.
 //!
 //! `enable.auto.offset.store=false`: an offset is stored only after its message was applied to
 //! cohort state or its dead-letter record was acknowledged ([`super::offsets`]); librdkafka
@@ -7,28 +8,29 @@
 //! so it can never stall a partition. Consumer lag per partition comes from librdkafka's
 //! statistics.
 //!
-//! This module must not know about detection or actions, and must never log message payloads
-//! or keys (only topic, partition, offset and reason codes).
+//! The control loop (shutdown, reload, publication ticks) belongs to [`crate::daemon`]; this
+//! module only receives, acknowledges and drains. It must not know about detection or actions,
+//! and must never log message payloads or keys (only topic, partition, offset and reason codes).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 
 use super::dead_letter::DeadLetter;
-use super::offsets::{DeliveryOutcome, OffsetTracker};
+use super::offsets::{DeliveryOutcome, OffsetTracker, Pending};
 use super::IngestError;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::{Outcome, Pipeline};
-use crate::signals::Controls;
 
 /// Rebalance, statistics and error callbacks.
 pub struct IngestContext {
@@ -93,24 +95,32 @@ fn commit<C: ConsumerContext>(consumer: &impl Consumer<C>, metrics: &Metrics, wh
     }
 }
 
-/// What a run consumed, reported at shutdown.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunSummary {
-    /// Events applied to cohort state during this run.
-    pub applied: u64,
-    /// Events rejected during this run.
-    pub rejected: u64,
+/// The receiving end of the consumer, shared with the daemon's control loop.
+///
+/// It is separate from [`KafkaSource`] because a received message borrows the consumer while
+/// the source (mutably) acknowledges it. [`Inbox::recv`] is cancel-safe: the daemon selects on
+/// it beside shutdown, reload and publication ticks, and a message is only taken when this
+/// branch wins.
+#[derive(Clone)]
+pub struct Inbox(Arc<StreamConsumer<IngestContext>>);
+
+impl Inbox {
+    /// The next message, or a receive error (librdkafka keeps reconnecting).
+    pub async fn recv(&self) -> KafkaResult<BorrowedMessage<'_>> {
+        self.0.recv().await
+    }
 }
 
-/// The Kafka consumer and its dead-letter producer.
+/// The Kafka consumer, its dead-letter producer and the offsets not yet stored.
 pub struct KafkaSource {
-    consumer: StreamConsumer<IngestContext>,
+    consumer: Arc<StreamConsumer<IngestContext>>,
     dead_letter: Option<DeadLetter>,
     topic: String,
     metrics: Arc<Metrics>,
+    tracker: OffsetTracker,
+    ready: Vec<(i32, i64)>,
+    outcomes: Vec<DeliveryOutcome>,
     max_in_flight: usize,
-    publish_interval: Duration,
-    deadline: Duration,
 }
 
 impl KafkaSource {
@@ -138,108 +148,91 @@ impl KafkaSource {
         })?;
         consumer.subscribe(&[k.topic.as_str()])?;
         Ok(KafkaSource {
-            consumer,
+            consumer: Arc::new(consumer),
             dead_letter: DeadLetter::new(config)?,
             topic: k.topic.clone(),
             metrics,
+            tracker: OffsetTracker::default(),
+            ready: Vec::new(),
+            outcomes: Vec::new(),
             max_in_flight: config.ingest.max_dead_letters_in_flight,
-            publish_interval: config.ingest.publish_interval,
-            deadline: config.shutdown.deadline,
         })
     }
 
-    /// Consumes until shutdown is requested, then drains, commits and returns what was done.
-    pub async fn run(
-        self,
+    /// Where the daemon's control loop receives messages from.
+    pub fn inbox(&self) -> Inbox {
+        Inbox(self.consumer.clone())
+    }
+
+    /// Hands a received message to the pipeline and acknowledges it: its offset is stored once
+    /// its effect is durable. Waits only when more dead-letter records are in flight than
+    /// `ingest.max_dead_letters_in_flight` allows.
+    pub async fn accept(
+        &mut self,
         pipeline: &mut Pipeline,
-        mut controls: Controls,
-    ) -> Result<RunSummary, IngestError> {
-        let start = pipeline.totals();
-        let mut tracker = OffsetTracker::default();
-        let mut ready = Vec::new();
-        let mut outcomes = Vec::new();
-        let mut publish = tokio::time::interval(self.publish_interval);
-        publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                biased;
-                _ = crate::signals::stopped(&mut controls.shutdown) => break,
-                Some(config) = controls.reload.recv() => {
-                    pipeline.reload(&config);
-                    self.metrics.set_config_hash(&config.hash());
+        received: KafkaResult<BorrowedMessage<'_>>,
+    ) {
+        match received {
+            Ok(msg) => {
+                let delivery =
+                    process(self.dead_letter.as_ref(), &self.metrics, pipeline, &msg).await;
+                self.tracker.push(
+                    msg.partition(),
+                    msg.offset(),
+                    delivery,
+                    &mut self.ready,
+                    &mut self.outcomes,
+                );
+                while self.tracker.len() > self.max_in_flight {
+                    self.tracker
+                        .wait_front(&mut self.ready, &mut self.outcomes)
+                        .await;
                 }
-                _ = publish.tick() => {
-                    pipeline.publish();
-                    tracker.release(&mut ready, &mut outcomes);
-                }
-                received = self.consumer.recv() => match received {
-                    Ok(msg) => {
-                        let delivery = self.process(pipeline, &msg).await;
-                        tracker.push(msg.partition(), msg.offset(), delivery, &mut ready, &mut outcomes);
-                        while tracker.len() > self.max_in_flight {
-                            tracker.wait_front(&mut ready, &mut outcomes).await;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "kafka receive error; retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
             }
-            self.settle(&mut ready, &mut outcomes);
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka receive error; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
-        tracing::info!(held_back = tracker.len(), "shutdown: draining");
-        // Half the deadline for dead-letter deliveries leaves the rest for the commit; the
-        // signal watchdog ends the process if the whole deadline passes.
-        let drained = tokio::time::timeout(self.deadline / 2, async {
-            while !tracker.is_empty() {
-                tracker.wait_front(&mut ready, &mut outcomes).await;
+        self.settle();
+    }
+
+    /// Stores the offsets whose dead-letter deliveries finished since the last message (called
+    /// on the daemon's publication tick, so a quiet topic still gets its offsets stored).
+    pub fn tick(&mut self) {
+        self.tracker.release(&mut self.ready, &mut self.outcomes);
+        self.settle();
+    }
+
+    /// Waits (at most `within`) for dead-letter deliveries still in flight, stores what is
+    /// safe, commits and flushes the dead-letter producer. The pipeline is published in between
+    /// so the last snapshot reflects everything committed.
+    pub async fn drain(
+        mut self,
+        pipeline: &mut Pipeline,
+        within: Duration,
+    ) -> Result<(), IngestError> {
+        tracing::info!(held_back = self.tracker.len(), "shutdown: draining");
+        let drained = tokio::time::timeout(within, async {
+            while !self.tracker.is_empty() {
+                self.tracker
+                    .wait_front(&mut self.ready, &mut self.outcomes)
+                    .await;
             }
         })
         .await;
-        self.settle(&mut ready, &mut outcomes);
+        self.settle();
         pipeline.publish();
-        commit(&self.consumer, &self.metrics, "shutdown");
-        let end = pipeline.totals();
-        let summary = RunSummary {
-            applied: end.applied - start.applied,
-            rejected: end.rejected - start.rejected,
-        };
+        commit(&*self.consumer, &self.metrics, "shutdown");
         if let Some(dl) = &self.dead_letter {
             dl.flush(Duration::from_secs(1));
         }
-        drained.map_err(|_| IngestError::DrainTimeout(self.deadline / 2))?;
-        Ok(summary)
-    }
-
-    async fn process(
-        &self,
-        pipeline: &mut Pipeline,
-        msg: &BorrowedMessage<'_>,
-    ) -> Option<rdkafka::producer::future_producer::DeliveryFuture> {
-        match pipeline.process(msg.payload()) {
-            Outcome::Applied => None,
-            Outcome::Rejected(rejection) => {
-                tracing::debug!(
-                    reason = rejection.reason.as_str(),
-                    field = rejection.field,
-                    partition = msg.partition(),
-                    offset = msg.offset(),
-                    "event rejected"
-                );
-                let dl = self.dead_letter.as_ref()?;
-                let delivery = dl.send(msg, &rejection).await;
-                if delivery.is_none() {
-                    self.metrics.dead_letters_failed.inc();
-                }
-                delivery
-            }
-        }
+        drained.map_err(|_| IngestError::DrainTimeout(within))
     }
 
     /// Stores released offsets and counts finished dead-letter deliveries.
-    fn settle(&self, ready: &mut Vec<(i32, i64)>, outcomes: &mut Vec<DeliveryOutcome>) {
-        for outcome in outcomes.drain(..) {
+    fn settle(&mut self) {
+        for outcome in self.outcomes.drain(..) {
             match outcome {
                 DeliveryOutcome::Delivered => self.metrics.dead_letters_delivered.inc(),
                 DeliveryOutcome::Failed => {
@@ -248,11 +241,40 @@ impl KafkaSource {
                 }
             }
         }
-        for (partition, offset) in ready.drain(..) {
+        for (partition, offset) in self.ready.drain(..) {
             if let Err(e) = self.consumer.store_offset(&self.topic, partition, offset) {
                 // The partition was revoked meanwhile; its new owner re-reads from the commit.
                 tracing::debug!(error = %e, partition, offset, "offset not stored");
             }
+        }
+    }
+}
+
+/// Applies one message; a rejected one is dead-lettered and its delivery returned to wait for.
+/// A free function, not a method: the tracker's deliveries are not `Sync`, so the source must
+/// not be borrowed across the dead-letter send.
+async fn process(
+    dead_letter: Option<&DeadLetter>,
+    metrics: &Metrics,
+    pipeline: &mut Pipeline,
+    msg: &BorrowedMessage<'_>,
+) -> Option<Pending> {
+    match pipeline.process(msg.payload()) {
+        Outcome::Applied => None,
+        Outcome::Rejected(rejection) => {
+            tracing::debug!(
+                reason = rejection.reason.as_str(),
+                field = rejection.field,
+                partition = msg.partition(),
+                offset = msg.offset(),
+                "event rejected"
+            );
+            let dl = dead_letter?;
+            let delivery = dl.send(msg, &rejection).await;
+            if delivery.is_none() {
+                metrics.dead_letters_failed.inc();
+            }
+            delivery.map(|d| d.map(DeliveryOutcome::from).boxed())
         }
     }
 }

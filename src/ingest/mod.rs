@@ -22,17 +22,14 @@ pub enum IngestError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// librdkafka refused the client configuration or could not subscribe.
-    #[error("kafka client setup failed: {0}; check kafka.brokers and kafka.properties")]
+    #[error("kafka client setup failed; check kafka.brokers and kafka.properties")]
     Kafka(#[from] rdkafka::error::KafkaError),
     /// Reading the replay input failed.
-    #[error("cannot read replay input: {0}")]
+    #[error("cannot read replay input")]
     Input(#[from] std::io::Error),
-    /// Containment could not start (state directory, latch file, target secrets).
-    #[error("containment cannot start: {0}")]
-    Contain(#[from] crate::contain::ContainError),
-    /// Shutdown did not finish within `shutdown.deadline`.
+    /// Dead-letter deliveries still in flight at shutdown did not finish in time.
     #[error(
-        "shutdown did not finish within {0:?}; offsets after the last commit will be re-consumed"
+        "dead-letter deliveries did not finish within {0:?} of the shutdown; offsets after the last commit will be re-consumed"
     )]
     DrainTimeout(std::time::Duration),
 }

@@ -5,11 +5,15 @@
 //! deliveries complete asynchronously, so this tracker keeps messages in consumption order and
 //! releases offsets from the front only while everything before them is done. Valid traffic
 //! never waits: with nothing pending, an applied message's offset is stored at once.
+//!
+//! The tracker knows nothing of Kafka clients: a delivery is any future of a
+//! [`DeliveryOutcome`], which keeps it testable without a broker.
 
 use std::collections::VecDeque;
 
+use futures::future::BoxFuture;
 use futures::FutureExt;
-use rdkafka::producer::future_producer::DeliveryFuture;
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
 
 /// Outcome of one dead-letter delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,25 +24,38 @@ pub enum DeliveryOutcome {
     Failed,
 }
 
-struct Pending {
+impl From<Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>> for DeliveryOutcome {
+    fn from(result: Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>) -> Self {
+        match result {
+            Ok(Ok(_)) => DeliveryOutcome::Delivered,
+            _ => DeliveryOutcome::Failed,
+        }
+    }
+}
+
+/// A dead-letter delivery in flight.
+pub type Pending = BoxFuture<'static, DeliveryOutcome>;
+
+struct Held {
     partition: i32,
     offset: i64,
-    delivery: Option<DeliveryFuture>,
+    delivery: Option<Pending>,
 }
 
 /// Offsets waiting for earlier dead-letter deliveries.
 #[derive(Default)]
 pub struct OffsetTracker {
-    queue: VecDeque<Pending>,
+    queue: VecDeque<Held>,
 }
 
 impl OffsetTracker {
-    /// Records a processed message. Returns offsets that may be stored now, in order.
+    /// Records a processed message. Appends to `ready` the offsets that may be stored now, in
+    /// consumption order, and to `outcomes` the deliveries that finished.
     pub fn push(
         &mut self,
         partition: i32,
         offset: i64,
-        delivery: Option<DeliveryFuture>,
+        delivery: Option<Pending>,
         ready: &mut Vec<(i32, i64)>,
         outcomes: &mut Vec<DeliveryOutcome>,
     ) {
@@ -46,7 +63,7 @@ impl OffsetTracker {
             ready.push((partition, offset));
             return;
         }
-        self.queue.push_back(Pending {
+        self.queue.push_back(Held {
             partition,
             offset,
             delivery,
@@ -60,23 +77,28 @@ impl OffsetTracker {
             if let Some(d) = front.delivery.as_mut() {
                 match d.now_or_never() {
                     None => return,
-                    Some(result) => outcomes.push(classify(result)),
+                    Some(outcome) => outcomes.push(outcome),
                 }
             }
-            let p = self.queue.pop_front().expect("front exists");
-            ready.push((p.partition, p.offset));
+            let held = self.queue.pop_front().expect("front exists");
+            ready.push((held.partition, held.offset));
         }
     }
 
     /// Waits for the oldest pending delivery, then releases what follows it.
+    ///
+    /// Cancel-safe: the delivery stays in the queue until it has completed, so a caller that
+    /// gives up waiting (a shutdown deadline) never has an offset released early.
     pub async fn wait_front(
         &mut self,
         ready: &mut Vec<(i32, i64)>,
         outcomes: &mut Vec<DeliveryOutcome>,
     ) {
         if let Some(front) = self.queue.front_mut() {
-            if let Some(d) = front.delivery.take() {
-                outcomes.push(classify(d.await));
+            if let Some(d) = front.delivery.as_mut() {
+                let outcome = d.await;
+                front.delivery = None;
+                outcomes.push(outcome);
             }
         }
         self.release(ready, outcomes);
@@ -93,29 +115,5 @@ impl OffsetTracker {
     }
 }
 
-fn classify(
-    result: Result<
-        rdkafka::producer::future_producer::OwnedDeliveryResult,
-        futures::channel::oneshot::Canceled,
-    >,
-) -> DeliveryOutcome {
-    match result {
-        Ok(Ok(_)) => DeliveryOutcome::Delivered,
-        _ => DeliveryOutcome::Failed,
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn applied_messages_pass_straight_through() {
-        let mut t = OffsetTracker::default();
-        let (mut ready, mut outcomes) = (Vec::new(), Vec::new());
-        t.push(0, 10, None, &mut ready, &mut outcomes);
-        t.push(1, 3, None, &mut ready, &mut outcomes);
-        assert_eq!(ready, vec![(0, 10), (1, 3)]);
-        assert!(t.is_empty());
-    }
-}
+mod tests;

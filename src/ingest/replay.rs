@@ -14,15 +14,14 @@ use serde::Serialize;
 use super::IngestError;
 use crate::pipeline::{Outcome, Pipeline, Totals};
 
-/// What a replay consumed.
+/// What a replay consumed: the lines it read and what the pipeline made of them.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ReplaySummary {
     /// Lines read (blank lines excluded).
     pub lines: u64,
-    /// Events applied.
-    pub applied: u64,
-    /// Events rejected.
-    pub rejected: u64,
+    /// Events applied and rejected during this replay.
+    #[serde(flatten)]
+    pub events: Totals,
 }
 
 /// A cohort's final statistics as a replay output line.
@@ -77,11 +76,9 @@ pub fn replay(
         out.write_all(b"\n")?;
     }
     out.flush()?;
-    let end = pipeline.totals();
     Ok(ReplaySummary {
         lines,
-        applied: end.applied - start.applied,
-        rejected: end.rejected - start.rejected,
+        events: pipeline.totals().since(start),
     })
 }
 
@@ -130,7 +127,14 @@ mod tests {
         config.detection.self_baseline.warmup = std::time::Duration::from_secs(30);
         let input = input();
         let mut whole = Vec::new();
-        replay(&mut pipeline(&config), input.as_slice(), &mut whole).unwrap();
+        let summary = replay(&mut pipeline(&config), input.as_slice(), &mut whole).unwrap();
+        assert_eq!(summary.lines, 30_000);
+        assert_eq!(summary.events.applied + summary.events.rejected, 30_000);
+        assert_eq!(
+            serde_json::to_value(&summary).unwrap(),
+            serde_json::json!({"lines": 30_000, "applied": summary.events.applied, "rejected": summary.events.rejected}),
+            "the summary line keeps its shape"
+        );
         let mut again = Vec::new();
         replay(&mut pipeline(&config), input.as_slice(), &mut again).unwrap();
         assert_eq!(whole, again, "same input, same output");
