@@ -3,6 +3,9 @@
 //!
 //! Run: `cargo bench --bench pipeline`. Figures are recorded in the README.
 
+// criterion's macros generate undocumented public functions.
+#![allow(missing_docs)]
+
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};

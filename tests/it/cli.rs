@@ -196,9 +196,11 @@ fn demo_runs_to_completion_and_shows_the_drift() {
 
 #[test]
 fn sighup_refuses_a_bad_config_keeps_the_old_one_and_applies_a_good_one() {
-    let brokers = support::broker();
+    // The child connects to the mock cluster this process serves on loopback.
+    let cluster = support::mock_cluster();
+    let brokers = cluster.bootstrap_servers();
     let topic = support::unique("it-reload");
-    support::create_topics(&brokers, &[(&topic, 1)]);
+    cluster.create_topic(&topic, 1, 1).unwrap();
     let base = format!(
         "[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\n\n[log]\nformat = \"json\"\n"
     );

@@ -4,201 +4,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use driftd::gen::{Generator, Scenario, Sender};
-use rdkafka::consumer::Consumer;
-use rdkafka::message::{Headers, Message};
 use serde_json::json;
 
-use super::corpus;
+use super::stream::{
+    self, applied, produce, read_dead_letters, rejected, DeadLetterRecord, Expected, PARTITIONS,
+};
 use super::support::{self, Driftd};
-
-const PARTITIONS: i32 = 3;
-
-/// What was produced, so the test knows what driftd must report.
-#[derive(Default)]
-struct Expected {
-    valid: u64,
-    per_cohort: HashMap<(String, String), u64>,
-    per_reason: HashMap<&'static str, u64>,
-    pii: Vec<String>,
-}
-
-impl Expected {
-    fn bad(&self) -> u64 {
-        self.per_reason.values().sum()
-    }
-}
-
-fn malformed(i: u64) -> (&'static str, Vec<u8>) {
-    let at = driftd::event::format_rfc3339_ms(driftd::clock::wall_ms());
-    let ok = |extra: &str, signals: &str, version: u32| {
-        format!(
-            "{{\"schema_version\":{version},\"event_id\":\"m{i}x\",\"emitted_at\":\"{at}\",\"deployment\":\"support-bot\",\"model_version\":\"m1\",\"arm\":\"control\",\"signals\":{signals}{extra}}}"
-        )
-    };
-    let good_signals = "{\"tone\":0.1,\"escalated\":false,\"refused\":false}";
-    match i % 6 {
-        0 => (
-            "invalid_json",
-            b"{\"schema_version\": 1, \"event_id\": ".to_vec(),
-        ),
-        1 => (
-            "schema_violation",
-            ok("", "{\"tone\":0.1,\"escalated\":false}", 1).into_bytes(),
-        ),
-        2 => (
-            "out_of_range",
-            ok(
-                "",
-                "{\"tone\":3.0,\"escalated\":false,\"refused\":false}",
-                1,
-            )
-            .into_bytes(),
-        ),
-        3 => (
-            "too_large",
-            ok(
-                &format!(",\"pad\":\"{}\"", "z".repeat(70_000)),
-                good_signals,
-                1,
-            )
-            .into_bytes(),
-        ),
-        4 => (
-            "unknown_field",
-            ok(",\"prompt\":\"hello there\"", good_signals, 1).into_bytes(),
-        ),
-        _ => ("unsupported_version", ok("", good_signals, 2).into_bytes()),
-    }
-}
-
-/// Produces `valid` generated events, `bad` malformed ones and `pii` PII-bearing ones,
-/// interleaved, round-robin over the partitions.
-async fn produce(
-    brokers: &str,
-    topic: &str,
-    valid: u64,
-    bad: u64,
-    pii: u64,
-    seed: u64,
-    expected: &mut Expected,
-) {
-    let mut sender = Sender::new(brokers, topic, &[]).expect("producer");
-    let mut generator = Generator::new(
-        Scenario {
-            deployments: 4,
-            seed,
-            ..Scenario::default()
-        },
-        None,
-    );
-    let pii_strings = corpus::pii_strings(seed, pii as usize);
-    let total = valid + bad + pii;
-    let (mut v, mut b, mut p) = (0u64, 0u64, 0u64);
-    for i in 0..total {
-        let partition = Some((i % PARTITIONS as u64) as i32);
-        // Spread the bad and PII messages evenly through the stream.
-        if b < bad && i * bad / total >= b {
-            let (reason, payload) = malformed(b);
-            *expected.per_reason.entry(reason).or_default() += 1;
-            sender
-                .send(Some(b"support-bot"), Some(&payload), partition)
-                .await;
-            b += 1;
-        } else if p < pii && i * pii / total >= p {
-            let s = &pii_strings[p as usize];
-            let payload = serde_json::to_vec(&corpus::event_with(p as usize, s)).unwrap();
-            *expected.per_reason.entry("pii_suspected").or_default() += 1;
-            expected.pii.push(s.clone());
-            sender
-                .send(Some(b"support-bot"), Some(&payload), partition)
-                .await;
-            p += 1;
-        } else {
-            let g = generator.next_event(driftd::clock::wall_ms());
-            let e: serde_json::Value = serde_json::from_slice(&g.payload).unwrap();
-            let key = (
-                e["deployment"].as_str().unwrap().to_string(),
-                e["arm"].as_str().unwrap().to_string(),
-            );
-            *expected.per_cohort.entry(key).or_default() += 1;
-            expected.valid += 1;
-            sender
-                .send(Some(g.key.as_bytes()), Some(&g.payload), partition)
-                .await;
-            v += 1;
-        }
-    }
-    assert_eq!((v, b, p), (valid, bad, pii));
-    sender.finish().await.expect("every message acknowledged");
-}
-
-fn config(brokers: &str, topic: &str, dlq: &str, group: &str) -> String {
-    format!(
-        r#"
-[kafka]
-brokers = "{brokers}"
-topic = "{topic}"
-group_id = "{group}"
-dead_letter_topic = "{dlq}"
-stats_interval = "500ms"
-commit_interval = "500ms"
-
-[ingest]
-publish_interval = "200ms"
-
-[log]
-format = "json"
-level = "info"
-"#
-    )
-}
-
-/// One dead-letter record as read back.
-struct DeadLetterRecord {
-    reason: String,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-    headers: String,
-}
-
-/// Reads every record of the dead-letter topic.
-fn read_dead_letters(brokers: &str, dlq: &str, expect: usize) -> Vec<DeadLetterRecord> {
-    let c = support::reader(brokers);
-    c.subscribe(&[dlq]).unwrap();
-    let mut out = Vec::new();
-    let start = std::time::Instant::now();
-    while out.len() < expect && start.elapsed() < Duration::from_secs(60) {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            let mut reason = String::new();
-            let mut all = String::new();
-            if let Some(h) = m.headers() {
-                for hdr in h.iter() {
-                    let v = String::from_utf8_lossy(hdr.value.unwrap_or_default()).to_string();
-                    if hdr.key == driftd::ingest::dead_letter::HEADER_REASON {
-                        reason = v.clone();
-                    }
-                    all.push_str(&format!("{}={v};", hdr.key));
-                }
-            }
-            out.push(DeadLetterRecord {
-                reason,
-                key: m.key().map(<[u8]>::to_vec),
-                payload: m.payload().unwrap_or_default().to_vec(),
-                headers: all,
-            });
-        }
-    }
-    out
-}
-
-fn applied(m: &support::Metrics) -> u64 {
-    m.sum("driftd_events_total", &[("outcome", "applied")]) as u64
-}
-
-fn rejected(m: &support::Metrics) -> u64 {
-    m.sum("driftd_events_total", &[("outcome", "rejected")]) as u64
-}
 
 #[test]
 fn every_valid_event_counted_once_bad_ones_counted_and_dead_lettered_no_pii_leaks() {
@@ -224,7 +35,7 @@ fn every_valid_event_counted_once_bad_ones_counted_and_dead_lettered_no_pii_leak
     assert_eq!(ends.iter().sum::<i64>(), 101_100);
     assert!(ends.iter().all(|&e| e > 0), "all partitions used: {ends:?}");
 
-    let mut d = Driftd::start(&config(&brokers, &topic, &dlq, &group));
+    let mut d = Driftd::start(&stream::config(&brokers, &topic, &dlq, &group));
     d.wait_until(
         Duration::from_secs(120),
         "every event consumed and published",
@@ -365,7 +176,7 @@ fn sigterm_part_way_then_restart_applies_every_event_and_commits_to_the_end() {
     let dlq = format!("{topic}.dlq");
     let group = support::unique("it-restart-group");
     support::create_topics(&brokers, &[(&topic, PARTITIONS), (&dlq, 1)]);
-    let cfg = config(&brokers, &topic, &dlq, &group);
+    let cfg = stream::config(&brokers, &topic, &dlq, &group);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut expected = Expected::default();
     // Phase 1: most of the stream is there when driftd starts; it is stopped mid-consumption.
@@ -421,8 +232,11 @@ fn sigterm_part_way_then_restart_applies_every_event_and_commits_to_the_end() {
             a1 + applied(&m) >= expected.valid && r1 + rejected(&m) >= expected.bad()
         },
     );
-    // Let anything duplicated show up before stopping.
-    std::thread::sleep(Duration::from_secs(1));
+    // The group commits only what was processed: once it has committed the end offsets,
+    // everything (duplicates included) has been counted.
+    second.wait_until(Duration::from_secs(60), "the end offsets committed", || {
+        support::committed_offsets(&brokers, &group, &topic, PARTITIONS) == ends
+    });
     second.sigterm();
     assert!(
         second.wait_exit(Duration::from_secs(30)).success(),
@@ -437,12 +251,11 @@ fn sigterm_part_way_then_restart_applies_every_event_and_commits_to_the_end() {
         done["rejected"].as_u64().unwrap(),
     );
     let duplicates = (a1 + a2 + r1 + r2) as i64 - produced as i64;
-    println!("restart: run 1 applied {a1} rejected {r1}; run 2 applied {a2} rejected {r2}; produced {produced}; duplicates {duplicates}");
     assert!(a1 + a2 >= expected.valid, "no valid event lost");
     assert!(r1 + r2 >= expected.bad(), "no bad event lost");
     assert_eq!(
         duplicates, 0,
-        "a drained shutdown commits everything it applied"
+        "a drained shutdown commits everything it applied: run 1 applied {a1} rejected {r1}, run 2 applied {a2} rejected {r2}, produced {produced}"
     );
     assert_eq!(
         support::committed_offsets(&brokers, &group, &topic, PARTITIONS),

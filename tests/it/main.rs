@@ -1,12 +1,20 @@
 //! The integration-test binary: one binary, one module per area.
 //!
-//! Tests that need the real broker read `DRIFTD_TEST_BROKER` (set by `scripts/test.sh`, which
-//! starts tansu) and fail when it is missing.
+//! Two tiers. Plain `cargo test` runs everything that needs no outside service: the CLI, the
+//! daemon in process on librdkafka's mock cluster, containment against vendor-shaped servers,
+//! the privacy corpus. The `e2e` feature (`scripts/test.sh` enables it) adds the tests against
+//! real services — the tansu broker (`DRIFTD_TEST_BROKER`), Alertmanager
+//! (`DRIFTD_TEST_ALERTMANAGER`) and the Python flagd provider — which fail, never skip, when a
+//! service is missing.
 
 mod cli;
 mod contain;
+#[cfg(feature = "e2e")]
 mod contain_e2e;
 mod corpus;
+mod daemon;
+#[cfg(feature = "e2e")]
 mod kafka_e2e;
 mod privacy_corpus;
+mod stream;
 mod support;

@@ -1,19 +1,21 @@
-//! Shared helpers for the integration tests: the real broker, topics, producing, and a driftd
-//! process under test with its admin endpoints and logs.
+//! Shared helpers for the integration tests: the broker (tansu in the `e2e` tier, librdkafka's
+//! mock cluster in process), topics, offsets, and a driftd process under test with its admin
+//! endpoints and logs.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// The broker started by `scripts/test.sh` (tansu). Fails, never skips, when it is missing.
+#[cfg(feature = "e2e")]
 pub fn broker() -> String {
     match std::env::var("DRIFTD_TEST_BROKER") {
         Ok(b) if !b.is_empty() => b,
@@ -24,17 +26,28 @@ pub fn broker() -> String {
     }
 }
 
-/// A topic name no other test (or earlier run) uses.
+/// A topic or group name no other test (or earlier run on the same broker) uses.
 pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{nanos}", std::process::id())
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let run: u32 = rand::random();
+    format!(
+        "{prefix}-{}-{run:08x}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// librdkafka's in-process mock cluster, for the fast tier: a real Kafka protocol endpoint on
+/// loopback (a `driftd` child process can connect to it too) that lives as long as the value.
+pub fn mock_cluster() -> MockCluster<'static, DefaultProducerContext> {
+    MockCluster::new(1).expect("librdkafka mock cluster")
 }
 
 /// Creates topics with the given partition counts.
+#[cfg(feature = "e2e")]
 pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -103,15 +116,6 @@ pub fn committed_offsets(brokers: &str, group: &str, topic: &str, partitions: i3
         .collect()
 }
 
-/// A free loopback port (bound and released; the race is acceptable in tests).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A `driftd run` child process.
 pub struct Driftd {
     child: Child,
@@ -121,10 +125,10 @@ pub struct Driftd {
 }
 
 impl Driftd {
-    /// Starts `driftd run --config` with `toml` (the admin address is added here).
+    /// Starts `driftd run --config` with `toml`. The admin server binds port 0 (added here);
+    /// its address is read back from the start-up log line, so no port is guessed.
     pub fn start(toml: &str) -> Driftd {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let config = dir.path().join("driftd.toml");
         // Containment state goes to this process's own folder unless the test chose one.
         let containment = if toml.contains("[containment]") {
@@ -133,7 +137,7 @@ impl Driftd {
             let state = dir.path().join("state");
             format!("\n[containment]\nstate_dir = \"{}\"\n", state.display())
         };
-        let admin = format!("\n[admin]\naddr = \"127.0.0.1:{port}\"\n");
+        let admin = "\n[admin]\naddr = \"127.0.0.1:0\"\n";
         std::fs::write(&config, format!("{toml}{containment}{admin}")).unwrap();
         let log = dir.path().join("driftd.log");
         let child = Command::new(env!("CARGO_BIN_EXE_driftd"))
@@ -143,12 +147,18 @@ impl Driftd {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn driftd");
-        let d = Driftd {
+        let mut d = Driftd {
             child,
-            admin: format!("http://127.0.0.1:{port}"),
+            admin: String::new(),
             log,
             _dir: dir,
         };
+        let mut addr = None;
+        d.wait_until(Duration::from_secs(30), "admin server listening", || {
+            addr = listening_addr(&d.log_text());
+            addr.is_some()
+        });
+        d.admin = format!("http://{}", addr.unwrap());
         d.wait_until(Duration::from_secs(30), "admin server up", || {
             d.get("/healthz").is_some()
         });
@@ -169,6 +179,7 @@ impl Driftd {
     }
 
     /// Any request on the admin server: (status, body).
+    #[cfg(feature = "e2e")]
     pub fn request(
         &self,
         method: reqwest::Method,
@@ -248,12 +259,24 @@ impl Driftd {
     }
 
     /// The JSON log line whose message is `message`.
+    #[cfg(feature = "e2e")]
     pub fn log_event(&self, message: &str) -> Option<serde_json::Value> {
         self.log_text()
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find(|v| v["message"] == message)
     }
+}
+
+/// The address in driftd's "admin server listening" log line (JSON or human format).
+fn listening_addr(log: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains("admin server listening"))?;
+    let at = line.find("127.0.0.1:")?;
+    let port: String = line[at + "127.0.0.1:".len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (!port.is_empty()).then(|| format!("127.0.0.1:{port}"))
 }
 
 impl Drop for Driftd {
