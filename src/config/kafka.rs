@@ -77,7 +77,7 @@ impl KafkaConfig {
         let mut props = self.properties.clone();
         for (property, source) in &self.secrets {
             let value = source.resolve().map_err(|reason| ConfigError::Secret {
-                property: property.clone(),
+                property: format!("kafka.secrets.\"{property}\""),
                 reason,
             })?;
             props.insert(property.clone(), value);
@@ -157,7 +157,12 @@ mod tests {
             SecretSource::Env("DRIFTD_TEST_UNSET_VAR".into()),
         );
         let err = k.client_properties().unwrap_err().to_string();
-        assert!(err.contains("ssl.key.password") && err.contains("DRIFTD_TEST_UNSET_VAR"));
+        assert!(
+            err.contains("`kafka.secrets.\"ssl.key.password\"`")
+                && err.contains("DRIFTD_TEST_UNSET_VAR"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
         assert!(format!("{:?}", k).contains("file:"));
     }
 }

@@ -35,7 +35,8 @@ pub use service::{AdminConfig, LogConfig, LogFormat, ShutdownConfig};
 pub use state::{CohortConfig, MetricConfig, MetricKind, WindowConfig, Worse};
 pub use targets::TargetConfig;
 
-/// Why a configuration was refused. Every variant names the field so the operator can fix it.
+/// Why a configuration was refused, or a secret it refers to could not be read. Every variant
+/// names the field so the operator can fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
@@ -62,12 +63,18 @@ pub enum ConfigError {
         /// What is wrong and what would be accepted.
         reason: String,
     },
-    /// A secret referenced by `kafka.secrets` could not be resolved.
-    #[error("secret for kafka property `{property}` is unavailable: {reason}")]
+    /// A secret the config refers to (in `kafka.secrets`, `containment.admin_token` or a
+    /// target's token or key) could not be read when it was needed, at start-up. Validation
+    /// never reads secrets, so a config that passes `check-config` can still fail here on a
+    /// host that lacks them.
+    #[error(
+        "cannot read the secret of `{property}`: {reason}; set that environment variable or make that file readable by driftd, then try again"
+    )]
     Secret {
-        /// The librdkafka property the secret is for.
+        /// The config key that refers to the secret: `kafka.secrets."<librdkafka property>"`,
+        /// `containment.admin_token` or `containment.targets.<target name>`.
         property: String,
-        /// Why it could not be read (never the secret itself).
+        /// Which variable or file could not be read, and why (never the secret itself).
         reason: String,
     },
 }
