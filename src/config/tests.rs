@@ -34,3 +34,13 @@ fn external_url_defaults_to_the_admin_address() {
     c.containment.external_url = "https://driftd.example.com/".into();
     assert_eq!(c.external_url(), "https://driftd.example.com");
 }
+
+#[test]
+fn example_file_shows_the_defaults_except_where_marked_example() {
+    let mut c = Config::parse(include_str!("../../docs/driftd.example.toml")).unwrap();
+    c.kafka.dead_letter_topic = String::new();
+    c.cohorts.segment_keys.clear();
+    c.detection.canary_share = None;
+    c.detection.deployments.clear();
+    assert_eq!(c, Config::default());
+}
