@@ -1,0 +1,65 @@
+//! The `[ingest]` section: limits applied to each message before it reaches cohort state.
+//!
+//! Owns the section's schema, defaults and validation. It must not read messages: `ingest` and
+//! `pipeline` apply these limits.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{invalid, ConfigError, WindowConfig};
+
+/// Per-message limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Messages larger than this many bytes are rejected as `too_large` before parsing.
+    pub max_message_bytes: usize,
+    /// Events whose `emitted_at` is older than the watermark minus this are rejected as `late`.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// How often the hot path publishes its cohort snapshot to the admin server and metrics.
+    #[serde(with = "humantime_serde")]
+    pub publish_interval: Duration,
+    /// Dead-letter deliveries allowed in flight before consumption waits for them.
+    pub max_dead_letters_in_flight: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_message_bytes: 64 * 1024,
+            allowed_lateness: Duration::from_secs(120),
+            publish_interval: Duration::from_secs(1),
+            max_dead_letters_in_flight: 1000,
+        }
+    }
+}
+
+impl IngestConfig {
+    /// The `[ingest]` rules. Lateness is judged against the window span, so it needs `windows`.
+    pub(super) fn validate(&self, windows: &WindowConfig) -> Result<(), ConfigError> {
+        if !(256..=16 * 1024 * 1024).contains(&self.max_message_bytes) {
+            return Err(invalid(
+                "ingest.max_message_bytes",
+                "must be between 256 and 16777216",
+            ));
+        }
+        if self.allowed_lateness >= windows.span {
+            return Err(invalid(
+                "ingest.allowed_lateness",
+                "must be shorter than windows.span, or late events could not land in a bucket",
+            ));
+        }
+        if self.publish_interval < Duration::from_millis(50) {
+            return Err(invalid("ingest.publish_interval", "must be at least 50ms"));
+        }
+        if self.max_dead_letters_in_flight == 0 {
+            return Err(invalid(
+                "ingest.max_dead_letters_in_flight",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}

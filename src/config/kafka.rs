@@ -1,0 +1,168 @@
+//! The `[kafka]` section: brokers, topics, consumer group and pass-through client properties.
+//!
+//! Owns the section's schema, defaults and validation, and the resolution of `kafka.secrets`
+//! into client properties. It must not create a Kafka client: `ingest` does that with what
+//! [`KafkaConfig::client_properties`] returns.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{invalid, ConfigError, SecretSource};
+
+/// Kafka connection, consumer group and dead-letter settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated `host:port`.
+    pub brokers: String,
+    /// Topic of generation events (contract v1).
+    pub topic: String,
+    /// Consumer group id; one group per driftd deployment.
+    pub group_id: String,
+    /// Topic that receives rejected events; empty disables dead-lettering (rejections are still
+    /// counted).
+    pub dead_letter_topic: String,
+    /// How often librdkafka reports statistics (consumer lag is read from them).
+    #[serde(with = "humantime_serde")]
+    pub stats_interval: Duration,
+    /// How often stored offsets are committed in the background.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Extra librdkafka properties passed through as-is (e.g. `security.protocol`,
+    /// `sasl.mechanism`, `ssl.ca.location`). Secrets do not belong here: use `kafka.secrets`.
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties whose values are secrets, read from a file or an environment
+    /// variable at start-up and never logged, e.g. `"sasl.password" = { env = "KAFKA_PASSWORD" }`.
+    pub secrets: BTreeMap<String, SecretSource>,
+}
+
+/// librdkafka property names whose values are credentials: refused in `kafka.properties`.
+const SECRET_PROPERTIES: &[&str] = &[
+    "sasl.password",
+    "ssl.key.password",
+    "ssl.keystore.password",
+    "ssl.key.pem",
+    "sasl.oauthbearer.client.secret",
+];
+
+/// Properties driftd sets itself because correctness depends on them.
+const OWNED_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.offset.store",
+    "enable.auto.commit",
+];
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "llm.generation.events".into(),
+            group_id: "driftd".into(),
+            dead_letter_topic: String::new(),
+            stats_interval: Duration::from_secs(5),
+            commit_interval: Duration::from_secs(5),
+            properties: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The pass-through properties with secrets resolved. The result holds secret values: hand
+    /// it to librdkafka and drop it, never log it.
+    pub fn client_properties(&self) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut props = self.properties.clone();
+        for (property, source) in &self.secrets {
+            let value = source.resolve().map_err(|reason| ConfigError::Secret {
+                property: format!("kafka.secrets.\"{property}\""),
+                reason,
+            })?;
+            props.insert(property.clone(), value);
+        }
+        Ok(props)
+    }
+
+    /// The `[kafka]` rules, in the order [`super::Config::validate`] reports them.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must list at least one host:port"));
+        }
+        if self.topic.is_empty() || self.topic.len() > 249 {
+            return Err(invalid("kafka.topic", "must be 1–249 characters"));
+        }
+        if self.group_id.is_empty() {
+            return Err(invalid("kafka.group_id", "must not be empty"));
+        }
+        if self.dead_letter_topic == self.topic {
+            return Err(invalid(
+                "kafka.dead_letter_topic",
+                "must differ from kafka.topic, or rejected events would be consumed again",
+            ));
+        }
+        if self.stats_interval < Duration::from_millis(100) {
+            return Err(invalid("kafka.stats_interval", "must be at least 100ms"));
+        }
+        if self.commit_interval < Duration::from_millis(100) {
+            return Err(invalid("kafka.commit_interval", "must be at least 100ms"));
+        }
+        for key in self.properties.keys() {
+            if SECRET_PROPERTIES.contains(&key.as_str()) {
+                return Err(invalid(
+                    format!("kafka.properties.\"{key}\""),
+                    "is a credential: move it to [kafka.secrets] as { env = \"VAR\" } or { file = \"/path\" }",
+                ));
+            }
+            if OWNED_PROPERTIES.contains(&key.as_str()) {
+                return Err(invalid(
+                    format!("kafka.properties.\"{key}\""),
+                    "is set by driftd itself (use kafka.brokers / kafka.group_id; offset storage is fixed for at-least-once)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    #[test]
+    fn inline_secret_is_refused() {
+        let err =
+            Config::parse("[kafka.properties]\n\"sasl.password\" = \"hunter2\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("sasl.password") && msg.contains("kafka.secrets"),
+            "{msg}"
+        );
+        assert!(!msg.contains("hunter2"));
+    }
+
+    #[test]
+    fn secrets_resolve_from_env_and_file_without_leaking() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let mut k = KafkaConfig::default();
+        k.secrets
+            .insert("sasl.password".into(), SecretSource::File(file.clone()));
+        assert_eq!(k.client_properties().unwrap()["sasl.password"], "s3cret");
+        k.secrets.insert(
+            "ssl.key.password".into(),
+            SecretSource::Env("DRIFTD_TEST_UNSET_VAR".into()),
+        );
+        let err = k.client_properties().unwrap_err().to_string();
+        assert!(
+            err.contains("`kafka.secrets.\"ssl.key.password\"`")
+                && err.contains("DRIFTD_TEST_UNSET_VAR"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(format!("{:?}", k).contains("file:"));
+    }
+}

@@ -1,0 +1,259 @@
+//! Configuration: the TOML schema, its defaults and its validation.
+//!
+//! Owns every operator-facing setting, one file per section: each holds its structs, their
+//! defaults (`Default` impls and serde default functions) and its own rules. Every default of a
+//! setting is defined in this module, including those derived from other settings
+//! ([`ContainmentConfig::effective_policies`], [`Config::external_url`]), so the rest of the
+//! crate asks for them instead of restating them. [`Config::validate`] is the single entry point
+//! that judges a config: it runs each section's rules in a fixed order, so `driftd
+//! check-config`, start-up and SIGHUP reload all refuse the same mistakes with the same words.
+//! This module must not open sockets, read Kafka or touch state: it only turns text into a
+//! checked [`Config`] (secrets are resolved separately, by [`KafkaConfig::client_properties`]
+//! and [`SecretSource::resolve`] at start-up, so that `check-config` on a laptop does not need
+//! production secrets).
+
+mod containment;
+mod detection;
+mod ingest;
+mod kafka;
+mod secret;
+mod service;
+mod state;
+mod targets;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use containment::{ContainmentConfig, PolicyConfig, PolicyMode, TriggerState};
+pub use detection::{AlarmState, DeploymentDetection, DetectionConfig, SelfBaselineConfig};
+pub use ingest::IngestConfig;
+pub use kafka::KafkaConfig;
+pub use secret::SecretSource;
+pub use service::{AdminConfig, LogConfig, LogFormat, ShutdownConfig};
+pub use state::{CohortConfig, MetricConfig, MetricKind, WindowConfig, Worse};
+pub use targets::TargetConfig;
+
+/// Why a configuration was refused, or a secret it refers to could not be read. Every variant
+/// names the field so the operator can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}; check the path and its permissions")]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (syntax, unknown key, wrong type).
+    #[error("config file {path} is not valid: {message}")]
+    Parse {
+        /// The file that was parsed.
+        path: PathBuf,
+        /// The parser's message, which names the offending key and line.
+        message: String,
+    },
+    /// A field parsed but its value is not acceptable.
+    #[error("config field `{field}` is invalid: {reason}")]
+    Invalid {
+        /// Dotted path of the field, e.g. `windows.bucket`.
+        field: String,
+        /// What is wrong and what would be accepted.
+        reason: String,
+    },
+    /// A secret the config refers to (in `kafka.secrets`, `containment.admin_token` or a
+    /// target's token or key) could not be read when it was needed, at start-up. Validation
+    /// never reads secrets, so a config that passes `check-config` can still fail here on a
+    /// host that lacks them.
+    #[error(
+        "cannot read the secret of `{property}`: {reason}; set that environment variable or make that file readable by driftd, then try again"
+    )]
+    Secret {
+        /// The config key that refers to the secret: `kafka.secrets."<librdkafka property>"`,
+        /// `containment.admin_token` or `containment.targets.<target name>`.
+        property: String,
+        /// Which variable or file could not be read, and why (never the secret itself).
+        reason: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// True for 1–`max` chars of `[a-z0-9_]`: metric and signal names, used as metrics labels.
+fn is_name(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// The whole daemon configuration. Every key is optional; see the README for an example.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where events come from and where rejected ones go.
+    pub kafka: KafkaConfig,
+    /// Limits applied to each message before it reaches cohort state.
+    pub ingest: IngestConfig,
+    /// How events are grouped into cohorts.
+    pub cohorts: CohortConfig,
+    /// Rolling-window geometry shared by every cohort and metric.
+    pub windows: WindowConfig,
+    /// The metrics computed per cohort. Defaults to refusal, escalation, tone and tone_tail.
+    pub metrics: Vec<MetricConfig>,
+    /// Drift detection.
+    pub detection: DetectionConfig,
+    /// What happens when a canary fails: policies, action targets, latch, audit.
+    pub containment: ContainmentConfig,
+    /// The admin HTTP server (metrics, health, cohorts).
+    pub admin: AdminConfig,
+    /// Log format and level.
+    pub log: LogConfig,
+    /// Graceful shutdown behaviour.
+    pub shutdown: ShutdownConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            kafka: KafkaConfig::default(),
+            ingest: IngestConfig::default(),
+            cohorts: CohortConfig::default(),
+            windows: WindowConfig::default(),
+            metrics: state::default_metrics(),
+            detection: DetectionConfig::default(),
+            containment: ContainmentConfig::default(),
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every rule, section by section. The single place where a config is judged; the
+    /// order is fixed because the first failure is the one reported.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.kafka.validate()?;
+        self.ingest.validate(&self.windows)?;
+        self.cohorts.validate()?;
+        self.windows.validate()?;
+        state::validate_metrics(&self.metrics)?;
+        self.detection.validate(&self.windows, &self.metrics)?;
+        self.containment.validate()?;
+        self.shutdown.validate()?;
+        self.log.validate()?;
+        Ok(())
+    }
+
+    /// Each metric's share of the family-wise budget, in config order (Bonferroni: they add up
+    /// to at most `detection.alpha`).
+    pub fn metric_alphas(&self) -> Vec<f64> {
+        let explicit: f64 = self.metrics.iter().filter_map(|m| m.alpha).sum();
+        let implicit = self
+            .metrics
+            .iter()
+            .filter(|m| m.alpha.is_none())
+            .count()
+            .max(1);
+        let share = (self.detection.alpha - explicit) / implicit as f64;
+        self.metrics
+            .iter()
+            .map(|m| m.alpha.unwrap_or(share))
+            .collect()
+    }
+
+    /// The expected canary share of a deployment, if the SRM check applies to it.
+    pub fn canary_share(&self, deployment: &str) -> Option<f64> {
+        self.detection
+            .deployments
+            .get(deployment)
+            .and_then(|o| o.canary_share)
+            .or(self.detection.canary_share)
+    }
+
+    /// A short, stable hash of the effective config, exported as a metric so operators can see
+    /// which config each instance runs. Secrets are references here, never values.
+    pub fn hash(&self) -> String {
+        let canonical = serde_json::to_vec(self).unwrap_or_default();
+        let digest = Sha256::digest(&canonical);
+        digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Names of settings that differ from `new` and only take effect on restart.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.kafka != new.kafka {
+            changed.push("kafka");
+        }
+        if self.cohorts != new.cohorts {
+            changed.push("cohorts");
+        }
+        if self.windows != new.windows {
+            changed.push("windows");
+        }
+        if self.metrics != new.metrics {
+            changed.push("metrics");
+        }
+        if self.detection != new.detection {
+            changed.push("detection");
+        }
+        if self.containment != new.containment {
+            changed.push("containment");
+        }
+        if self.admin != new.admin {
+            changed.push("admin");
+        }
+        if self.log.format != new.log.format {
+            changed.push("log.format");
+        }
+        changed
+    }
+
+    /// The base URL under which operators reach this driftd (links in alerts):
+    /// `containment.external_url` without a trailing `/`, or `http://<admin.addr>` when unset.
+    pub fn external_url(&self) -> String {
+        let url = &self.containment.external_url;
+        if url.is_empty() {
+            format!("http://{}", self.admin.addr)
+        } else {
+            url.trim_end_matches('/').to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

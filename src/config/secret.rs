@@ -1,0 +1,42 @@
+//! Secret references: where a credential is read from, never the credential itself.
+//!
+//! Owns [`SecretSource`] and its resolution. The config holds only references, so it can be
+//! hashed, logged as `Debug` and checked on a laptop; a value is read when a caller resolves it
+//! (start-up), and must not be stored in the config or put into an error.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a secret value is read from.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum SecretSource {
+    /// Read the named environment variable.
+    Env(String),
+    /// Read the file (trailing newline stripped).
+    File(PathBuf),
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Env(name) => write!(f, "env:{name}"),
+            SecretSource::File(path) => write!(f, "file:{}", path.display()),
+        }
+    }
+}
+
+impl SecretSource {
+    /// Reads the secret. The error never contains the value.
+    pub fn resolve(&self) -> Result<String, String> {
+        match self {
+            SecretSource::Env(name) => std::env::var(name)
+                .map_err(|_| format!("environment variable {name} is not set or not UTF-8")),
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Tests of the config as a whole: defaults, parsing, hashing and derived settings.
+
+use super::*;
+
+#[test]
+fn empty_file_gives_documented_defaults() {
+    let c = Config::parse("").unwrap();
+    assert_eq!(c.kafka.topic, "llm.generation.events");
+    assert_eq!(c.ingest.max_message_bytes, 65536);
+    assert_eq!(c.cohorts.max_cohorts, 10_000);
+    assert_eq!(c.windows.buckets(), 360);
+    assert_eq!(c.metrics.len(), 4);
+}
+
+#[test]
+fn unknown_key_is_refused_with_its_name() {
+    let err = Config::parse("[kafka]\nbrokerz = \"x\"\n").unwrap_err();
+    assert!(err.to_string().contains("brokerz"), "{err}");
+}
+
+#[test]
+fn hash_changes_with_config() {
+    let a = Config::default();
+    let mut b = Config::default();
+    b.ingest.max_message_bytes = 1024;
+    assert_ne!(a.hash(), b.hash());
+    assert_eq!(a.hash(), Config::default().hash());
+}
+
+#[test]
+fn external_url_defaults_to_the_admin_address() {
+    let mut c = Config::default();
+    assert_eq!(c.external_url(), "http://127.0.0.1:8787");
+    c.containment.external_url = "https://driftd.example.com/".into();
+    assert_eq!(c.external_url(), "https://driftd.example.com");
+}
+
+#[test]
+fn example_file_shows_the_defaults_except_where_marked_example() {
+    let mut c = Config::parse(include_str!("../../docs/driftd.example.toml")).unwrap();
+    c.kafka.dead_letter_topic = String::new();
+    c.cohorts.segment_keys.clear();
+    c.detection.canary_share = None;
+    c.detection.deployments.clear();
+    assert_eq!(c, Config::default());
+}
