@@ -365,7 +365,7 @@ impl Metrics {
                 let labels = [&key[..], &[m.name.as_str()]].concat();
                 self.cohort_baseline_value
                     .with_label_values(&labels)
-                    .set(m.baseline.value.unwrap_or(f64::NAN));
+                    .set(m.ewma.value.unwrap_or(f64::NAN));
             }
         }
     }
