@@ -8,8 +8,14 @@
 //!
 //! This module must not do I/O, read the wall clock, or know about Kafka, HTTP or metrics.
 //!
-//! Memory is bounded: at most `cohorts.max_cohorts` cohorts plus one overflow cohort, each of
-//! fixed size ([`CohortTable::bytes_per_cohort`]; about 46 KiB with the defaults).
+//! Memory is bounded: at most `cohorts.max_cohorts` cohorts plus one overflow cohort (shared
+//! by both arms), each of fixed size, allocated when the cohort first appears. With the default
+//! windows and metrics that is about 50 KiB of cohort state (4 metrics × 360 buckets × 32 bytes,
+//! plus 12 slabs × 100 bins for tone). The figure to size a host by is measured, not computed:
+//! `tests/it/memory.rs` replays generated events over 32 and over 512 cohorts and divides the
+//! growth of `driftd replay`'s peak resident set by the extra cohorts. That is about 90 KiB per
+//! cohort for the whole process (cohort state, detection state, the published snapshot and the
+//! per-cohort metric series); the test fails above 120 KiB.
 
 pub mod distribution;
 pub mod ewma;
@@ -204,20 +210,6 @@ impl CohortTable {
     /// True before the first event.
     pub fn is_empty(&self) -> bool {
         self.cohorts.is_empty()
-    }
-
-    /// Approximate bytes of state each cohort holds, for capacity planning.
-    pub fn bytes_per_cohort(&self) -> usize {
-        let g = &self.geometry;
-        let scores = self
-            .specs
-            .iter()
-            .filter(|s| s.kind == MetricKind::Score)
-            .count();
-        let per_metric =
-            g.buckets * (std::mem::size_of::<Moments>() + 8) + std::mem::size_of::<MetricState>();
-        let per_score = g.slabs * (g.bins * 4 + 8 + std::mem::size_of::<Bins>());
-        std::mem::size_of::<Cohort>() + 256 + self.specs.len() * per_metric + scores * per_score
     }
 
     /// Applies one validated event to its cohort.
@@ -585,14 +577,5 @@ mod tests {
         assert_eq!(refusal.window.value, Some(0.0));
         assert_eq!(s.cohorts[0].events_total, 2);
         assert!(refusal.ewma.weight > 1.0, "the EWMA still remembers it");
-    }
-
-    #[test]
-    fn per_cohort_memory_is_documented_size() {
-        let kib = table(1).bytes_per_cohort() / 1024;
-        assert!(
-            (40..=60).contains(&kib),
-            "{kib} KiB; update the module doc and README"
-        );
     }
 }

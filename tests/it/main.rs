@@ -8,5 +8,6 @@ mod contain;
 mod contain_e2e;
 mod corpus;
 mod kafka_e2e;
+mod memory;
 mod privacy_corpus;
 mod support;
