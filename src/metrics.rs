@@ -16,7 +16,7 @@ use prometheus::{
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::detect::{Change, DeploymentView, SignalKind, State};
+use crate::detect::{Change, DeploymentView, State};
 use crate::event::{Arm, Reason};
 use crate::privacy::PiiKind;
 use crate::state::Snapshot;
@@ -365,7 +365,7 @@ impl Metrics {
                 let labels = [&key[..], &[m.name.as_str()]].concat();
                 self.cohort_baseline_value
                     .with_label_values(&labels)
-                    .set(m.baseline.value.unwrap_or(f64::NAN));
+                    .set(m.ewma.value.unwrap_or(f64::NAN));
             }
         }
     }
@@ -379,10 +379,7 @@ impl Metrics {
                 .inc(),
             Change::Signal(s) if s.active => self
                 .signals_raised
-                .with_label_values(&[match s.kind {
-                    SignalKind::SampleRatioMismatch => "sample_ratio_mismatch",
-                    SignalKind::TelemetryAbsent => "telemetry_absent",
-                }])
+                .with_label_values(&[s.kind.as_str()])
                 .inc(),
             Change::Signal(_) => {}
         }

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ContainmentConfig, PolicyConfig, PolicyMode, TriggerState};
-use crate::detect::{Change, SignalKind, State};
+use crate::detect::{Change, State};
 
 /// Where a deployment stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -396,10 +396,7 @@ impl Ladder {
                 if !policy.alert_on_signals {
                     return out;
                 }
-                let kind = match s.kind {
-                    SignalKind::SampleRatioMismatch => "sample_ratio_mismatch",
-                    SignalKind::TelemetryAbsent => "telemetry_absent",
-                };
+                let kind = s.kind.as_str();
                 let id = format!("{}:{}:{kind}", s.deployment, s.model_version);
                 let latch = self.latches.entry(s.deployment.clone()).or_default();
                 let incident = Incident {

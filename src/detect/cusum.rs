@@ -10,9 +10,11 @@
 //! LLR CUSUM the in-control average run length satisfies `ARL₀ ≥ eʰ` (Lorden, 1971), so
 //! `h = ln(ARL₀)` with `ARL₀` = the cohort's observed event rate × the configured false-alarm
 //! period (one false alarm per week per cohort by default) keeps false alarms at or below that
-//! budget. Pure: event times come from the caller.
+//! budget. This is the baseline that alarms; the long-run EWMA of cohort state is only
+//! reported. Pure: event times come from the caller.
 
-use super::sequential::Arm;
+use super::sequential;
+use crate::state::window::Moments;
 
 /// What a cohort's values are compared against once warm-up is over.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,13 +85,13 @@ pub struct Tuning {
     pub false_alarm_period_ms: f64,
 }
 
-/// Where a self-baseline detector is.
+/// Where a self-baseline CUSUM is: learning its reference, or watching for a shift.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Phase {
+pub enum CusumPhase {
     /// Learning the reference.
     Warmup {
         /// Values so far.
-        seen: Arm,
+        seen: Moments,
         /// Event time of the first value.
         first_ms: i64,
     },
@@ -102,7 +104,7 @@ pub enum Phase {
         /// Current CUSUM statistic.
         statistic: f64,
         /// Values since monitoring began.
-        seen: Arm,
+        seen: Moments,
         /// True once the statistic crossed the threshold (latched).
         alarmed: bool,
     },
@@ -112,7 +114,7 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SelfBaseline {
     tuning: Tuning,
-    phase: Phase,
+    phase: CusumPhase,
 }
 
 impl SelfBaseline {
@@ -120,15 +122,15 @@ impl SelfBaseline {
     pub fn new(tuning: Tuning) -> SelfBaseline {
         SelfBaseline {
             tuning,
-            phase: Phase::Warmup {
-                seen: Arm::default(),
+            phase: CusumPhase::Warmup {
+                seen: Moments::default(),
                 first_ms: i64::MAX,
             },
         }
     }
 
     /// The current phase.
-    pub fn phase(&self) -> &Phase {
+    pub fn phase(&self) -> &CusumPhase {
         &self.phase
     }
 
@@ -136,7 +138,7 @@ impl SelfBaseline {
     pub fn push(&mut self, x: f64, t_ms: i64) -> bool {
         let t = self.tuning;
         match &mut self.phase {
-            Phase::Warmup { seen, first_ms } => {
+            CusumPhase::Warmup { seen, first_ms } => {
                 seen.push(x);
                 *first_ms = (*first_ms).min(t_ms);
                 let elapsed = t_ms - *first_ms;
@@ -154,25 +156,27 @@ impl SelfBaseline {
                             p1: p1.clamp(1e-6, 1.0 - 1e-6),
                         }
                     } else {
-                        let sigma = seen.variance(false).sqrt().max(1e-3);
+                        let sigma = sequential::observation_variance(seen, false)
+                            .sqrt()
+                            .max(1e-3);
                         let delta = if t.worse_up { t.shift } else { -t.shift };
                         Reference::Gaussian {
-                            mu0: seen.mean(),
+                            mu0: sequential::mean(seen),
                             sigma,
                             delta,
                         }
                     };
-                    self.phase = Phase::Monitoring {
+                    self.phase = CusumPhase::Monitoring {
                         reference,
                         threshold: threshold_for_arl(rate_per_ms * t.false_alarm_period_ms),
                         statistic: 0.0,
-                        seen: Arm::default(),
+                        seen: Moments::default(),
                         alarmed: false,
                     };
                 }
                 false
             }
-            Phase::Monitoring {
+            CusumPhase::Monitoring {
                 reference,
                 threshold,
                 statistic,
@@ -238,7 +242,7 @@ mod tests {
             assert!(!d.push(f64::from(u8::from(rng.random_bool(0.05))), t));
         }
         match d.phase() {
-            Phase::Monitoring {
+            CusumPhase::Monitoring {
                 reference,
                 threshold,
                 ..

@@ -14,50 +14,30 @@
 //! - **Confidence sequence** (two-sided, level α): `Δ̂ ± √(2V(V+τ²)/τ² · (ln(1/α) + ½ln((V+τ²)/V)))`.
 //!
 //! The Gaussian form is asymptotic (CLT on each arm's mean); the A/A benchmark (`driftd
-//! simulate`) measures the real false-alarm rate. Pure functions, no I/O, no clock.
+//! simulate`) measures the real false-alarm rate. Pure functions over each arm's
+//! [`Moments`] (count, sum, sum of squares — the same accumulator as a window bucket); no I/O,
+//! no clock.
 
 use statrs::function::erf::erfc;
 
-/// Sufficient statistics of one arm.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Arm {
-    /// Events.
-    pub n: u64,
-    /// Sum of values.
-    pub sum: f64,
-    /// Sum of squared values.
-    pub sumsq: f64,
+use crate::state::window::Moments;
+
+/// Mean of an arm's values, 0 for an empty arm (whose evidence is 0 anyway).
+pub fn mean(arm: &Moments) -> f64 {
+    arm.mean().unwrap_or(0.0)
 }
 
-impl Arm {
-    /// Adds one value.
-    pub fn push(&mut self, x: f64) {
-        self.n += 1;
-        self.sum += x;
-        self.sumsq += x * x;
-    }
-
-    /// The mean, 0 when empty.
-    pub fn mean(&self) -> f64 {
-        if self.n == 0 {
-            0.0
-        } else {
-            self.sum / self.n as f64
-        }
-    }
-
-    /// Variance of one observation. For 0/1 data the rate is smoothed (`(k+½)/(n+1)`) so a run
-    /// of all-zero events does not claim zero variance.
-    pub fn variance(&self, binary: bool) -> f64 {
-        let n = self.n as f64;
-        if binary {
-            let p = (self.sum + 0.5) / (n + 1.0);
-            p * (1.0 - p)
-        } else if self.n < 2 {
-            f64::INFINITY
-        } else {
-            ((self.sumsq - self.sum * self.sum / n) / (n - 1.0)).max(1e-9)
-        }
+/// Variance of one observation of an arm. For 0/1 data the rate is smoothed (`(k+½)/(n+1)`) so
+/// a run of all-zero events does not claim zero variance.
+pub fn observation_variance(arm: &Moments, binary: bool) -> f64 {
+    let n = arm.n as f64;
+    if binary {
+        let p = (arm.sum + 0.5) / (n + 1.0);
+        p * (1.0 - p)
+    } else if arm.n < 2 {
+        f64::INFINITY
+    } else {
+        ((arm.sumsq - arm.sum * arm.sum / n) / (n - 1.0)).max(1e-9)
     }
 }
 
@@ -95,18 +75,24 @@ pub fn cs_radius(v: f64, tau: f64, alpha: f64) -> f64 {
     (2.0 * v * (v + t2) / t2 * ((1.0 / alpha).ln() + 0.5 * ((v + t2) / v).ln())).sqrt()
 }
 
+/// `mean(canary) − mean(control)` and its plug-in variance `V` (infinite while a score arm has
+/// fewer than two values).
+fn estimate_and_variance(canary: &Moments, control: &Moments, binary: bool) -> (f64, f64) {
+    let variance = observation_variance(canary, binary) / canary.n.max(1) as f64
+        + observation_variance(control, binary) / control.n.max(1) as f64;
+    (mean(canary) - mean(control), variance)
+}
+
 /// The difference and `ln Λ⁺` only — what a decision needs, without the confidence sequence
 /// (the hot path calls this after every event).
 pub fn worse_log_lr(
-    canary: &Arm,
-    control: &Arm,
+    canary: &Moments,
+    control: &Moments,
     binary: bool,
     worse_up: bool,
     tau: f64,
 ) -> (f64, f64) {
-    let estimate = canary.mean() - control.mean();
-    let variance = canary.variance(binary) / canary.n.max(1) as f64
-        + control.variance(binary) / control.n.max(1) as f64;
+    let (estimate, variance) = estimate_and_variance(canary, control, binary);
     if !variance.is_finite() || canary.n == 0 || control.n == 0 {
         return (estimate, 0.0);
     }
@@ -116,16 +102,14 @@ pub fn worse_log_lr(
 
 /// Evaluates the test. `worse_up` orients the one-sided test; `binary` selects the variance.
 pub fn evaluate(
-    canary: &Arm,
-    control: &Arm,
+    canary: &Moments,
+    control: &Moments,
     binary: bool,
     worse_up: bool,
     tau: f64,
     alpha: f64,
 ) -> Evidence {
-    let estimate = canary.mean() - control.mean();
-    let variance = canary.variance(binary) / canary.n.max(1) as f64
-        + control.variance(binary) / control.n.max(1) as f64;
+    let (estimate, variance) = estimate_and_variance(canary, control, binary);
     if !variance.is_finite() || canary.n == 0 || control.n == 0 {
         return Evidence {
             estimate,
@@ -204,8 +188,8 @@ mod tests {
 
     #[test]
     fn evidence_orients_with_worse_direction() {
-        let mut canary = Arm::default();
-        let mut control = Arm::default();
+        let mut canary = Moments::default();
+        let mut control = Moments::default();
         for i in 0..2000 {
             canary.push(f64::from(u8::from(i % 10 == 0)));
             control.push(f64::from(u8::from(i % 20 == 0)));
@@ -233,7 +217,7 @@ mod tests {
             let paths = 200;
             let mut missed = 0;
             for _ in 0..paths {
-                let (mut c, mut k) = (Arm::default(), Arm::default());
+                let (mut c, mut k) = (Moments::default(), Moments::default());
                 for _ in 0..3000 {
                     c.push(f64::from(u8::from(rng.random_bool(p0 + diff))));
                     k.push(f64::from(u8::from(rng.random_bool(p0))));

@@ -13,7 +13,8 @@ pub trait Mergeable: Clone {
     fn clear(&mut self);
 }
 
-/// Count, sum and sum of squares of the values in a bucket.
+/// Count, sum and sum of squares of a set of values: a window bucket here, an arm of a
+/// canary-vs-control test in `detect::sequential`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Moments {
     /// Number of values.

@@ -15,6 +15,7 @@ mod corpus;
 mod daemon;
 #[cfg(feature = "e2e")]
 mod kafka_e2e;
+mod memory;
 mod privacy_corpus;
 mod stream;
 mod support;

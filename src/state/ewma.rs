@@ -1,7 +1,11 @@
-//! The long-run baseline: an exponentially weighted mean and variance in event time.
+//! The long-run EWMA: an exponentially weighted mean and variance in event time.
+//!
+//! Reported per cohort and metric (the `baseline` of `/v1/cohorts` and
+//! `driftd_cohort_baseline_value`) for an operator to read; nothing alarms on it. The baseline
+//! that alarms is the self-baseline CUSUM in `detect::cusum`, which learns its own reference.
 //!
 //! Weights decay with event time, not with event count, so a cohort that goes quiet keeps its
-//! baseline and a busy cohort does not forget faster than a slow one. Decay is applied per
+//! mean and a busy cohort does not forget faster than a slow one. Decay is applied per
 //! elapsed bucket, which keeps the per-event cost to three additions. Pure: the caller supplies
 //! event times.
 
@@ -18,7 +22,8 @@ pub struct Ewma {
 }
 
 impl Ewma {
-    /// A baseline with the given half-life, both in milliseconds of event time.
+    /// An empty EWMA with the given bucket width and half-life, both in milliseconds of event
+    /// time.
     pub fn new(bucket_ms: i64, half_life_ms: i64) -> Ewma {
         Ewma {
             decay_per_bucket: 0.5f64.powf(bucket_ms as f64 / half_life_ms as f64),
@@ -67,7 +72,7 @@ impl Ewma {
         Some((self.sumsq / self.weight - m * m).max(0.0).sqrt())
     }
 
-    /// Effective number of events behind the baseline (the decayed weight).
+    /// Effective number of events behind the mean (the decayed weight).
     pub fn weight(&self) -> f64 {
         self.weight
     }

@@ -1,0 +1,609 @@
+//! The [`Detector`]: per-deployment canary-vs-control tests, per-cohort self-baseline CUSUMs
+//! and the SRM and absence signals, turned into [`Change`]s as events arrive.
+//!
+//! Owns all mutable detection state of one pipeline; the rest of driftd sees it only through
+//! the changes it appends and its [`Detector::snapshot`]. Must not do I/O or read the clock.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::cusum::{CusumPhase, SelfBaseline, Tuning};
+use super::sequential::{self, evaluate};
+use super::srm;
+use super::verdict::{
+    Change, DeploymentView, MetricVerdicts, Signal, SignalKind, Source, State, Verdict,
+};
+use crate::config::{AlarmState, Config, MetricKind, Worse};
+use crate::event::{format_rfc3339_ms, Arm};
+use crate::state::window::Moments;
+use crate::state::CohortKey;
+
+/// A metric's detection rule, resolved from config.
+#[derive(Debug, Clone)]
+struct Rule {
+    name: String,
+    binary: bool,
+    worse_up: bool,
+    min_effect: f64,
+    alpha: f64,
+    min_events: u64,
+    tau: f64,
+    tuning: Tuning,
+}
+
+/// One metric's canary-vs-control test for the current canary version.
+#[derive(Debug, Clone, Default)]
+struct Test {
+    canary: Moments,
+    control: Moments,
+    /// Running minimum of the always-valid p-value (over times with enough events).
+    p_value: f64,
+    state: State,
+}
+
+/// One deployment: its current canary version's tests, its alarms and signals, its history.
+#[derive(Debug, Clone)]
+struct Deployment {
+    name: String,
+    canary_version: Option<String>,
+    retired: VecDeque<String>,
+    tests: Vec<Test>,
+    /// Latest self-baseline alarm per metric for the current canary version.
+    alarms: Vec<Option<Verdict>>,
+    canary_share: Option<f64>,
+    srm_active: bool,
+    srm_log_lr: f64,
+    last_seen_ms: [i64; 2],
+    absent: [bool; 2],
+    history: VecDeque<Verdict>,
+}
+
+/// One cohort's self-baseline CUSUMs (one per metric) and what its alarms are labelled with.
+#[derive(Debug, Clone)]
+struct CohortDetect {
+    deployment: usize,
+    arm: Arm,
+    model_version: String,
+    segment: String,
+    baselines: Vec<SelfBaseline>,
+}
+
+/// All detection state of one pipeline.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    rules: Vec<Rule>,
+    self_baseline: bool,
+    on_alarm: State,
+    srm_threshold: f64,
+    absent_after_ms: i64,
+    history: usize,
+    index: HashMap<String, usize>,
+    deployments: Vec<Deployment>,
+    cohorts: Vec<CohortDetect>,
+    config_shares: HashMap<String, f64>,
+    default_share: Option<f64>,
+    events_seen: u64,
+    watermark_ms: i64,
+}
+
+fn arm_index(arm: Arm) -> usize {
+    match arm {
+        Arm::Canary => 0,
+        Arm::Control => 1,
+    }
+}
+
+impl Detector {
+    /// A detector for a validated config.
+    pub fn new(config: &Config) -> Detector {
+        let d = &config.detection;
+        let alphas = config.metric_alphas();
+        let rules = config
+            .metrics
+            .iter()
+            .zip(alphas)
+            .map(|(m, alpha)| {
+                let binary = m.kind != MetricKind::Score;
+                let worse_up = m.worse == Worse::Up;
+                Rule {
+                    name: m.name.clone(),
+                    binary,
+                    worse_up,
+                    min_effect: m.min_effect(),
+                    alpha,
+                    min_events: m.min_events.unwrap_or(d.min_events),
+                    tau: m.mixture_scale(),
+                    tuning: Tuning {
+                        binary,
+                        worse_up,
+                        shift: m.self_baseline_shift(),
+                        warmup_events: d.self_baseline.warmup_events,
+                        warmup_ms: d.self_baseline.warmup.as_millis() as i64,
+                        false_alarm_period_ms: d.self_baseline.false_alarm_period.as_millis()
+                            as f64,
+                    },
+                }
+            })
+            .collect();
+        Detector {
+            rules,
+            self_baseline: d.self_baseline.enabled,
+            on_alarm: match d.self_baseline.on_alarm {
+                AlarmState::Fail => State::Fail,
+                AlarmState::Warn => State::Warn,
+            },
+            srm_threshold: (1.0 / d.srm_alpha).ln(),
+            absent_after_ms: d.absent_after.as_millis() as i64,
+            history: d.history,
+            index: HashMap::new(),
+            deployments: Vec::new(),
+            cohorts: Vec::new(),
+            config_shares: d
+                .deployments
+                .iter()
+                .filter_map(|(k, v)| v.canary_share.map(|s| (k.clone(), s)))
+                .collect(),
+            default_share: d.canary_share,
+            events_seen: 0,
+            watermark_ms: i64::MIN,
+        }
+    }
+
+    /// Feeds one event that was applied to cohort `cohort` (index in the cohort table) with
+    /// per-metric values `values`, at event time `t_ms`. Changes are appended to `out`.
+    pub fn observe(
+        &mut self,
+        cohort: usize,
+        key: &CohortKey,
+        values: &[f64],
+        t_ms: i64,
+        out: &mut Vec<Change>,
+    ) {
+        self.events_seen += 1;
+        self.watermark_ms = self.watermark_ms.max(t_ms);
+        while self.cohorts.len() <= cohort {
+            // Cohort indices are dense and assigned in order, so this runs once per new cohort.
+            let dep = self.deployment_index(&key.deployment);
+            self.cohorts.push(CohortDetect {
+                deployment: dep,
+                arm: key.arm,
+                model_version: key.model_version.clone(),
+                segment: String::new(),
+                baselines: self
+                    .rules
+                    .iter()
+                    .map(|r| SelfBaseline::new(r.tuning))
+                    .collect(),
+            });
+        }
+        let c = &self.cohorts[cohort];
+        let (dep_i, arm) = (c.deployment, c.arm);
+        if arm == Arm::Canary {
+            self.maybe_new_canary(dep_i, &key.model_version, t_ms, out);
+        }
+        let dep = &mut self.deployments[dep_i];
+        dep.last_seen_ms[arm_index(arm)] = dep.last_seen_ms[arm_index(arm)].max(t_ms);
+        if dep.absent[arm_index(arm)] {
+            dep.absent[arm_index(arm)] = false;
+            out.push(Change::Signal(absent_signal(
+                dep,
+                arm,
+                false,
+                0.0,
+                self.absent_after_ms,
+                t_ms,
+                self.events_seen,
+            )));
+        }
+        let current = dep.canary_version.as_deref();
+        let in_test = current.is_some()
+            && (arm == Arm::Control || current == Some(key.model_version.as_str()));
+        if in_test {
+            for (m, rule) in self.rules.iter().enumerate() {
+                let subject = Subject(&dep.name, dep.canary_version.as_deref());
+                let test = &mut dep.tests[m];
+                match arm {
+                    Arm::Canary => test.canary.push(values[m]),
+                    Arm::Control => test.control.push(values[m]),
+                }
+                let state = next_state(rule, test);
+                if state != test.state {
+                    test.state = state;
+                    // The confidence sequence is only needed for the evidence of a change.
+                    out.push(Change::Verdict(ab_verdict(
+                        subject,
+                        rule,
+                        test,
+                        t_ms,
+                        self.events_seen,
+                    )));
+                }
+            }
+            self.check_srm(dep_i, t_ms, out);
+        }
+        if self.self_baseline {
+            self.observe_baselines(cohort, key, values, t_ms, out);
+        }
+    }
+
+    fn deployment_index(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let share = self.config_shares.get(name).copied().or(self.default_share);
+        self.deployments.push(Deployment {
+            name: name.to_string(),
+            canary_version: None,
+            retired: VecDeque::new(),
+            tests: fresh_tests(self.rules.len()),
+            alarms: vec![None; self.rules.len()],
+            canary_share: share,
+            srm_active: false,
+            srm_log_lr: 0.0,
+            last_seen_ms: [i64::MIN; 2],
+            absent: [false; 2],
+            history: VecDeque::new(),
+        });
+        self.index
+            .insert(name.to_string(), self.deployments.len() - 1);
+        self.deployments.len() - 1
+    }
+
+    fn maybe_new_canary(&mut self, dep_i: usize, version: &str, t_ms: i64, out: &mut Vec<Change>) {
+        let dep = &mut self.deployments[dep_i];
+        if dep.canary_version.as_deref() == Some(version)
+            || dep.retired.iter().any(|v| v == version)
+        {
+            return;
+        }
+        // A new canary version: archive the old test's verdicts, start afresh.
+        if let Some(old) = dep.canary_version.take() {
+            for (rule, test) in self.rules.iter().zip(&dep.tests) {
+                let v = ab_verdict(
+                    Subject(&dep.name, Some(&old)),
+                    rule,
+                    test,
+                    t_ms,
+                    self.events_seen,
+                );
+                dep.history.push_back(v);
+            }
+            for alarm in dep.alarms.iter_mut().filter_map(Option::take) {
+                dep.history.push_back(alarm);
+            }
+            while dep.history.len() > self.history * self.rules.len() {
+                dep.history.pop_front();
+            }
+            dep.retired.push_back(old);
+            while dep.retired.len() > self.history.max(1) {
+                dep.retired.pop_front();
+            }
+        }
+        dep.canary_version = Some(version.to_string());
+        dep.tests = fresh_tests(self.rules.len());
+        dep.srm_active = false;
+        dep.srm_log_lr = 0.0;
+        for (rule, test) in self.rules.iter().zip(&dep.tests) {
+            out.push(Change::Verdict(ab_verdict(
+                Subject(&dep.name, Some(version)),
+                rule,
+                test,
+                t_ms,
+                self.events_seen,
+            )));
+        }
+    }
+
+    fn check_srm(&mut self, dep_i: usize, t_ms: i64, out: &mut Vec<Change>) {
+        let dep = &mut self.deployments[dep_i];
+        let Some(share) = dep.canary_share else {
+            return;
+        };
+        let (k, n0) = (dep.tests[0].canary.n, dep.tests[0].control.n);
+        // The statistic moves slowly; evaluating every 64 events keeps lgamma off most events.
+        if dep.srm_active || (k + n0) % 64 != 0 {
+            return;
+        }
+        dep.srm_log_lr = srm::log_lr(k, k + n0, share);
+        if dep.srm_log_lr >= self.srm_threshold {
+            dep.srm_active = true;
+            out.push(Change::Signal(srm_signal(
+                dep,
+                self.srm_threshold,
+                t_ms,
+                self.events_seen,
+            )));
+        }
+    }
+
+    fn observe_baselines(
+        &mut self,
+        cohort: usize,
+        key: &CohortKey,
+        values: &[f64],
+        t_ms: i64,
+        out: &mut Vec<Change>,
+    ) {
+        let c = &mut self.cohorts[cohort];
+        let dep = &mut self.deployments[c.deployment];
+        let current = dep.canary_version.as_deref();
+        // Old canary versions are no longer under test; their cohorts stay quiet.
+        let relevant = c.arm == Arm::Control || current == Some(c.model_version.as_str());
+        for (m, rule) in self.rules.iter().enumerate() {
+            if !c.baselines[m].push(values[m], t_ms) || !relevant {
+                continue;
+            }
+            let CusumPhase::Monitoring {
+                reference,
+                threshold,
+                statistic,
+                seen,
+                ..
+            } = c.baselines[m].phase()
+            else {
+                continue;
+            };
+            if c.segment.is_empty() {
+                c.segment = key
+                    .segment
+                    .iter()
+                    .flatten()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(",");
+            }
+            let test = &dep.tests[m];
+            let v = Verdict {
+                deployment: dep.name.clone(),
+                model_version: current.unwrap_or(&c.model_version).to_string(),
+                metric: rule.name.clone(),
+                source: Source::SelfBaseline,
+                state: self.on_alarm,
+                at: format_rfc3339_ms(t_ms),
+                events_seen: self.events_seen,
+                n_canary: test.canary.n,
+                n_control: test.control.n,
+                canary_value: None,
+                control_value: None,
+                estimate: seen.mean(),
+                ci_low: None,
+                ci_high: None,
+                p_value: None,
+                statistic: *statistic,
+                threshold: *threshold,
+                min_effect: rule.min_effect,
+                alpha: None,
+                arm: Some(c.arm),
+                segment: Some(c.segment.clone()),
+                reference: Some(reference.value()),
+            };
+            if dep.alarms[m].is_none() {
+                out.push(Change::Verdict(v.clone()));
+                dep.alarms[m] = Some(v);
+            }
+        }
+    }
+
+    /// Checks for silent arms at event time `now_ms` (call when the watermark moves).
+    pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Change>) {
+        self.watermark_ms = self.watermark_ms.max(now_ms);
+        for dep in &mut self.deployments {
+            if dep.canary_version.is_none() {
+                continue;
+            }
+            for arm in [Arm::Canary, Arm::Control] {
+                let (me, other) = (arm_index(arm), 1 - arm_index(arm));
+                // `i64::MIN` marks an arm never seen: saturate rather than overflow.
+                let silent = now_ms.saturating_sub(dep.last_seen_ms[me]);
+                let other_alive =
+                    now_ms.saturating_sub(dep.last_seen_ms[other]) < self.absent_after_ms;
+                if !dep.absent[me]
+                    && dep.last_seen_ms[me] != i64::MIN
+                    && silent >= self.absent_after_ms
+                    && other_alive
+                {
+                    dep.absent[me] = true;
+                    out.push(Change::Signal(absent_signal(
+                        dep,
+                        arm,
+                        true,
+                        silent as f64 / 1000.0,
+                        self.absent_after_ms,
+                        now_ms,
+                        self.events_seen,
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Every deployment's current verdicts, signals and history.
+    pub fn snapshot(&self) -> Vec<DeploymentView> {
+        let t = self.watermark_ms.max(0);
+        self.deployments
+            .iter()
+            .map(|dep| {
+                let metrics = self
+                    .rules
+                    .iter()
+                    .zip(&dep.tests)
+                    .zip(&dep.alarms)
+                    .map(|((rule, test), alarm)| {
+                        let ab = ab_verdict(
+                            Subject(&dep.name, dep.canary_version.as_deref()),
+                            rule,
+                            test,
+                            t,
+                            self.events_seen,
+                        );
+                        MetricVerdicts {
+                            metric: rule.name.clone(),
+                            state: alarm.as_ref().map_or(ab.state, |a| a.state.max(ab.state)),
+                            canary_vs_control: ab,
+                            self_baseline: alarm.clone(),
+                        }
+                    })
+                    .collect();
+                DeploymentView {
+                    deployment: dep.name.clone(),
+                    canary_version: dep.canary_version.clone(),
+                    metrics,
+                    sample_ratio_mismatch: dep.srm_active,
+                    srm: dep
+                        .canary_share
+                        .map(|_| srm_signal(dep, self.srm_threshold, t, self.events_seen)),
+                    telemetry_absent: [Arm::Canary, Arm::Control]
+                        .into_iter()
+                        .filter(|a| dep.absent[arm_index(*a)])
+                        .collect(),
+                    history: dep.history.iter().cloned().collect(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// One test per metric, none with any evidence yet (p-value 1).
+fn fresh_tests(metrics: usize) -> Vec<Test> {
+    let fresh = Test {
+        p_value: 1.0,
+        ..Test::default()
+    };
+    vec![fresh; metrics]
+}
+
+/// The state of `test` after its latest event, updating its running p-value: the hot path's
+/// decision, without the confidence sequence.
+fn next_state(rule: &Rule, test: &mut Test) -> State {
+    // A decided test and one without enough events need no arithmetic: most events of a
+    // failed canary, and the first of every canary, cost nothing here.
+    if test.state == State::Fail {
+        return State::Fail;
+    }
+    if test.canary.n < rule.min_events || test.control.n < rule.min_events {
+        return State::Insufficient;
+    }
+    let (estimate, log_lr) = sequential::worse_log_lr(
+        &test.canary,
+        &test.control,
+        rule.binary,
+        rule.worse_up,
+        rule.tau,
+    );
+    test.p_value = test.p_value.min((-log_lr).exp().min(1.0));
+    let worse = if rule.worse_up { estimate } else { -estimate };
+    let threshold = (1.0 / rule.alpha).ln();
+    if test.p_value <= rule.alpha && worse >= rule.min_effect {
+        State::Fail
+    } else if (log_lr >= threshold / 2.0 && worse >= rule.min_effect) || test.p_value <= rule.alpha
+    {
+        State::Warn
+    } else if test.state == State::Warn
+        && log_lr >= threshold / 4.0
+        && worse >= rule.min_effect / 2.0
+    {
+        // Hysteresis: a warning ends when the evidence has clearly fallen back, not on the
+        // first event that dips under the line (that would flap alerts).
+        State::Warn
+    } else {
+        State::Pass
+    }
+}
+
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+/// Where a verdict belongs: deployment name and canary version.
+struct Subject<'a>(&'a str, Option<&'a str>);
+
+/// The canary-vs-control verdict of `test` with its full evidence, confidence sequence
+/// included: the one place the test is evaluated for a verdict (the hot path decides with the
+/// cheaper [`next_state`] and calls this only when the state changes).
+fn ab_verdict(
+    subject: Subject<'_>,
+    rule: &Rule,
+    test: &Test,
+    t_ms: i64,
+    events_seen: u64,
+) -> Verdict {
+    let ev = evaluate(
+        &test.canary,
+        &test.control,
+        rule.binary,
+        rule.worse_up,
+        rule.tau,
+        rule.alpha,
+    );
+    Verdict {
+        deployment: subject.0.to_string(),
+        model_version: subject.1.unwrap_or_default().to_string(),
+        metric: rule.name.clone(),
+        source: Source::CanaryVsControl,
+        state: test.state,
+        at: format_rfc3339_ms(t_ms),
+        events_seen,
+        n_canary: test.canary.n,
+        n_control: test.control.n,
+        canary_value: test.canary.mean(),
+        control_value: test.control.mean(),
+        estimate: (test.canary.n > 0 && test.control.n > 0).then_some(ev.estimate),
+        ci_low: finite(ev.ci_low),
+        ci_high: finite(ev.ci_high),
+        p_value: Some(test.p_value),
+        statistic: ev.log_lr,
+        threshold: (1.0 / rule.alpha).ln(),
+        min_effect: rule.min_effect,
+        alpha: Some(rule.alpha),
+        arm: None,
+        segment: None,
+        reference: None,
+    }
+}
+
+fn srm_signal(dep: &Deployment, threshold: f64, t_ms: i64, events_seen: u64) -> Signal {
+    let (k, n0) = (dep.tests[0].canary.n, dep.tests[0].control.n);
+    Signal {
+        kind: SignalKind::SampleRatioMismatch,
+        deployment: dep.name.clone(),
+        model_version: dep.canary_version.clone().unwrap_or_default(),
+        arm: None,
+        active: dep.srm_active,
+        at: format_rfc3339_ms(t_ms),
+        events_seen,
+        n_canary: k,
+        n_control: n0,
+        expected_share: dep.canary_share,
+        observed_share: (k + n0 > 0).then(|| k as f64 / (k + n0) as f64),
+        statistic: dep.srm_log_lr,
+        threshold,
+    }
+}
+
+fn absent_signal(
+    dep: &Deployment,
+    arm: Arm,
+    active: bool,
+    silent_s: f64,
+    after_ms: i64,
+    t_ms: i64,
+    events_seen: u64,
+) -> Signal {
+    Signal {
+        kind: SignalKind::TelemetryAbsent,
+        deployment: dep.name.clone(),
+        model_version: dep.canary_version.clone().unwrap_or_default(),
+        arm: Some(arm),
+        active,
+        at: format_rfc3339_ms(t_ms),
+        events_seen,
+        n_canary: dep.tests[0].canary.n,
+        n_control: dep.tests[0].control.n,
+        expected_share: dep.canary_share,
+        observed_share: None,
+        statistic: silent_s,
+        threshold: after_ms as f64 / 1000.0,
+    }
+}
+
+#[cfg(test)]
+mod tests;

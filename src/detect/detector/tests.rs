@@ -1,0 +1,209 @@
+//! Unit tests of the detector: verdict states, canary versions, SRM, absence, self-baseline.
+
+use super::*;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+fn key(arm: Arm, version: &str) -> CohortKey {
+    CohortKey {
+        deployment: "svc".into(),
+        model_version: version.into(),
+        arm,
+        segment: vec![],
+    }
+}
+
+fn config() -> Config {
+    let mut c = Config::default();
+    c.detection.self_baseline.enabled = false;
+    c
+}
+
+/// Feeds `n` pairs with the given canary/control refusal rates; returns the changes.
+fn run(
+    d: &mut Detector,
+    n: u64,
+    p_canary: f64,
+    p_control: f64,
+    seed: u64,
+    version: &str,
+    out: &mut Vec<Change>,
+) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let (kc, kk) = (key(Arm::Canary, version), key(Arm::Control, "base"));
+    let ci = if version == "v1" { 0 } else { 2 };
+    for i in 0..n {
+        let t = i as i64 * 10;
+        let r = |rng: &mut SmallRng, p: f64| f64::from(u8::from(rng.random_bool(p)));
+        let canary = [r(&mut rng, p_canary), 0.0, 0.3, 0.0];
+        let control = [r(&mut rng, p_control), 0.0, 0.3, 0.0];
+        d.observe(ci, &kc, &canary, t, out);
+        d.observe(1, &kk, &control, t + 5, out);
+    }
+}
+
+fn refusal_states(changes: &[Change]) -> Vec<(State, u64)> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Verdict(v) if v.metric == "refusal" && v.source == Source::CanaryVsControl => {
+                Some((v.state, v.n_canary))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_real_rise_fails_after_the_minimum_and_stays_failed() {
+    let mut d = Detector::new(&config());
+    let mut out = Vec::new();
+    run(&mut d, 20_000, 0.10, 0.05, 1, "v1", &mut out);
+    let states = refusal_states(&out);
+    let fail = states
+        .iter()
+        .find(|(s, _)| *s == State::Fail)
+        .expect("fails");
+    assert!(fail.1 >= 300, "not before min_events: {fail:?}");
+    assert!(fail.1 < 3_000, "5% -> 10% is caught quickly: {fail:?}");
+    assert_eq!(states.last().unwrap().0, State::Fail, "latched");
+    // insufficient is never followed directly by fail before min_events
+    assert_eq!(states[0].0, State::Insufficient);
+}
+
+#[test]
+fn equal_arms_pass() {
+    let mut d = Detector::new(&config());
+    let mut out = Vec::new();
+    run(&mut d, 20_000, 0.05, 0.05, 2, "v1", &mut out);
+    let snap = d.snapshot();
+    let refusal = &snap[0].metrics[0];
+    assert_eq!(refusal.state, State::Pass);
+    let v = &refusal.canary_vs_control;
+    assert_eq!((v.n_canary, v.n_control), (20_000, 20_000));
+    assert!(v.ci_low.unwrap() < 0.0 && v.ci_high.unwrap() > 0.0);
+    assert!(v.p_value.unwrap() > 0.01);
+}
+
+#[test]
+fn new_canary_version_starts_a_new_test_and_keeps_history() {
+    let mut d = Detector::new(&config());
+    let mut out = Vec::new();
+    run(&mut d, 5_000, 0.15, 0.05, 3, "v1", &mut out);
+    assert_eq!(d.snapshot()[0].metrics[0].state, State::Fail);
+    out.clear();
+    run(&mut d, 100, 0.05, 0.05, 4, "v2", &mut out);
+    let snap = d.snapshot();
+    assert_eq!(snap[0].canary_version.as_deref(), Some("v2"));
+    assert_eq!(snap[0].metrics[0].state, State::Insufficient);
+    assert!(snap[0]
+        .history
+        .iter()
+        .any(|v| v.model_version == "v1" && v.metric == "refusal" && v.state == State::Fail));
+    // late events of the old version are ignored by the new test
+    let n_before = snap[0].metrics[0].canary_vs_control.n_canary;
+    d.observe(
+        0,
+        &key(Arm::Canary, "v1"),
+        &[1.0, 0.0, 0.3, 0.0],
+        10_000_000,
+        &mut out,
+    );
+    assert_eq!(
+        d.snapshot()[0].metrics[0].canary_vs_control.n_canary,
+        n_before
+    );
+}
+
+#[test]
+fn sample_ratio_mismatch_is_flagged() {
+    let mut c = config();
+    c.detection.canary_share = Some(0.5);
+    let mut d = Detector::new(&c);
+    let mut out = Vec::new();
+    let (kc, kk) = (key(Arm::Canary, "v1"), key(Arm::Control, "base"));
+    for i in 0..6_000i64 {
+        // two control events for every canary event
+        d.observe(0, &kc, &[0.0, 0.0, 0.3, 0.0], i * 10, &mut out);
+        d.observe(1, &kk, &[0.0, 0.0, 0.3, 0.0], i * 10 + 3, &mut out);
+        d.observe(1, &kk, &[0.0, 0.0, 0.3, 0.0], i * 10 + 6, &mut out);
+    }
+    assert!(out.iter().any(
+        |c| matches!(c, Change::Signal(s) if s.kind == SignalKind::SampleRatioMismatch && s.active)
+    ));
+    assert!(d.snapshot()[0].sample_ratio_mismatch);
+}
+
+#[test]
+fn silent_arm_is_reported_and_cleared_and_never_fails() {
+    let mut d = Detector::new(&config());
+    let mut out = Vec::new();
+    run(&mut d, 1_000, 0.05, 0.05, 5, "v1", &mut out);
+    let kk = key(Arm::Control, "base");
+    // control keeps sending for 10 minutes of event time, canary is silent
+    for i in 0..600i64 {
+        let t = 10_000 + i * 1000;
+        d.observe(1, &kk, &[0.0, 0.0, 0.3, 0.0], t, &mut out);
+        d.tick(t, &mut out);
+    }
+    let raised = out.iter().any(|c| matches!(c, Change::Signal(s) if s.kind == SignalKind::TelemetryAbsent && s.active && s.arm == Some(Arm::Canary)));
+    assert!(raised);
+    assert!(d.snapshot()[0]
+        .metrics
+        .iter()
+        .all(|m| m.state != State::Fail));
+    d.observe(
+        0,
+        &key(Arm::Canary, "v1"),
+        &[0.0, 0.0, 0.3, 0.0],
+        700_000,
+        &mut out,
+    );
+    assert!(d.snapshot()[0].telemetry_absent.is_empty());
+}
+
+/// Regression: the first tick after a canary's first event, with the control arm not yet
+/// seen, overflowed `now − i64::MIN` and panicked the hot path.
+#[test]
+fn tick_before_the_other_arm_is_seen_does_not_overflow() {
+    let mut d = Detector::new(&config());
+    let mut out = Vec::new();
+    d.observe(
+        0,
+        &key(Arm::Canary, "v1"),
+        &[0.0, 0.0, 0.3, 0.0],
+        1_000,
+        &mut out,
+    );
+    d.tick(1_000, &mut out);
+    d.tick(10_000_000, &mut out);
+    assert!(
+        !out.iter().any(|c| matches!(c, Change::Signal(_))),
+        "a never-seen arm is not 'absent'"
+    );
+}
+
+#[test]
+fn self_baseline_catches_drift_in_both_arms() {
+    let mut c = Config::default();
+    c.detection.self_baseline.warmup = std::time::Duration::from_secs(60);
+    let mut d = Detector::new(&c);
+    let mut out = Vec::new();
+    let mut rng = SmallRng::seed_from_u64(9);
+    let (kc, kk) = (key(Arm::Canary, "v1"), key(Arm::Control, "base"));
+    for i in 0..40_000i64 {
+        let p = if i < 20_000 { 0.05 } else { 0.12 };
+        let t = i * 10;
+        let mut r = || f64::from(u8::from(rng.random_bool(p)));
+        let (a, b) = ([r(), 0.0, 0.3, 0.0], [r(), 0.0, 0.3, 0.0]);
+        d.observe(0, &kc, &a, t, &mut out);
+        d.observe(1, &kk, &b, t + 5, &mut out);
+    }
+    let snap = d.snapshot();
+    let refusal = &snap[0].metrics[0];
+    assert_ne!(refusal.canary_vs_control.state, State::Fail, "arms agree");
+    let alarm = refusal.self_baseline.as_ref().expect("self-baseline alarm");
+    assert_eq!(alarm.state, State::Fail);
+    assert_eq!(refusal.state, State::Fail);
+    assert!((alarm.reference.unwrap() - 0.05).abs() < 0.02);
+}

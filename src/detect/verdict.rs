@@ -1,0 +1,203 @@
+//! The verdict types: what detection tells the rest of driftd.
+//!
+//! Owns the shared vocabulary of detection output — [`State`], [`Verdict`], [`Signal`],
+//! [`Change`] and the per-deployment [`DeploymentView`] — consumed by the pipeline, metrics, the
+//! admin API, containment and replay. Their serialized form is the replay output and the
+//! `/v1/verdicts` body, so field names are part of the interface. Plain data: no detection logic.
+
+use serde::Serialize;
+
+use crate::event::Arm;
+
+/// A verdict state. Ordered by severity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Not enough events per arm to say anything.
+    #[default]
+    Insufficient,
+    /// Enough events, no sign of harm.
+    Pass,
+    /// Evidence of harm building up, not conclusive.
+    Warn,
+    /// Significant harm beyond the effect floor.
+    Fail,
+}
+
+impl State {
+    /// All states, for metric labels.
+    pub const ALL: [State; 4] = [State::Insufficient, State::Pass, State::Warn, State::Fail];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Insufficient => "insufficient",
+            State::Pass => "pass",
+            State::Warn => "warn",
+            State::Fail => "fail",
+        }
+    }
+}
+
+/// Which detector produced a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The anytime-valid canary-vs-control test.
+    CanaryVsControl,
+    /// A cohort's CUSUM against its own warm-up reference.
+    SelfBaseline,
+}
+
+impl Source {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::CanaryVsControl => "canary_vs_control",
+            Source::SelfBaseline => "self_baseline",
+        }
+    }
+}
+
+/// A verdict with its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    /// Deployment.
+    pub deployment: String,
+    /// The canary model version under test.
+    pub model_version: String,
+    /// Metric name.
+    pub metric: String,
+    /// Which detector.
+    pub source: Source,
+    /// The state.
+    pub state: State,
+    /// Event time of the evaluation (RFC 3339).
+    pub at: String,
+    /// Events applied by the pipeline so far.
+    pub events_seen: u64,
+    /// Canary events in the test.
+    pub n_canary: u64,
+    /// Control events in the test.
+    pub n_control: u64,
+    /// Canary mean (rate or score).
+    pub canary_value: Option<f64>,
+    /// Control mean (rate or score).
+    pub control_value: Option<f64>,
+    /// Difference canary − control (canary vs control), or cohort mean since monitoring began
+    /// (self-baseline).
+    pub estimate: Option<f64>,
+    /// Confidence-sequence lower bound of the difference.
+    pub ci_low: Option<f64>,
+    /// Confidence-sequence upper bound of the difference.
+    pub ci_high: Option<f64>,
+    /// Always-valid p-value (canary vs control).
+    pub p_value: Option<f64>,
+    /// Test statistic: `ln Λ⁺` or the CUSUM statistic.
+    pub statistic: f64,
+    /// The threshold the statistic is compared with: `ln(1/αₘ)` or the CUSUM `h`.
+    pub threshold: f64,
+    /// The effect floor.
+    pub min_effect: f64,
+    /// The metric's share of the error budget (canary vs control).
+    pub alpha: Option<f64>,
+    /// Self-baseline: the arm of the cohort that alarmed.
+    pub arm: Option<Arm>,
+    /// Self-baseline: the segment of the cohort that alarmed (`key=value,…`).
+    pub segment: Option<String>,
+    /// Self-baseline: the learned reference value.
+    pub reference: Option<f64>,
+}
+
+/// Kinds of cohort-level signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalKind {
+    /// The arms' event split differs from the configured canary share.
+    SampleRatioMismatch,
+    /// One arm stopped sending while the other goes on.
+    TelemetryAbsent,
+}
+
+impl SignalKind {
+    /// The label value, as in metrics, audit records and incident ids.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalKind::SampleRatioMismatch => "sample_ratio_mismatch",
+            SignalKind::TelemetryAbsent => "telemetry_absent",
+        }
+    }
+}
+
+/// A cohort-level signal (raised or cleared).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Signal {
+    /// Which signal.
+    pub kind: SignalKind,
+    /// Deployment.
+    pub deployment: String,
+    /// Current canary version.
+    pub model_version: String,
+    /// The silent arm (telemetry_absent).
+    pub arm: Option<Arm>,
+    /// Raised (true) or cleared (false).
+    pub active: bool,
+    /// Event time (RFC 3339).
+    pub at: String,
+    /// Events applied by the pipeline so far.
+    pub events_seen: u64,
+    /// Canary events in the current test.
+    pub n_canary: u64,
+    /// Control events in the current test.
+    pub n_control: u64,
+    /// Configured canary share (SRM).
+    pub expected_share: Option<f64>,
+    /// Observed canary share.
+    pub observed_share: Option<f64>,
+    /// SRM: `ln Λ`; absent: seconds of silence.
+    pub statistic: f64,
+    /// SRM: `ln(1/srm_alpha)`; absent: `absent_after` in seconds.
+    pub threshold: f64,
+}
+
+/// A verdict change or a signal change, in the order they happened.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Change {
+    /// A verdict changed state.
+    Verdict(Verdict),
+    /// A signal was raised or cleared.
+    Signal(Signal),
+}
+
+/// One deployment's detection state, for the admin API and metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeploymentView {
+    /// Deployment.
+    pub deployment: String,
+    /// The canary version under test.
+    pub canary_version: Option<String>,
+    /// Per metric.
+    pub metrics: Vec<MetricVerdicts>,
+    /// True once the arms' split was found to differ from the configured share.
+    pub sample_ratio_mismatch: bool,
+    /// The SRM evidence, when a canary share is configured.
+    pub srm: Option<Signal>,
+    /// Arms currently silent.
+    pub telemetry_absent: Vec<Arm>,
+    /// Verdicts of earlier canary versions.
+    pub history: Vec<Verdict>,
+}
+
+/// One metric's verdicts.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricVerdicts {
+    /// Metric name.
+    pub metric: String,
+    /// The worse of the two sources.
+    pub state: State,
+    /// The canary-vs-control test.
+    pub canary_vs_control: Verdict,
+    /// The latest self-baseline alarm for the current canary version, if any.
+    pub self_baseline: Option<Verdict>,
+}
