@@ -211,14 +211,8 @@ async fn gate(State(s): State<AdminState>, Path(deployment): Path<String>) -> Re
         .as_ref()
         .and_then(|c| c.latches().get(&deployment).cloned())
         .unwrap_or_default();
-    let closed = latch.phase == crate::contain::ladder::Phase::Contained
-        && latch.incident.as_ref().is_some_and(|i| !i.dry_run);
-    let release = s.contain.as_ref().map(|c| {
-        format!(
-            "driftd release --admin-url {} --deployment {deployment} --operator \"$USER\" --reason \"...\"",
-            c.external_url()
-        )
-    });
+    let closed = latch.gate_closed();
+    let release = s.contain.as_ref().map(|c| c.release_command(&deployment));
     let body = serde_json::json!({
         "deployment": deployment,
         "open": !closed,
