@@ -30,7 +30,9 @@ pub enum Phase {
 /// What one incident is about.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
-    /// Stable id: `deployment:model_version` (automatic) or `deployment:manual:<at>`.
+    /// Stable id: `deployment:model_version` (from a verdict), `deployment:manual:<at>` (by
+    /// hand), `deployment:model_version:<signal kind>` (a signal alert) or
+    /// `<incident>:action-failed:<target>` (a containment action that failed).
     pub id: String,
     /// Deployment.
     pub deployment: String,
