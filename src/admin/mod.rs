@@ -9,8 +9,9 @@
 //!   `?deployment=NAME`;
 //! - `GET /v1/verdicts` — JSON: per deployment, the verdict of every metric with its evidence,
 //!   cohort-level signals and the history of earlier canary versions (`?deployment=NAME`);
-//! - `GET /v1/gate/{deployment}` — 200 with the verdict while not contained, 503 while
-//!   contained: usable as a Flagger webhook and an Argo Rollouts web metric;
+//! - `GET /v1/gate/{deployment}` — 200 with the verdicts while the gate is open, 503 while it is
+//!   closed (contained by an enforcing policy or by hand; a dry-run containment leaves it
+//!   open): usable as a Flagger webhook and an Argo Rollouts web metric;
 //! - `GET /v1/deployments` — every deployment's containment latch;
 //! - `POST /v1/deployments/{deployment}/release` and `/contain` — body
 //!   `{"operator": "...", "reason": "..."}`, `Authorization: Bearer <containment.admin_token>`;
@@ -18,7 +19,8 @@
 //! - `GET /v1/audit[?limit=N]` — the audit log, oldest first.
 //!
 //! Owns request handling only. It reads cohort state through the published snapshot (a `watch`
-//! channel), never by locking the hot path, and it must not mutate anything.
+//! channel), never by locking the hot path, and it must not mutate anything itself: release and
+//! contain are requests to the containment task, which decides.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -211,14 +213,8 @@ async fn gate(State(s): State<AdminState>, Path(deployment): Path<String>) -> Re
         .as_ref()
         .and_then(|c| c.latches().get(&deployment).cloned())
         .unwrap_or_default();
-    let closed = latch.phase == crate::contain::ladder::Phase::Contained
-        && latch.incident.as_ref().is_some_and(|i| !i.dry_run);
-    let release = s.contain.as_ref().map(|c| {
-        format!(
-            "driftd release --admin-url {} --deployment {deployment} --operator \"$USER\" --reason \"...\"",
-            c.external_url()
-        )
-    });
+    let closed = latch.gate_closed();
+    let release = s.contain.as_ref().map(|c| c.release_command(&deployment));
     let body = serde_json::json!({
         "deployment": deployment,
         "open": !closed,

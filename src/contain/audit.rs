@@ -1,8 +1,10 @@
 //! The audit log: append-only JSON lines, fsync'd, rotated by size.
 //!
-//! One record per transition and per action attempt: what, why, the evidence, the config hash,
-//! the result, and who released and why. Each append is flushed to disk before the caller goes
-//! on, so the log tells the story even after a crash. When the file passes
+//! One [`AuditRecord`] per transition (with the evidence, and who released and why), per action
+//! attempt (with its result), per pending action resumed at start-up, per input deliberately
+//! ignored, per refused operator request and per failed-containment alert; every record carries
+//! its time and the config hash. Each append is flushed to disk before the caller goes on, so
+//! the log tells the story even after a crash. When the file passes
 //! `containment.audit_max_bytes` it is renamed to `audit.log.1` (older ones shift up to
 //! `audit_keep`). Records hold verdict evidence and operator input, never event payloads.
 
@@ -10,7 +12,108 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
+use super::ladder::Transition;
+use super::latch::{Op, Release};
 use super::store::StoreError;
+
+/// One line of the audit log; `event` names the variant. The JSON is a file format that
+/// operators and tests read: field names and values do not change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AuditRecord {
+    /// Start-up found actions of contained deployments not yet done and runs them.
+    Resume {
+        /// Their idempotency keys.
+        pending_actions: Vec<String>,
+    },
+    /// An operator request the ladder refused.
+    RequestRefused {
+        /// Deployment.
+        deployment: String,
+        /// What was asked.
+        request: RequestKind,
+        /// Who asked.
+        operator: String,
+        /// Why it was refused.
+        error: String,
+    },
+    /// A phase change.
+    Transition {
+        /// From, to, why, who.
+        transition: Transition,
+        /// The evidence of the deployment's incident, if it has one.
+        evidence: Option<serde_json::Value>,
+        /// Who released and why, on a release.
+        release: Option<Release>,
+    },
+    /// An input deliberately not acted on.
+    Ignored {
+        /// Why.
+        why: String,
+    },
+    /// One action attempt (or, in dry-run, the action that would have been taken).
+    Action {
+        /// Idempotency key.
+        key: String,
+        /// Target name.
+        target: String,
+        /// Provider label.
+        provider: String,
+        /// What it does.
+        op: Op,
+        /// How it went.
+        result: ActionResult,
+        /// The incident it belongs to.
+        incident: String,
+        /// The attempt's details; absent for a dry run, which makes no attempt.
+        #[serde(flatten)]
+        attempt: Option<AttemptDetail>,
+    },
+    /// A containment action failed for good and was reported to the alert targets.
+    ActionFailureAlert {
+        /// Idempotency key of the failed action.
+        failed: String,
+        /// Its last error.
+        error: String,
+    },
+}
+
+/// The kind of operator request, in [`AuditRecord::RequestRefused`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    /// Contain by hand.
+    Contain,
+    /// Release.
+    Release,
+}
+
+/// How an action went, in [`AuditRecord::Action`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionResult {
+    /// Done.
+    Success,
+    /// Failed, another attempt follows.
+    Retrying,
+    /// Failed for good.
+    Failed,
+    /// Not attempted: dry-run.
+    DryRun,
+}
+
+/// The fields of an attempted action, in [`AuditRecord::Action`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptDetail {
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The attempt's error (`null` on success).
+    pub error: Option<String>,
+    /// From the verdict (or request) reaching containment to this result.
+    pub elapsed_ms: u64,
+}
 
 /// The audit log of one driftd.
 pub struct AuditLog {
@@ -51,13 +154,16 @@ impl AuditLog {
         })
     }
 
-    /// Appends one record (a JSON object; `at` and `config_hash` are added) and fsyncs.
-    pub fn append(&mut self, at: &str, mut record: serde_json::Value) -> Result<(), StoreError> {
-        if let Some(obj) = record.as_object_mut() {
+    /// Appends one record (with `at` and `config_hash` added) and fsyncs.
+    pub fn append(&mut self, at: &str, record: &AuditRecord) -> Result<(), StoreError> {
+        // Through a JSON map, whose keys are sorted: the line is what earlier versions wrote
+        // (they built maps by hand), whatever order the fields are declared in.
+        let mut value = serde_json::to_value(record).expect("records serialise");
+        if let Some(obj) = value.as_object_mut() {
             obj.insert("at".into(), at.into());
             obj.insert("config_hash".into(), self.config_hash.clone().into());
         }
-        let mut line = serde_json::to_vec(&record).expect("records serialise");
+        let mut line = serde_json::to_vec(&value).expect("records serialise");
         line.push(b'\n');
         if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
             self.rotate()?;
@@ -101,23 +207,13 @@ impl AuditLog {
         Ok(())
     }
 
-    /// The records of the current file, oldest first (at most the last `limit`).
-    pub fn read(&self, limit: usize) -> Vec<serde_json::Value> {
-        read_records(&self.path, limit)
-    }
-
     /// Where the log is.
     pub fn path(&self) -> &Path {
         &self.path
     }
-
-    /// Updates the config hash written into records (after a reload).
-    pub fn set_config_hash(&mut self, hash: &str) {
-        self.config_hash = hash.to_string();
-    }
 }
 
-/// Reads the last `limit` records of an audit file.
+/// Reads the last `limit` records of an audit file, as JSON (records of older versions too).
 pub fn read_records(path: &Path, limit: usize) -> Vec<serde_json::Value> {
     let Ok(f) = File::open(path) else {
         return Vec::new();
@@ -133,30 +229,180 @@ pub fn read_records(path: &Path, limit: usize) -> Vec<serde_json::Value> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+    use crate::contain::latch::Phase;
 
     #[test]
     fn appends_in_order_and_rotates_by_size() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = AuditLog::open(dir.path(), 4096, 2, "abc").unwrap();
         for i in 0..100 {
-            log.append("t", serde_json::json!({"event": "x", "i": i}))
+            log.append("t", &AuditRecord::Ignored { why: i.to_string() })
                 .unwrap();
         }
-        let current = log.read(1000);
+        let current = read_records(log.path(), 1000);
         assert!(!current.is_empty());
         let last = current.last().unwrap();
-        assert_eq!(last["i"], 99);
+        assert_eq!(last["why"], "99");
         assert_eq!(last["config_hash"], "abc");
         assert!(dir.path().join("audit.log.1").exists(), "rotated");
         assert!(!dir.path().join("audit.log.3").exists(), "keeps at most 2");
         let sizes = std::fs::metadata(log.path()).unwrap().len();
         assert!(sizes <= 4096);
         // The rotated file continues where the current one starts.
+        let number = |r: &serde_json::Value| r["why"].as_str().unwrap().parse::<u64>().unwrap();
         let older = read_records(&dir.path().join("audit.log.1"), 1000);
-        assert_eq!(
-            older.last().unwrap()["i"].as_u64().unwrap() + 1,
-            current[0]["i"].as_u64().unwrap()
-        );
+        assert_eq!(number(older.last().unwrap()) + 1, number(&current[0]));
+    }
+
+    /// Every variant beside the `json!` literal earlier versions wrote by hand: the same JSON,
+    /// and it reads back as the same record through the file.
+    #[test]
+    fn each_record_is_the_json_it_always_was_and_round_trips() {
+        let transition = Transition {
+            deployment: "svc".into(),
+            from: Phase::Contained,
+            to: Phase::Released,
+            why: "released by ana: ok".into(),
+            operator: Some("ana".into()),
+            incident: Some("svc:v1".into()),
+        };
+        let release = Release {
+            operator: "ana".into(),
+            reason: "ok".into(),
+            at: "t2".into(),
+            incident: "svc:v1".into(),
+        };
+        let cases = [
+            (
+                AuditRecord::Resume {
+                    pending_actions: vec!["svc:v1/hook/contain".into()],
+                },
+                json!({"event": "resume", "pending_actions": ["svc:v1/hook/contain"]}),
+            ),
+            (
+                AuditRecord::RequestRefused {
+                    deployment: "svc".into(),
+                    request: RequestKind::Release,
+                    operator: "ana".into(),
+                    error: "deployment `svc` is not contained; nothing to release".into(),
+                },
+                json!({"event": "request_refused", "deployment": "svc", "request": "release", "operator": "ana", "error": "deployment `svc` is not contained; nothing to release"}),
+            ),
+            (
+                AuditRecord::Transition {
+                    transition: transition.clone(),
+                    evidence: Some(json!({"metric": "refusal", "p_value": 0.001})),
+                    release: Some(release.clone()),
+                },
+                json!({"event": "transition", "transition": transition, "evidence": {"metric": "refusal", "p_value": 0.001}, "release": release}),
+            ),
+            (
+                AuditRecord::Transition {
+                    transition: transition.clone(),
+                    evidence: None,
+                    release: None,
+                },
+                json!({"event": "transition", "transition": transition, "evidence": null, "release": null}),
+            ),
+            (
+                AuditRecord::Ignored {
+                    why: "incident svc:v1 was released".into(),
+                },
+                json!({"event": "ignored", "why": "incident svc:v1 was released"}),
+            ),
+            (
+                AuditRecord::Action {
+                    key: "svc:v1/flag/contain".into(),
+                    target: "flag".into(),
+                    provider: "flagd".into(),
+                    op: Op::Contain,
+                    result: ActionResult::DryRun,
+                    incident: "svc:v1".into(),
+                    attempt: None,
+                },
+                json!({"event": "action", "key": "svc:v1/flag/contain", "target": "flag", "provider": "flagd", "op": "contain", "result": "dry_run", "incident": "svc:v1"}),
+            ),
+            (
+                AuditRecord::Action {
+                    key: "svc:v1/am/trigger-critical".into(),
+                    target: "am".into(),
+                    provider: "alertmanager".into(),
+                    op: Op::Trigger,
+                    result: ActionResult::Success,
+                    incident: "svc:v1".into(),
+                    attempt: Some(AttemptDetail {
+                        attempt: 1,
+                        error: None,
+                        elapsed_ms: 12,
+                    }),
+                },
+                json!({"event": "action", "key": "svc:v1/am/trigger-critical", "target": "am", "provider": "alertmanager", "op": "trigger", "attempt": 1, "result": "success", "error": null, "incident": "svc:v1", "elapsed_ms": 12}),
+            ),
+            (
+                AuditRecord::Action {
+                    key: "svc:v1/am/resolve-warning".into(),
+                    target: "am".into(),
+                    provider: "alertmanager".into(),
+                    op: Op::Resolve,
+                    result: ActionResult::Retrying,
+                    incident: "svc:v1".into(),
+                    attempt: Some(AttemptDetail {
+                        attempt: 2,
+                        error: Some("HTTP 503 Service Unavailable".into()),
+                        elapsed_ms: 900,
+                    }),
+                },
+                json!({"event": "action", "key": "svc:v1/am/resolve-warning", "target": "am", "provider": "alertmanager", "op": "resolve", "attempt": 2, "result": "retrying", "error": "HTTP 503 Service Unavailable", "incident": "svc:v1", "elapsed_ms": 900}),
+            ),
+            (
+                AuditRecord::Action {
+                    key: "svc:v1/hook/contain".into(),
+                    target: "hook".into(),
+                    provider: "webhook".into(),
+                    op: Op::Contain,
+                    result: ActionResult::Failed,
+                    incident: "svc:v1".into(),
+                    attempt: Some(AttemptDetail {
+                        attempt: 1,
+                        error: Some("HTTP 400 Bad Request".into()),
+                        elapsed_ms: 3,
+                    }),
+                },
+                json!({"event": "action", "key": "svc:v1/hook/contain", "target": "hook", "provider": "webhook", "op": "contain", "attempt": 1, "result": "failed", "error": "HTTP 400 Bad Request", "incident": "svc:v1", "elapsed_ms": 3}),
+            ),
+            (
+                AuditRecord::ActionFailureAlert {
+                    failed: "svc:v1/hook/contain".into(),
+                    error: "HTTP 400 Bad Request".into(),
+                },
+                json!({"event": "action_failure_alert", "failed": "svc:v1/hook/contain", "error": "HTTP 400 Bad Request"}),
+            ),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = AuditLog::open(dir.path(), 1 << 20, 2, "abc").unwrap();
+        for (record, old) in &cases {
+            assert_eq!(&serde_json::to_value(record).unwrap(), old);
+            log.append("t", record).unwrap();
+            let mut old_line = old.clone();
+            old_line["at"] = "t".into();
+            old_line["config_hash"] = "abc".into();
+            let written = std::fs::read_to_string(log.path()).unwrap();
+            assert_eq!(
+                written.lines().last().unwrap(),
+                serde_json::to_string(&old_line).unwrap(),
+                "byte for byte"
+            );
+        }
+        let read = read_records(log.path(), 100);
+        assert_eq!(read.len(), cases.len());
+        for ((record, _), line) in cases.iter().zip(read) {
+            assert_eq!(
+                &serde_json::from_value::<AuditRecord>(line).unwrap(),
+                record
+            );
+        }
     }
 }

@@ -2,37 +2,42 @@
 //!
 //! Owns the containment task. It receives verdict and signal changes from the pipeline (an
 //! unbounded channel: the hot path never waits for it) and operator requests from the admin
-//! server, decides with the pure [`ladder`], persists the latch ([`store`]), writes the
-//! [`audit`] log, and runs actions on [`providers`] in their own tasks, with retries
+//! server, decides with the pure [`ladder`], persists the [`latch`] ([`store`]), writes the
+//! [`audit`] log, and runs actions on [`providers`] in their own tasks, with [`retry`]
 //! (exponential backoff with full jitter on timeouts, connection errors, 429 and 5xx; none on
 //! other 4xx; bounded by `containment.retry_for`). Each action runs once per incident, across
-//! restarts: its idempotency key is recorded when it succeeds, and actions of a contained
-//! deployment not yet done are redone at start-up. A containment action that finally fails
-//! raises a critical alert of its own and `driftd_action_failures_total`.
+//! restarts: its idempotency key is recorded when it succeeds, and the containment actions and
+//! critical alerts of a contained deployment not yet done are redone at start-up. Every action
+//! counts in `driftd_actions_total{provider, outcome}` (`success`, `failure` once retries are
+//! exhausted, `dry_run`) and, when attempted, `driftd_action_seconds`. A containment action
+//! that finally fails also raises a critical alert of its own on every alert target.
 //!
 //! It must not block the hot path and knows nothing of Kafka.
 
 pub mod audit;
 pub mod ladder;
+pub mod latch;
 pub mod providers;
+pub mod retry;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use rand::Rng;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use crate::config::{Config, ConfigError};
 use crate::detect::Change;
 use crate::event::format_rfc3339_ms;
 use crate::metrics::Metrics;
-use audit::AuditLog;
-use ladder::{action_key, op_str, Action, Incident, Ladder, Latch, Op, Outcome, Phase, Severity};
+use audit::{ActionResult, AttemptDetail, AuditLog, AuditRecord, RequestKind};
+use ladder::{Action, Decision, Ladder};
+use latch::{action_key, Incident, Latch, Op, Phase, Severity};
 use providers::{Context, Target};
+use retry::Retry;
 use store::{LatchStore, StoreError};
 
 /// Why containment could not start.
@@ -105,19 +110,20 @@ impl ContainHandle {
         audit::read_records(&self.audit_path, limit)
     }
 
-    /// Base URL for links.
-    pub fn external_url(&self) -> &str {
-        &self.external_url
+    /// The command an operator runs to release `deployment` through this driftd.
+    pub fn release_command(&self, deployment: &str) -> String {
+        providers::release_command(&self.external_url, deployment)
     }
 }
 
-/// The result of one action attempt, reported back to the controller.
-struct Report {
+/// The result of one action attempt, reported back to the controller by the action's task.
+struct AttemptReport {
     action: Box<Action>,
     attempt: u32,
     error: Option<String>,
     /// No further attempt follows (success, a permanent error, or retries exhausted).
-    done: bool,
+    last: bool,
+    /// When the verdict or request behind the action reached containment.
     started: Instant,
 }
 
@@ -129,10 +135,9 @@ struct Controller {
     targets: HashMap<String, Arc<Target>>,
     ctx: Arc<Context>,
     metrics: Arc<Metrics>,
-    reports: mpsc::UnboundedSender<Report>,
+    reports: mpsc::UnboundedSender<AttemptReport>,
     view: watch::Sender<Arc<BTreeMap<String, Latch>>>,
-    timeout: Duration,
-    retry_for: Duration,
+    retry: Retry,
     received: HashMap<String, Instant>,
 }
 
@@ -182,7 +187,7 @@ pub fn start(
     });
     let (changes_tx, mut changes_rx) = mpsc::unbounded_channel::<Change>();
     let (requests_tx, mut requests_rx) = mpsc::channel::<(Request, Reply)>(64);
-    let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<Report>();
+    let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<AttemptReport>();
     let (view_tx, view_rx) = watch::channel(Arc::new(latches.clone()));
     let handle = ContainHandle {
         requests: requests_tx,
@@ -199,8 +204,10 @@ pub fn start(
         metrics,
         reports: reports_tx,
         view: view_tx,
-        timeout: c.action_timeout,
-        retry_for: c.retry_for,
+        retry: Retry {
+            timeout: c.action_timeout,
+            retry_for: c.retry_for,
+        },
         received: HashMap::new(),
     };
     let repeat = c.alert_repeat;
@@ -208,7 +215,9 @@ pub fn start(
         controller.publish();
         let pending = controller.ladder.pending();
         if !pending.is_empty() {
-            controller.record(json!({"event": "resume", "pending_actions": pending.iter().map(|a| &a.key).collect::<Vec<_>>()}));
+            controller.record(AuditRecord::Resume {
+                pending_actions: pending.iter().map(|a| a.key.clone()).collect(),
+            });
             controller.run_actions(pending);
         }
         let mut resend = tokio::time::interval(repeat);
@@ -221,7 +230,7 @@ pub fn start(
                 Some((request, reply)) = requests_rx.recv() => {
                     let _ = reply.send(controller.on_request(request));
                 }
-                Some(report) = reports_rx.recv() => controller.on_report(report),
+                Some(report) = reports_rx.recv() => controller.on_attempt(report),
                 _ = resend.tick() => controller.resend_alerts(),
             }
         }
@@ -230,8 +239,8 @@ pub fn start(
 }
 
 impl Controller {
-    fn record(&mut self, record: serde_json::Value) {
-        if let Err(e) = self.audit.append(&now(), record) {
+    fn record(&mut self, record: AuditRecord) {
+        if let Err(e) = self.audit.append(&now(), &record) {
             tracing::error!(error = %e, "audit log write failed");
         }
     }
@@ -287,17 +296,22 @@ impl Controller {
                 Ok(self.ladder.latch(&deployment).cloned().unwrap_or_default())
             }
             Err(e) => {
-                let (op, operator) = match &request {
-                    Request::Contain { operator, .. } => ("contain", operator),
-                    Request::Release { operator, .. } => ("release", operator),
+                let (request, operator) = match request {
+                    Request::Contain { operator, .. } => (RequestKind::Contain, operator),
+                    Request::Release { operator, .. } => (RequestKind::Release, operator),
                 };
-                self.record(json!({"event": "request_refused", "deployment": deployment, "request": op, "operator": operator, "error": e.to_string()}));
+                self.record(AuditRecord::RequestRefused {
+                    deployment,
+                    request,
+                    operator,
+                    error: e.to_string(),
+                });
                 Err(e.to_string())
             }
         }
     }
 
-    fn apply(&mut self, out: Outcome) {
+    fn apply(&mut self, out: Decision) {
         if out.transitions.is_empty() && out.actions.is_empty() && out.ignored.is_empty() {
             return;
         }
@@ -313,10 +327,14 @@ impl Controller {
                 .latch(&t.deployment)
                 .and_then(|l| l.last_release.clone())
                 .filter(|_| t.to == Phase::Released);
-            self.record(json!({"event": "transition", "transition": t, "evidence": evidence, "release": release}));
+            self.record(AuditRecord::Transition {
+                transition: t.clone(),
+                evidence,
+                release,
+            });
         }
-        for why in &out.ignored {
-            self.record(json!({"event": "ignored", "why": why}));
+        for why in out.ignored {
+            self.record(AuditRecord::Ignored { why });
         }
         self.persist();
         self.publish();
@@ -334,97 +352,92 @@ impl Controller {
                 .copied()
                 .unwrap_or_else(Instant::now);
             if action.dry_run {
-                tracing::warn!(deployment = %action.incident.deployment, target = %action.target, op = op_str(action.op), "dry-run: would act");
+                tracing::warn!(deployment = %action.incident.deployment, target = %action.target, op = action.op.as_str(), "dry-run: would act");
                 self.metrics.count_action(target.provider, "dry_run", None);
-                self.record(json!({"event": "action", "key": action.key, "target": action.target, "provider": target.provider, "op": op_str(action.op), "result": "dry_run", "incident": action.incident.id}));
+                self.record(AuditRecord::Action {
+                    key: action.key.clone(),
+                    target: action.target.clone(),
+                    provider: target.provider.to_string(),
+                    op: action.op,
+                    result: ActionResult::DryRun,
+                    incident: action.incident.id.clone(),
+                    attempt: None,
+                });
                 self.ladder
                     .mark_done(&action.incident.deployment, &action.key);
                 self.persist();
                 continue;
             }
-            let reports = self.reports.clone();
-            let ctx = self.ctx.clone();
-            let (timeout, retry_for) = (self.timeout, self.retry_for);
+            let (reports, ctx, retry) = (self.reports.clone(), self.ctx.clone(), self.retry);
             tokio::spawn(async move {
-                let deadline = Instant::now() + retry_for;
-                let mut attempt = 0u32;
-                loop {
-                    attempt += 1;
-                    let result = match tokio::time::timeout(
-                        timeout,
-                        providers::execute(&target, &action, &ctx, &now()),
+                let (target_ref, action_ref, ctx_ref) = (&target, &action, &ctx);
+                retry
+                    .run(
+                        move || async move {
+                            providers::execute(target_ref, action_ref, ctx_ref, &now()).await
+                        },
+                        retry::full_jitter,
+                        |attempt| {
+                            let _ = reports.send(AttemptReport {
+                                action: Box::new(action.clone()),
+                                attempt: attempt.number,
+                                error: attempt.result.err().map(|e| e.message),
+                                last: attempt.last,
+                                started,
+                            });
+                        },
                     )
-                    .await
-                    {
-                        Ok(r) => r,
-                        Err(_) => Err(providers::ActionError {
-                            retryable: true,
-                            message: "timeout".into(),
-                        }),
-                    };
-                    let backoff = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(6)));
-                    let retry = matches!(&result, Err(e) if e.retryable)
-                        && Instant::now() + backoff < deadline;
-                    let error = result.err().map(|e| e.message);
-                    let done = !retry;
-                    let _ = reports.send(Report {
-                        action: Box::new(action.clone()),
-                        attempt,
-                        error,
-                        done,
-                        started,
-                    });
-                    if done {
-                        break;
-                    }
-                    // Full jitter: anywhere between no wait and the backoff.
-                    let wait = rand::rng().random_range(0..=backoff.as_millis() as u64);
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
-                }
+                    .await;
             });
         }
     }
 
-    fn on_report(&mut self, report: Report) {
-        let Report {
+    fn on_attempt(&mut self, report: AttemptReport) {
+        let AttemptReport {
             action,
             attempt,
             error,
-            done,
+            last,
             started,
         } = report;
+        let elapsed = started.elapsed();
         let provider = self
             .targets
             .get(&action.target)
             .map_or("unknown", |t| t.provider);
-        self.record(json!({
-            "event": "action",
-            "key": action.key,
-            "target": action.target,
-            "provider": provider,
-            "op": op_str(action.op),
-            "attempt": attempt,
-            "result": if error.is_none() { "success" } else if done { "failed" } else { "retrying" },
-            "error": error,
-            "incident": action.incident.id,
-            "elapsed_ms": started.elapsed().as_millis() as u64,
-        }));
-        if !done {
+        self.record(AuditRecord::Action {
+            key: action.key.clone(),
+            target: action.target.clone(),
+            provider: provider.to_string(),
+            op: action.op,
+            result: match (&error, last) {
+                (None, _) => ActionResult::Success,
+                (Some(_), true) => ActionResult::Failed,
+                (Some(_), false) => ActionResult::Retrying,
+            },
+            incident: action.incident.id.clone(),
+            attempt: Some(AttemptDetail {
+                attempt,
+                error: error.clone(),
+                elapsed_ms: elapsed.as_millis() as u64,
+            }),
+        });
+        if !last {
             return;
         }
         match error {
             None => {
                 self.metrics
-                    .count_action(provider, "success", Some(started.elapsed()));
-                tracing::info!(target = %action.target, op = op_str(action.op), deployment = %action.incident.deployment, elapsed_ms = started.elapsed().as_millis() as u64, "action done");
+                    .count_action(provider, "success", Some(elapsed));
+                tracing::info!(target = %action.target, op = action.op.as_str(), deployment = %action.incident.deployment, elapsed_ms = elapsed.as_millis() as u64, "action done");
                 self.ladder
                     .mark_done(&action.incident.deployment, &action.key);
                 self.persist();
             }
             Some(e) => {
                 self.metrics
-                    .count_action(provider, "failure", Some(started.elapsed()));
-                tracing::error!(target = %action.target, op = op_str(action.op), deployment = %action.incident.deployment, error = %e, "action failed after retries");
+                    .count_action(provider, "failure", Some(elapsed));
+                tracing::error!(target = %action.target, op = action.op.as_str(), deployment = %action.incident.deployment, error = %e, "action failed after retries");
                 if action.op == Op::Contain {
                     self.alert_action_failure(&action, &e);
                 }
@@ -456,7 +469,10 @@ impl Controller {
                 dry_run: false,
             })
             .collect();
-        self.record(json!({"event": "action_failure_alert", "failed": failed.key, "error": error}));
+        self.record(AuditRecord::ActionFailureAlert {
+            failed: failed.key.clone(),
+            error: error.to_string(),
+        });
         self.run_actions(actions);
     }
 

@@ -5,7 +5,7 @@
 //! | Alertmanager v2 | `POST /api/v2/alerts`, stable labels `alertname`, `deployment`, `metric`, `severity` | same labels with `endsAt` |
 //! | PagerDuty Events v2 | `POST /v2/enqueue`, `event_action: trigger`, `dedup_key` = incident | `event_action: resolve` |
 //! | Slack | incoming-webhook message with evidence and the release command | a "resolved" message |
-//! | webhook | JSON body, `X-Driftd-Signature: sha256=<HMAC-SHA256(secret, body)>` | same, `op: resolve` |
+//! | webhook | JSON body, `X-Driftd-Signature:` [`webhook_signature`] of the body | same, `op: resolve` |
 //! | flagd file | flag → `defaultVariant` = safe variant, targeting removed, atomic replace | — |
 //! | Unleash | `POST /api/admin/projects/{p}/features/{f}/environments/{e}/off` | — |
 //! | LaunchDarkly | `PATCH /api/v2/flags/{p}/{f}`, semantic patch `turnFlagOff` | — |
@@ -13,8 +13,8 @@
 //!
 //! Release resolves alerts; it does not turn flags back on or resume rollouts — that stays a
 //! human decision in the flag or rollout tool. Errors say whether a retry can help (timeouts,
-//! connection errors, 429, 5xx) or not (other 4xx, a flag file without the flag). Secrets are
-//! resolved once at start-up and never appear in errors or logs.
+//! connection errors, 429, 5xx: see [`super::retry`]) or not (other 4xx, a flag file without the
+//! flag). Secrets are resolved once at start-up and never appear in errors or logs.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,7 +23,9 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use super::ladder::{op_str, Action, Op, Severity};
+use super::ladder::Action;
+use super::latch::{Op, Severity};
+use super::retry::retryable_status;
 use super::store::atomic_write;
 use crate::config::{ConfigError, TargetConfig};
 
@@ -178,19 +180,20 @@ fn metric_of(a: &Action) -> String {
         .to_string()
 }
 
-fn severity(a: &Action) -> &'static str {
-    match a.severity {
-        Severity::Critical => "critical",
-        Severity::Warning => "warning",
-    }
+/// The command that releases this deployment, for driftd's admin server at `external_url`.
+pub fn release_command(external_url: &str, deployment: &str) -> String {
+    format!(
+        "driftd release --admin-url {external_url} --deployment {deployment} --operator \"$USER\" --reason \"...\""
+    )
 }
 
-/// The command that releases this deployment.
-pub fn release_command(ctx: &Context, deployment: &str) -> String {
-    format!(
-        "driftd release --admin-url {} --deployment {deployment} --operator \"$USER\" --reason \"...\"",
-        ctx.external_url
-    )
+/// The `X-Driftd-Signature` header value of a webhook body: `sha256=` and the hex
+/// HMAC-SHA256 of the body under the target's secret. Receivers recompute it to check that the
+/// body came from driftd unaltered.
+pub fn webhook_signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The Alertmanager alert for an action (also used for periodic re-sends).
@@ -204,7 +207,7 @@ pub fn alertmanager_alert(a: &Action, ctx: &Context, now: &str) -> Value {
             },
             "deployment": d,
             "metric": metric_of(a),
-            "severity": severity(a),
+            "severity": a.severity.as_str(),
             "source": "driftd",
         },
         "annotations": {
@@ -212,7 +215,7 @@ pub fn alertmanager_alert(a: &Action, ctx: &Context, now: &str) -> Value {
             "incident": a.incident.id,
             "evidence": a.incident.evidence.to_string(),
             "runbook_url": ctx.runbook_url,
-            "release_command": release_command(ctx, d),
+            "release_command": release_command(&ctx.external_url, d),
         },
         "startsAt": a.incident.opened_at,
         "generatorURL": format!("{}/v1/verdicts?deployment={d}", ctx.external_url),
@@ -242,7 +245,7 @@ fn classify(result: Result<reqwest::Response, reqwest::Error>) -> Result<(), Act
                 Ok(())
             } else {
                 Err(ActionError {
-                    retryable: status.as_u16() == 429 || status.is_server_error(),
+                    retryable: retryable_status(status.as_u16()),
                     message: format!("HTTP {status}"),
                 })
             }
@@ -270,13 +273,13 @@ pub async fn execute(t: &Target, a: &Action, ctx: &Context, now: &str) -> Result
                 body["payload"] = json!({
                     "summary": format!("driftd: canary {} of {d}: {}", a.incident.model_version, a.incident.reason),
                     "source": "driftd",
-                    "severity": severity(a),
+                    "severity": a.severity.as_str(),
                     "component": d,
                     "group": a.incident.model_version,
                     "class": metric_of(a),
                     "custom_details": {
                         "evidence": a.incident.evidence,
-                        "release_command": release_command(ctx, d),
+                        "release_command": release_command(&ctx.external_url, d),
                         "runbook_url": ctx.runbook_url,
                     },
                 });
@@ -294,7 +297,7 @@ pub async fn execute(t: &Target, a: &Action, ctx: &Context, now: &str) -> Result
                     if a.severity == Severity::Critical { "contained" } else { "suspect" },
                     a.incident.reason,
                     a.incident.evidence,
-                    release_command(ctx, d)
+                    release_command(&ctx.external_url, d)
                 )
             };
             classify(http.post(url).json(&json!({ "text": text })).send().await)
@@ -302,15 +305,13 @@ pub async fn execute(t: &Target, a: &Action, ctx: &Context, now: &str) -> Result
         Kind::Webhook { url, secret } => {
             let body = serde_json::to_vec(&json!({
                 "source": "driftd",
-                "op": op_str(a.op),
-                "severity": severity(a),
+                "op": a.op.as_str(),
+                "severity": a.severity.as_str(),
                 "idempotency_key": a.key,
                 "incident": a.incident,
             }))
             .expect("JSON value serialises");
-            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
-            mac.update(&body);
-            let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+            let signature = webhook_signature(secret.as_bytes(), &body);
             classify(
                 http.post(url)
                     .header("Content-Type", "application/json")
@@ -414,5 +415,14 @@ mod tests {
         flip_flagd(&path, "canary", "off").unwrap();
         assert!(!flip_flagd(&path, "missing", "off").unwrap_err().retryable);
         assert!(!flip_flagd(&path, "canary", "nope").unwrap_err().retryable);
+    }
+
+    /// RFC 4231, test case 2: the signature is plain HMAC-SHA256, so any receiver can check it.
+    #[test]
+    fn webhook_signature_is_hmac_sha256_in_hex() {
+        assert_eq!(
+            webhook_signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 }

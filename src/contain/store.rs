@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::ladder::Latch;
+use super::latch::Latch;
 
 /// Why a state file could not be read or written.
 #[derive(Debug, thiserror::Error)]

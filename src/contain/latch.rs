@@ -1,0 +1,230 @@
+//! The latch: what containment persists per deployment, and the rule read from it.
+//!
+//! Everything here is written to `containment.json` (by [`super::store`]) and read back at
+//! start-up, so its serialised form is a file format: field names, enum spellings and the
+//! idempotency keys in [`Latch::done`] (spelled by [`action_key`]) must stay readable by the next
+//! driftd, or a restart would forget a containment or redo a done action. The transitions that
+//! change a latch live in [`super::ladder`].
+//!
+//! Pure: no I/O, no clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// Where a deployment stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Nothing wrong known.
+    #[default]
+    Healthy,
+    /// A warning: watched, not contained.
+    Suspect,
+    /// Contained: gate closed, containment actions taken. Latched.
+    Contained,
+    /// A human released the last containment.
+    Released,
+}
+
+/// What one incident is about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    /// Stable id: `deployment:model_version` (from a verdict), `deployment:manual:<at>` (by
+    /// hand), `deployment:model_version:<signal kind>` (a signal alert) or
+    /// `<incident>:action-failed:<target>` (a containment action that failed).
+    pub id: String,
+    /// Deployment.
+    pub deployment: String,
+    /// Canary version.
+    pub model_version: String,
+    /// Wall-clock time it opened (RFC 3339).
+    pub opened_at: String,
+    /// Why, in one line.
+    pub reason: String,
+    /// The verdict (or signal, or manual request) that opened it.
+    pub evidence: serde_json::Value,
+    /// The policy that acted.
+    pub policy: String,
+    /// Dry-run: nothing outside driftd changes, the gate stays open.
+    pub dry_run: bool,
+}
+
+/// Who released an incident, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    /// Operator name.
+    pub operator: String,
+    /// Reason given.
+    pub reason: String,
+    /// Wall-clock time (RFC 3339).
+    pub at: String,
+    /// The incident released.
+    pub incident: String,
+}
+
+/// One deployment's latch, persisted. Every field has a default so a state file written by an
+/// older driftd (with fewer fields) still loads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Latch {
+    /// Current phase.
+    pub phase: Phase,
+    /// The open (or last) incident.
+    pub incident: Option<Incident>,
+    /// Incidents released, never reopened by the same evidence.
+    pub closed: Vec<String>,
+    /// Idempotency keys of actions done (see [`action_key`]).
+    pub done: BTreeSet<String>,
+    /// The last release.
+    pub last_release: Option<Release>,
+    /// Open signal alerts (`deployment:kind`), resolved when the signal clears.
+    pub signal_alerts: BTreeMap<String, Incident>,
+}
+
+impl Latch {
+    /// True when the deployment's gate is closed: contained, and not by a dry-run policy (a
+    /// dry-run containment is recorded but lets traffic through). The one statement of this
+    /// rule: the ladder, the `contained` metric and the admin gate all ask here.
+    pub fn gate_closed(&self) -> bool {
+        self.phase == Phase::Contained && self.incident.as_ref().is_some_and(|i| !i.dry_run)
+    }
+}
+
+/// What an action does to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Raise an alert / page.
+    Trigger,
+    /// Resolve it.
+    Resolve,
+    /// Contain: flag to safe variant, rollout aborted, webhook called.
+    Contain,
+}
+
+impl Op {
+    /// The spelling in idempotency keys, audit records, logs and webhook bodies (the same as
+    /// its serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Trigger => "trigger",
+            Op::Resolve => "resolve",
+            Op::Contain => "contain",
+        }
+    }
+}
+
+/// Alert severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Containment-worthy.
+    Critical,
+    /// Worth a look.
+    Warning,
+}
+
+impl Severity {
+    /// The spelling in idempotency keys, alert labels and provider payloads (the same as its
+    /// serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+/// The idempotency key of an action: `incident/target/contain` or
+/// `incident/target/<op>-<severity>`. Alerts carry their severity: a warning and the critical
+/// alert that may follow are different alerts (different labels in Alertmanager). These keys are
+/// persisted in [`Latch::done`]; their spelling is part of the state file format.
+pub fn action_key(incident: &str, target: &str, op: Op, severity: Severity) -> String {
+    match op {
+        Op::Contain => format!("{incident}/{target}/contain"),
+        Op::Trigger | Op::Resolve => {
+            format!("{incident}/{target}/{}-{}", op.as_str(), severity.as_str())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state file as driftd writes it today: it must keep loading, field for field.
+    const STATE_FILE: &str = r#"{
+  "svc": {
+    "phase": "contained",
+    "incident": {
+      "id": "svc:v1",
+      "deployment": "svc",
+      "model_version": "v1",
+      "opened_at": "2026-11-29T05:00:00.000Z",
+      "reason": "refusal canary_vs_control fail",
+      "evidence": {"metric": "refusal", "p_value": 0.001},
+      "policy": "p",
+      "dry_run": false
+    },
+    "closed": ["svc:v0"],
+    "done": ["svc:v1/am/trigger-critical", "svc:v1/flag/contain"],
+    "last_release": {"operator": "ana", "reason": "ok", "at": "t0", "incident": "svc:v0"},
+    "signal_alerts": {}
+  },
+  "old": {"phase": "released"}
+}"#;
+
+    #[test]
+    fn the_state_file_format_loads_and_writes_back_the_same() {
+        let latches: BTreeMap<String, Latch> = serde_json::from_str(STATE_FILE).unwrap();
+        let svc = &latches["svc"];
+        assert!(svc.gate_closed());
+        assert_eq!(svc.closed, ["svc:v0"]);
+        assert!(svc.done.contains(&action_key(
+            "svc:v1",
+            "flag",
+            Op::Contain,
+            Severity::Critical
+        )));
+        assert!(svc
+            .done
+            .contains(&action_key("svc:v1", "am", Op::Trigger, Severity::Critical)));
+        assert_eq!(svc.last_release.as_ref().unwrap().operator, "ana");
+        assert_eq!(
+            latches["old"].phase,
+            Phase::Released,
+            "older, shorter latch"
+        );
+        let written: serde_json::Value =
+            serde_json::from_slice(&serde_json::to_vec(&latches).unwrap()).unwrap();
+        let mut expected: serde_json::Value = serde_json::from_str(STATE_FILE).unwrap();
+        expected["old"] = serde_json::to_value(Latch {
+            phase: Phase::Released,
+            ..Latch::default()
+        })
+        .unwrap();
+        assert_eq!(written, expected);
+    }
+
+    #[test]
+    fn a_dry_run_containment_leaves_the_gate_open() {
+        let mut latch: BTreeMap<String, Latch> = serde_json::from_str(STATE_FILE).unwrap();
+        let mut svc = latch.remove("svc").unwrap();
+        svc.incident.as_mut().unwrap().dry_run = true;
+        assert!(!svc.gate_closed());
+        svc.phase = Phase::Released;
+        assert!(!svc.gate_closed());
+        assert!(!Latch::default().gate_closed());
+    }
+
+    #[test]
+    fn labels_match_the_serde_spelling() {
+        for op in [Op::Trigger, Op::Resolve, Op::Contain] {
+            assert_eq!(serde_json::to_value(op).unwrap(), op.as_str());
+        }
+        for s in [Severity::Critical, Severity::Warning] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
+}
