@@ -3,9 +3,9 @@
 //! token only, and the audit log tells the story in order. The dry-run variant changes nothing.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::contain::flagd_eval;
+use super::contain::real::flagd_eval;
 use super::support::{self, Driftd};
 
 const FLAGS: &str = r#"{"$schema":"https://flagd.dev/schema/v0/flags.json","flags":{"support-bot-canary":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on","targeting":{"if":[{"==":[{"var":"tier"},"beta"]},"on","on"]}}}}"#;
@@ -158,13 +158,15 @@ fn drift_is_contained_released_only_with_the_right_token_and_audited_in_order() 
         },
     );
     let records = audit(&d);
-    let verdict_to_done_ms = records
+    // Healthy targets take each action on its first attempt (latency is the benchmark's job).
+    let done: Vec<_> = records
         .iter()
         .filter(|r| r["event"] == "action" && r["result"] == "success")
-        .filter_map(|r| r["elapsed_ms"].as_u64())
-        .max()
-        .unwrap();
-    println!("containment: verdict to last action done in {verdict_to_done_ms} ms");
+        .collect();
+    assert!(!done.is_empty(), "actions recorded: {records:?}");
+    for r in &done {
+        assert_eq!(r["attempt"], 1, "first attempt: {r}");
+    }
     assert_eq!(
         flagd_eval(&s.dir.path().join("flags.json"), "support-bot-canary"),
         "False off"
@@ -223,7 +225,6 @@ fn drift_is_contained_released_only_with_the_right_token_and_audited_in_order() 
         503,
         "still contained"
     );
-    let started = Instant::now();
     let ok = release(&s.dir.path().join("token"));
     assert!(
         ok.status.success(),
@@ -238,10 +239,6 @@ fn drift_is_contained_released_only_with_the_right_token_and_audited_in_order() 
     d.wait_until(Duration::from_secs(30), "the alert to resolve", || {
         am_alerts(&s.alertmanager, &d.admin).is_empty()
     });
-    println!(
-        "release: alert resolved {} ms after the release call",
-        started.elapsed().as_millis()
-    );
     gen.join().unwrap();
 
     // The audit log tells the story in order.
