@@ -26,11 +26,11 @@ use crate::config::{
 };
 use crate::detect::State;
 use crate::event::Arm;
-use crate::gen::{Drift, DriftMetric, Generator, Scenario, Sender};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::pipeline::Published;
 use crate::state::{CohortView, Snapshot};
+use crate::traffic::{Drift, DriftMetric, Generator, Sender, TrafficModel};
 
 /// Demo settings (the CLI's flags).
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ pub enum DemoError {
     Admin(#[from] admin::AdminError),
     /// The producer failed.
     #[error(transparent)]
-    Gen(#[from] crate::gen::GenError),
+    Traffic(#[from] crate::traffic::TrafficError),
     /// The daemon failed.
     #[error(transparent)]
     Ingest(#[from] crate::ingest::IngestError),
@@ -261,7 +261,7 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
     ));
 
     let count = (opts.rate * opts.duration.as_secs_f64()).round().max(1.0) as u64;
-    let scenario = Scenario {
+    let traffic = TrafficModel {
         deployments: 2,
         canary_share: 0.5,
         drift: vec![
@@ -279,7 +279,7 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
             },
         ],
         seed: opts.seed,
-        ..Scenario::default()
+        ..TrafficModel::default()
     };
     writeln!(
         out,
@@ -305,7 +305,7 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let started = Instant::now();
     let mut producer = Some(tokio::spawn(produce(
-        scenario,
+        traffic,
         count,
         opts.rate,
         cluster.bootstrap_servers(),
@@ -547,13 +547,13 @@ async fn render_verdicts(
 }
 
 async fn produce(
-    scenario: Scenario,
+    traffic: TrafficModel,
     count: u64,
     rate: f64,
     brokers: String,
 ) -> Result<u64, DemoError> {
     let mut sender = Sender::new(&brokers, TOPIC, &[])?;
-    let mut generator = Generator::new(scenario, Some(count));
+    let mut generator = Generator::new(traffic, Some(count));
     let started = Instant::now();
     let mut sent = 0u64;
     for i in 0..count {

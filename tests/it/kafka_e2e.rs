@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use driftd::gen::{Generator, Scenario, Sender};
+use driftd::traffic::{Generator, Sender, TrafficModel};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Headers, Message};
 use serde_json::json;
@@ -85,10 +85,10 @@ async fn produce(
 ) {
     let mut sender = Sender::new(brokers, topic, &[]).expect("producer");
     let mut generator = Generator::new(
-        Scenario {
+        TrafficModel {
             deployments: 4,
             seed,
-            ..Scenario::default()
+            ..TrafficModel::default()
         },
         None,
     );
