@@ -449,6 +449,31 @@ mod tests {
     }
 
     #[test]
+    fn drift_applies_to_the_canary_of_the_drifting_deployments_from_its_onset_only() {
+        let model = TrafficModel {
+            drift: vec![Drift {
+                metric: DriftMetric::Refusal,
+                to: 1.0,
+                at: 0.5,
+                deployments: 1,
+            }],
+            ..TrafficModel::default()
+        };
+        let mut s = Sampler::new(model, Some(100));
+        assert_eq!(s.drift_from(), Some(50));
+        for i in 0..100 {
+            let (signals, drifted) = s.draw(0, Arm::Canary, i);
+            assert_eq!(drifted, i >= 50, "event {i}");
+            assert!(i < 50 || signals.refused, "a rate of 1 always refuses");
+            assert!(!s.draw(0, Arm::Control, i).1, "control never drifts");
+            assert!(
+                !s.draw(1, Arm::Canary, i).1,
+                "only the first deployment drifts"
+            );
+        }
+    }
+
+    #[test]
     fn same_seed_same_stream() {
         let mut a = Generator::new(TrafficModel::default(), None);
         let mut b = Generator::new(TrafficModel::default(), None);
