@@ -22,7 +22,8 @@
 //! | [`admin`] | the HTTP server: `/metrics`, `/healthz`, `/readyz`, `/v1/cohorts` |
 //! | [`daemon`] | start-up and shutdown sequencing of `driftd run` |
 //! | [`signals`] | SIGTERM/SIGINT drain, SIGHUP reload |
-//! | [`gen`], [`demo`] | synthetic traffic and the one-command demo |
+//! | [`kafka_produce`] | enqueueing a record, waiting while the producer's queue is full |
+//! | [`traffic`], [`demo`] | the synthetic traffic model and producer (`driftd gen`); the one-command demo |
 //! | [`simulate`] | the detection benchmark (false alarms, delay, versus fixed windows) |
 //! | [`logging`], [`clock`] | log set-up; the one place the wall clock is read |
 //!
@@ -38,8 +39,8 @@ pub mod daemon;
 pub mod demo;
 pub mod detect;
 pub mod event;
-pub mod gen;
 pub mod ingest;
+pub mod kafka_produce;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
@@ -47,3 +48,4 @@ pub mod privacy;
 pub mod signals;
 pub mod simulate;
 pub mod state;
+pub mod traffic;

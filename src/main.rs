@@ -12,9 +12,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use driftd::config::{Config, ConfigError};
-use driftd::gen::{Drift, DriftMetric, Pace, Scenario, Sender};
 use driftd::metrics::Metrics;
 use driftd::pipeline::Pipeline;
+use driftd::traffic::{Drift, DriftMetric, Pace, Sender, TrafficModel};
 
 #[derive(Parser)]
 #[command(
@@ -226,7 +226,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::CheckConfig { file } => check_config(&file),
         Command::Run { config } => run(config),
         Command::Replay { config, input } => replay(config, &input),
-        Command::Gen(args) => gen(args),
+        Command::Gen(args) => generate(args),
         Command::Release(args) => operator_request(args, "release"),
         Command::Contain(args) => operator_request(args, "contain"),
         Command::Simulate {
@@ -361,8 +361,8 @@ fn replay(args: ConfigArgs, input: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn gen(a: GenArgs) -> anyhow::Result<ExitCode> {
-    let scenario = Scenario {
+fn generate(a: GenArgs) -> anyhow::Result<ExitCode> {
+    let model = TrafficModel {
         deployments: a.deployments,
         canary_share: a.canary_share,
         drift: a
@@ -376,7 +376,7 @@ fn gen(a: GenArgs) -> anyhow::Result<ExitCode> {
             .into_iter()
             .collect(),
         seed: a.seed,
-        ..Scenario::default()
+        ..TrafficModel::default()
     };
     let count = match (a.count, a.duration) {
         (Some(c), _) => c,
@@ -390,8 +390,8 @@ fn gen(a: GenArgs) -> anyhow::Result<ExitCode> {
             None => driftd::clock::wall_ms(),
         };
         if output == "-" {
-            driftd::gen::write_lines(
-                scenario,
+            driftd::traffic::write_lines(
+                model,
                 count,
                 a.rate,
                 start_ms,
@@ -402,15 +402,15 @@ fn gen(a: GenArgs) -> anyhow::Result<ExitCode> {
                 std::fs::File::create(&output)
                     .with_context(|| format!("cannot create {output}"))?,
             );
-            driftd::gen::write_lines(scenario, count, a.rate, start_ms, &mut f)?;
+            driftd::traffic::write_lines(model, count, a.rate, start_ms, &mut f)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
     driftd::logging::init(&driftd::config::LogConfig::default());
     let sent = runtime()?.block_on(async {
         let mut sender = Sender::new(&a.brokers, &a.topic, &[])?;
-        driftd::gen::produce(
-            scenario,
+        driftd::traffic::produce(
+            model,
             Pace {
                 rate: a.rate,
                 count,

@@ -9,22 +9,21 @@
 //! - **naive threshold**: fail when the canary's last `naive_window` events are worse than
 //!   control's by more than twice the metric's `min_effect`.
 //!
-//! Streams follow the synthetic traffic model of [`crate::gen`]: refusal 5%, escalation 2%,
-//! tone ~ N(0.3, 0.3) clamped to [-1, 1], `tone_tail` = tone < −0.5. Deterministic for a seed
-//! whatever the number of threads. This module owns the benchmark only; it must not be used by
-//! the daemon.
+//! Each lifetime is one deployment with equally many events per arm (canary and control in
+//! turn); every event's signals are drawn by the same [`Sampler`] that `driftd gen` and the demo
+//! produce from, with the default [`TrafficModel`] (refusal 5%, escalation 2%, tone ~ N(0.3, 0.3)
+//! clamped to [-1, 1]); `tone_tail` = tone < −0.5. Deterministic for a seed whatever the number
+//! of threads. This module owns the benchmark only; it must not be used by the daemon.
 
 use std::time::Instant;
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-use rand_distr::{Distribution, Normal};
 use serde::Serialize;
 
 use crate::config::{Config, Worse};
 use crate::detect::{Change, Detector, Source, State};
 use crate::event::Arm;
 use crate::state::CohortKey;
+use crate::traffic::{Drift, DriftMetric, Sampler, TrafficModel};
 
 /// Benchmark settings.
 #[derive(Debug, Clone, Serialize)]
@@ -65,21 +64,52 @@ const METRICS: [&str; 4] = ["refusal", "escalation", "tone", "tone_tail"];
 /// A drift in the canary arm.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct SimDrift {
-    /// Index into the metrics (0 refusal, 1 escalation, 2 tone).
-    pub metric: usize,
+    /// The metric that drifts.
+    pub metric: DriftMetric,
     /// New rate, or the tone mean shift.
     pub to: f64,
     /// Fraction of the lifetime after which it starts.
     pub onset: f64,
 }
 
-/// A named scenario.
+/// A named benchmark case: the traffic of one canary lifetime, with or without a drift.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scenario {
     /// Name shown in the report.
     pub name: &'static str,
     /// `None` for A/A.
     pub drift: Option<SimDrift>,
+}
+
+impl Scenario {
+    /// The traffic of one lifetime: one deployment, the default rates, the drift (if any) on
+    /// its canary.
+    fn traffic(&self, seed: u64) -> TrafficModel {
+        TrafficModel {
+            deployments: 1,
+            drift: self
+                .drift
+                .iter()
+                .map(|d| Drift {
+                    metric: d.metric,
+                    to: d.to,
+                    at: d.onset,
+                    deployments: 1,
+                })
+                .collect(),
+            seed,
+            ..TrafficModel::default()
+        }
+    }
+
+    /// The column of the drifted metric in [`METRICS`].
+    fn drifted_metric(&self) -> Option<usize> {
+        self.drift.map(|d| match d.metric {
+            DriftMetric::Refusal => 0,
+            DriftMetric::Escalation => 1,
+            DriftMetric::Tone => 2,
+        })
+    }
 }
 
 /// The scenarios of the README table.
@@ -92,23 +122,23 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "refusal 5% -> 7%",
-            drift: d(0, 0.07, 0.0),
+            drift: d(DriftMetric::Refusal, 0.07, 0.0),
         },
         Scenario {
             name: "refusal 5% -> 10%",
-            drift: d(0, 0.10, 0.0),
+            drift: d(DriftMetric::Refusal, 0.10, 0.0),
         },
         Scenario {
             name: "escalation 2% -> 4%",
-            drift: d(1, 0.04, 0.0),
+            drift: d(DriftMetric::Escalation, 0.04, 0.0),
         },
         Scenario {
             name: "tone mean -0.1 (sd 0.3)",
-            drift: d(2, -0.1, 0.0),
+            drift: d(DriftMetric::Tone, -0.1, 0.0),
         },
         Scenario {
             name: "refusal 5% -> 10% from half-way",
-            drift: d(0, 0.10, 0.5),
+            drift: d(DriftMetric::Refusal, 0.10, 0.5),
         },
     ]
 }
@@ -202,8 +232,7 @@ fn window_p_value(canary: &Win, control: &Win, binary: bool, worse_up: bool) -> 
 }
 
 fn run_lifetime(config: &Config, opts: &SimOptions, scenario: &Scenario, seed: u64) -> FirstFails {
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let tone_noise = Normal::new(0.0, 0.3).expect("finite sd");
+    let mut sampler = Sampler::new(scenario.traffic(seed), Some(opts.events_per_arm));
     let mut detector = Detector::new(config);
     let keys = [
         CohortKey {
@@ -231,33 +260,24 @@ fn run_lifetime(config: &Config, opts: &SimOptions, scenario: &Scenario, seed: u
             )
         })
         .collect();
-    let onset = scenario
-        .drift
-        .map_or(u64::MAX, |d| (d.onset * opts.events_per_arm as f64) as u64);
+    // The sampler counts events per arm, so a drift starts at the same index in both.
+    let onset = sampler.drift_from().unwrap_or(u64::MAX);
     let step_ms = 1000.0 / opts.rate_per_arm;
     let mut first: FirstFails = [[None; 4]; 5];
     let mut fixed = [[Win::default(); 4]; 2];
     let mut naive = [[Win::default(); 4]; 2];
     let mut changes = Vec::new();
-    let drifted = scenario.drift.map(|d| d.metric);
+    let drifted = scenario.drifted_metric();
     for i in 0..opts.events_per_arm {
         let after = i.checked_sub(onset).map(|a| a + 1);
         let t = (i as f64 * step_ms) as i64;
         for (a, key) in keys.iter().enumerate() {
-            let (mut refusal, mut escalation, mut tone_mean) = (0.05, 0.02, 0.3);
-            if let (0, Some(d), Some(_)) = (a, scenario.drift, after) {
-                match d.metric {
-                    0 => refusal = d.to,
-                    1 => escalation = d.to,
-                    _ => tone_mean += d.to,
-                }
-            }
-            let tone = (tone_mean + tone_noise.sample(&mut rng)).clamp(-1.0, 1.0);
+            let (signals, _) = sampler.draw(0, key.arm, i);
             let values = [
-                f64::from(u8::from(rng.random_bool(refusal))),
-                f64::from(u8::from(rng.random_bool(escalation))),
-                tone,
-                f64::from(u8::from(tone < -0.5)),
+                f64::from(u8::from(signals.refused)),
+                f64::from(u8::from(signals.escalated)),
+                signals.tone,
+                f64::from(u8::from(signals.tone < -0.5)),
             ];
             detector.observe(a, key, &values, t + a as i64, &mut changes);
             for m in 0..4 {
@@ -355,7 +375,7 @@ pub fn run_scenario(config: &Config, opts: &SimOptions, scenario: &Scenario) -> 
     let methods = METHODS
         .iter()
         .enumerate()
-        .map(|(k, method)| match scenario.drift {
+        .map(|(k, method)| match scenario.drifted_metric() {
             None => {
                 let mut per_metric = [0.0; 4];
                 for (m, rate) in per_metric.iter_mut().enumerate() {
@@ -375,8 +395,8 @@ pub fn run_scenario(config: &Config, opts: &SimOptions, scenario: &Scenario) -> 
                     p90_events: None,
                 }
             }
-            Some(d) => {
-                let mut delays: Vec<u64> = all.iter().filter_map(|(_, f)| f[k][d.metric]).collect();
+            Some(m) => {
+                let mut delays: Vec<u64> = all.iter().filter_map(|(_, f)| f[k][m]).collect();
                 delays.sort_unstable();
                 MethodResult {
                     method,
@@ -479,7 +499,7 @@ mod tests {
         let s = Scenario {
             name: "t",
             drift: Some(SimDrift {
-                metric: 0,
+                metric: DriftMetric::Refusal,
                 to: 0.15,
                 onset: 0.0,
             }),

@@ -7,11 +7,9 @@
 
 use std::time::Duration;
 
-use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::future_producer::DeliveryFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
 
 use super::IngestError;
 use crate::config::Config;
@@ -103,18 +101,12 @@ impl DeadLetter {
         if let Some(p) = payload {
             record = record.payload(p);
         }
-        loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => return Some(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => {
-                    tracing::error!(error = %e, partition = msg.partition(), offset = msg.offset(),
-                        "dead-letter record refused by the producer");
-                    return None;
-                }
+        match crate::kafka_produce::send(&self.producer, record).await {
+            Ok(delivery) => Some(delivery),
+            Err(e) => {
+                tracing::error!(error = %e, partition = msg.partition(), offset = msg.offset(),
+                    "dead-letter record refused by the producer");
+                None
             }
         }
     }

@@ -88,11 +88,11 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::gen::{Drift, DriftMetric, Scenario};
     use crate::metrics::Metrics;
+    use crate::traffic::{Drift, DriftMetric, TrafficModel};
 
     fn input() -> Vec<u8> {
-        let scenario = Scenario {
+        let model = TrafficModel {
             deployments: 2,
             drift: vec![Drift {
                 metric: DriftMetric::Refusal,
@@ -101,10 +101,10 @@ mod tests {
                 deployments: 1,
             }],
             seed: 11,
-            ..Scenario::default()
+            ..TrafficModel::default()
         };
         let mut buf = Vec::new();
-        crate::gen::write_lines(scenario, 30_000, 100.0, 1_795_928_400_000, &mut buf).unwrap();
+        crate::traffic::write_lines(model, 30_000, 100.0, 1_795_928_400_000, &mut buf).unwrap();
         buf
     }
 

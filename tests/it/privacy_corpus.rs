@@ -4,7 +4,7 @@
 
 use driftd::config::Config;
 use driftd::event::{Decoder, Reason};
-use driftd::gen::{Generator, Scenario};
+use driftd::traffic::{Generator, TrafficModel};
 
 use super::corpus;
 
@@ -31,9 +31,9 @@ fn privacy_gate_recall_and_false_positive_rate_on_seeded_corpus() {
     let clean = corpus::clean_strings(43, n);
     let flagged_ids = rejected_as_pii(&decoder, &clean);
     let mut generator = Generator::new(
-        Scenario {
+        TrafficModel {
             deployments: 6,
-            ..Scenario::default()
+            ..TrafficModel::default()
         },
         None,
     );

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use driftd::gen::{Generator, Scenario, Sender};
+use driftd::traffic::{Generator, Sender, TrafficModel};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Headers, Message};
 
@@ -86,10 +86,10 @@ pub async fn produce(
 ) {
     let mut sender = Sender::new(brokers, topic, &[]).expect("producer");
     let mut generator = Generator::new(
-        Scenario {
+        TrafficModel {
             deployments: 4,
             seed,
-            ..Scenario::default()
+            ..TrafficModel::default()
         },
         None,
     );

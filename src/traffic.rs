@@ -1,10 +1,14 @@
-//! Synthetic generation events: the `gen` command, the demo's producer and test fixtures.
+//! The synthetic traffic model and its producer: the `gen` command, the demo's producer, the
+//! benchmark's streams and test fixtures.
 //!
-//! Owns the synthetic traffic model: deployments with canary and control arms, base rates
-//! (refusal 5%, escalation 2%, tone ~ N(0.3, 0.3) clamped to [-1, 1]) and an optional drift of
-//! one metric in the canary arm from a chosen point on. Deterministic for a seed. Events are
-//! contract-v1 JSON that passes the privacy gate; identifiers are built so that no digit run
-//! stands alone (which the gate would read as a phone number).
+//! Owns the synthetic traffic model ([`TrafficModel`]): deployments with canary and control arms,
+//! base rates (refusal 5%, escalation 2%, tone ~ N(0.3, 0.3) clamped to [-1, 1]) and an optional
+//! drift of one metric in the canary arm from a chosen point on. [`Sampler`] is the one place an
+//! event's signals are drawn from the model; [`Generator`] wraps it into contract-v1 JSON for
+//! Kafka and files, and `simulate` feeds it to the detector directly, so the two cannot diverge.
+//! Deterministic for a seed. Events pass the privacy gate: identifiers are built so that no digit
+//! run stands alone (which the gate would read as a phone number). This module must not be used
+//! by the daemon.
 
 use std::time::{Duration, Instant};
 
@@ -13,10 +17,9 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
 
-use crate::event::format_rfc3339_ms;
+use crate::event::{format_rfc3339_ms, Arm};
 
 /// Which metric drifts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -43,9 +46,9 @@ pub struct Drift {
     pub deployments: usize,
 }
 
-/// The traffic model.
+/// The shape of synthetic traffic: deployments, arm split, base rates and drifts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Scenario {
+pub struct TrafficModel {
     /// Number of deployments.
     pub deployments: usize,
     /// Share of each deployment's traffic on the canary arm.
@@ -64,9 +67,9 @@ pub struct Scenario {
     pub seed: u64,
 }
 
-impl Default for Scenario {
+impl Default for TrafficModel {
     fn default() -> Self {
-        Scenario {
+        TrafficModel {
             deployments: 2,
             canary_share: 0.5,
             refusal: 0.05,
@@ -103,40 +106,40 @@ pub fn deployment_name(i: usize) -> String {
     }
 }
 
-/// One generated message.
-#[derive(Debug, Clone)]
-pub struct Generated {
-    /// Message key (the deployment).
-    pub key: String,
-    /// JSON payload.
-    pub payload: Vec<u8>,
-    /// True when this event's arm is canary and the drift applies to it.
-    pub drifted: bool,
+/// One event's signals, as the model draws them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Signals {
+    /// The generation was a refusal.
+    pub refused: bool,
+    /// The conversation was escalated to a human.
+    pub escalated: bool,
+    /// Tone score in [-1, 1], rounded to four decimals as the events carry it.
+    pub tone: f64,
 }
 
-/// An endless, seeded stream of events for a scenario.
-pub struct Generator {
-    scenario: Scenario,
+/// Draws events' signals from a [`TrafficModel`]: the one place that decides, per arm and drift,
+/// whether an event is refused or escalated and what its tone is.
+pub struct Sampler {
+    model: TrafficModel,
     rng: SmallRng,
     tone: Normal<f64>,
-    n: u64,
     /// Index of the first drifted event, per drift.
     drift_from: Vec<u64>,
 }
 
-impl Generator {
-    /// A generator; `total` (if known) places each drift onset at `drift.at × total`.
-    pub fn new(scenario: Scenario, total: Option<u64>) -> Generator {
-        let drift_from = scenario
+impl Sampler {
+    /// A sampler seeded with the model's seed; `total` (if known) places each drift onset at
+    /// event index `drift.at × total`.
+    pub fn new(model: TrafficModel, total: Option<u64>) -> Sampler {
+        let drift_from = model
             .drift
             .iter()
             .map(|d| (d.at.clamp(0.0, 1.0) * total.unwrap_or(0) as f64) as u64)
             .collect();
-        Generator {
-            rng: SmallRng::seed_from_u64(scenario.seed),
-            tone: Normal::new(0.0, scenario.tone_sd.max(1e-9)).expect("finite sd"),
-            scenario,
-            n: 0,
+        Sampler {
+            rng: SmallRng::seed_from_u64(model.seed),
+            tone: Normal::new(0.0, model.tone_sd.max(1e-9)).expect("finite sd"),
+            model,
             drift_from,
         }
     }
@@ -146,17 +149,14 @@ impl Generator {
         self.drift_from.iter().copied().min()
     }
 
-    /// The next event, emitted at `emitted_at_ms`.
-    pub fn next_event(&mut self, emitted_at_ms: i64) -> Generated {
-        let s = &self.scenario;
-        let i = self.n;
-        self.n += 1;
-        let dep = self.rng.random_range(0..s.deployments.max(1));
-        let canary = self.rng.random_bool(s.canary_share.clamp(0.0, 1.0));
-        let (mut refusal, mut escalation, mut tone_mean) = (s.refusal, s.escalation, s.tone_mean);
+    /// The signals of event index `i` of deployment number `deployment` on `arm`, and whether a
+    /// drift applied to it.
+    pub fn draw(&mut self, deployment: usize, arm: Arm, i: u64) -> (Signals, bool) {
+        let m = &self.model;
+        let (mut refusal, mut escalation, mut tone_mean) = (m.refusal, m.escalation, m.tone_mean);
         let mut drifted = false;
-        for (d, from) in s.drift.iter().zip(&self.drift_from) {
-            if !(canary && dep < d.deployments && i >= *from) {
+        for (d, from) in m.drift.iter().zip(&self.drift_from) {
+            if !(arm == Arm::Canary && deployment < d.deployments && i >= *from) {
                 continue;
             }
             drifted = true;
@@ -169,19 +169,79 @@ impl Generator {
         let refused = self.rng.random_bool(refusal.clamp(0.0, 1.0));
         let escalated = self.rng.random_bool(escalation.clamp(0.0, 1.0));
         let tone = (tone_mean + self.tone.sample(&mut self.rng)).clamp(-1.0, 1.0);
-        let tone = (tone * 1e4).round() / 1e4;
-        let locale = LOCALES[self.rng.random_range(0..LOCALES.len())];
-        let channel = CHANNELS[self.rng.random_range(0..CHANNELS.len())];
+        let signals = Signals {
+            refused,
+            escalated,
+            tone: (tone * 1e4).round() / 1e4,
+        };
+        (signals, drifted)
+    }
+}
+
+/// One generated message.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// Message key (the deployment).
+    pub key: String,
+    /// JSON payload.
+    pub payload: Vec<u8>,
+    /// True when this event's arm is canary and the drift applies to it.
+    pub drifted: bool,
+}
+
+/// An endless, seeded stream of contract-v1 events for a traffic model: each event's deployment,
+/// arm and segment drawn at random, its signals from the [`Sampler`].
+pub struct Generator {
+    sampler: Sampler,
+    n: u64,
+}
+
+impl Generator {
+    /// A generator; `total` (if known) places each drift onset at `drift.at × total`.
+    pub fn new(model: TrafficModel, total: Option<u64>) -> Generator {
+        Generator {
+            sampler: Sampler::new(model, total),
+            n: 0,
+        }
+    }
+
+    /// Index of the first event of the earliest drift, if any drift is configured.
+    pub fn drift_from(&self) -> Option<u64> {
+        self.sampler.drift_from()
+    }
+
+    /// The next event, emitted at `emitted_at_ms`.
+    pub fn next_event(&mut self, emitted_at_ms: i64) -> Generated {
+        let i = self.n;
+        self.n += 1;
+        // The draws share one random stream in a fixed order (deployment, arm, signals,
+        // segment), so a seed gives the same events as before the sampler was split out.
+        let (deployments, canary_share) = (
+            self.sampler.model.deployments,
+            self.sampler.model.canary_share,
+        );
+        let dep = self.sampler.rng.random_range(0..deployments.max(1));
+        let arm = if self.sampler.rng.random_bool(canary_share.clamp(0.0, 1.0)) {
+            Arm::Canary
+        } else {
+            Arm::Control
+        };
+        let (signals, drifted) = self.sampler.draw(dep, arm, i);
+        let locale = LOCALES[self.sampler.rng.random_range(0..LOCALES.len())];
+        let channel = CHANNELS[self.sampler.rng.random_range(0..CHANNELS.len())];
         let deployment = deployment_name(dep);
         let payload = serde_json::to_vec(&serde_json::json!({
             "schema_version": 1,
-            "event_id": format!("g{}x{}", s.seed, i),
+            "event_id": format!("g{}x{}", self.sampler.model.seed, i),
             "emitted_at": format_rfc3339_ms(emitted_at_ms),
             "deployment": deployment,
-            "model_version": if canary { CANARY_VERSION } else { CONTROL_VERSION },
-            "arm": if canary { "canary" } else { "control" },
+            "model_version": match arm {
+                Arm::Canary => CANARY_VERSION,
+                Arm::Control => CONTROL_VERSION,
+            },
+            "arm": arm.as_str(),
             "segment": {"locale": locale, "channel": channel},
-            "signals": {"tone": tone, "escalated": escalated, "refused": refused},
+            "signals": {"tone": signals.tone, "escalated": signals.escalated, "refused": signals.refused},
         }))
         .expect("serialising a JSON value cannot fail");
         Generated {
@@ -194,7 +254,7 @@ impl Generator {
 
 /// Why producing failed.
 #[derive(Debug, thiserror::Error)]
-pub enum GenError {
+pub enum TrafficError {
     /// The producer could not be created.
     #[error("cannot create the kafka producer: {0}; check --brokers")]
     Producer(#[source] KafkaError),
@@ -226,7 +286,7 @@ impl Sender {
         brokers: &str,
         topic: &str,
         properties: &[(&str, &str)],
-    ) -> Result<Sender, GenError> {
+    ) -> Result<Sender, TrafficError> {
         let mut cc = rdkafka::ClientConfig::new();
         cc.set("bootstrap.servers", brokers)
             .set("linger.ms", "5")
@@ -235,7 +295,7 @@ impl Sender {
             cc.set(*k, *v);
         }
         Ok(Sender {
-            producer: cc.create().map_err(GenError::Producer)?,
+            producer: cc.create().map_err(TrafficError::Producer)?,
             topic: topic.to_string(),
             pending: Vec::new(),
             sent: 0,
@@ -251,8 +311,7 @@ impl Sender {
         payload: Option<&[u8]>,
         partition: Option<i32>,
     ) {
-        let topic = self.topic.clone();
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic);
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic);
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -262,21 +321,11 @@ impl Sender {
         if let Some(p) = partition {
             record = record.partition(p);
         }
-        loop {
-            match self.producer.send_result(record) {
-                Ok(d) => {
-                    self.pending.push(d);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    self.settle().await;
-                }
-                Err((e, _)) => {
-                    self.failed += 1;
-                    self.first_error.get_or_insert(e.to_string());
-                    break;
-                }
+        match crate::kafka_produce::send(&self.producer, record).await {
+            Ok(delivery) => self.pending.push(delivery),
+            Err(e) => {
+                self.failed += 1;
+                self.first_error.get_or_insert(e.to_string());
             }
         }
         self.sent += 1;
@@ -303,11 +352,11 @@ impl Sender {
     }
 
     /// Waits for everything and reports failures.
-    pub async fn finish(mut self) -> Result<u64, GenError> {
+    pub async fn finish(mut self) -> Result<u64, TrafficError> {
         self.settle().await;
         match self.failed {
             0 => Ok(self.sent),
-            failed => Err(GenError::Delivery {
+            failed => Err(TrafficError::Delivery {
                 failed,
                 sent: self.sent,
                 first: self.first_error.unwrap_or_default(),
@@ -325,9 +374,9 @@ pub struct Pace {
     pub count: u64,
 }
 
-/// Produces `pace.count` events of `scenario` to Kafka with `emitted_at` = now.
-pub async fn produce(scenario: Scenario, pace: Pace, sender: &mut Sender) {
-    let mut generator = Generator::new(scenario, Some(pace.count));
+/// Produces `pace.count` events of `model` to Kafka with `emitted_at` = now.
+pub async fn produce(model: TrafficModel, pace: Pace, sender: &mut Sender) {
+    let mut generator = Generator::new(model, Some(pace.count));
     let started = Instant::now();
     for i in 0..pace.count {
         if pace.rate > 0.0 && i % 64 == 0 {
@@ -345,13 +394,13 @@ pub async fn produce(scenario: Scenario, pace: Pace, sender: &mut Sender) {
 
 /// Writes `count` events as JSON lines, with synthetic event time: `start_ms` plus `i / rate`.
 pub fn write_lines(
-    scenario: Scenario,
+    model: TrafficModel,
     count: u64,
     rate: f64,
     start_ms: i64,
     out: &mut impl std::io::Write,
 ) -> std::io::Result<()> {
-    let mut generator = Generator::new(scenario, Some(count));
+    let mut generator = Generator::new(model, Some(count));
     let step_ms = if rate > 0.0 { 1000.0 / rate } else { 0.0 };
     for i in 0..count {
         let g = generator.next_event(start_ms + (i as f64 * step_ms) as i64);
@@ -372,16 +421,16 @@ mod tests {
         let mut config = Config::default();
         config.cohorts.segment_keys = vec!["locale".into()];
         let decoder = Decoder::new(&config);
-        let scenario = Scenario {
+        let model = TrafficModel {
             drift: vec![Drift {
                 metric: DriftMetric::Refusal,
                 to: 0.5,
                 at: 0.5,
                 deployments: 1,
             }],
-            ..Scenario::default()
+            ..TrafficModel::default()
         };
-        let mut g = Generator::new(scenario, Some(20_000));
+        let mut g = Generator::new(model, Some(20_000));
         let (mut before, mut after) = ((0u32, 0u32), (0u32, 0u32));
         for i in 0..20_000 {
             let ev = g.next_event(1_795_928_400_000 + i);
@@ -400,9 +449,34 @@ mod tests {
     }
 
     #[test]
+    fn drift_applies_to_the_canary_of_the_drifting_deployments_from_its_onset_only() {
+        let model = TrafficModel {
+            drift: vec![Drift {
+                metric: DriftMetric::Refusal,
+                to: 1.0,
+                at: 0.5,
+                deployments: 1,
+            }],
+            ..TrafficModel::default()
+        };
+        let mut s = Sampler::new(model, Some(100));
+        assert_eq!(s.drift_from(), Some(50));
+        for i in 0..100 {
+            let (signals, drifted) = s.draw(0, Arm::Canary, i);
+            assert_eq!(drifted, i >= 50, "event {i}");
+            assert!(i < 50 || signals.refused, "a rate of 1 always refuses");
+            assert!(!s.draw(0, Arm::Control, i).1, "control never drifts");
+            assert!(
+                !s.draw(1, Arm::Canary, i).1,
+                "only the first deployment drifts"
+            );
+        }
+    }
+
+    #[test]
     fn same_seed_same_stream() {
-        let mut a = Generator::new(Scenario::default(), None);
-        let mut b = Generator::new(Scenario::default(), None);
+        let mut a = Generator::new(TrafficModel::default(), None);
+        let mut b = Generator::new(TrafficModel::default(), None);
         for t in 0..100 {
             assert_eq!(a.next_event(t).payload, b.next_event(t).payload);
         }

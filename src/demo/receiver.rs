@@ -1,0 +1,56 @@
+//! The demo's local alert receiver: an HTTP endpoint that checks each alert's HMAC signature,
+//! as a real receiver would, and keeps one line per alert for the summary.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use hmac::{Hmac, Mac};
+
+/// The `x-driftd-signature` value an alert body signed with `key` must carry, computed here
+/// independently of driftd's signer, the way a third-party receiver would.
+fn expected_signature(key: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Starts the receiver on a free local port; returns its address and the alerts it got, one
+/// line each (op, severity, deployment, whether the signature verified).
+pub(super) async fn start(key: Vec<u8>) -> std::io::Result<(SocketAddr, Arc<Mutex<Vec<String>>>)> {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let store = received.clone();
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (store, key) = (store.clone(), key.clone());
+                async move {
+                    let expected = expected_signature(&key, &body);
+                    let given = headers
+                        .get("x-driftd-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    store.lock().expect("receiver lock").push(format!(
+                        "{} {} for {} (signature {})",
+                        v["op"].as_str().unwrap_or("?"),
+                        v["severity"].as_str().unwrap_or("?"),
+                        v["incident"]["deployment"].as_str().unwrap_or("?"),
+                        if given == expected {
+                            "verified"
+                        } else {
+                            "INVALID"
+                        }
+                    ));
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, received))
+}
