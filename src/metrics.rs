@@ -16,7 +16,7 @@ use prometheus::{
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::detect::{Change, DeploymentView, State};
+use crate::detect::{Change, DeploymentView, VerdictState};
 use crate::event::{Arm, Reason};
 use crate::privacy::PiiKind;
 use crate::state::Snapshot;
@@ -417,12 +417,16 @@ impl Metrics {
                     ("canary_vs_control", Some(m.canary_vs_control.state)),
                     (
                         "self_baseline",
-                        Some(m.self_baseline.as_ref().map_or(State::Pass, |v| v.state)),
+                        Some(
+                            m.self_baseline
+                                .as_ref()
+                                .map_or(VerdictState::Pass, |v| v.state),
+                        ),
                     ),
                     ("combined", Some(m.state)),
                 ];
                 for (source, current) in sources {
-                    for state in State::ALL {
+                    for state in VerdictState::ALL {
                         self.verdict_state
                             .with_label_values(&[dep, metric, source, state.as_str()])
                             .set(i64::from(current == Some(state)));

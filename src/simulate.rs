@@ -20,7 +20,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::config::{Config, Worse};
-use crate::detect::{Change, Detector, Source, State};
+use crate::detect::{Change, Detector, Source, VerdictState};
 use crate::event::Arm;
 use crate::state::CohortKey;
 use crate::traffic::{Drift, DriftMetric, Sampler, TrafficModel};
@@ -289,7 +289,7 @@ fn run_lifetime(config: &Config, opts: &SimOptions, scenario: &Scenario, seed: u
         let at = after.unwrap_or(n);
         for c in changes.drain(..) {
             if let Change::Verdict(v) = c {
-                if v.state != State::Fail {
+                if v.state != VerdictState::Fail {
                     continue;
                 }
                 let m = METRICS

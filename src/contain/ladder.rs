@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::latch::{action_key, Incident, Latch, Op, Phase, Release, Severity};
 use crate::config::{ContainmentConfig, PolicyConfig, PolicyMode, TriggerState};
-use crate::detect::{Change, Signal, State, Verdict};
+use crate::detect::{Change, Signal, Verdict, VerdictState};
 
 /// One action to carry out.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -88,39 +88,19 @@ fn matches(list: &[String], value: &str) -> bool {
     list.iter().any(|x| x == "*" || x == value)
 }
 
-fn trigger(state: State) -> Option<TriggerState> {
+fn trigger(state: VerdictState) -> Option<TriggerState> {
     match state {
-        State::Warn => Some(TriggerState::Warn),
-        State::Fail => Some(TriggerState::Fail),
-        State::Insufficient | State::Pass => None,
+        VerdictState::Warn => Some(TriggerState::Warn),
+        VerdictState::Fail => Some(TriggerState::Fail),
+        VerdictState::Insufficient | VerdictState::Pass => None,
     }
 }
 
 impl Ladder {
     /// A ladder for the config, with latches loaded from the persisted state.
     pub fn new(config: &ContainmentConfig, latches: BTreeMap<String, Latch>) -> Ladder {
-        let alert_targets: Vec<String> = config
-            .targets
-            .iter()
-            .filter(|t| t.is_alert())
-            .map(|t| t.name().to_string())
-            .collect();
-        let policies = if config.policies.is_empty() {
-            // The safe default: contain at the gate, alert wherever an alert target exists.
-            vec![PolicyConfig {
-                name: "default".into(),
-                deployments: vec!["*".into()],
-                metrics: vec!["*".into()],
-                mode: PolicyMode::Enforce,
-                alert_on: vec![TriggerState::Fail],
-                contain_on: vec![TriggerState::Fail],
-                alert_on_signals: true,
-                alerts: alert_targets.clone(),
-                contain: Vec::new(),
-            }]
-        } else {
-            config.policies.clone()
-        };
+        let alert_targets = config.alert_targets();
+        let policies = config.effective_policies();
         Ladder {
             policies,
             alert_targets,
@@ -198,7 +178,7 @@ impl Ladder {
         let latch = self.latches.entry(v.deployment.clone()).or_default();
         let Some(t) = trigger(v.state) else {
             // Back to pass: a suspect deployment calms down and its warning resolves.
-            if latch.phase == Phase::Suspect && v.state == State::Pass {
+            if latch.phase == Phase::Suspect && v.state == VerdictState::Pass {
                 if let Some(inc) = latch.incident.clone() {
                     out.actions =
                         Self::actions(latch, &inc, &policy.alerts, Op::Resolve, Severity::Warning);

@@ -172,11 +172,7 @@ pub fn start(
         .into_iter()
         .map(|t| (t.name.clone(), Arc::new(t)))
         .collect();
-    let external_url = if c.external_url.is_empty() {
-        format!("http://{}", config.admin.addr)
-    } else {
-        c.external_url.trim_end_matches('/').to_string()
-    };
+    let external_url = config.external_url();
     let ctx = Arc::new(Context {
         client: reqwest::Client::builder()
             .timeout(c.action_timeout)

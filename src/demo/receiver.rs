@@ -4,15 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use hmac::{Hmac, Mac};
-
-/// The `x-driftd-signature` value an alert body signed with `key` must carry, computed here
-/// independently of driftd's signer, the way a third-party receiver would.
-fn expected_signature(key: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
+use crate::contain::providers::webhook_signature;
 
 /// Starts the receiver on a free local port; returns its address and the alerts it got, one
 /// line each (op, severity, deployment, whether the signature verified).
@@ -25,7 +17,7 @@ pub(super) async fn start(key: Vec<u8>) -> std::io::Result<(SocketAddr, Arc<Mute
             move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
                 let (store, key) = (store.clone(), key.clone());
                 async move {
-                    let expected = expected_signature(&key, &body);
+                    let expected = webhook_signature(&key, &body);
                     let given = headers
                         .get("x-driftd-signature")
                         .and_then(|v| v.to_str().ok())

@@ -5,15 +5,15 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::detect::State;
+use crate::detect::VerdictState;
 use crate::event::Arm;
 use crate::metrics::Metrics;
 use crate::pipeline::Published;
 use crate::state::{CohortView, Snapshot};
 
-fn state_word(state: State) -> String {
+fn state_word(state: VerdictState) -> String {
     match state {
-        State::Fail => "FAIL".into(),
+        VerdictState::Fail => "FAIL".into(),
         s => s.as_str().into(),
     }
 }
@@ -236,7 +236,7 @@ pub(super) fn summary(
             .is_some_and(|d| {
                 d.metrics
                     .iter()
-                    .any(|m| m.metric == "refusal" && m.state == State::Fail)
+                    .any(|m| m.metric == "refusal" && m.state == VerdictState::Fail)
             })
     };
     writeln!(

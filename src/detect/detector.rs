@@ -10,7 +10,7 @@ use super::cusum::{CusumPhase, SelfBaseline, Tuning};
 use super::sequential::{self, evaluate};
 use super::srm;
 use super::verdict::{
-    Change, DeploymentView, MetricVerdicts, Signal, SignalKind, Source, State, Verdict,
+    Change, DeploymentView, MetricVerdicts, Signal, SignalKind, Source, Verdict, VerdictState,
 };
 use crate::config::{AlarmState, Config, MetricKind, Worse};
 use crate::event::{format_rfc3339_ms, Arm};
@@ -37,7 +37,7 @@ struct Test {
     control: Moments,
     /// Running minimum of the always-valid p-value (over times with enough events).
     p_value: f64,
-    state: State,
+    state: VerdictState,
 }
 
 /// One deployment: its current canary version's tests, its alarms and signals, its history.
@@ -72,7 +72,7 @@ struct CohortDetect {
 pub struct Detector {
     rules: Vec<Rule>,
     self_baseline: bool,
-    on_alarm: State,
+    on_alarm: VerdictState,
     srm_threshold: f64,
     absent_after_ms: i64,
     history: usize,
@@ -128,8 +128,8 @@ impl Detector {
             rules,
             self_baseline: d.self_baseline.enabled,
             on_alarm: match d.self_baseline.on_alarm {
-                AlarmState::Fail => State::Fail,
-                AlarmState::Warn => State::Warn,
+                AlarmState::Fail => VerdictState::Fail,
+                AlarmState::Warn => VerdictState::Warn,
             },
             srm_threshold: (1.0 / d.srm_alpha).ln(),
             absent_after_ms: d.absent_after.as_millis() as i64,
@@ -473,14 +473,14 @@ fn fresh_tests(metrics: usize) -> Vec<Test> {
 
 /// The state of `test` after its latest event, updating its running p-value: the hot path's
 /// decision, without the confidence sequence.
-fn next_state(rule: &Rule, test: &mut Test) -> State {
+fn next_state(rule: &Rule, test: &mut Test) -> VerdictState {
     // A decided test and one without enough events need no arithmetic: most events of a
     // failed canary, and the first of every canary, cost nothing here.
-    if test.state == State::Fail {
-        return State::Fail;
+    if test.state == VerdictState::Fail {
+        return VerdictState::Fail;
     }
     if test.canary.n < rule.min_events || test.control.n < rule.min_events {
-        return State::Insufficient;
+        return VerdictState::Insufficient;
     }
     let (estimate, log_lr) = sequential::worse_log_lr(
         &test.canary,
@@ -493,19 +493,19 @@ fn next_state(rule: &Rule, test: &mut Test) -> State {
     let worse = if rule.worse_up { estimate } else { -estimate };
     let threshold = (1.0 / rule.alpha).ln();
     if test.p_value <= rule.alpha && worse >= rule.min_effect {
-        State::Fail
+        VerdictState::Fail
     } else if (log_lr >= threshold / 2.0 && worse >= rule.min_effect) || test.p_value <= rule.alpha
     {
-        State::Warn
-    } else if test.state == State::Warn
+        VerdictState::Warn
+    } else if test.state == VerdictState::Warn
         && log_lr >= threshold / 4.0
         && worse >= rule.min_effect / 2.0
     {
         // Hysteresis: a warning ends when the evidence has clearly fallen back, not on the
         // first event that dips under the line (that would flap alerts).
-        State::Warn
+        VerdictState::Warn
     } else {
-        State::Pass
+        VerdictState::Pass
     }
 }
 

@@ -42,5 +42,5 @@ mod verdict;
 
 pub use detector::Detector;
 pub use verdict::{
-    Change, DeploymentView, MetricVerdicts, Signal, SignalKind, Source, State, Verdict,
+    Change, DeploymentView, MetricVerdicts, Signal, SignalKind, Source, Verdict, VerdictState,
 };

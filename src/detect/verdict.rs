@@ -12,7 +12,7 @@ use crate::event::Arm;
 /// A verdict state. Ordered by severity.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum State {
+pub enum VerdictState {
     /// Not enough events per arm to say anything.
     #[default]
     Insufficient,
@@ -24,17 +24,22 @@ pub enum State {
     Fail,
 }
 
-impl State {
+impl VerdictState {
     /// All states, for metric labels.
-    pub const ALL: [State; 4] = [State::Insufficient, State::Pass, State::Warn, State::Fail];
+    pub const ALL: [VerdictState; 4] = [
+        VerdictState::Insufficient,
+        VerdictState::Pass,
+        VerdictState::Warn,
+        VerdictState::Fail,
+    ];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
-            State::Insufficient => "insufficient",
-            State::Pass => "pass",
-            State::Warn => "warn",
-            State::Fail => "fail",
+            VerdictState::Insufficient => "insufficient",
+            VerdictState::Pass => "pass",
+            VerdictState::Warn => "warn",
+            VerdictState::Fail => "fail",
         }
     }
 }
@@ -71,7 +76,7 @@ pub struct Verdict {
     /// Which detector.
     pub source: Source,
     /// The state.
-    pub state: State,
+    pub state: VerdictState,
     /// Event time of the evaluation (RFC 3339).
     pub at: String,
     /// Events applied by the pipeline so far.
@@ -195,7 +200,7 @@ pub struct MetricVerdicts {
     /// Metric name.
     pub metric: String,
     /// The worse of the two sources.
-    pub state: State,
+    pub state: VerdictState,
     /// The canary-vs-control test.
     pub canary_vs_control: Verdict,
     /// The latest self-baseline alarm for the current canary version, if any.

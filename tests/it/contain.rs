@@ -14,7 +14,7 @@ use driftd::config::{Config, PolicyConfig, PolicyMode, SecretSource, TargetConfi
 use driftd::contain::latch::Phase;
 use driftd::contain::providers::webhook_signature;
 use driftd::contain::{self, ContainHandle, Request};
-use driftd::detect::{Change, Source, State, Verdict};
+use driftd::detect::{Change, Source, Verdict, VerdictState};
 use driftd::metrics::Metrics;
 use tokio::sync::watch;
 use vendor::{vendor, Seen, Vendor};
@@ -25,7 +25,7 @@ pub fn fail_verdict(deployment: &str, version: &str) -> Change {
         model_version: version.into(),
         metric: "refusal".into(),
         source: Source::CanaryVsControl,
-        state: State::Fail,
+        state: VerdictState::Fail,
         at: "2026-11-29T05:00:00.000Z".into(),
         events_seen: 5000,
         n_canary: 2500,

@@ -5,7 +5,7 @@ use super::*;
 use crate::config::TargetConfig;
 use crate::detect::{Source, Verdict};
 
-fn verdict(state: State, version: &str) -> Change {
+fn verdict(state: VerdictState, version: &str) -> Change {
     Change::Verdict(Verdict {
         deployment: "svc".into(),
         model_version: version.into(),
@@ -64,7 +64,7 @@ fn config(mode: PolicyMode) -> ContainmentConfig {
 #[test]
 fn fail_contains_once_and_release_resolves_and_latches() {
     let mut l = Ladder::new(&config(PolicyMode::Enforce), BTreeMap::new());
-    let out = l.on_change(&verdict(State::Fail, "v1"), "t1");
+    let out = l.on_change(&verdict(VerdictState::Fail, "v1"), "t1");
     let keys: Vec<&str> = out.actions.iter().map(|a| a.key.as_str()).collect();
     assert_eq!(keys, ["svc:v1/flag/contain", "svc:v1/am/trigger-critical"]);
     assert!(l.gate_closed("svc"));
@@ -73,11 +73,11 @@ fn fail_contains_once_and_release_resolves_and_latches() {
     }
     // More evidence: nothing new.
     assert!(l
-        .on_change(&verdict(State::Fail, "v1"), "t2")
+        .on_change(&verdict(VerdictState::Fail, "v1"), "t2")
         .actions
         .is_empty());
     assert!(l
-        .on_change(&verdict(State::Pass, "v1"), "t2")
+        .on_change(&verdict(VerdictState::Pass, "v1"), "t2")
         .actions
         .is_empty());
     assert!(l.gate_closed("svc"), "latched");
@@ -86,11 +86,11 @@ fn fail_contains_once_and_release_resolves_and_latches() {
     assert_eq!(out.actions[0].op, Op::Resolve);
     assert!(!l.gate_closed("svc"));
     // The same incident replayed does not re-open.
-    let out = l.on_change(&verdict(State::Fail, "v1"), "t4");
+    let out = l.on_change(&verdict(VerdictState::Fail, "v1"), "t4");
     assert!(out.actions.is_empty() && !out.ignored.is_empty());
     // A new canary version is a new incident.
     assert!(!l
-        .on_change(&verdict(State::Fail, "v2"), "t5")
+        .on_change(&verdict(VerdictState::Fail, "v2"), "t5")
         .actions
         .is_empty());
     assert_eq!(
@@ -102,7 +102,7 @@ fn fail_contains_once_and_release_resolves_and_latches() {
 #[test]
 fn warn_alerts_without_containing_and_calms_down() {
     let mut l = Ladder::new(&config(PolicyMode::Enforce), BTreeMap::new());
-    let out = l.on_change(&verdict(State::Warn, "v1"), "t1");
+    let out = l.on_change(&verdict(VerdictState::Warn, "v1"), "t1");
     assert_eq!(out.actions.len(), 1);
     assert_eq!(
         (out.actions[0].op, out.actions[0].severity),
@@ -111,7 +111,7 @@ fn warn_alerts_without_containing_and_calms_down() {
     assert_eq!(l.latch("svc").unwrap().phase, Phase::Suspect);
     assert!(!l.gate_closed("svc"));
     l.mark_done("svc", &out.actions[0].key);
-    let out = l.on_change(&verdict(State::Pass, "v1"), "t2");
+    let out = l.on_change(&verdict(VerdictState::Pass, "v1"), "t2");
     assert_eq!(out.actions[0].op, Op::Resolve);
     assert_eq!(l.latch("svc").unwrap().phase, Phase::Healthy);
 }
@@ -122,10 +122,10 @@ fn warn_alerts_without_containing_and_calms_down() {
 fn warn_then_pass_then_fail_then_release_resolves_the_critical_alert() {
     let mut l = Ladder::new(&config(PolicyMode::Enforce), BTreeMap::new());
     for (state, t) in [
-        (State::Warn, "t1"),
-        (State::Pass, "t2"),
-        (State::Warn, "t3"),
-        (State::Fail, "t4"),
+        (VerdictState::Warn, "t1"),
+        (VerdictState::Pass, "t2"),
+        (VerdictState::Warn, "t3"),
+        (VerdictState::Fail, "t4"),
     ] {
         for a in l.on_change(&verdict(state, "v1"), t).actions {
             l.mark_done("svc", &a.key);
@@ -183,7 +183,7 @@ fn signal_alerts_are_raised_once_resolved_and_can_come_back() {
 #[test]
 fn dry_run_marks_actions_and_leaves_the_gate_open() {
     let mut l = Ladder::new(&config(PolicyMode::DryRun), BTreeMap::new());
-    let out = l.on_change(&verdict(State::Fail, "v1"), "t1");
+    let out = l.on_change(&verdict(VerdictState::Fail, "v1"), "t1");
     assert!(out.actions.iter().all(|a| a.dry_run));
     assert_eq!(l.latch("svc").unwrap().phase, Phase::Contained);
     assert!(!l.gate_closed("svc"));
@@ -192,7 +192,7 @@ fn dry_run_marks_actions_and_leaves_the_gate_open() {
 #[test]
 fn persisted_latch_survives_and_pending_actions_are_redone() {
     let mut l = Ladder::new(&config(PolicyMode::Enforce), BTreeMap::new());
-    let out = l.on_change(&verdict(State::Fail, "v1"), "t1");
+    let out = l.on_change(&verdict(VerdictState::Fail, "v1"), "t1");
     l.mark_done("svc", &out.actions[0].key);
     let restored = Ladder::new(&config(PolicyMode::Enforce), l.latches().clone());
     assert!(restored.gate_closed("svc"));
@@ -205,7 +205,7 @@ fn no_policy_contains_at_the_gate_and_alerts_every_alert_target() {
     let mut c = config(PolicyMode::Enforce);
     c.policies.clear();
     let mut l = Ladder::new(&c, BTreeMap::new());
-    let out = l.on_change(&verdict(State::Fail, "v1"), "t1");
+    let out = l.on_change(&verdict(VerdictState::Fail, "v1"), "t1");
     assert!(l.gate_closed("svc"));
     let keys: Vec<&str> = out.actions.iter().map(|a| a.key.as_str()).collect();
     assert_eq!(

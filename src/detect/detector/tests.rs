@@ -42,7 +42,7 @@ fn run(
     }
 }
 
-fn refusal_states(changes: &[Change]) -> Vec<(State, u64)> {
+fn refusal_states(changes: &[Change]) -> Vec<(VerdictState, u64)> {
     changes
         .iter()
         .filter_map(|c| match c {
@@ -62,13 +62,13 @@ fn a_real_rise_fails_after_the_minimum_and_stays_failed() {
     let states = refusal_states(&out);
     let fail = states
         .iter()
-        .find(|(s, _)| *s == State::Fail)
+        .find(|(s, _)| *s == VerdictState::Fail)
         .expect("fails");
     assert!(fail.1 >= 300, "not before min_events: {fail:?}");
     assert!(fail.1 < 3_000, "5% -> 10% is caught quickly: {fail:?}");
-    assert_eq!(states.last().unwrap().0, State::Fail, "latched");
+    assert_eq!(states.last().unwrap().0, VerdictState::Fail, "latched");
     // insufficient is never followed directly by fail before min_events
-    assert_eq!(states[0].0, State::Insufficient);
+    assert_eq!(states[0].0, VerdictState::Insufficient);
 }
 
 #[test]
@@ -78,7 +78,7 @@ fn equal_arms_pass() {
     run(&mut d, 20_000, 0.05, 0.05, 2, "v1", &mut out);
     let snap = d.snapshot();
     let refusal = &snap[0].metrics[0];
-    assert_eq!(refusal.state, State::Pass);
+    assert_eq!(refusal.state, VerdictState::Pass);
     let v = &refusal.canary_vs_control;
     assert_eq!((v.n_canary, v.n_control), (20_000, 20_000));
     assert!(v.ci_low.unwrap() < 0.0 && v.ci_high.unwrap() > 0.0);
@@ -90,16 +90,15 @@ fn new_canary_version_starts_a_new_test_and_keeps_history() {
     let mut d = Detector::new(&config());
     let mut out = Vec::new();
     run(&mut d, 5_000, 0.15, 0.05, 3, "v1", &mut out);
-    assert_eq!(d.snapshot()[0].metrics[0].state, State::Fail);
+    assert_eq!(d.snapshot()[0].metrics[0].state, VerdictState::Fail);
     out.clear();
     run(&mut d, 100, 0.05, 0.05, 4, "v2", &mut out);
     let snap = d.snapshot();
     assert_eq!(snap[0].canary_version.as_deref(), Some("v2"));
-    assert_eq!(snap[0].metrics[0].state, State::Insufficient);
-    assert!(snap[0]
-        .history
-        .iter()
-        .any(|v| v.model_version == "v1" && v.metric == "refusal" && v.state == State::Fail));
+    assert_eq!(snap[0].metrics[0].state, VerdictState::Insufficient);
+    assert!(snap[0].history.iter().any(|v| v.model_version == "v1"
+        && v.metric == "refusal"
+        && v.state == VerdictState::Fail));
     // late events of the old version are ignored by the new test
     let n_before = snap[0].metrics[0].canary_vs_control.n_canary;
     d.observe(
@@ -151,7 +150,7 @@ fn silent_arm_is_reported_and_cleared_and_never_fails() {
     assert!(d.snapshot()[0]
         .metrics
         .iter()
-        .all(|m| m.state != State::Fail));
+        .all(|m| m.state != VerdictState::Fail));
     d.observe(
         0,
         &key(Arm::Canary, "v1"),
@@ -201,9 +200,13 @@ fn self_baseline_catches_drift_in_both_arms() {
     }
     let snap = d.snapshot();
     let refusal = &snap[0].metrics[0];
-    assert_ne!(refusal.canary_vs_control.state, State::Fail, "arms agree");
+    assert_ne!(
+        refusal.canary_vs_control.state,
+        VerdictState::Fail,
+        "arms agree"
+    );
     let alarm = refusal.self_baseline.as_ref().expect("self-baseline alarm");
-    assert_eq!(alarm.state, State::Fail);
-    assert_eq!(refusal.state, State::Fail);
+    assert_eq!(alarm.state, VerdictState::Fail);
+    assert_eq!(refusal.state, VerdictState::Fail);
     assert!((alarm.reference.unwrap() - 0.05).abs() < 0.02);
 }
