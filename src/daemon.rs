@@ -70,7 +70,7 @@ pub async fn run(
     let admin = tokio::spawn(async move {
         let shutdown = async move { crate::signals::stopped(&mut stop_admin).await };
         if let Err(e) = admin::serve(listener, admin_state, shutdown).await {
-            tracing::error!(error = %e, "admin server failed");
+            tracing::error!(error = %crate::logging::chain(&e), "admin server failed");
         }
     });
     tracing::info!(
@@ -97,7 +97,7 @@ pub async fn run(
             "shutdown complete; offsets committed"
         ),
         Err(e) => {
-            tracing::error!(error = %e, applied = run.applied, rejected = run.rejected, "shutdown incomplete")
+            tracing::error!(error = %crate::logging::chain(e), applied = run.applied, rejected = run.rejected, "shutdown incomplete")
         }
     }
     result?;

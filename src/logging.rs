@@ -19,3 +19,39 @@ pub fn init(config: &LogConfig) {
         LogFormat::Human => builder.try_init(),
     };
 }
+
+/// An error and its causes as one line, `outer: cause: root` — what `{:#}` prints for an
+/// `anyhow::Error`, for logging the library's own error types. Their messages never quote their
+/// source, so each cause appears once.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot write state; check the disk")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn chain_names_each_cause_once_in_order() {
+        let e = Outer(std::io::Error::other("disk full"));
+        assert_eq!(chain(&e), "cannot write state; check the disk: disk full");
+        assert_eq!(
+            chain(&e),
+            format!(
+                "{:#}",
+                anyhow::Error::from(Outer(std::io::Error::other("disk full")))
+            )
+        );
+    }
+}

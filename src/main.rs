@@ -287,7 +287,7 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("driftd: {e}");
+            eprintln!("driftd: {}", driftd::logging::chain(&e));
             Ok(ExitCode::from(2))
         }
     }

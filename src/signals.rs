@@ -86,7 +86,7 @@ where
                             handle.reload(config);
                         }
                         Err(e) => {
-                            tracing::error!(error = %e, "SIGHUP: config refused, keeping the running config");
+                            tracing::error!(error = %crate::logging::chain(&e), "SIGHUP: config refused, keeping the running config");
                             metrics.config_reloads.with_label_values(&["failure"]).inc();
                         }
                     },

@@ -256,7 +256,7 @@ impl Generator {
 #[derive(Debug, thiserror::Error)]
 pub enum TrafficError {
     /// The producer could not be created.
-    #[error("cannot create the kafka producer: {0}; check --brokers")]
+    #[error("cannot create the kafka producer; check --brokers")]
     Producer(#[source] KafkaError),
     /// Some messages were not acknowledged by the broker.
     #[error("{failed} of {sent} messages were not acknowledged by the broker (first error: {first}); is the topic there and the broker up?")]

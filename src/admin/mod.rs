@@ -42,7 +42,7 @@ use crate::pipeline::Published;
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     /// The listen address is taken or not allowed.
-    #[error("cannot listen on {addr}: {source}; choose another admin.addr (or --admin-addr)")]
+    #[error("cannot listen on {addr}; choose another admin.addr (or --admin-addr)")]
     Bind {
         /// The requested address.
         addr: SocketAddr,

@@ -40,7 +40,7 @@ pub use targets::TargetConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}; check the path and its permissions")]
+    #[error("cannot read config file {path}; check the path and its permissions")]
     Read {
         /// The file that was asked for.
         path: PathBuf,

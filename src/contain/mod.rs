@@ -237,7 +237,7 @@ pub fn start(
 impl Controller {
     fn record(&mut self, record: AuditRecord) {
         if let Err(e) = self.audit.append(&now(), &record) {
-            tracing::error!(error = %e, "audit log write failed");
+            tracing::error!(error = %crate::logging::chain(&e), "audit log write failed");
         }
     }
 
@@ -252,7 +252,7 @@ impl Controller {
 
     fn persist(&mut self) {
         if let Err(e) = self.store.save(self.ladder.latches()) {
-            tracing::error!(error = %e, "cannot persist the containment latch");
+            tracing::error!(error = %crate::logging::chain(&e), "cannot persist the containment latch");
         }
     }
 

@@ -15,7 +15,7 @@ use super::latch::Latch;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// I/O on a file.
-    #[error("{action} {path}: {source}; check that containment.state_dir exists and is writable")]
+    #[error("{action} {path}; check that containment.state_dir exists and is writable")]
     Io {
         /// What was being done.
         action: &'static str,

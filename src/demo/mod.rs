@@ -53,7 +53,7 @@ pub struct DemoOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     /// The in-process Kafka could not start.
-    #[error("cannot start the in-process kafka mock cluster: {0}")]
+    #[error("cannot start the in-process kafka mock cluster")]
     Mock(#[from] rdkafka::error::KafkaError),
     /// The admin port is taken.
     #[error(transparent)]
@@ -65,7 +65,7 @@ pub enum DemoError {
     #[error(transparent)]
     Daemon(#[from] crate::daemon::DaemonError),
     /// Writing to the terminal failed.
-    #[error("cannot write to stdout: {0}")]
+    #[error("cannot write to stdout")]
     Output(#[from] std::io::Error),
     /// The daemon stopped before it was asked to.
     #[error("the daemon stopped unexpectedly; see the log above")]

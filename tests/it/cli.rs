@@ -285,3 +285,42 @@ fn sigterm_exits_within_the_deadline_when_the_broker_is_unresponsive() {
     );
     drop(held);
 }
+
+/// Regression: error chains printed with `{:#}` repeated a cause that the message already
+/// quoted. Each cause appears once, after the advice.
+#[test]
+fn errors_name_the_cause_once_and_say_what_to_do() {
+    let missing = "/nonexistent/driftd.toml";
+    for args in [
+        vec!["run", "--config", missing],
+        vec!["check-config", missing],
+    ] {
+        let out = driftd().args(&args).output().unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("cannot read config file /nonexistent/driftd.toml; check the path"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(
+            stderr.matches("No such file or directory").count(),
+            1,
+            "{args:?}: {stderr}"
+        );
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = driftd()
+        .args(["run", "--brokers", "127.0.0.1:1", "--admin-addr", &addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on {addr}; choose another admin.addr"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("in use").count(), 1, "{stderr}");
+}
