@@ -3,8 +3,10 @@
 #   installs what the tests need (system packages incl. Prometheus Alertmanager, the tansu
 #   broker cached across runs, the OpenFeature flagd Python provider), starts tansu (sqlite
 #   storage) and Alertmanager on free loopback ports, then runs
-#   cargo fmt --check, cargo clippy -D warnings, every test, and a compile check of the benches.
-# Idempotent: cached installs are reused and the broker of an earlier run is stopped first.
+#   cargo fmt --check, cargo clippy -D warnings, every test of both tiers (`--features e2e`:
+#   the in-process tier that plain `cargo test` runs, plus the tests against these services),
+#   and a compile check of the benches.
+# Idempotent: cached installs are reused and the services of an earlier run are stopped first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -64,15 +66,18 @@ stop_services() {
   stop_service alertmanager
 }
 
+# Waits until service $1 accepts connections on port $2. Returns 1 if it exited during
+# start-up (e.g. another process took the port between free_port and its bind), so the caller
+# can retry on a new port; fails the run if it neither exits nor listens within 20 s.
 wait_port() { # name port
   for _ in $(seq 1 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
-      return
+      return 0
     fi
     if ! kill -0 "$(cat "$SERVICES/$1.pid")" 2>/dev/null; then
       cat "$SERVICES/$1.log" >&2
       echo "$1 exited during start-up" >&2
-      exit 1
+      return 1
     fi
     sleep 0.2
   done
@@ -81,41 +86,59 @@ wait_port() { # name port
   exit 1
 }
 
+# Starts service $1 with function $2 PORT, on a new free port up to three times: a port handed
+# out by free_port can be taken by someone else before the service binds it.
+start_on_free_port() { # name start-function
+  local port
+  for _ in 1 2 3; do
+    port=$(free_port)
+    "$2" "$port"
+    if wait_port "$1" "$port"; then
+      STARTED_PORT=$port
+      return
+    fi
+  done
+  echo "$1 could not start on a free port after three tries" >&2
+  exit 1
+}
+
+launch_alertmanager() { # port
+  log "starting Alertmanager on 127.0.0.1:$1 (log: $SERVICES/alertmanager.log)"
+  nohup prometheus-alertmanager \
+    --config.file="$SERVICES/alertmanager/alertmanager.yml" \
+    --storage.path="$SERVICES/alertmanager/data" \
+    --web.listen-address="127.0.0.1:$1" \
+    --cluster.listen-address= >"$SERVICES/alertmanager.log" 2>&1 &
+  echo $! >"$SERVICES/alertmanager.pid"
+}
+
 start_alertmanager() {
   stop_service alertmanager
   mkdir -p "$SERVICES/alertmanager"
   rm -rf "$SERVICES/alertmanager/data"
   printf 'route:\n  receiver: "null"\nreceivers:\n  - name: "null"\n' >"$SERVICES/alertmanager/alertmanager.yml"
-  local port
-  port=$(free_port)
-  log "starting Alertmanager on 127.0.0.1:$port (log: $SERVICES/alertmanager.log)"
-  nohup prometheus-alertmanager \
-    --config.file="$SERVICES/alertmanager/alertmanager.yml" \
-    --storage.path="$SERVICES/alertmanager/data" \
-    --web.listen-address="127.0.0.1:$port" \
-    --cluster.listen-address= >"$SERVICES/alertmanager.log" 2>&1 &
-  echo $! >"$SERVICES/alertmanager.pid"
-  wait_port alertmanager "$port"
-  export DRIFTD_TEST_ALERTMANAGER="http://127.0.0.1:$port"
+  start_on_free_port alertmanager launch_alertmanager
+  export DRIFTD_TEST_ALERTMANAGER="http://127.0.0.1:$STARTED_PORT"
+}
+
+launch_tansu() { # port
+  log "starting tansu on 127.0.0.1:$1 (log: $SERVICES/tansu.log)"
+  (
+    cd "$SERVICES"
+    nohup "$TANSU" \
+      --listener-url "tcp://127.0.0.1:$1" \
+      --advertised-listener-url "tcp://127.0.0.1:$1" \
+      --storage-engine "sqlite://tansu.db" >tansu.log 2>&1 &
+    echo $! >tansu.pid
+  )
 }
 
 start_tansu() {
   stop_service tansu
   mkdir -p "$SERVICES"
   rm -f "$SERVICES"/tansu.db*
-  local port
-  port=$(free_port)
-  log "starting tansu on 127.0.0.1:$port (log: $SERVICES/tansu.log)"
-  (
-    cd "$SERVICES"
-    nohup "$TANSU" \
-      --listener-url "tcp://127.0.0.1:$port" \
-      --advertised-listener-url "tcp://127.0.0.1:$port" \
-      --storage-engine "sqlite://tansu.db" >tansu.log 2>&1 &
-    echo $! >tansu.pid
-  )
-  wait_port tansu "$port"
-  export DRIFTD_TEST_BROKER="127.0.0.1:$port"
+  start_on_free_port tansu launch_tansu
+  export DRIFTD_TEST_BROKER="127.0.0.1:$STARTED_PORT"
 }
 
 install_system_packages
@@ -128,10 +151,10 @@ start_alertmanager
 
 log "cargo fmt --check"
 cargo fmt --check
-log "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
-log "cargo test (broker $DRIFTD_TEST_BROKER, Alertmanager $DRIFTD_TEST_ALERTMANAGER)"
-cargo test -- --nocapture
+log "cargo clippy --all-targets --features e2e -- -D warnings"
+cargo clippy --all-targets --features e2e -- -D warnings
+log "cargo test --features e2e (broker $DRIFTD_TEST_BROKER, Alertmanager $DRIFTD_TEST_ALERTMANAGER)"
+cargo test --features e2e
 log "cargo bench --no-run"
 cargo bench --no-run
 log "all checks passed"
