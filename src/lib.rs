@@ -1,35 +1,37 @@
 //! driftd — drift containment for LLM canary rollouts.
 //!
 //! driftd consumes privacy-scrubbed generation events from Kafka, keeps rolling per-cohort
-//! baselines of tone, escalation and refusal, and exposes them to Prometheus and an admin API.
-//! The design brief (`docs/` and the README) describes the event contract and the data flow.
+//! baselines of tone, escalation and refusal, detects a drifting canary and contains it (flags
+//! off, rollout halted, on-call alerted), latched until a human releases it. The README describes
+//! the event contract and operation; `ARCHITECTURE.md` the data flow and the rules between modules.
 //!
 //! # Layout
 //!
-//! The modules follow the data flow, source to outputs:
+//! The modules follow the data flow, source to outputs. `ARCHITECTURE.md` has the same map with
+//! the data flow drawn out, the dependency rules and where state lives; keep the two in step.
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`config`] | the TOML schema, defaults and validation (`check-config`, reload) |
+//! | [`config`] | the TOML schema per section, its defaults and validation (`check-config`, reload) |
 //! | [`event`] | contract v1: decoding, validation, rejection reasons |
 //! | [`privacy`] | the PII gate over every string of an event |
-//! | [`ingest`] | the Kafka source (offsets, dead-letter) and the replay file source |
-//! | [`pipeline`] | decode → gate → cohort state, shared by `run`, `replay` and `demo` |
-//! | [`state`] | cohorts, rolling windows, distributions, baselines — pure, event-time |
-//! | [`detect`] | canary-vs-control tests, self-baseline CUSUM, SRM, absence — pure, event-time |
-//! | [`contain`] | policy ladder and latch (pure), audit log, action providers and retries |
+//! | [`ingest`] | the Kafka source (receive, offsets, dead-letter, drain) and the replay file source |
+//! | [`pipeline`] | decode → gate → cohort state → detection → change sink; snapshots; shared by `run`, `replay` and `demo` |
+//! | [`state`] | cohorts, rolling windows, distributions, the reported EWMA — pure, event-time |
+//! | [`detect`] | verdict types and the detector: canary-vs-control tests, self-baseline CUSUM, SRM, absence — pure, event-time |
+//! | [`contain`] | latch (persisted) and ladder (transitions) — pure; retries, providers, latch store, audit log, the containment task |
 //! | [`metrics`] | every `driftd_*` Prometheus series |
-//! | [`admin`] | the HTTP server: `/metrics`, `/healthz`, `/readyz`, `/v1/cohorts` |
-//! | [`daemon`] | start-up and shutdown sequencing of `driftd run` |
+//! | [`admin`] | the HTTP server: metrics, health, cohorts, verdicts, gate, release/contain, audit |
+//! | [`daemon`] | `driftd run`: start-up order, the control loop (shutdown, reload, publication, next message), shutdown |
 //! | [`signals`] | SIGTERM/SIGINT drain, SIGHUP reload |
 //! | [`kafka_produce`] | enqueueing a record, waiting while the producer's queue is full |
 //! | [`traffic`], [`demo`] | the synthetic traffic model and producer (`driftd gen`); the one-command demo |
 //! | [`simulate`] | the detection benchmark (false alarms, delay, versus fixed windows) |
-//! | [`logging`], [`clock`] | log set-up; the one place the wall clock is read |
+//! | [`logging`], [`clock`] | log set-up and error chains; the one place the wall clock is read |
 //!
-//! Dependency rules: `state`, `detect` and `contain::ladder` import no I/O; `contain` knows
-//! nothing of Kafka; `ingest` knows nothing of detection or actions;
-//! `admin` reads state only through published snapshots.
+//! Dependency rules: `state`, `detect`, `contain::ladder` and `contain::latch` import no I/O;
+//! `contain` knows nothing of Kafka; `ingest` knows nothing of detection or actions; `admin`
+//! reads state only through published snapshots and the containment handle.
 
 pub mod admin;
 pub mod clock;
