@@ -248,8 +248,8 @@ fn log_change(change: &Change) {
         ),
         Change::Signal(s) => tracing::warn!(
             deployment = %s.deployment,
-            kind = ?s.kind,
-            arm = ?s.arm,
+            kind = s.kind.as_str(),
+            arm = s.arm.map(|a| a.as_str()),
             active = s.active,
             at = %s.at,
             n_canary = s.n_canary,

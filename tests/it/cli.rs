@@ -264,17 +264,23 @@ fn sigterm_exits_within_the_deadline_when_the_broker_is_unresponsive() {
     // A "broker" that accepts connections and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap();
+    let (accepted, first_accept) = std::sync::mpsc::channel();
     let held = std::thread::spawn(move || {
-        silent
-            .incoming()
-            .take(16)
-            .filter_map(Result::ok)
-            .collect::<Vec<_>>()
+        let mut held = Vec::new();
+        for conn in silent.incoming().take(16).filter_map(Result::ok) {
+            held.push(conn);
+            let _ = accepted.send(());
+        }
+        held
     });
     let mut d = Driftd::start(&format!(
         "[kafka]\nbrokers = \"{addr}\"\ntopic = \"t\"\n\n[shutdown]\ndeadline = \"2s\"\n\n[log]\nformat = \"json\"\n"
     ));
-    std::thread::sleep(Duration::from_millis(500));
+    // Stop only once driftd's client is connected to the silent broker, so the final commit
+    // has someone to hang on.
+    first_accept
+        .recv_timeout(Duration::from_secs(10))
+        .expect("driftd connects to the broker");
     let asked = std::time::Instant::now();
     d.sigterm();
     d.wait_exit(Duration::from_secs(6));

@@ -79,7 +79,7 @@ pub fn reader(brokers: &str) -> BaseConsumer {
         .expect("reader consumer")
 }
 
-/// (low, high) watermarks of each partition.
+/// The end offset (high watermark) of each partition.
 pub fn end_offsets(brokers: &str, topic: &str, partitions: i32) -> Vec<i64> {
     let c = reader(brokers);
     (0..partitions)
