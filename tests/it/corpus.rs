@@ -26,7 +26,8 @@ fn luhn_complete(rng: &mut SmallRng, prefix: &str, len: usize) -> String {
     unreachable!("one check digit always completes a Luhn number")
 }
 
-/// One PII string of a kind chosen by `i`, unique per (seed, i).
+/// One PII string of the kind chosen by `i % 10` (e-mail, phone numbers, card numbers, IPv4,
+/// IPv6, national ids), random within its kind; the same rng state gives the same string.
 pub fn pii_string(rng: &mut SmallRng, i: usize) -> String {
     let names = ["jane.doe", "j.smith", "maria+test", "o_brien", "li.wei"];
     let domains = [
