@@ -33,6 +33,9 @@ pub enum DaemonError {
     /// The Kafka source could not start or did not drain.
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    /// The admin listener handed in has no local address.
+    #[error("the admin listener has no local address")]
+    Listener(#[source] std::io::Error),
 }
 
 /// Runs the daemon (containment included) until `controls` asks it to stop, and returns what
@@ -45,8 +48,14 @@ pub async fn run(
     listener: TcpListener,
     mut controls: Controls,
 ) -> Result<Totals, DaemonError> {
-    let (contain, changes, contain_task) =
-        crate::contain::start(&config, metrics.clone(), controls.shutdown.clone())?;
+    // Alerts and release commands link to the address the admin server really listens on.
+    let admin_bound = listener.local_addr().map_err(DaemonError::Listener)?;
+    let (contain, changes, contain_task) = crate::contain::start(
+        &config,
+        admin_bound,
+        metrics.clone(),
+        controls.shutdown.clone(),
+    )?;
     pipeline.set_change_sink(changes);
     let token = config
         .containment

@@ -243,12 +243,14 @@ impl Config {
         changed
     }
 
-    /// The base URL under which operators reach this driftd (links in alerts):
-    /// `containment.external_url` without a trailing `/`, or `http://<admin.addr>` when unset.
-    pub fn external_url(&self) -> String {
+    /// The base URL under which operators reach this driftd (links in alerts, release
+    /// commands): `containment.external_url` without a trailing `/`, or, when unset,
+    /// `http://` and the address the admin server is bound to — which differs from
+    /// `admin.addr` when that asks for port 0.
+    pub fn external_url(&self, admin_bound: std::net::SocketAddr) -> String {
         let url = &self.containment.external_url;
         if url.is_empty() {
-            format!("http://{}", self.admin.addr)
+            format!("http://{admin_bound}")
         } else {
             url.trim_end_matches('/').to_string()
         }

@@ -28,11 +28,13 @@ fn hash_changes_with_config() {
 }
 
 #[test]
-fn external_url_defaults_to_the_admin_address() {
+fn external_url_defaults_to_the_bound_admin_address() {
     let mut c = Config::default();
-    assert_eq!(c.external_url(), "http://127.0.0.1:8787");
+    c.admin.addr = "127.0.0.1:0".parse().unwrap();
+    let bound = "127.0.0.1:40123".parse().unwrap();
+    assert_eq!(c.external_url(bound), "http://127.0.0.1:40123");
     c.containment.external_url = "https://driftd.example.com/".into();
-    assert_eq!(c.external_url(), "https://driftd.example.com");
+    assert_eq!(c.external_url(bound), "https://driftd.example.com");
 }
 
 #[test]

@@ -149,6 +149,7 @@ fn now() -> String {
 /// changes into, and the task.
 pub fn start(
     config: &Config,
+    admin_bound: std::net::SocketAddr,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<
@@ -172,7 +173,7 @@ pub fn start(
         .into_iter()
         .map(|t| (t.name.clone(), Arc::new(t)))
         .collect();
-    let external_url = config.external_url();
+    let external_url = config.external_url(admin_bound);
     let ctx = Arc::new(Context {
         client: reqwest::Client::builder()
             .timeout(c.action_timeout)

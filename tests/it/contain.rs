@@ -85,8 +85,13 @@ struct Running {
 impl Running {
     fn start(config: &Config) -> Running {
         let (stop, rx) = watch::channel(false);
-        let (handle, changes, task) =
-            contain::start(config, Arc::new(Metrics::new("test")), rx).expect("containment starts");
+        let (handle, changes, task) = contain::start(
+            config,
+            config.admin.addr,
+            Arc::new(Metrics::new("test")),
+            rx,
+        )
+        .expect("containment starts");
         Running {
             handle,
             changes,

@@ -38,8 +38,12 @@ struct InProcess {
 impl InProcess {
     async fn start(brokers: &str, group: &str) -> InProcess {
         let dir = tempfile::tempdir().unwrap();
+        // librdkafka's mock cluster keeps a closed member until its session times out (a plain
+        // rdkafka consumer dropped and re-created waits the full 45 s default there too), so a
+        // restart would wait that long for its partitions; 6 s keeps the restart test short.
+        // Not for tansu: under load its heartbeats can take longer than that.
         let toml = format!(
-            "{}\n[containment]\nstate_dir = \"{}\"\n",
+            "{}\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\n[containment]\nstate_dir = \"{}\"\n",
             stream::config(brokers, TOPIC, DLQ, group),
             dir.path().join("state").display()
         );

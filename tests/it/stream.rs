@@ -134,6 +134,7 @@ pub async fn produce(
     sender.finish().await.expect("every message acknowledged");
 }
 
+/// The driftd config that consumes the stream, dead-letters to `dlq` and logs JSON.
 pub fn config(brokers: &str, topic: &str, dlq: &str, group: &str) -> String {
     format!(
         r#"
@@ -144,12 +145,6 @@ group_id = "{group}"
 dead_letter_topic = "{dlq}"
 stats_interval = "500ms"
 commit_interval = "500ms"
-
-# librdkafka's mock cluster keeps a closed member until its session times out (a plain rdkafka
-# consumer dropped and re-created waits the full 45 s default there too), so a restart test
-# would wait that long for its partitions; 6 s keeps it short.
-[kafka.properties]
-"session.timeout.ms" = "6000"
 
 [ingest]
 publish_interval = "200ms"
