@@ -30,8 +30,8 @@ pub struct ContainmentConfig {
     pub alert_repeat: Duration,
     /// Runbook link put into alerts.
     pub runbook_url: String,
-    /// Base URL under which operators reach this driftd (links in alerts); default
-    /// `http://<admin.addr>`.
+    /// Base URL under which operators reach this driftd (links in alerts); default `http://`
+    /// and the address the admin server is bound to (see [`super::Config::external_url`]).
     pub external_url: String,
     /// Timeout of one action attempt.
     #[serde(with = "humantime_serde")]
