@@ -13,12 +13,14 @@ const FLAGS: &str = r#"{"$schema":"https://flagd.dev/schema/v0/flags.json","flag
 struct Setup {
     dir: tempfile::TempDir,
     brokers: String,
+    _broker: support::Broker,
     topic: String,
     alertmanager: String,
 }
 
 fn setup(prefix: &str) -> Setup {
-    let brokers = support::broker();
+    let broker = support::broker();
+    let brokers = broker.addr.clone();
     let alertmanager = std::env::var("DRIFTD_TEST_ALERTMANAGER")
         .ok()
         .filter(|s| !s.is_empty())
@@ -31,6 +33,7 @@ fn setup(prefix: &str) -> Setup {
     Setup {
         dir,
         brokers,
+        _broker: broker,
         topic,
         alertmanager,
     }

@@ -13,7 +13,8 @@ use super::support::{self, Driftd};
 
 #[test]
 fn every_valid_event_counted_once_bad_ones_counted_and_dead_lettered_no_pii_leaks() {
-    let brokers = support::broker();
+    let broker = support::broker();
+    let brokers = broker.addr.clone();
     let topic = support::unique("it-events");
     let dlq = format!("{topic}.dlq");
     let group = support::unique("it-group");
@@ -171,7 +172,8 @@ fn every_valid_event_counted_once_bad_ones_counted_and_dead_lettered_no_pii_leak
 
 #[test]
 fn sigterm_part_way_then_restart_applies_every_event_and_commits_to_the_end() {
-    let brokers = support::broker();
+    let broker = support::broker();
+    let brokers = broker.addr.clone();
     let topic = support::unique("it-restart");
     let dlq = format!("{topic}.dlq");
     let group = support::unique("it-restart-group");

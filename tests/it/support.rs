@@ -14,16 +14,33 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-/// The broker started by `scripts/test.sh` (tansu). Fails, never skips, when it is missing.
+/// The broker started by `scripts/test.sh` (tansu), held by one test at a time. Fails, never
+/// skips, when it is missing.
 #[cfg(feature = "e2e")]
-pub fn broker() -> String {
-    match std::env::var("DRIFTD_TEST_BROKER") {
+pub struct Broker {
+    /// Bootstrap address.
+    pub addr: String,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+/// Takes the broker for this test. The tests against tansu take turns: observed here, one
+/// test's consumer got no heartbeat answer for 45 s (and lost its partitions) while another
+/// test's consumer was re-joining its own group, so concurrent tests would fail each other.
+#[cfg(feature = "e2e")]
+pub fn broker() -> Broker {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let addr = match std::env::var("DRIFTD_TEST_BROKER") {
         Ok(b) if !b.is_empty() => b,
         _ => panic!(
             "DRIFTD_TEST_BROKER is not set: these tests need the real Kafka-compatible broker. \
              Run `scripts/test.sh`, which installs and starts tansu and sets it."
         ),
-    }
+    };
+    // A test that failed while holding the broker leaves nothing behind that the next needs.
+    let turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Broker { addr, _turn: turn }
 }
 
 /// A topic or group name no other test (or earlier run on the same broker) uses.
