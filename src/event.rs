@@ -180,6 +180,11 @@ impl Decoder {
         self.max_bytes = max_bytes;
     }
 
+    /// The size limit in force (`ingest.max_message_bytes`).
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
     /// Decodes one message payload.
     pub fn decode(&self, payload: Option<&[u8]>) -> Result<Event, Rejection> {
         let bytes = match payload {

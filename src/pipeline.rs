@@ -216,6 +216,12 @@ impl Pipeline {
             .set_allowed_lateness_ms(config.ingest.allowed_lateness.as_millis() as i64);
     }
 
+    /// The largest payload the decoder accepts (`ingest.max_message_bytes`); sources that
+    /// buffer input themselves (replay) read no more than one byte past it.
+    pub fn max_message_bytes(&self) -> usize {
+        self.decoder.max_bytes()
+    }
+
     /// Totals since start.
     pub fn totals(&self) -> Totals {
         self.totals

@@ -24,6 +24,43 @@ pub struct ReplaySummary {
     pub events: Totals,
 }
 
+/// Reads the next line into `line` without its leading whitespace, keeping at most `limit + 1`
+/// bytes of it and skipping the rest, so a line of any length costs bounded memory. Returns
+/// `None` at the end of the input, else whether the line was longer than `limit`.
+fn read_line(
+    input: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<Option<bool>> {
+    line.clear();
+    let mut seen = false;
+    let mut oversized = false;
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(seen.then_some(oversized));
+        }
+        seen = true;
+        let (chunk, end) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        let chunk = if line.is_empty() {
+            chunk.trim_ascii_start()
+        } else {
+            chunk
+        };
+        let room = (limit + 1).saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        oversized |= line.len() > limit;
+        let used = end.unwrap_or(buf.len());
+        input.consume(used);
+        if end.is_some() {
+            return Ok(Some(oversized));
+        }
+    }
+}
+
 /// A cohort's final statistics as a replay output line.
 #[derive(Serialize)]
 struct CohortLine<'a> {
@@ -44,16 +81,22 @@ pub fn replay(
     let mut line = Vec::new();
     let mut lines = 0u64;
     loop {
-        line.clear();
-        if input.read_until(b'\n', &mut line)? == 0 {
+        let Some(oversized) = read_line(&mut input, &mut line, pipeline.max_message_bytes())?
+        else {
             break;
-        }
-        let trimmed = line.trim_ascii();
-        if trimmed.is_empty() {
+        };
+        // An oversized line is handed over as read (one byte past the limit), so the decoder
+        // rejects it as `too_large` without parsing a truncated event.
+        let payload = if oversized {
+            &line[..]
+        } else {
+            line.trim_ascii()
+        };
+        if payload.is_empty() {
             continue;
         }
         lines += 1;
-        if let Outcome::Rejected(r) = pipeline.process(Some(trimmed)) {
+        if let Outcome::Rejected(r) = pipeline.process(Some(payload)) {
             tracing::debug!(
                 line = lines,
                 reason = r.reason.as_str(),
@@ -181,5 +224,47 @@ mod tests {
             assert!(!fail[field].is_null(), "{field} present: {fail}");
         }
         assert_eq!(fail["deployment"], "support-bot");
+    }
+
+    /// Regression: replay read a line of any length into memory. An oversized line costs at
+    /// most the limit, is counted `too_large`, and the next line is read intact.
+    #[test]
+    fn an_oversized_line_is_bounded_rejected_as_too_large_and_the_next_line_still_read() {
+        let limit = 1024;
+        let huge = format!("  {{\"pad\":\"{}\"}}\n", "x".repeat(5_000_000));
+        let mut input = std::io::Read::chain(huge.as_bytes(), &b"\n   \nnext\n"[..]);
+        let mut line = Vec::new();
+        assert_eq!(read_line(&mut input, &mut line, limit).unwrap(), Some(true));
+        assert_eq!(line.len(), limit + 1);
+        assert!(line.capacity() <= 4 * (limit + 1), "{}", line.capacity());
+        assert!(line.starts_with(b"{\"pad\""), "leading whitespace skipped");
+        assert_eq!(read_line(&mut input, &mut line, limit).unwrap(), Some(false));
+        assert!(line.is_empty());
+        assert_eq!(read_line(&mut input, &mut line, limit).unwrap(), Some(false));
+        assert!(line.is_empty());
+        assert_eq!(read_line(&mut input, &mut line, limit).unwrap(), Some(false));
+        assert_eq!(line, b"next");
+        assert_eq!(read_line(&mut input, &mut line, limit).unwrap(), None);
+
+        let mut config = Config::default();
+        config.ingest.max_message_bytes = limit;
+        let metrics = Arc::new(Metrics::new("test"));
+        let mut p = Pipeline::new(&config, metrics.clone(), false).0;
+        let valid = crate::traffic::Generator::new(TrafficModel::default(), None)
+            .next_event(1_795_928_400_000)
+            .payload;
+        let mut events = huge.into_bytes();
+        events.extend_from_slice(&valid);
+        events.push(b'\n');
+        let summary = replay(&mut p, events.as_slice(), std::io::sink()).unwrap();
+        assert_eq!(summary.lines, 2);
+        assert_eq!(
+            summary.events,
+            Totals {
+                applied: 1,
+                rejected: 1
+            }
+        );
+        assert_eq!(metrics.rejected(crate::event::Reason::TooLarge), 1);
     }
 }
