@@ -244,10 +244,12 @@ fn log_change(change: &Change) {
             at = %v.at,
             n_canary = v.n_canary,
             n_control = v.n_control,
-            estimate = ?v.estimate,
-            ci_low = ?v.ci_low,
-            ci_high = ?v.ci_high,
-            p_value = ?v.p_value,
+            // NaN is written as `null` by the JSON log format: numbers and nulls, never the
+            // debug text of an `Option`.
+            estimate = v.estimate.unwrap_or(f64::NAN),
+            ci_low = v.ci_low.unwrap_or(f64::NAN),
+            ci_high = v.ci_high.unwrap_or(f64::NAN),
+            p_value = v.p_value.unwrap_or(f64::NAN),
             statistic = v.statistic,
             threshold = v.threshold,
             "verdict changed"

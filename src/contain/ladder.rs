@@ -229,16 +229,7 @@ impl Ladder {
             deployment: v.deployment.clone(),
             model_version: v.model_version.clone(),
             opened_at: now.to_string(),
-            reason: format!(
-                "{} {} {} (n {}/{}, estimate {:?}, p {:?})",
-                v.metric,
-                v.source.as_str(),
-                v.state.as_str(),
-                v.n_canary,
-                v.n_control,
-                v.estimate,
-                v.p_value
-            ),
+            reason: v.headline(),
             evidence: serde_json::to_value(v).unwrap_or_default(),
             policy: policy.name.clone(),
             dry_run: policy.mode == PolicyMode::DryRun,

@@ -27,6 +27,18 @@ pub enum Phase {
     Released,
 }
 
+impl Phase {
+    /// The spelling in logs, the audit log and the API (the same as its serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Healthy => "healthy",
+            Phase::Suspect => "suspect",
+            Phase::Contained => "contained",
+            Phase::Released => "released",
+        }
+    }
+}
+
 /// What one incident is about.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
@@ -225,6 +237,14 @@ mod tests {
         }
         for s in [Severity::Critical, Severity::Warning] {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for p in [
+            Phase::Healthy,
+            Phase::Suspect,
+            Phase::Contained,
+            Phase::Released,
+        ] {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
         }
     }
 }

@@ -313,7 +313,7 @@ impl Controller {
             return;
         }
         for t in &out.transitions {
-            tracing::warn!(deployment = %t.deployment, from = ?t.from, to = ?t.to, why = %t.why, operator = ?t.operator, "containment transition");
+            tracing::warn!(deployment = %t.deployment, from = t.from.as_str(), to = t.to.as_str(), why = %t.why, operator = t.operator.as_deref(), "containment transition");
             let evidence = self
                 .ladder
                 .latch(&t.deployment)

@@ -114,6 +114,28 @@ pub struct Verdict {
     pub reference: Option<f64>,
 }
 
+impl Verdict {
+    /// One line for people (incident reasons, alerts): metric, source, state, events per arm,
+    /// the estimate to four decimals and the p-value in scientific notation; `n/a` where the
+    /// detector has none.
+    pub fn headline(&self) -> String {
+        let estimate = self
+            .estimate
+            .map_or_else(|| "n/a".to_string(), |e| format!("{e:.4}"));
+        let p = self
+            .p_value
+            .map_or_else(|| "n/a".to_string(), |p| format!("{p:.2e}"));
+        format!(
+            "{} {} {} (n {}/{}, estimate {estimate}, p {p})",
+            self.metric,
+            self.source.as_str(),
+            self.state.as_str(),
+            self.n_canary,
+            self.n_control,
+        )
+    }
+}
+
 /// Kinds of cohort-level signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -205,4 +227,50 @@ pub struct MetricVerdicts {
     pub canary_vs_control: Verdict,
     /// The latest self-baseline alarm for the current canary version, if any.
     pub self_baseline: Option<Verdict>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(estimate: Option<f64>, p_value: Option<f64>) -> Verdict {
+        Verdict {
+            deployment: "svc".into(),
+            model_version: "v1".into(),
+            metric: "tone".into(),
+            source: Source::SelfBaseline,
+            state: VerdictState::Fail,
+            at: "2026-11-29T05:00:00.000Z".into(),
+            events_seen: 24_000,
+            n_canary: 11_965,
+            n_control: 12_180,
+            canary_value: None,
+            control_value: None,
+            estimate,
+            ci_low: None,
+            ci_high: None,
+            p_value,
+            statistic: 19.7,
+            threshold: 19.5,
+            min_effect: 0.05,
+            alpha: None,
+            arm: None,
+            segment: None,
+            reference: None,
+        }
+    }
+
+    /// Regression: incident reasons (shown in alerts and the demo) printed `Some(0.2987…)` and
+    /// `None`, the debug forms of the evidence.
+    #[test]
+    fn headline_reads_as_text_not_debug_forms() {
+        assert_eq!(
+            verdict(Some(0.298_728_536_897_484_13), None).headline(),
+            "tone self_baseline fail (n 11965/12180, estimate 0.2987, p n/a)"
+        );
+        assert_eq!(
+            verdict(Some(-0.0606), Some(0.002_4)).headline(),
+            "tone self_baseline fail (n 11965/12180, estimate -0.0606, p 2.40e-3)"
+        );
+    }
 }

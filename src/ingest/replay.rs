@@ -80,11 +80,7 @@ pub fn replay(
     pipeline.collect_changes(true);
     let mut line = Vec::new();
     let mut lines = 0u64;
-    loop {
-        let Some(oversized) = read_line(&mut input, &mut line, pipeline.max_message_bytes())?
-        else {
-            break;
-        };
+    while let Some(oversized) = read_line(&mut input, &mut line, pipeline.max_message_bytes())? {
         // An oversized line is handed over as read (one byte past the limit), so the decoder
         // rejects it as `too_large` without parsing a truncated event.
         let payload = if oversized {
@@ -238,11 +234,20 @@ mod tests {
         assert_eq!(line.len(), limit + 1);
         assert!(line.capacity() <= 4 * (limit + 1), "{}", line.capacity());
         assert!(line.starts_with(b"{\"pad\""), "leading whitespace skipped");
-        assert_eq!(read_line(&mut input, &mut line, limit).unwrap(), Some(false));
+        assert_eq!(
+            read_line(&mut input, &mut line, limit).unwrap(),
+            Some(false)
+        );
         assert!(line.is_empty());
-        assert_eq!(read_line(&mut input, &mut line, limit).unwrap(), Some(false));
+        assert_eq!(
+            read_line(&mut input, &mut line, limit).unwrap(),
+            Some(false)
+        );
         assert!(line.is_empty());
-        assert_eq!(read_line(&mut input, &mut line, limit).unwrap(), Some(false));
+        assert_eq!(
+            read_line(&mut input, &mut line, limit).unwrap(),
+            Some(false)
+        );
         assert_eq!(line, b"next");
         assert_eq!(read_line(&mut input, &mut line, limit).unwrap(), None);
 

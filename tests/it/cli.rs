@@ -102,6 +102,25 @@ fn replay_is_deterministic_and_counts_what_it_read() {
     let (a, summary) = run();
     let (b, _) = run();
     assert_eq!(a, b, "same input, same state");
+    // Verdict logs carry numbers and nulls, never the debug text of an `Option`.
+    let logged: Vec<serde_json::Value> = summary
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "verdict changed")
+        .collect();
+    assert!(!logged.is_empty(), "verdict changes are logged: {summary}");
+    for v in &logged {
+        for field in ["estimate", "ci_low", "ci_high", "p_value"] {
+            assert!(
+                v[field].is_number() || v[field].is_null(),
+                "{field} is a number or null: {v}"
+            );
+        }
+    }
+    assert!(
+        logged.iter().any(|v| v["estimate"].is_number()),
+        "some verdict has an estimate"
+    );
     assert!(
         summary.contains("\"applied\":20000") && summary.contains("\"rejected\":1"),
         "{summary}"
