@@ -16,7 +16,9 @@
 //! connection errors, 429, 5xx: see [`super::retry`]) or not (other 4xx, a flag file without the
 //! flag). Secrets are resolved once at start-up and never appear in errors or logs.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -356,14 +358,54 @@ pub async fn execute(t: &Target, a: &Action, ctx: &Context, now: &str) -> Result
     }
 }
 
+/// The lock of one flag file. Every flip of a file is a read-edit-write of the whole file, so
+/// two flips of the same file (two flags, or two deployments contained at once) must take turns
+/// or one of them is lost while recorded as done.
+fn flag_file_lock(path: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: Mutex<BTreeMap<PathBuf, Arc<Mutex<()>>>> = Mutex::new(BTreeMap::new());
+    // Two targets may name the same file by different paths.
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    LOCKS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(key)
+        .or_default()
+        .clone()
+}
+
 /// Switches `flag` in a flagd flag-definition file to `safe_variant` for everyone: sets
 /// `defaultVariant`, removes `targeting` (which would override it), enables the flag, and keeps
-/// every other flag and field. Atomic, so flagd never reads a torn file.
-pub fn flip_flagd(
-    path: &std::path::Path,
-    flag: &str,
-    safe_variant: &str,
-) -> Result<(), ActionError> {
+/// every other flag and field. Atomic, so flagd never reads a torn file; serialised per file
+/// within driftd; and verified by reading the file back, so a flip that another writer undid is
+/// retried instead of recorded as done.
+pub fn flip_flagd(path: &Path, flag: &str, safe_variant: &str) -> Result<(), ActionError> {
+    let lock = flag_file_lock(path);
+    let _turn = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    write_safe_variant(path, flag, safe_variant)?;
+    let back = std::fs::read(path)
+        .ok()
+        .and_then(|t| serde_json::from_slice::<Value>(&t).ok());
+    let flipped = back
+        .as_ref()
+        .and_then(|doc| doc.get("flags")?.get(flag))
+        .is_some_and(|f| {
+            f.get("defaultVariant").and_then(Value::as_str) == Some(safe_variant)
+                && f.get("targeting").is_none()
+                && f.get("state").and_then(Value::as_str) == Some("ENABLED")
+        });
+    if !flipped {
+        return Err(ActionError {
+            retryable: true,
+            message: format!(
+                "flag `{flag}` in {} is not at `{safe_variant}` after writing it; another writer changed the file",
+                path.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn write_safe_variant(path: &Path, flag: &str, safe_variant: &str) -> Result<(), ActionError> {
     let text = std::fs::read(path).map_err(|e| ActionError {
         retryable: true,
         message: format!("cannot read flag file {}: {e}", path.display()),
@@ -424,5 +466,46 @@ mod tests {
             webhook_signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    /// Regression: flips of one file by several targets at once raced (read, edit, rewrite
+    /// through one temp name per process) and lost flips that were recorded as done.
+    #[test]
+    fn concurrent_flips_of_one_file_all_land() {
+        const N: usize = 20;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flags.json");
+        for round in 0..10 {
+            let flags: serde_json::Map<String, Value> = (0..N)
+                .map(|i| {
+                    (
+                        format!("f{i}"),
+                        json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}),
+                    )
+                })
+                .collect();
+            std::fs::write(&path, json!({ "flags": flags }).to_string()).unwrap();
+            let start = std::sync::Arc::new(std::sync::Barrier::new(N));
+            let flips: Vec<_> = (0..N)
+                .map(|i| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        flip_flagd(&path, &format!("f{i}"), "off")
+                    })
+                })
+                .collect();
+            for f in flips {
+                f.join().unwrap().expect("each flip reports success");
+            }
+            let doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            for i in 0..N {
+                assert_eq!(
+                    doc["flags"][format!("f{i}")]["defaultVariant"],
+                    "off",
+                    "round {round}: flag f{i} lost its flip"
+                );
+            }
+        }
     }
 }

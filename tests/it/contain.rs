@@ -448,3 +448,70 @@ async fn open_alerts_are_re_sent_to_alertmanager_until_resolved() {
     );
     r.stop().await;
 }
+
+/// Twenty deployments contained at the same instant into one flag file: every flag ends at its
+/// safe variant, each flip is recorded done once and no temp file is left. (The race itself is
+/// pinned by `contain::providers::tests::concurrent_flips_of_one_file_all_land`, which drives
+/// the flips from threads released together; through the containment task it shows rarely.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_deployments_contained_at_once_into_one_flag_file_all_flip() {
+    const N: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let flags = dir.path().join("flags.json");
+    let mut doc =
+        serde_json::json!({"$schema": "https://flagd.dev/schema/v0/flags.json", "flags": {}});
+    for i in 0..N {
+        doc["flags"][format!("dep{i}-canary")] = serde_json::json!({
+            "state": "ENABLED",
+            "variants": {"on": true, "off": false},
+            "defaultVariant": "on",
+            "targeting": {"if": [{"==": [{"var": "tier"}, "beta"]}, "on", "off"]},
+        });
+    }
+    std::fs::write(&flags, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    let mut config = Config::default();
+    config.containment.state_dir = dir.path().join("state");
+    for i in 0..N {
+        config.containment.targets.push(TargetConfig::Flagd {
+            name: format!("flag{i}"),
+            path: flags.clone(),
+            flag: format!("dep{i}-canary"),
+            safe_variant: "off".into(),
+        });
+        config.containment.policies.push(PolicyConfig {
+            name: format!("guard{i}"),
+            deployments: vec![format!("dep{i}")],
+            ..enforce_policy(&[], &[&format!("flag{i}")])
+        });
+    }
+    config.validate().expect("a valid config");
+    let r = Running::start(&config);
+    for i in 0..N {
+        r.changes
+            .send(fail_verdict(&format!("dep{i}"), "ft-1"))
+            .unwrap();
+    }
+    wait_for("every flip recorded", || {
+        r.handle
+            .audit(1000)
+            .iter()
+            .filter(|a| a["provider"] == "flagd" && a["result"] == "success")
+            .count()
+            == N
+    })
+    .await;
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&flags).unwrap()).unwrap();
+    for i in 0..N {
+        let f = &doc["flags"][format!("dep{i}-canary")];
+        assert_eq!(f["defaultVariant"], "off", "dep{i}: {f}");
+        assert!(f.get("targeting").is_none(), "dep{i}: {f}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    r.stop().await;
+}
