@@ -75,6 +75,12 @@ pub async fn run(
         contain: Some(contain),
         token,
     };
+    let contain_task = supervise(
+        "containment",
+        contain_task,
+        metrics.clone(),
+        controls.shutdown.clone(),
+    );
     let mut stop_admin = controls.shutdown.clone();
     let admin = tokio::spawn(async move {
         let shutdown = async move { crate::signals::stopped(&mut stop_admin).await };
@@ -82,6 +88,7 @@ pub async fn run(
             tracing::error!(error = %crate::logging::chain(&e), "admin server failed");
         }
     });
+    let admin = supervise("admin", admin, metrics.clone(), controls.shutdown.clone());
     tracing::info!(
         brokers = %config.kafka.brokers,
         topic = %config.kafka.topic,
@@ -111,6 +118,38 @@ pub async fn run(
     }
     result?;
     Ok(run)
+}
+
+/// Watches a background task: if it ends before shutdown was asked for (a panic, or an error
+/// it logged), that is counted in `driftd_task_failures_total{task}` and logged, and readiness
+/// stays 503 from then on — a dead containment task must not go unnoticed while events keep
+/// flowing.
+pub fn supervise(
+    task: &'static str,
+    handle: tokio::task::JoinHandle<()>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let ended = handle.await;
+        if *shutdown.borrow() {
+            return;
+        }
+        metrics.task_failures.with_label_values(&[task]).inc();
+        metrics.ready.set(0);
+        match ended {
+            Err(e) if e.is_panic() => {
+                tracing::error!(
+                    task,
+                    "background task panicked; driftd is not ready until restarted"
+                )
+            }
+            _ => tracing::error!(
+                task,
+                "background task stopped before shutdown; driftd is not ready until restarted"
+            ),
+        }
+    })
 }
 
 /// The control loop. Shutdown wins over everything (biased), then reloads and publication
@@ -144,4 +183,38 @@ async fn consume(
     // Half the deadline for dead-letter deliveries leaves the rest for the commit; the signal
     // watchdog ends the process if the whole deadline passes.
     source.drain(pipeline, config.shutdown.deadline / 2).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a panic in the containment task ended it silently while events kept
+    /// flowing and `/readyz` said 200.
+    #[tokio::test]
+    async fn a_task_that_dies_before_shutdown_is_counted_and_readiness_drops() {
+        let metrics = Arc::new(Metrics::new("test"));
+        metrics.ready.set(1);
+        let (stop, shutdown) = watch::channel(false);
+        let dying = tokio::spawn(async { panic!("injected") });
+        supervise("containment", dying, metrics.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            metrics
+                .task_failures
+                .with_label_values(&["containment"])
+                .get(),
+            1
+        );
+        assert_eq!(metrics.ready.get(), 0);
+
+        // Ending because shutdown was asked for is not a failure.
+        let metrics = Arc::new(Metrics::new("test"));
+        stop.send_replace(true);
+        supervise("admin", tokio::spawn(async {}), metrics.clone(), shutdown)
+            .await
+            .unwrap();
+        assert_eq!(metrics.task_failures_total(), 0);
+    }
 }

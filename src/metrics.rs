@@ -21,6 +21,10 @@ use crate::event::{Arm, Reason};
 use crate::privacy::PiiKind;
 use crate::state::Snapshot;
 
+/// The `task` label values of `driftd_task_failures_total`: the background tasks the daemon
+/// supervises.
+pub const TASKS: [&str; 2] = ["containment", "admin"];
+
 /// All metrics of one driftd process.
 pub struct Metrics {
     registry: Registry,
@@ -67,6 +71,8 @@ pub struct Metrics {
     action_seconds: prometheus::HistogramVec,
     /// 1 once the consumer has an assignment and the config is loaded.
     pub ready: IntGauge,
+    /// Background tasks (containment, admin server) that ended before shutdown.
+    pub task_failures: IntCounterVec,
 }
 
 const COHORT_LABELS: [&str; 4] = ["deployment", "model_version", "arm", "segment"];
@@ -300,8 +306,22 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            task_failures: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "driftd_task_failures_total",
+                        "Background tasks (containment, admin) that stopped before shutdown, e.g. by a panic; readiness stays 503 after one.",
+                    ),
+                    &["task"],
+                )
+                .expect("valid metric"),
+            ),
             registry: r,
         };
+        for task in TASKS {
+            m.task_failures.with_label_values(&[task]);
+        }
         m
     }
 
@@ -312,6 +332,14 @@ impl Metrics {
         if let Some(kind) = pii {
             self.pii_by_kind[&kind].inc();
         }
+    }
+
+    /// Background tasks that stopped before shutdown, all tasks together.
+    pub fn task_failures_total(&self) -> u64 {
+        TASKS
+            .iter()
+            .map(|t| self.task_failures.with_label_values(&[t]).get())
+            .sum()
     }
 
     /// Rejections counted so far under `reason`.

@@ -4,7 +4,8 @@
 //! - `GET /metrics` — Prometheus text exposition of every `driftd_*` series;
 //! - `GET /healthz` — 200 while the process serves requests (liveness);
 //! - `GET /readyz` — 200 once the consumer has its partition assignment and the config is
-//!   loaded, 503 before (and while a rebalance has revoked it);
+//!   loaded, 503 before (and while a rebalance has revoked it), and 503 for good once a
+//!   background task (containment, this server) has died;
 //! - `GET /v1/cohorts` — JSON: every cohort with its window statistics, optionally filtered by
 //!   `?deployment=NAME`;
 //! - `GET /v1/verdicts` — JSON: per deployment, the verdict of every metric with its evidence,
@@ -110,15 +111,22 @@ async fn metrics(State(s): State<AdminState>) -> Response {
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
-    if s.metrics.ready.get() == 1 {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: waiting for a partition assignment\n",
-        )
-            .into_response()
+    match readiness(&s.metrics) {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     }
+}
+
+/// Ready: no background task has died, and the consumer holds its partition assignment. A
+/// dead task wins over a later assignment.
+fn readiness(metrics: &Metrics) -> Result<(), &'static str> {
+    if metrics.task_failures_total() > 0 {
+        return Err("not ready: a background task stopped (driftd_task_failures_total); see the log and restart driftd\n");
+    }
+    if metrics.ready.get() != 1 {
+        return Err("not ready: waiting for a partition assignment\n");
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -323,7 +331,7 @@ async fn audit(State(s): State<AdminState>, Query(q): Query<AuditQuery>) -> Resp
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{constant_time_eq, readiness, Metrics};
 
     #[test]
     fn token_comparison() {
@@ -332,5 +340,22 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(!constant_time_eq(b"", b"x"));
         assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn a_dead_task_keeps_readiness_down_even_after_an_assignment() {
+        let m = Metrics::new("test");
+        assert!(readiness(&m).unwrap_err().contains("partition assignment"));
+        m.ready.set(1);
+        assert!(readiness(&m).is_ok());
+        m.task_failures.with_label_values(&["containment"]).inc();
+        assert!(readiness(&m)
+            .unwrap_err()
+            .contains("background task stopped"));
+        m.ready.set(1);
+        assert!(
+            readiness(&m).is_err(),
+            "a later assignment does not hide it"
+        );
     }
 }

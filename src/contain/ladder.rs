@@ -74,6 +74,10 @@ pub enum LadderError {
     /// Manual containment of something already contained.
     #[error("deployment `{0}` is already contained")]
     AlreadyContained(String),
+    /// A contained latch without its incident (the state file refuses this at load; this
+    /// guards the release path rather than panicking).
+    #[error("deployment `{0}` is contained without an incident; fix or move aside the latch state in containment.state_dir")]
+    NoIncident(String),
 }
 
 /// All latches plus the policies that drive them.
@@ -397,7 +401,7 @@ impl Ladder {
         let incident = latch
             .incident
             .clone()
-            .expect("a contained latch has an incident");
+            .ok_or_else(|| LadderError::NoIncident(deployment.to_string()))?;
         let mut out = Decision::default();
         // Resolve only what was raised, with the severity it was raised with.
         for severity in [Severity::Critical, Severity::Warning] {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::latch::Latch;
+use super::latch::{Latch, Phase};
 
 /// Why a state file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -85,10 +85,27 @@ impl LatchStore {
     /// Loads the latches; an absent file means no deployment was ever contained.
     pub fn load(&self) -> Result<BTreeMap<String, Latch>, StoreError> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                path: self.path.clone(),
-                message: e.to_string(),
-            }),
+            Ok(bytes) => {
+                let latches: BTreeMap<String, Latch> =
+                    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        message: e.to_string(),
+                    })?;
+                // Contained without an incident cannot be released or explained: refuse it
+                // here rather than fail at the operator's release.
+                if let Some((deployment, _)) = latches
+                    .iter()
+                    .find(|(_, l)| l.phase == Phase::Contained && l.incident.is_none())
+                {
+                    return Err(StoreError::Corrupt {
+                        path: self.path.clone(),
+                        message: format!(
+                            "deployment `{deployment}` is contained without an incident"
+                        ),
+                    });
+                }
+                Ok(latches)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(e) => Err(io("cannot read", &self.path)(e)),
         }
@@ -122,5 +139,25 @@ mod tests {
         assert_eq!(store.load().unwrap(), latches);
         std::fs::write(dir.path().join("containment.json"), b"{oops").unwrap();
         assert!(matches!(store.load(), Err(StoreError::Corrupt { .. })));
+    }
+
+    /// Regression: a saved latch marked contained without an incident loaded fine, then made
+    /// the operator's release panic and silently end the containment task.
+    #[test]
+    fn a_contained_latch_without_an_incident_is_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LatchStore::open(dir.path()).unwrap();
+        std::fs::write(
+            dir.path().join("containment.json"),
+            br#"{"svc": {"phase": "contained"}}"#,
+        )
+        .unwrap();
+        let e = store.load().unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }));
+        assert!(
+            e.to_string()
+                .contains("`svc` is contained without an incident"),
+            "{e}"
+        );
     }
 }

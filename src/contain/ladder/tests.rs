@@ -229,3 +229,22 @@ fn manual_contain_and_double_contain() {
         Err(LadderError::AlreadyContained("svc".into()))
     );
 }
+
+/// Regression: releasing a contained latch that has no incident panicked and ended the
+/// containment task; it is an error the operator can act on.
+#[test]
+fn release_of_a_contained_latch_without_incident_is_an_error_not_a_panic() {
+    let mut latches = BTreeMap::new();
+    latches.insert(
+        "svc".to_string(),
+        Latch {
+            phase: Phase::Contained,
+            ..Latch::default()
+        },
+    );
+    let mut l = Ladder::new(&config(PolicyMode::Enforce), latches);
+    assert_eq!(
+        l.release("svc", "ana", "checked", "t"),
+        Err(LadderError::NoIncident("svc".into()))
+    );
+}
