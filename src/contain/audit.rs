@@ -102,6 +102,8 @@ pub enum ActionResult {
     Failed,
     /// Not attempted: dry-run.
     DryRun,
+    /// No further attempt: a release withdrew it while it was retrying.
+    Withdrawn,
 }
 
 /// The fields of an attempted action, in [`AuditRecord::Action`].
@@ -324,6 +326,18 @@ mod tests {
                     attempt: None,
                 },
                 json!({"event": "action", "key": "svc:v1/flag/contain", "target": "flag", "provider": "flagd", "op": "contain", "result": "dry_run", "incident": "svc:v1"}),
+            ),
+            (
+                AuditRecord::Action {
+                    key: "svc:v1/hook/contain".into(),
+                    target: "hook".into(),
+                    provider: "webhook".into(),
+                    op: Op::Contain,
+                    result: ActionResult::Withdrawn,
+                    incident: "svc:v1".into(),
+                    attempt: None,
+                },
+                json!({"event": "action", "key": "svc:v1/hook/contain", "target": "hook", "provider": "webhook", "op": "contain", "result": "withdrawn", "incident": "svc:v1"}),
             ),
             (
                 AuditRecord::Action {

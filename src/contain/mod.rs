@@ -23,6 +23,7 @@ pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::json;
@@ -121,8 +122,10 @@ struct AttemptReport {
     action: Box<Action>,
     attempt: u32,
     error: Option<String>,
-    /// No further attempt follows (success, a permanent error, or retries exhausted).
+    /// No further attempt follows (success, a permanent error, retries exhausted, withdrawn).
     last: bool,
+    /// Not attempted: withdrawn by a release while it was retrying.
+    withdrawn: bool,
     /// When the verdict or request behind the action reached containment.
     started: Instant,
 }
@@ -139,6 +142,8 @@ struct Controller {
     view: watch::Sender<Arc<BTreeMap<String, Latch>>>,
     retry: Retry,
     received: HashMap<String, Instant>,
+    /// Actions whose task is still running, by key: (incident id, op, withdrawn flag).
+    running: HashMap<String, (String, Op, Arc<AtomicBool>)>,
 }
 
 fn now() -> String {
@@ -206,6 +211,7 @@ pub fn start(
             retry_for: c.retry_for,
         },
         received: HashMap::new(),
+        running: HashMap::new(),
     };
     let repeat = c.alert_repeat;
     let task = tokio::spawn(async move {
@@ -330,6 +336,11 @@ impl Controller {
                 release,
             });
         }
+        for t in out.transitions.iter().filter(|t| t.to == Phase::Released) {
+            if let Some(incident) = &t.incident {
+                self.withdraw(incident);
+            }
+        }
         for why in out.ignored {
             self.record(AuditRecord::Ignored { why });
         }
@@ -365,6 +376,11 @@ impl Controller {
                 self.persist();
                 continue;
             }
+            let withdrawn = Arc::new(AtomicBool::new(false));
+            self.running.insert(
+                action.key.clone(),
+                (action.incident.id.clone(), action.op, withdrawn.clone()),
+            );
             let (reports, ctx, retry) = (self.reports.clone(), self.ctx.clone(), self.retry);
             tokio::spawn(async move {
                 let (target_ref, action_ref, ctx_ref) = (&target, &action, &ctx);
@@ -373,6 +389,7 @@ impl Controller {
                         move || async move {
                             providers::execute(target_ref, action_ref, ctx_ref, &now()).await
                         },
+                        || !withdrawn.load(Ordering::Acquire),
                         retry::full_jitter,
                         |attempt| {
                             let _ = reports.send(AttemptReport {
@@ -380,6 +397,7 @@ impl Controller {
                                 attempt: attempt.number,
                                 error: attempt.result.err().map(|e| e.message),
                                 last: attempt.last,
+                                withdrawn: attempt.withdrawn,
                                 started,
                             });
                         },
@@ -389,12 +407,25 @@ impl Controller {
         }
     }
 
+    /// A release withdraws what its incident still has running — containment and alert
+    /// triggers, not the resolves the release itself issued — so no late attempt flips a flag
+    /// back or re-opens a page after the operator's decision.
+    fn withdraw(&mut self, incident: &str) {
+        for (key, (of, op, withdrawn)) in &self.running {
+            if of == incident && *op != Op::Resolve {
+                withdrawn.store(true, Ordering::Release);
+                tracing::info!(key = %key, "release: withdrawing an action still in flight");
+            }
+        }
+    }
+
     fn on_attempt(&mut self, report: AttemptReport) {
         let AttemptReport {
             action,
             attempt,
             error,
             last,
+            withdrawn,
             started,
         } = report;
         let elapsed = started.elapsed();
@@ -402,6 +433,22 @@ impl Controller {
             .targets
             .get(&action.target)
             .map_or("unknown", |t| t.provider);
+        if last {
+            self.running.remove(&action.key);
+        }
+        if withdrawn {
+            self.metrics.count_action(provider, "withdrawn", None);
+            self.record(AuditRecord::Action {
+                key: action.key.clone(),
+                target: action.target.clone(),
+                provider: provider.to_string(),
+                op: action.op,
+                result: ActionResult::Withdrawn,
+                incident: action.incident.id.clone(),
+                attempt: None,
+            });
+            return;
+        }
         self.record(AuditRecord::Action {
             key: action.key.clone(),
             target: action.target.clone(),

@@ -45,8 +45,11 @@ pub struct Attempt {
     pub number: u32,
     /// What the attempt returned (a timeout is a retryable error).
     pub result: Result<(), ActionError>,
-    /// No attempt follows: success, a permanent error, or no time left.
+    /// No attempt follows: success, a permanent error, no time left, or withdrawn.
     pub last: bool,
+    /// Not attempted: the caller withdrew the action before this attempt (a release arrived
+    /// while it was retrying). Reported once, as the last.
+    pub withdrawn: bool,
 }
 
 /// How long one attempt may take and how long to keep trying.
@@ -60,11 +63,14 @@ pub struct Retry {
 }
 
 impl Retry {
-    /// Runs `attempt` until it succeeds, fails for good or the time is up, reporting each
-    /// result to `report`. `jitter` turns a backoff ceiling into the wait ([`full_jitter`]).
+    /// Runs `attempt` until it succeeds, fails for good, the time is up or `proceed` says no,
+    /// reporting each result to `report`. `proceed` is asked before every attempt, so an action
+    /// that is no longer wanted is never sent late. `jitter` turns a backoff ceiling into the
+    /// wait ([`full_jitter`]).
     pub async fn run<F, Fut>(
         &self,
         mut attempt: F,
+        mut proceed: impl FnMut() -> bool,
         mut jitter: impl FnMut(Duration) -> Duration,
         mut report: impl FnMut(Attempt),
     ) where
@@ -75,6 +81,18 @@ impl Retry {
         let mut number = 0u32;
         loop {
             number += 1;
+            if !proceed() {
+                report(Attempt {
+                    number,
+                    result: Err(ActionError {
+                        retryable: false,
+                        message: "withdrawn before this attempt".into(),
+                    }),
+                    last: true,
+                    withdrawn: true,
+                });
+                return;
+            }
             let result = tokio::time::timeout(self.timeout, attempt())
                 .await
                 .unwrap_or_else(|_| {
@@ -90,6 +108,7 @@ impl Retry {
                 number,
                 result,
                 last: !again,
+                withdrawn: false,
             });
             if !again {
                 return;
@@ -133,6 +152,7 @@ mod tests {
                     starts.push(start.elapsed());
                     std::future::ready(answer(n))
                 },
+                || true,
                 jitter,
                 |a| reports.push(a),
             )
@@ -179,7 +199,8 @@ mod tests {
             Attempt {
                 number: 3,
                 result: Ok(()),
-                last: true
+                last: true,
+                withdrawn: false
             }
         );
     }
@@ -234,6 +255,7 @@ mod tests {
         retry
             .run(
                 std::future::pending::<Result<(), ActionError>>,
+                || true,
                 |c| c,
                 |a| reports.push(a),
             )
@@ -244,5 +266,28 @@ mod tests {
             .iter()
             .all(|a| a.result.as_ref().unwrap_err().message == "timeout"));
         assert_eq!(start.elapsed(), Duration::from_millis(1400));
+    }
+
+    /// Regression: a release did not stop an action that was still retrying, so a late flip
+    /// undid the operator's re-enable. `proceed` is asked before every attempt.
+    #[tokio::test(start_paused = true)]
+    async fn a_withdrawn_action_makes_no_further_attempt() {
+        let attempts = std::cell::Cell::new(0);
+        let mut reports = Vec::new();
+        RETRY
+            .run(
+                || {
+                    attempts.set(attempts.get() + 1);
+                    std::future::ready(Err(retryable()))
+                },
+                || attempts.get() < 2,
+                |c| c,
+                |a| reports.push(a),
+            )
+            .await;
+        assert_eq!(attempts.get(), 2, "withdrawn after the second attempt");
+        assert_eq!(reports.len(), 3);
+        assert!(reports[..2].iter().all(|a| !a.withdrawn && !a.last));
+        assert!(reports[2].withdrawn && reports[2].last && reports[2].number == 3);
     }
 }

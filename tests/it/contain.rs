@@ -515,3 +515,68 @@ async fn twenty_deployments_contained_at_once_into_one_flag_file_all_flip() {
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
     r.stop().await;
 }
+
+/// Regression: a release did not cancel actions still retrying, so a late flip could undo the
+/// operator's re-enable. After the release, the retrying containment makes no further attempt,
+/// is recorded as withdrawn (not done, not failed) and raises no action-failure alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_withdraws_a_containment_that_is_still_retrying() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, addr) = vendor().await;
+    v.script("/hook", &[(503, 0); 40]);
+    let mut config = Config::default();
+    config.containment.state_dir = dir.path().join("state");
+    config.containment.action_timeout = Duration::from_millis(500);
+    config.containment.retry_for = Duration::from_secs(30);
+    config.containment.targets = vec![TargetConfig::Webhook {
+        name: "hook".into(),
+        url: format!("http://{addr}/hook"),
+        secret: secret_file(dir.path(), "hook", "hmac-key"),
+    }];
+    config.containment.policies = vec![enforce_policy(&[], &["hook"])];
+    let r = Running::start(&config);
+    r.changes.send(fail_verdict("support-bot", "ft-1")).unwrap();
+    wait_for("the containment retrying", || {
+        r.handle
+            .audit(100)
+            .iter()
+            .any(|a| a["key"] == "support-bot:ft-1/hook/contain" && a["result"] == "retrying")
+    })
+    .await;
+    r.handle
+        .request(Request::Release {
+            deployment: "support-bot".into(),
+            operator: "ana".into(),
+            reason: "re-enabled by hand".into(),
+        })
+        .await
+        .unwrap();
+    let at_release = v.requests("/hook").len();
+    wait_for("the containment withdrawn", || {
+        r.handle
+            .audit(100)
+            .iter()
+            .any(|a| a["key"] == "support-bot:ft-1/hook/contain" && a["result"] == "withdrawn")
+    })
+    .await;
+    let at_withdrawal = v.requests("/hook").len();
+    assert!(
+        at_withdrawal <= at_release + 1,
+        "at most the attempt already in flight: {at_release} then {at_withdrawal}"
+    );
+    // A fixed wait to show that something does NOT happen: no late attempt.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(v.requests("/hook").len(), at_withdrawal, "no attempt after");
+    let audit = r.handle.audit(100);
+    assert!(!audit
+        .iter()
+        .any(|a| a["key"] == "support-bot:ft-1/hook/contain"
+            && (a["result"] == "success" || a["result"] == "failed")));
+    assert!(
+        !r.handle.latches()["support-bot"]
+            .done
+            .contains("support-bot:ft-1/hook/contain"),
+        "a withdrawn action is not recorded done"
+    );
+    r.stop().await;
+}
