@@ -228,6 +228,11 @@ impl Ladder {
         {
             return out;
         }
+        let severity = if t == TriggerState::Fail {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
         let incident = Incident {
             id,
             deployment: v.deployment.clone(),
@@ -237,11 +242,7 @@ impl Ladder {
             evidence: serde_json::to_value(v).unwrap_or_default(),
             policy: policy.name.clone(),
             dry_run: policy.mode == PolicyMode::DryRun,
-        };
-        let severity = if t == TriggerState::Fail {
-            Severity::Critical
-        } else {
-            Severity::Warning
+            severity,
         };
         if contain {
             out.actions.extend(Self::actions(
@@ -295,6 +296,7 @@ impl Ladder {
             evidence: serde_json::to_value(s).unwrap_or_default(),
             policy: policy.name.clone(),
             dry_run: policy.mode == PolicyMode::DryRun,
+            severity: Severity::Warning,
         };
         if s.active && !latch.signal_alerts.contains_key(&id) {
             // A signal can clear and come back: each raise starts with fresh keys.
@@ -350,6 +352,7 @@ impl Ladder {
             policy: policy.as_ref().map_or("manual".into(), |p| p.name.clone()),
             // A human asked: act even under a dry-run policy.
             dry_run: false,
+            severity: Severity::Critical,
         };
         let mut out = Decision::default();
         if let Some(p) = &policy {
@@ -452,19 +455,20 @@ impl Ladder {
                 continue;
             };
             if let Some(p) = self.policy(dep) {
+                // With the severity it was contained with: the keys of what was done carry it.
                 out.extend(Self::actions(
                     latch,
                     incident,
                     &p.contain,
                     Op::Contain,
-                    Severity::Critical,
+                    incident.severity,
                 ));
                 out.extend(Self::actions(
                     latch,
                     incident,
                     &p.alerts,
                     Op::Trigger,
-                    Severity::Critical,
+                    incident.severity,
                 ));
             }
         }

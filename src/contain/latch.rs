@@ -60,6 +60,15 @@ pub struct Incident {
     pub policy: String,
     /// Dry-run: nothing outside driftd changes, the gate stays open.
     pub dry_run: bool,
+    /// The severity its actions were taken with; actions redone after a restart keep it.
+    /// State written before it was recorded loads as critical, which is what those versions
+    /// redid with.
+    #[serde(default = "critical")]
+    pub severity: Severity,
+}
+
+fn critical() -> Severity {
+    Severity::Critical
 }
 
 /// Who released an incident, and why.
@@ -211,6 +220,10 @@ mod tests {
         let written: serde_json::Value =
             serde_json::from_slice(&serde_json::to_vec(&latches).unwrap()).unwrap();
         let mut expected: serde_json::Value = serde_json::from_str(STATE_FILE).unwrap();
+        // A file written before incidents recorded their severity loads as critical (what
+        // those versions redid with) and is written back with it.
+        assert_eq!(svc.incident.as_ref().unwrap().severity, Severity::Critical);
+        expected["svc"]["incident"]["severity"] = "critical".into();
         expected["old"] = serde_json::to_value(Latch {
             phase: Phase::Released,
             ..Latch::default()

@@ -248,3 +248,24 @@ fn release_of_a_contained_latch_without_incident_is_an_error_not_a_panic() {
         Err(LadderError::NoIncident("svc".into()))
     );
 }
+
+/// Regression: actions redone at start-up were sent as critical even when the deployment was
+/// contained on a warning (a policy with `contain_on = ["warn"]`): a different alert, and a
+/// key that never matched what was done.
+#[test]
+fn actions_redone_after_a_restart_keep_the_severity_they_were_taken_with() {
+    let mut c = config(PolicyMode::Enforce);
+    c.policies[0].contain_on = vec![TriggerState::Warn, TriggerState::Fail];
+    let mut l = Ladder::new(&c, BTreeMap::new());
+    let out = l.on_change(&verdict(VerdictState::Warn, "v1"), "t1");
+    assert!(l.gate_closed("svc"), "contained on a warning");
+    let keys: Vec<&str> = out.actions.iter().map(|a| a.key.as_str()).collect();
+    assert_eq!(keys, ["svc:v1/flag/contain", "svc:v1/am/trigger-warning"]);
+    l.mark_done("svc", "svc:v1/flag/contain");
+    let saved = serde_json::to_string(l.latches()).unwrap();
+    let restored = Ladder::new(&c, serde_json::from_str(&saved).unwrap());
+    let pending = restored.pending();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].key, "svc:v1/am/trigger-warning");
+    assert_eq!(pending[0].severity, Severity::Warning);
+}
