@@ -298,10 +298,14 @@ fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     driftd::logging::init(&config.log);
     let rt = runtime()?;
     let metrics = Arc::new(Metrics::new(&config.hash()));
-    metrics.config_reloads.with_label_values(&["success"]);
     let deadline = config.shutdown.deadline;
-    let controls = driftd::signals::install(move || args.load(), metrics.clone(), deadline)
-        .context("cannot install signal handlers")?;
+    let controls = driftd::signals::install(
+        config.clone(),
+        move || args.load(),
+        metrics.clone(),
+        deadline,
+    )
+    .context("cannot install signal handlers")?;
     rt.block_on(async {
         let listener = driftd::admin::bind(config.admin.addr).await?;
         tracing::info!(addr = %listener.local_addr()?, "admin server listening");

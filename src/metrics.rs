@@ -322,6 +322,9 @@ impl Metrics {
         for task in TASKS {
             m.task_failures.with_label_values(&[task]);
         }
+        for outcome in ["success", "failure", "restart_required"] {
+            m.config_reloads.with_label_values(&[outcome]);
+        }
         m
     }
 

@@ -64,13 +64,22 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Installs the signal handlers. `load` re-reads and validates the config on SIGHUP. After the
-/// first stop signal a watchdog ends the process with status 1 once `deadline` has passed, so a
-/// shutdown that hangs (a commit to an unreachable broker) cannot outlive it.
-pub fn install<F>(load: F, metrics: Arc<Metrics>, deadline: Duration) -> std::io::Result<Controls>
+/// Installs the signal handlers. `load` re-reads and validates the config on SIGHUP; a config
+/// that changes settings read only at start-up ([`Config::restart_only_changes`]) is refused
+/// whole, logged with those settings and counted as `restart_required`, so the running config
+/// is always exactly the one `driftd_config_info` names. After the first stop signal a watchdog
+/// ends the process with status 1 once `deadline` has passed, so a shutdown that hangs (a
+/// commit to an unreachable broker) cannot outlive it.
+pub fn install<F>(
+    running: Config,
+    load: F,
+    metrics: Arc<Metrics>,
+    deadline: Duration,
+) -> std::io::Result<Controls>
 where
     F: Fn() -> Result<Config, ConfigError> + Send + 'static,
 {
+    let mut running = running;
     let (handle, controls) = channel();
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new()
@@ -81,9 +90,16 @@ where
                 match signal {
                     SIGHUP => match load() {
                         Ok(config) => {
-                            tracing::info!(config_hash = %config.hash(), "SIGHUP: config reloaded and validated");
-                            metrics.config_reloads.with_label_values(&["success"]).inc();
-                            handle.reload(config);
+                            let restart = running.restart_only_changes(&config);
+                            if restart.is_empty() {
+                                tracing::info!(config_hash = %config.hash(), "SIGHUP: config reloaded and validated");
+                                metrics.config_reloads.with_label_values(&["success"]).inc();
+                                running = config.clone();
+                                handle.reload(config);
+                            } else {
+                                tracing::error!(settings = %restart.join(", "), running_config_hash = %running.hash(), "SIGHUP: config refused: these settings take effect only on restart; nothing was applied, restart driftd to apply them");
+                                metrics.config_reloads.with_label_values(&["restart_required"]).inc();
+                            }
                         }
                         Err(e) => {
                             tracing::error!(error = %crate::logging::chain(&e), "SIGHUP: config refused, keeping the running config");

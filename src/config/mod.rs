@@ -213,9 +213,18 @@ impl Config {
         digest[..6].iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// Names of settings that differ from `new` and only take effect on restart.
+    /// Names of settings that differ from `new` and only take effect on restart. Everything
+    /// but `ingest.max_message_bytes` and `ingest.allowed_lateness` (which the running pipeline
+    /// applies) is read once at start-up; a reload that changes any of these is refused whole,
+    /// so what runs is always exactly one config.
     pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
         let mut changed = Vec::new();
+        if self.ingest.publish_interval != new.ingest.publish_interval {
+            changed.push("ingest.publish_interval");
+        }
+        if self.ingest.max_dead_letters_in_flight != new.ingest.max_dead_letters_in_flight {
+            changed.push("ingest.max_dead_letters_in_flight");
+        }
         if self.kafka != new.kafka {
             changed.push("kafka");
         }
@@ -239,6 +248,12 @@ impl Config {
         }
         if self.log.format != new.log.format {
             changed.push("log.format");
+        }
+        if self.log.level != new.log.level {
+            changed.push("log.level");
+        }
+        if self.shutdown != new.shutdown {
+            changed.push("shutdown");
         }
         changed
     }

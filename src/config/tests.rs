@@ -46,3 +46,20 @@ fn example_file_shows_the_defaults_except_where_marked_example() {
     c.detection.deployments.clear();
     assert_eq!(c, Config::default());
 }
+
+#[test]
+fn only_the_two_pipeline_limits_reload_without_a_restart() {
+    let running = Config::default();
+    let mut hot = running.clone();
+    hot.ingest.max_message_bytes = 1024;
+    hot.ingest.allowed_lateness = std::time::Duration::from_secs(5);
+    assert!(running.restart_only_changes(&hot).is_empty());
+    let mut cold = running.clone();
+    cold.detection.alpha = 0.02;
+    cold.log.level = "debug".into();
+    cold.ingest.publish_interval = std::time::Duration::from_secs(2);
+    assert_eq!(
+        running.restart_only_changes(&cold),
+        ["ingest.publish_interval", "detection", "log.level"]
+    );
+}

@@ -274,6 +274,52 @@ fn sighup_refuses_a_bad_config_keeps_the_old_one_and_applies_a_good_one() {
         m.sum("driftd_config_reloads_total", &[("outcome", "success")]) == 1.0
             && !m.text.contains(&hash_before)
     });
+
+    // Regression: a reload that changed settings read only at start-up (detection) was
+    // reported as applied while nothing changed. It is refused whole, and says why.
+    let hash_applied = d
+        .metrics()
+        .text
+        .lines()
+        .find(|l| l.starts_with("driftd_config_info{"))
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &config_path,
+        format!("{original}\n[ingest]\nmax_message_bytes = 2048\n\n[detection]\nalpha = 0.02\n"),
+    )
+    .unwrap();
+    hup(&pid);
+    d.wait_until(
+        Duration::from_secs(10),
+        "reload refused as restart-only",
+        || {
+            d.metrics().sum(
+                "driftd_config_reloads_total",
+                &[("outcome", "restart_required")],
+            ) == 1.0
+        },
+    );
+    let refused = d
+        .log_text()
+        .lines()
+        .find(|l| l.contains("take effect only on restart"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        refused.contains("detection"),
+        "the log names the setting: {refused}"
+    );
+    let m = d.metrics();
+    assert!(
+        m.text.contains(&hash_applied),
+        "the running config is unchanged"
+    );
+    assert_eq!(
+        m.sum("driftd_config_reloads_total", &[("outcome", "success")]),
+        1.0,
+        "nothing else was applied"
+    );
 }
 
 /// Regression: with the broker gone silent, the final commit blocked and SIGTERM never ended
