@@ -61,12 +61,7 @@ pub async fn run(
         .containment
         .admin_token
         .as_ref()
-        .map(|source| {
-            source.resolve().map_err(|reason| ConfigError::Secret {
-                property: "containment.admin_token".into(),
-                reason,
-            })
-        })
+        .map(crate::config::admin_token)
         .transpose()?
         .map(Arc::new);
     let admin_state = AdminState {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use driftd::config::{Config, ConfigError};
+use driftd::config::{Config, ConfigError, SecretSource};
 use driftd::metrics::Metrics;
 use driftd::pipeline::Pipeline;
 use driftd::traffic::{Drift, DriftMetric, Pace, Sender, TrafficModel};
@@ -317,14 +317,15 @@ fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn operator_request(a: OperatorArgs, action: &str) -> anyhow::Result<ExitCode> {
-    let token = match &a.token_file {
-        Some(f) => std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read {}", f.display()))?
-            .trim()
-            .to_string(),
-        None => std::env::var("DRIFTD_ADMIN_TOKEN")
-            .context("give --token-file or set DRIFTD_ADMIN_TOKEN")?,
+    // Read the way the server reads its own token, so the same file works on both sides.
+    let source = match &a.token_file {
+        Some(f) => SecretSource::File(f.clone()),
+        None => SecretSource::Env("DRIFTD_ADMIN_TOKEN".into()),
     };
+    let token = source
+        .resolve()
+        .map_err(anyhow::Error::msg)
+        .context("give --token-file or set DRIFTD_ADMIN_TOKEN")?;
     let url = format!(
         "{}/v1/deployments/{}/{action}",
         a.admin_url.trim_end_matches('/'),

@@ -77,6 +77,41 @@ pub enum ConfigError {
         /// Which variable or file could not be read, and why (never the secret itself).
         reason: String,
     },
+    /// A secret was read but is too weak to guard what it guards (the admin token releases
+    /// contained canaries).
+    #[error(
+        "the secret of `{property}` is refused: {reason}; use a random token of at least {min} characters, e.g. `openssl rand -hex 32`"
+    )]
+    WeakSecret {
+        /// The config key that refers to the secret.
+        property: String,
+        /// What is wrong with it (never the secret itself).
+        reason: String,
+        /// The least length accepted.
+        min: usize,
+    },
+}
+
+/// The shortest admin token driftd accepts.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// The admin token from `source`, refused when it cannot be read or is shorter than
+/// [`MIN_ADMIN_TOKEN_LEN`] (an empty file would otherwise let anyone holding an empty bearer
+/// token release a contained canary).
+pub fn admin_token(source: &SecretSource) -> Result<String, ConfigError> {
+    let property = "containment.admin_token";
+    let token = source.resolve().map_err(|reason| ConfigError::Secret {
+        property: property.into(),
+        reason,
+    })?;
+    if token.chars().count() < MIN_ADMIN_TOKEN_LEN {
+        return Err(ConfigError::WeakSecret {
+            property: property.into(),
+            reason: format!("it has {} characters", token.chars().count()),
+            min: MIN_ADMIN_TOKEN_LEN,
+        });
+    }
+    Ok(token)
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub enum SecretSource {
     /// Read the named environment variable.
     Env(String),
-    /// Read the file (trailing newline stripped).
+    /// Read the file.
     File(PathBuf),
 }
 
@@ -29,14 +29,16 @@ impl fmt::Debug for SecretSource {
 }
 
 impl SecretSource {
-    /// Reads the secret. The error never contains the value.
+    /// Reads the secret, without its trailing line break (`\n` or `\r\n`), the same way from
+    /// a file and from the environment (`echo token > file`, `export X=$(cat file)`); any other
+    /// whitespace is part of the secret. The error never contains the value.
     pub fn resolve(&self) -> Result<String, String> {
-        match self {
+        let value = match self {
             SecretSource::Env(name) => std::env::var(name)
-                .map_err(|_| format!("environment variable {name} is not set or not UTF-8")),
+                .map_err(|_| format!("environment variable {name} is not set or not UTF-8"))?,
             SecretSource::File(path) => std::fs::read_to_string(path)
-                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| format!("cannot read {}: {e}", path.display())),
-        }
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        };
+        Ok(value.trim_end_matches(['\n', '\r']).to_string())
     }
 }

@@ -63,3 +63,35 @@ fn only_the_two_pipeline_limits_reload_without_a_restart() {
         ["ingest.publish_interval", "detection", "log.level"]
     );
 }
+
+/// Regression: an empty or short admin token was accepted, and token files and environment
+/// variables were trimmed differently on the server and in `driftd release`.
+#[test]
+fn the_admin_token_is_read_like_every_secret_and_refused_when_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        SecretSource::File(p)
+    };
+    let good = "0123456789abcdef0123456789abcdef";
+    assert_eq!(
+        admin_token(&file("crlf", &format!("{good}\r\n"))).unwrap(),
+        good
+    );
+    std::env::set_var("DRIFTD_TEST_ADMIN_TOKEN_CRLF", format!("{good}\r\n"));
+    assert_eq!(
+        admin_token(&SecretSource::Env("DRIFTD_TEST_ADMIN_TOKEN_CRLF".into())).unwrap(),
+        good,
+        "the environment is read the same way as a file"
+    );
+    for (name, text) in [("empty", "\n"), ("short", "hunter2\n")] {
+        let e = admin_token(&file(name, text)).unwrap_err();
+        assert!(matches!(e, ConfigError::WeakSecret { .. }), "{name}: {e}");
+        assert!(e.to_string().contains("containment.admin_token"), "{e}");
+        assert!(
+            !e.to_string().contains("hunter2"),
+            "the value never shows: {e}"
+        );
+    }
+}

@@ -12,7 +12,6 @@ use crate::config::{
 };
 
 /// Files of one demo run: flag file, admin token, containment state and audit log.
-/// Files of one demo run: flag file, admin token, containment state and audit log.
 pub(super) struct DemoFiles {
     /// The run's temporary folder (state and audit log live under it).
     pub(super) dir: PathBuf,
