@@ -165,10 +165,49 @@ impl Ladder {
 
     /// Reacts to a verdict or signal change. `now` is the wall-clock time (RFC 3339).
     pub fn on_change(&mut self, change: &Change, now: &str) -> Decision {
-        match change {
+        let (deployment, version) = match change {
+            Change::Verdict(v) => (&v.deployment, &v.model_version),
+            Change::Signal(s) => (&s.deployment, &s.model_version),
+        };
+        let retired = self.retire_signal_alerts(deployment, version);
+        let mut out = match change {
             Change::Verdict(v) => self.on_verdict(v, now),
             Change::Signal(s) => self.on_signal(s, now),
+        };
+        out.actions.splice(0..0, retired);
+        out
+    }
+
+    /// A change about canary version `current` means every other version of the deployment is
+    /// retired: its open signal alerts (absent telemetry, sample-ratio mismatch) can never clear
+    /// by themselves, so they are resolved now instead of being re-sent forever.
+    fn retire_signal_alerts(&mut self, deployment: &str, current: &str) -> Vec<Action> {
+        let alerts = match self.policy(deployment) {
+            Some(p) => p.alerts.clone(),
+            None => return Vec::new(),
+        };
+        let Some(latch) = self.latches.get_mut(deployment) else {
+            return Vec::new();
+        };
+        let retired: Vec<String> = latch
+            .signal_alerts
+            .iter()
+            .filter(|(_, raised)| raised.model_version != current)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut out = Vec::new();
+        for id in retired {
+            if let Some(raised) = latch.signal_alerts.remove(&id) {
+                out.extend(Self::actions(
+                    latch,
+                    &raised,
+                    &alerts,
+                    Op::Resolve,
+                    Severity::Warning,
+                ));
+            }
         }
+        out
     }
 
     fn on_verdict(&mut self, v: &Verdict, now: &str) -> Decision {

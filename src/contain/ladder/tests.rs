@@ -269,3 +269,43 @@ fn actions_redone_after_a_restart_keep_the_severity_they_were_taken_with() {
     assert_eq!(pending[0].key, "svc:v1/am/trigger-warning");
     assert_eq!(pending[0].severity, Severity::Warning);
 }
+
+/// Regression: a signal alert raised for a canary version that was then replaced never
+/// cleared and was re-sent forever. The first change about the new version resolves it.
+#[test]
+fn signal_alerts_of_a_replaced_canary_version_are_resolved() {
+    use crate::detect::{Signal, SignalKind};
+    let mut l = Ladder::new(&config(PolicyMode::Enforce), BTreeMap::new());
+    let up = l.on_change(
+        &Change::Signal(Signal {
+            kind: SignalKind::SampleRatioMismatch,
+            deployment: "svc".into(),
+            model_version: "v1".into(),
+            arm: None,
+            active: true,
+            at: "t".into(),
+            events_seen: 1,
+            n_canary: 1,
+            n_control: 1,
+            expected_share: Some(0.5),
+            observed_share: Some(0.3),
+            statistic: 400.0,
+            threshold: 300.0,
+        }),
+        "t1",
+    );
+    l.mark_done("svc", &up.actions[0].key);
+    let next = l.on_change(&verdict(VerdictState::Pass, "v2"), "t2");
+    assert_eq!(next.actions.len(), 1);
+    let resolve = &next.actions[0];
+    assert_eq!(resolve.op, Op::Resolve);
+    assert_eq!(resolve.incident.id, "svc:v1:sample_ratio_mismatch");
+    assert_eq!(resolve.incident.opened_at, "t1", "resolved as raised");
+    assert!(l.latch("svc").unwrap().signal_alerts.is_empty());
+    assert!(
+        l.on_change(&verdict(VerdictState::Pass, "v2"), "t3")
+            .actions
+            .is_empty(),
+        "resolved once"
+    );
+}
