@@ -219,9 +219,22 @@ impl Ladder {
             return out;
         }
         let latch = self.latches.entry(v.deployment.clone()).or_default();
+        let version = format!("{}/", v.model_version);
+        // Each metric's own state: the deployment's phase follows the worst of them.
+        latch.warning.retain(|k| k.starts_with(&version));
+        let warning = format!("{version}{}/{}", v.metric, v.source.as_str());
+        if v.state == VerdictState::Warn {
+            latch.warning.insert(warning);
+        } else {
+            latch.warning.remove(&warning);
+        }
         let Some(t) = trigger(v.state) else {
-            // Back to pass: a suspect deployment calms down and its warning resolves.
-            if latch.phase == Phase::Suspect && v.state == VerdictState::Pass {
+            // Back to pass: a suspect deployment calms down and its warning resolves, once no
+            // metric of the version still warns.
+            if latch.phase == Phase::Suspect
+                && v.state == VerdictState::Pass
+                && latch.warning.is_empty()
+            {
                 if let Some(inc) = latch.incident.clone() {
                     out.actions =
                         Self::actions(latch, &inc, &policy.alerts, Op::Resolve, Severity::Warning);

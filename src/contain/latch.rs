@@ -101,6 +101,9 @@ pub struct Latch {
     pub last_release: Option<Release>,
     /// Open signal alerts (`deployment:kind`), resolved when the signal clears.
     pub signal_alerts: BTreeMap<String, Incident>,
+    /// The metrics now at `warn`, as `model_version/metric/source`: a suspect deployment is
+    /// healthy again only when none of its current version's metrics still warns.
+    pub warning: BTreeSet<String>,
 }
 
 impl Latch {
@@ -224,6 +227,7 @@ mod tests {
         // those versions redid with) and is written back with it.
         assert_eq!(svc.incident.as_ref().unwrap().severity, Severity::Critical);
         expected["svc"]["incident"]["severity"] = "critical".into();
+        expected["svc"]["warning"] = serde_json::json!([]);
         expected["old"] = serde_json::to_value(Latch {
             phase: Phase::Released,
             ..Latch::default()

@@ -309,3 +309,31 @@ fn signal_alerts_of_a_replaced_canary_version_are_resolved() {
         "resolved once"
     );
 }
+
+/// Regression: a `pass` on one metric returned a warned deployment to healthy (and resolved
+/// its warning) while another metric still warned.
+#[test]
+fn a_pass_on_one_metric_does_not_calm_a_warning_on_another() {
+    let on = |metric: &str, state: VerdictState| {
+        let Change::Verdict(mut v) = verdict(state, "v1") else {
+            unreachable!()
+        };
+        v.metric = metric.into();
+        Change::Verdict(v)
+    };
+    let mut l = Ladder::new(&config(PolicyMode::Enforce), BTreeMap::new());
+    l.on_change(&on("refusal", VerdictState::Warn), "t1");
+    l.on_change(&on("tone", VerdictState::Warn), "t2");
+    assert_eq!(l.latch("svc").unwrap().phase, Phase::Suspect);
+    let out = l.on_change(&on("refusal", VerdictState::Pass), "t3");
+    assert_eq!(
+        l.latch("svc").unwrap().phase,
+        Phase::Suspect,
+        "tone still warns"
+    );
+    assert!(out.actions.is_empty(), "the warning stays open");
+    let out = l.on_change(&on("tone", VerdictState::Pass), "t4");
+    assert_eq!(l.latch("svc").unwrap().phase, Phase::Healthy);
+    assert_eq!(out.actions.len(), 1);
+    assert_eq!(out.actions[0].op, Op::Resolve);
+}
