@@ -1,9 +1,13 @@
 //! The dead-letter producer: rejected events go to a topic with the reason in a header.
 //!
-//! For every reason except `pii_suspected` the record keeps the original key and bytes, so an
-//! operator can inspect and re-drive it. For `pii_suspected` it carries only where the event was
-//! (topic, partition, offset) and why: personal data must not be copied anywhere. This module
-//! must not log payloads or keys.
+//! A record keeps the original key and bytes, so an operator can inspect and re-drive it, only
+//! when every byte of them passed the privacy gate: the decoder scans the strings of an event it
+//! could parse, but a rejected event may never have been scanned (too large, not JSON), may hide
+//! a value behind a duplicate key, or carry personal data in a number or in the message key. So
+//! the raw key and payload are scanned here as text; a hit, or a `pii_suspected` rejection,
+//! leaves only where the event was (topic, partition, offset) and why, and the header
+//! `driftd-payload: withheld`. Personal data must not be copied anywhere. This module must not
+//! log payloads or keys.
 
 use std::time::Duration;
 
@@ -25,6 +29,18 @@ pub const HEADER_SOURCE_TOPIC: &str = "driftd-source-topic";
 pub const HEADER_SOURCE_PARTITION: &str = "driftd-source-partition";
 /// Source offset header.
 pub const HEADER_SOURCE_OFFSET: &str = "driftd-source-offset";
+/// Header saying whether the record carries the original bytes (`original`) or only their
+/// location (`withheld`).
+pub const HEADER_PAYLOAD: &str = "driftd-payload";
+
+/// True when the key and payload may be copied: a `pii_suspected` rejection never, anything
+/// else only when its raw bytes, read as text, pass the privacy gate.
+fn may_copy(reason: Reason, key: Option<&[u8]>, payload: Option<&[u8]>) -> bool {
+    let clean = |bytes: Option<&[u8]>| {
+        bytes.is_none_or(|b| crate::privacy::scan(&String::from_utf8_lossy(b)).is_none())
+    };
+    reason != Reason::PiiSuspected && clean(key) && clean(payload)
+}
 
 /// Produces dead-letter records.
 pub struct DeadLetter {
@@ -58,6 +74,7 @@ impl DeadLetter {
     ) -> Option<DeliveryFuture> {
         let partition = msg.partition().to_string();
         let offset = msg.offset().to_string();
+        let copy = may_copy(rejection.reason, msg.key(), msg.payload());
         let headers = OwnedHeaders::new()
             .insert(Header {
                 key: HEADER_REASON,
@@ -78,21 +95,24 @@ impl DeadLetter {
             .insert(Header {
                 key: HEADER_SOURCE_OFFSET,
                 value: Some(offset.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_PAYLOAD,
+                value: Some(if copy { "original" } else { "withheld" }),
             });
         let stripped;
-        let (key, payload): (Option<&[u8]>, Option<&[u8]>) =
-            if rejection.reason == Reason::PiiSuspected {
-                stripped = serde_json::json!({
-                    "source_topic": msg.topic(),
-                    "source_partition": msg.partition(),
-                    "source_offset": msg.offset(),
-                    "reason": rejection.reason.as_str(),
-                })
-                .to_string();
-                (None, Some(stripped.as_bytes()))
-            } else {
-                (msg.key(), msg.payload())
-            };
+        let (key, payload): (Option<&[u8]>, Option<&[u8]>) = if !copy {
+            stripped = serde_json::json!({
+                "source_topic": msg.topic(),
+                "source_partition": msg.partition(),
+                "source_offset": msg.offset(),
+                "reason": rejection.reason.as_str(),
+            })
+            .to_string();
+            (None, Some(stripped.as_bytes()))
+        } else {
+            (msg.key(), msg.payload())
+        };
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.topic).headers(headers);
         if let Some(k) = key {
@@ -115,6 +135,67 @@ impl DeadLetter {
     pub fn flush(&self, timeout: Duration) {
         if let Err(e) = rdkafka::producer::Producer::flush(&self.producer, timeout) {
             tracing::warn!(error = %e, "dead-letter producer did not flush in time");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: every rejection but `pii_suspected` copied the original bytes, scanned or
+    /// not. Each way personal data hid from the decoder's scan now withholds them.
+    #[test]
+    fn bytes_are_copied_only_when_every_byte_passed_the_gate() {
+        let clean = br#"{"schema_version":1,"event_id":"e1","signals":{"tone":3.0}}"#;
+        assert!(may_copy(
+            Reason::OutOfRange,
+            Some(b"support-bot"),
+            Some(clean)
+        ));
+        let oversized = format!(
+            r#"{{"pad":"{}","note":"jane.doe@example.com"}}"#,
+            "z".repeat(70_000)
+        );
+        for (what, reason, key, payload) in [
+            (
+                "never scanned: too large",
+                Reason::TooLarge,
+                &b"svc"[..],
+                oversized.as_bytes(),
+            ),
+            (
+                "not JSON",
+                Reason::InvalidJson,
+                b"svc",
+                b"{call +1 (415) 555-0134",
+            ),
+            (
+                "hidden behind a duplicate key",
+                Reason::UnknownField,
+                b"svc",
+                br#"{"event_id":"jane.doe@example.com","event_id":"e1","x":1}"#,
+            ),
+            (
+                "a phone number as a number",
+                Reason::OutOfRange,
+                b"svc",
+                br#"{"signals":{"tone":14155550134}}"#,
+            ),
+            (
+                "in the message key",
+                Reason::InvalidJson,
+                b"jane.doe@example.com",
+                b"{",
+            ),
+            (
+                "a pii_suspected rejection",
+                Reason::PiiSuspected,
+                b"svc",
+                clean,
+            ),
+        ] {
+            assert!(!may_copy(reason, Some(key), Some(payload)), "{what}");
         }
     }
 }

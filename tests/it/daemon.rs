@@ -176,7 +176,14 @@ async fn in_process_every_event_counted_once_bad_ones_dead_lettered_offsets_comm
     let mut by_reason: HashMap<String, u64> = HashMap::new();
     for r in &dead {
         *by_reason.entry(r.reason.clone()).or_default() += 1;
+        assert!(
+            r.headers.contains("driftd-payload=original;")
+                || r.headers.contains("driftd-payload=withheld;"),
+            "every record says whether it carries the bytes: {}",
+            r.headers
+        );
         if r.reason == "pii_suspected" {
+            assert!(r.headers.contains("driftd-payload=withheld;"));
             assert!(r.key.is_none(), "PII dead-letter records carry no key");
             let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
             assert_eq!(v.as_object().unwrap().len(), 4, "only location and reason");
