@@ -1,7 +1,8 @@
 //! The `run` command: start-up order, the control loop and shutdown sequencing.
 //!
-//! Owns how the parts are wired and driven, nothing else: start containment and the admin server
-//! first (so `/healthz` answers while Kafka connects), then run the control loop — stop signal,
+//! Owns how the parts are wired and driven, nothing else: create the Kafka clients (a bad client
+//! config fails here, before anything runs), start containment and the admin server (so
+//! `/healthz` answers while Kafka connects), then run the control loop — stop signal,
 //! config reload, publication tick, next message — until asked to stop, then drain, commit and
 //! stop the admin server. The Kafka source only receives and acknowledges; the pipeline only
 //! processes; this loop decides when each runs. Takes the outside world as arguments (config, a
@@ -48,6 +49,10 @@ pub async fn run(
     listener: TcpListener,
     mut controls: Controls,
 ) -> Result<Totals, DaemonError> {
+    // Creating the clients checks their config and fails at once on a bad one, before anything
+    // is started that would need stopping; connecting to the brokers happens in the background,
+    // so `/healthz` still answers while Kafka connects.
+    let source = KafkaSource::new(&config, metrics.clone())?;
     // Alerts and release commands link to the address the admin server really listens on.
     let admin_bound = listener.local_addr().map_err(DaemonError::Listener)?;
     let (contain, changes, contain_task) = crate::contain::start(
@@ -92,10 +97,7 @@ pub async fn run(
         "driftd starting"
     );
     let start = pipeline.totals();
-    let result = match KafkaSource::new(&config, metrics.clone()) {
-        Ok(source) => consume(&config, &metrics, source, &mut pipeline, &mut controls).await,
-        Err(e) => Err(e),
-    };
+    let result = consume(&config, &metrics, source, &mut pipeline, &mut controls).await;
     metrics.ready.set(0);
     let _ = admin.await;
     let _ = contain_task.await;

@@ -47,6 +47,11 @@ const SECRET_PROPERTIES: &[&str] = &[
     "sasl.oauthbearer.client.secret",
 ];
 
+/// Besides the credentials, the one property `kafka.secrets` may also set: the username often
+/// comes from the same secret store. Anything else is refused at load, so a secret never lands
+/// in a property whose refused value librdkafka would quote in an error.
+const SECRET_STORE_USERNAME: &str = "sasl.username";
+
 /// Properties driftd sets itself because correctness depends on them.
 const OWNED_PROPERTIES: &[&str] = &[
     "bootstrap.servers",
@@ -108,6 +113,17 @@ impl KafkaConfig {
         if self.commit_interval < Duration::from_millis(100) {
             return Err(invalid("kafka.commit_interval", "must be at least 100ms"));
         }
+        for key in self.secrets.keys() {
+            if !SECRET_PROPERTIES.contains(&key.as_str()) && key != SECRET_STORE_USERNAME {
+                return Err(invalid(
+                    format!("kafka.secrets.\"{key}\""),
+                    format!(
+                        "is not a credential property; kafka.secrets takes {} and {SECRET_STORE_USERNAME}, other settings go in kafka.properties",
+                        SECRET_PROPERTIES.join(", ")
+                    ),
+                ));
+            }
+        }
         for key in self.properties.keys() {
             if SECRET_PROPERTIES.contains(&key.as_str()) {
                 return Err(invalid(
@@ -164,5 +180,24 @@ mod tests {
         );
         assert!(!err.contains("s3cret"), "{err}");
         assert!(format!("{:?}", k).contains("file:"));
+    }
+
+    /// A secret in a property that is not a credential would be quoted by librdkafka if it
+    /// refused the value: refused at load, naming the key.
+    #[test]
+    fn secrets_only_for_credential_properties() {
+        let mut k = KafkaConfig::default();
+        k.secrets.insert(
+            "sasl.mechanism".into(),
+            SecretSource::Env("DRIFTD_TEST_NEVER_READ".into()),
+        );
+        let err = k.validate().unwrap_err().to_string();
+        assert!(err.contains("kafka.secrets.\"sasl.mechanism\""), "{err}");
+        k.secrets.clear();
+        k.secrets.insert(
+            "sasl.username".into(),
+            SecretSource::Env("DRIFTD_TEST_NEVER_READ".into()),
+        );
+        assert!(k.validate().is_ok());
     }
 }

@@ -54,11 +54,11 @@ impl DeadLetter {
         if config.kafka.dead_letter_topic.is_empty() {
             return Ok(None);
         }
-        let mut cc = super::client_config(config)?;
+        let (mut cc, redact) = super::client_config(config)?;
         cc.set("enable.idempotence", "true");
         cc.set("linger.ms", "5");
         cc.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
-        let producer: FutureProducer = cc.create()?;
+        let producer: FutureProducer = cc.create().map_err(|e| redact.error(e))?;
         Ok(Some(DeadLetter {
             producer,
             topic: config.kafka.dead_letter_topic.clone(),

@@ -127,7 +127,7 @@ impl KafkaSource {
     /// Creates the consumer (subscribed) and the dead-letter producer.
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<KafkaSource, IngestError> {
         let k = &config.kafka;
-        let mut cc = super::client_config(config)?;
+        let (mut cc, redact) = super::client_config(config)?;
         cc.set("group.id", &k.group_id)
             .set("enable.auto.offset.store", "false")
             .set("enable.auto.commit", "true")
@@ -143,10 +143,14 @@ impl KafkaSource {
         if !k.properties.contains_key("auto.offset.reset") {
             cc.set("auto.offset.reset", "earliest");
         }
-        let consumer: StreamConsumer<IngestContext> = cc.create_with_context(IngestContext {
-            metrics: metrics.clone(),
-        })?;
-        consumer.subscribe(&[k.topic.as_str()])?;
+        let consumer: StreamConsumer<IngestContext> = cc
+            .create_with_context(IngestContext {
+                metrics: metrics.clone(),
+            })
+            .map_err(|e| redact.error(e))?;
+        consumer
+            .subscribe(&[k.topic.as_str()])
+            .map_err(|e| redact.error(e))?;
         Ok(KafkaSource {
             consumer: Arc::new(consumer),
             dead_letter: DeadLetter::new(config)?,

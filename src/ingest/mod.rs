@@ -21,9 +21,13 @@ pub enum IngestError {
     /// A secret or setting could not be resolved.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// librdkafka refused the client configuration or could not subscribe.
-    #[error("kafka client setup failed; check kafka.brokers and kafka.properties")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    /// librdkafka refused the client configuration or could not subscribe. librdkafka quotes
+    /// the values it refuses, so the message has every secret value replaced by `[redacted]`.
+    #[error("kafka client setup failed: {message}; check kafka.brokers, kafka.properties and kafka.secrets")]
+    Kafka {
+        /// librdkafka's message, secrets redacted.
+        message: String,
+    },
     /// Reading the replay input failed.
     #[error("cannot read replay input")]
     Input(#[from] std::io::Error),
@@ -35,13 +39,58 @@ pub enum IngestError {
 }
 
 /// A librdkafka client config with driftd's fixed settings and the operator's pass-through
-/// properties (secrets resolved). Never log the result.
-pub fn client_config(config: &Config) -> Result<ClientConfig, IngestError> {
+/// properties (secrets resolved), and the [`Redact`] for errors of the clients made from it.
+/// Never log the config.
+pub fn client_config(config: &Config) -> Result<(ClientConfig, Redact), IngestError> {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &config.kafka.brokers);
     let props: BTreeMap<String, String> = config.kafka.client_properties()?;
     for (k, v) in &props {
         cc.set(k, v);
     }
-    Ok(cc)
+    let secrets = config
+        .kafka
+        .secrets
+        .keys()
+        .filter_map(|k| props.get(k))
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .collect();
+    Ok((cc, Redact(secrets)))
+}
+
+/// Turns librdkafka errors into [`IngestError::Kafka`] with the secret values of the config
+/// they came from replaced by `[redacted]`.
+pub struct Redact(Vec<String>);
+
+impl Redact {
+    /// The error, safe to print.
+    pub fn error(&self, e: rdkafka::error::KafkaError) -> IngestError {
+        let mut message = e.to_string();
+        // Longest first, so a secret that contains another is replaced whole.
+        let mut secrets: Vec<&String> = self.0.iter().collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        for s in secrets {
+            message = message.replace(s.as_str(), "[redacted]");
+        }
+        IngestError::Kafka { message }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// librdkafka quotes a value it refuses; a secret must not reach the error that `main`
+    /// prints and the log records.
+    #[test]
+    fn kafka_errors_have_secret_values_redacted() {
+        let redact = Redact(vec!["hunter2".into(), "hunter2-long".into()]);
+        let e = redact.error(rdkafka::error::KafkaError::ClientCreation(
+            "Invalid value \"hunter2-long\" for configuration property \"x\"; also hunter2".into(),
+        ));
+        let shown = e.to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("\"[redacted]\""), "{shown}");
+    }
 }
