@@ -10,7 +10,7 @@
 //!   `?deployment=NAME`;
 //! - `GET /v1/verdicts` — JSON: per deployment, the verdict of every metric with its evidence,
 //!   cohort-level signals and the history of earlier canary versions (`?deployment=NAME`);
-//! - `GET /v1/gate/{deployment}` — 200 with the verdicts while the gate is open, 503 while it is
+//! - `GET` or `POST /v1/gate/{deployment}` — 200 with the verdicts while the gate is open, 503 while it is
 //!   closed (contained by an enforcing policy or by hand; a dry-run containment leaves it
 //!   open): usable as a Flagger webhook and an Argo Rollouts web metric;
 //! - `GET /v1/deployments` — every deployment's containment latch;
@@ -80,7 +80,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/cohorts", get(cohorts))
         .route("/v1/verdicts", get(verdicts))
-        .route("/v1/gate/{deployment}", get(gate))
+        // Flagger calls its webhooks with POST, Argo Rollouts' web metric with GET.
+        .route("/v1/gate/{deployment}", get(gate).post(gate))
         .route("/v1/deployments", get(deployments))
         .route("/v1/deployments/{deployment}/release", post(release))
         .route("/v1/deployments/{deployment}/contain", post(contain))

@@ -145,6 +145,17 @@ async fn in_process_every_event_counted_once_bad_ones_dead_lettered_offsets_comm
     })
     .await;
     assert!(d.get("/readyz").await.is_some(), "ready while consuming");
+    // Regression: the gate answered only GET, so a Flagger webhook (a POST) always failed and
+    // rolled every canary back.
+    let flagger = reqwest::Client::new()
+        .post(format!("{}/v1/gate/support-bot", d.admin))
+        .json(&serde_json::json!({"name": "support-bot", "namespace": "prod", "phase": "Progressing"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(flagger.status(), 200, "a Flagger webhook POST is answered");
+    let body: serde_json::Value = flagger.json().await.unwrap();
+    assert_eq!(body["open"], true);
     let m = d.metrics().await;
     for (reason, n) in &expected.per_reason {
         assert_eq!(
