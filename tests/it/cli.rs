@@ -226,13 +226,15 @@ fn sighup_refuses_a_bad_config_keeps_the_old_one_and_applies_a_good_one() {
     let d = Driftd::start(&base);
     let config_path = d.log.with_file_name("driftd.toml");
     let original = std::fs::read_to_string(&config_path).unwrap();
-    let hash_before = d
-        .metrics()
-        .text
-        .lines()
-        .find(|l| l.starts_with("driftd_config_info{"))
-        .unwrap()
-        .to_string();
+    let config_info = || {
+        d.metrics()
+            .text
+            .lines()
+            .find(|l| l.starts_with("driftd_config_info{"))
+            .unwrap()
+            .to_string()
+    };
+    let hash_before = config_info();
     let hup = |pid: &str| {
         assert!(Command::new("kill")
             .args(["-HUP", pid])
@@ -277,13 +279,7 @@ fn sighup_refuses_a_bad_config_keeps_the_old_one_and_applies_a_good_one() {
 
     // Regression: a reload that changed settings read only at start-up (detection) was
     // reported as applied while nothing changed. It is refused whole, and says why.
-    let hash_applied = d
-        .metrics()
-        .text
-        .lines()
-        .find(|l| l.starts_with("driftd_config_info{"))
-        .unwrap()
-        .to_string();
+    let hash_applied = config_info();
     std::fs::write(
         &config_path,
         format!("{original}\n[ingest]\nmax_message_bytes = 2048\n\n[detection]\nalpha = 0.02\n"),
