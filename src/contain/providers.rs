@@ -39,13 +39,33 @@ pub struct ActionError {
     pub retryable: bool,
     /// What happened (no secrets).
     pub message: String,
+    /// The target asked not to be called again sooner (`Retry-After` in seconds on a 429 or
+    /// 503); the retry loop waits at least this long.
+    pub retry_after: Option<Duration>,
+}
+
+impl ActionError {
+    /// A failure a later attempt may fix.
+    pub fn retryable(message: String) -> ActionError {
+        ActionError {
+            retryable: true,
+            message,
+            retry_after: None,
+        }
+    }
+
+    /// A failure no later attempt will fix.
+    pub fn permanent(message: String) -> ActionError {
+        ActionError {
+            retryable: false,
+            message,
+            retry_after: None,
+        }
+    }
 }
 
 fn fatal(message: impl Into<String>) -> ActionError {
-    ActionError {
-        retryable: false,
-        message: message.into(),
-    }
+    ActionError::permanent(message.into())
 }
 
 /// A target with its secrets resolved.
@@ -240,15 +260,24 @@ fn classify(result: Result<reqwest::Response, reqwest::Error>) -> Result<(), Act
                     e.without_url().to_string()
                 }
             ),
+            retry_after: None,
         }),
         Ok(r) => {
             let status = r.status();
             if status.is_success() {
                 Ok(())
             } else {
+                // Only the delta-seconds form; an HTTP-date is rare from APIs and ignored.
+                let retry_after = r
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
                 Err(ActionError {
                     retryable: retryable_status(status.as_u16()),
                     message: format!("HTTP {status}"),
+                    retry_after,
                 })
             }
         }
@@ -394,21 +423,17 @@ pub fn flip_flagd(path: &Path, flag: &str, safe_variant: &str) -> Result<(), Act
                 && f.get("state").and_then(Value::as_str) == Some("ENABLED")
         });
     if !flipped {
-        return Err(ActionError {
-            retryable: true,
-            message: format!(
+        return Err(ActionError::retryable(format!(
                 "flag `{flag}` in {} is not at `{safe_variant}` after writing it; another writer changed the file",
                 path.display()
-            ),
-        });
+            )));
     }
     Ok(())
 }
 
 fn write_safe_variant(path: &Path, flag: &str, safe_variant: &str) -> Result<(), ActionError> {
-    let text = std::fs::read(path).map_err(|e| ActionError {
-        retryable: true,
-        message: format!("cannot read flag file {}: {e}", path.display()),
+    let text = std::fs::read(path).map_err(|e| {
+        ActionError::retryable(format!("cannot read flag file {}: {e}", path.display()))
     })?;
     let mut doc: Value = serde_json::from_slice(&text)
         .map_err(|e| fatal(format!("flag file {} is not JSON: {e}", path.display())))?;
@@ -429,10 +454,7 @@ fn write_safe_variant(path: &Path, flag: &str, safe_variant: &str) -> Result<(),
     f.insert("state".into(), "ENABLED".into());
     f.remove("targeting");
     let bytes = serde_json::to_vec_pretty(&doc).expect("JSON value serialises");
-    atomic_write(path, &bytes).map_err(|e| ActionError {
-        retryable: true,
-        message: e.to_string(),
-    })
+    atomic_write(path, &bytes).map_err(|e| ActionError::retryable(e.to_string()))
 }
 
 #[cfg(test)]
@@ -507,5 +529,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn retry_after_is_read_from_a_refusal() {
+        let answer = |status: u16, retry_after: Option<&str>| {
+            let mut b = axum::http::Response::builder().status(status);
+            if let Some(v) = retry_after {
+                b = b.header("retry-after", v);
+            }
+            classify(Ok(reqwest::Response::from(b.body("").unwrap())))
+        };
+        let e = answer(429, Some("7")).unwrap_err();
+        assert!(e.retryable);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
+        let e = answer(503, Some("Wed, 21 Oct 2026 07:28:00 GMT")).unwrap_err();
+        assert_eq!(e.retry_after, None, "the date form is ignored");
+        assert_eq!(answer(404, None).unwrap_err().retry_after, None);
+        assert!(answer(200, Some("7")).is_ok());
     }
 }

@@ -4,7 +4,8 @@
 //! see [`retryable_status`]) is tried again after a wait drawn uniformly from zero to the
 //! backoff ceiling, which doubles from 400 ms per attempt up to 12.8 s. No attempt starts whose
 //! ceiling would end past `containment.retry_for` from the first; other errors (4xx, a flag
-//! file without the flag) end the loop at once — a client error will not fix itself.
+//! file without the flag) end the loop at once — a client error will not fix itself. A target
+//! that answered with `Retry-After` is not called again before that time.
 //!
 //! Runs on tokio's clock (`tokio::time`), so tests drive it with paused time. Knows nothing of
 //! targets: the caller passes the attempt and hears of every result.
@@ -84,10 +85,9 @@ impl Retry {
             if !proceed() {
                 report(Attempt {
                     number,
-                    result: Err(ActionError {
-                        retryable: false,
-                        message: "withdrawn before this attempt".into(),
-                    }),
+                    result: Err(ActionError::permanent(
+                        "withdrawn before this attempt".into(),
+                    )),
                     last: true,
                     withdrawn: true,
                 });
@@ -95,15 +95,15 @@ impl Retry {
             }
             let result = tokio::time::timeout(self.timeout, attempt())
                 .await
-                .unwrap_or_else(|_| {
-                    Err(ActionError {
-                        retryable: true,
-                        message: "timeout".into(),
-                    })
-                });
+                .unwrap_or_else(|_| Err(ActionError::retryable("timeout".into())));
+            // A target that said when to come back (Retry-After) is not called sooner.
+            let asked = match &result {
+                Err(e) => e.retry_after.unwrap_or_default(),
+                Ok(()) => Duration::ZERO,
+            };
             let ceiling = backoff(number);
-            let again =
-                matches!(&result, Err(e) if e.retryable) && Instant::now() + ceiling < deadline;
+            let again = matches!(&result, Err(e) if e.retryable)
+                && Instant::now() + ceiling.max(asked) < deadline;
             report(Attempt {
                 number,
                 result,
@@ -113,7 +113,7 @@ impl Retry {
             if !again {
                 return;
             }
-            tokio::time::sleep(jitter(ceiling)).await;
+            tokio::time::sleep(jitter(ceiling).max(asked)).await;
         }
     }
 }
@@ -123,10 +123,7 @@ mod tests {
     use super::*;
 
     fn retryable() -> ActionError {
-        ActionError {
-            retryable: true,
-            message: "HTTP 503".into(),
-        }
+        ActionError::retryable("HTTP 503".into())
     }
 
     const RETRY: Retry = Retry {
@@ -208,10 +205,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_error_is_not_retried() {
         let (reports, _) = run(RETRY, full_jitter, |_| {
-            Err(ActionError {
-                retryable: false,
-                message: "HTTP 400".into(),
-            })
+            Err(ActionError::permanent("HTTP 400".into()))
         })
         .await;
         assert_eq!(reports.len(), 1);
@@ -289,5 +283,39 @@ mod tests {
         assert_eq!(reports.len(), 3);
         assert!(reports[..2].iter().all(|a| !a.withdrawn && !a.last));
         assert!(reports[2].withdrawn && reports[2].last && reports[2].number == 3);
+    }
+
+    /// Regression: `Retry-After` on a 429 was ignored, so a throttling API was called again
+    /// within the backoff and kept refusing.
+    #[tokio::test(start_paused = true)]
+    async fn a_target_that_asks_to_wait_is_not_called_sooner() {
+        let (reports, starts) = run(
+            RETRY,
+            |c| c,
+            |n| match n {
+                1 => Err(ActionError {
+                    retry_after: Some(Duration::from_secs(5)),
+                    ..ActionError::retryable("HTTP 429".into())
+                }),
+                _ => Ok(()),
+            },
+        )
+        .await;
+        assert_eq!(reports.len(), 2);
+        assert_eq!(starts, [Duration::ZERO, Duration::from_secs(5)]);
+        // Asked to wait past the deadline: no further attempt.
+        let (reports, _) = run(
+            RETRY,
+            |c| c,
+            |_| {
+                Err(ActionError {
+                    retry_after: Some(Duration::from_secs(60)),
+                    ..ActionError::retryable("HTTP 429".into())
+                })
+            },
+        )
+        .await;
+        assert_eq!(reports.len(), 1);
+        assert!(reports[0].last);
     }
 }
