@@ -46,26 +46,22 @@ pub struct ActionError {
 
 impl ActionError {
     /// A failure a later attempt may fix.
-    pub fn retryable(message: String) -> ActionError {
+    pub fn retryable(message: impl Into<String>) -> ActionError {
         ActionError {
             retryable: true,
-            message,
+            message: message.into(),
             retry_after: None,
         }
     }
 
     /// A failure no later attempt will fix.
-    pub fn permanent(message: String) -> ActionError {
+    pub fn permanent(message: impl Into<String>) -> ActionError {
         ActionError {
             retryable: false,
-            message,
+            message: message.into(),
             retry_after: None,
         }
     }
-}
-
-fn fatal(message: impl Into<String>) -> ActionError {
-    ActionError::permanent(message.into())
 }
 
 /// A target with its secrets resolved.
@@ -435,18 +431,21 @@ fn write_safe_variant(path: &Path, flag: &str, safe_variant: &str) -> Result<(),
     let text = std::fs::read(path).map_err(|e| {
         ActionError::retryable(format!("cannot read flag file {}: {e}", path.display()))
     })?;
-    let mut doc: Value = serde_json::from_slice(&text)
-        .map_err(|e| fatal(format!("flag file {} is not JSON: {e}", path.display())))?;
+    let mut doc: Value = serde_json::from_slice(&text).map_err(|e| {
+        ActionError::permanent(format!("flag file {} is not JSON: {e}", path.display()))
+    })?;
     let f = doc
         .get_mut("flags")
         .and_then(|flags| flags.get_mut(flag))
         .and_then(Value::as_object_mut)
-        .ok_or_else(|| fatal(format!("flag `{flag}` is not in {}", path.display())))?;
+        .ok_or_else(|| {
+            ActionError::permanent(format!("flag `{flag}` is not in {}", path.display()))
+        })?;
     if f.get("variants")
         .and_then(|v| v.get(safe_variant))
         .is_none()
     {
-        return Err(fatal(format!(
+        return Err(ActionError::permanent(format!(
             "flag `{flag}` has no variant `{safe_variant}`"
         )));
     }

@@ -85,9 +85,7 @@ impl Retry {
             if !proceed() {
                 report(Attempt {
                     number,
-                    result: Err(ActionError::permanent(
-                        "withdrawn before this attempt".into(),
-                    )),
+                    result: Err(ActionError::permanent("withdrawn before this attempt")),
                     last: true,
                     withdrawn: true,
                 });
@@ -95,7 +93,7 @@ impl Retry {
             }
             let result = tokio::time::timeout(self.timeout, attempt())
                 .await
-                .unwrap_or_else(|_| Err(ActionError::retryable("timeout".into())));
+                .unwrap_or_else(|_| Err(ActionError::retryable("timeout")));
             // A target that said when to come back (Retry-After) is not called sooner.
             let asked = match &result {
                 Err(e) => e.retry_after.unwrap_or_default(),
@@ -123,7 +121,7 @@ mod tests {
     use super::*;
 
     fn retryable() -> ActionError {
-        ActionError::retryable("HTTP 503".into())
+        ActionError::retryable("HTTP 503")
     }
 
     const RETRY: Retry = Retry {
@@ -205,7 +203,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_error_is_not_retried() {
         let (reports, _) = run(RETRY, full_jitter, |_| {
-            Err(ActionError::permanent("HTTP 400".into()))
+            Err(ActionError::permanent("HTTP 400"))
         })
         .await;
         assert_eq!(reports.len(), 1);
@@ -295,7 +293,7 @@ mod tests {
             |n| match n {
                 1 => Err(ActionError {
                     retry_after: Some(Duration::from_secs(5)),
-                    ..ActionError::retryable("HTTP 429".into())
+                    ..ActionError::retryable("HTTP 429")
                 }),
                 _ => Ok(()),
             },
@@ -310,7 +308,7 @@ mod tests {
             |_| {
                 Err(ActionError {
                     retry_after: Some(Duration::from_secs(60)),
-                    ..ActionError::retryable("HTTP 429".into())
+                    ..ActionError::retryable("HTTP 429")
                 })
             },
         )
