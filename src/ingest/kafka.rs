@@ -101,7 +101,6 @@ fn commit<C: ConsumerContext>(consumer: &impl Consumer<C>, metrics: &Metrics, wh
 /// the source (mutably) acknowledges it. [`Inbox::recv`] is cancel-safe: the daemon selects on
 /// it beside shutdown, reload and publication ticks, and a message is only taken when this
 /// branch wins.
-#[derive(Clone)]
 pub struct Inbox(Arc<StreamConsumer<IngestContext>>);
 
 impl Inbox {
