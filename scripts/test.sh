@@ -38,7 +38,7 @@ install_tansu() {
   if [ -x "$TANSU" ]; then
     return
   fi
-  log "installing tansu $TANSU_VERSION into $TANSU_ROOT (about 8 minutes on 2 cores; cached afterwards)"
+  log "installing tansu $TANSU_VERSION into $TANSU_ROOT (about 20 minutes on 2 cores; cached afterwards)"
   mkdir -p "$CACHE"
   cargo install tansu --version "$TANSU_VERSION" --features libsql,dynostore --locked --root "$TANSU_ROOT"
 }
