@@ -35,9 +35,14 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::contain::latch::Latch;
 use crate::contain::{ContainHandle, Request};
 use crate::metrics::Metrics;
 use crate::pipeline::Published;
+
+pub mod gate;
+
+use gate::Route;
 
 /// Why the admin server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +86,18 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/cohorts", get(cohorts))
         .route("/v1/verdicts", get(verdicts))
         // Flagger calls its webhooks with POST, Argo Rollouts' web metric with GET.
-        .route("/v1/gate/{deployment}", get(gate).post(gate))
+        .route(
+            "/v1/gate/{deployment}",
+            get(containment_gate).post(containment_gate),
+        )
+        .route(
+            "/v1/gate/{deployment}/promotion",
+            get(promotion_gate).post(promotion_gate),
+        )
+        .route(
+            "/v1/gate/{deployment}/decision",
+            get(decision).post(decision),
+        )
         .route("/v1/deployments", get(deployments))
         .route("/v1/deployments/{deployment}/release", post(release))
         .route("/v1/deployments/{deployment}/contain", post(contain))
@@ -211,33 +227,54 @@ fn not_running() -> Response {
     )
 }
 
-async fn gate(State(s): State<AdminState>, Path(deployment): Path<String>) -> Response {
+async fn gate(s: AdminState, deployment: String, route: Route) -> Response {
     let published = s.snapshots.borrow().clone();
-    let verdicts = published
+    let view = published
         .deployments
         .iter()
         .find(|d| d.deployment == deployment);
     let latch = s
         .contain
         .as_ref()
-        .and_then(|c| c.latches().get(&deployment).cloned())
-        .unwrap_or_default();
-    let closed = latch.gate_closed();
+        .and_then(|c| c.latches().get(&deployment).cloned());
+    let verdict = gate::decide(view, latch.as_ref());
+    let closed = latch.as_ref().is_some_and(Latch::gate_closed);
     let release = s.contain.as_ref().map(|c| c.release_command(&deployment));
+    let incident = latch.as_ref().and_then(|l| l.incident.as_ref()).map(|i| {
+        serde_json::json!({
+            "id": i.id,
+            "model_version": i.model_version,
+            "opened_at": i.opened_at,
+            "reason": gate::public_reason(i),
+            "policy": i.policy,
+            "dry_run": i.dry_run,
+            "severity": i.severity,
+        })
+    });
     let body = serde_json::json!({
         "deployment": deployment,
+        "decision": verdict.decision,
+        "reasons": verdict.reasons,
         "open": !closed,
-        "phase": latch.phase,
-        "incident": latch.incident,
+        "phase": latch.map(|l| l.phase).unwrap_or_default(),
+        "canary_version": view.and_then(|v| v.canary_version.as_ref()),
+        "incident": incident,
         "release_command": release.filter(|_| closed),
-        "metrics": verdicts.map(|d| &d.metrics),
+        "metrics": view.map(|d| &d.metrics),
     });
-    let status = if closed {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    (status, Json(body)).into_response()
+    (route.status(verdict.decision), Json(body)).into_response()
+}
+
+async fn containment_gate(State(s): State<AdminState>, Path(d): Path<String>) -> Response {
+    gate(s, d, Route::Containment).await
+}
+
+async fn promotion_gate(State(s): State<AdminState>, Path(d): Path<String>) -> Response {
+    gate(s, d, Route::Promotion).await
+}
+
+async fn decision(State(s): State<AdminState>, Path(d): Path<String>) -> Response {
+    gate(s, d, Route::Decision).await
 }
 
 async fn deployments(State(s): State<AdminState>) -> Response {
