@@ -16,11 +16,11 @@ use rdkafka::producer::DefaultProducerContext;
 use super::stream::{self, applied, produce, read_dead_letters, rejected, Expected, PARTITIONS};
 use super::support;
 
-const TOPIC: &str = "events";
+pub(crate) const TOPIC: &str = "events";
 const DLQ: &str = "events.dlq";
 
 /// The mock cluster with the event and dead-letter topics.
-fn cluster() -> MockCluster<'static, DefaultProducerContext> {
+pub(crate) fn cluster() -> MockCluster<'static, DefaultProducerContext> {
     let cluster = support::mock_cluster();
     cluster.create_topic(TOPIC, PARTITIONS, 1).unwrap();
     cluster.create_topic(DLQ, 1, 1).unwrap();
@@ -28,15 +28,15 @@ fn cluster() -> MockCluster<'static, DefaultProducerContext> {
 }
 
 /// A driftd running in this process, as `driftd run` runs it.
-struct InProcess {
-    admin: String,
+pub(crate) struct InProcess {
+    pub(crate) admin: String,
     stop: driftd::signals::ControlHandle,
     task: tokio::task::JoinHandle<Result<Totals, driftd::daemon::DaemonError>>,
     _dir: tempfile::TempDir,
 }
 
 impl InProcess {
-    async fn start(brokers: &str, group: &str) -> InProcess {
+    pub(crate) async fn start(brokers: &str, group: &str) -> InProcess {
         let dir = tempfile::tempdir().unwrap();
         // librdkafka's mock cluster keeps a closed member until its session times out (a plain
         // rdkafka consumer dropped and re-created waits the full 45 s default there too), so a
@@ -108,7 +108,7 @@ impl InProcess {
     }
 
     /// Asks for a graceful stop and returns what the run applied and rejected.
-    async fn stop(self) -> Totals {
+    pub(crate) async fn stop(self) -> Totals {
         self.stop.shutdown();
         tokio::time::timeout(Duration::from_secs(30), self.task)
             .await

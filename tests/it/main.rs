@@ -13,6 +13,7 @@ mod contain;
 mod contain_e2e;
 mod corpus;
 mod daemon;
+mod gate;
 #[cfg(feature = "e2e")]
 mod kafka_e2e;
 mod memory;
