@@ -3,7 +3,8 @@
 //! Owns how the parts are wired and driven, nothing else: create the Kafka clients (a bad client
 //! config fails here, before anything runs), start containment and the admin server (so
 //! `/healthz` answers while Kafka connects), then run the control loop — stop signal,
-//! config reload, publication tick, next message — until asked to stop, then drain, commit and
+//! config reload (applied, and audited whatever its outcome), publication tick, next message —
+//! until asked to stop, then drain, commit and
 //! stop the admin server. The Kafka source only receives and acknowledges; the pipeline only
 //! processes; this loop decides when each runs. Takes the outside world as arguments (config, a
 //! bound listener, controls) so tests and the demo run it in-process.
@@ -15,12 +16,12 @@ use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigError};
-use crate::contain::ContainError;
+use crate::contain::{ContainError, ContainHandle};
 use crate::ingest::kafka::KafkaSource;
 use crate::ingest::IngestError;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Published, Totals};
-use crate::signals::Controls;
+use crate::signals::{Controls, Reload};
 
 /// Why the daemon could not start or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +73,7 @@ pub async fn run(
     let admin_state = AdminState {
         metrics: metrics.clone(),
         snapshots,
-        contain: Some(contain),
+        contain: Some(contain.clone()),
         token,
     };
     let contain_task = supervise(
@@ -97,7 +98,15 @@ pub async fn run(
         "driftd starting"
     );
     let start = pipeline.totals();
-    let result = consume(&config, &metrics, source, &mut pipeline, &mut controls).await;
+    let result = consume(
+        &config,
+        &metrics,
+        &contain,
+        source,
+        &mut pipeline,
+        &mut controls,
+    )
+    .await;
     metrics.ready.set(0);
     let _ = admin.await;
     let _ = contain_task.await;
@@ -155,6 +164,7 @@ pub fn supervise(
 async fn consume(
     config: &Config,
     metrics: &Metrics,
+    contain: &ContainHandle,
     mut source: KafkaSource,
     pipeline: &mut Pipeline,
     controls: &mut Controls,
@@ -166,10 +176,16 @@ async fn consume(
         tokio::select! {
             biased;
             _ = crate::signals::stopped(&mut controls.shutdown) => break,
-            Some(config) = controls.reload.recv() => {
-                pipeline.reload(&config);
-                metrics.set_config_hash(&config.hash());
-            }
+            Some(reload) = controls.reload.recv() => match reload {
+                Reload::Apply(config) => {
+                    pipeline.reload(&config);
+                    metrics.set_config_hash(&config.hash());
+                    contain.config_reload("success", Some(config.hash()), None);
+                }
+                Reload::Refused { outcome, config_hash, detail } => {
+                    contain.config_reload(outcome, config_hash, Some(detail));
+                }
+            },
             _ = publish.tick() => {
                 pipeline.publish();
                 source.tick();

@@ -20,15 +20,70 @@ use crate::metrics::Metrics;
 pub struct Controls {
     /// Becomes `true` when shutdown is requested.
     pub shutdown: watch::Receiver<bool>,
-    /// Validated configs to apply.
-    pub reload: mpsc::UnboundedReceiver<Config>,
+    /// What each SIGHUP came to: a validated config to apply, or a refusal to record.
+    pub reload: mpsc::UnboundedReceiver<Reload>,
+}
+
+/// What one SIGHUP came to, for the daemon to apply (or not) and to audit.
+#[derive(Debug)]
+pub enum Reload {
+    /// The new file validated and changes only settings that reload: apply it.
+    Apply(Config),
+    /// Refused: the running config stays in force.
+    Refused {
+        /// `failure` (the file does not load or validate) or `restart_required`.
+        outcome: &'static str,
+        /// The refused file's hash, when it loaded.
+        config_hash: Option<String>,
+        /// Why, for the operator: the error, or the settings that take effect only on restart.
+        detail: String,
+    },
+}
+
+impl Reload {
+    /// The `driftd_config_reloads_total` outcome label.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Reload::Apply(_) => "success",
+            Reload::Refused { outcome, .. } => outcome,
+        }
+    }
+}
+
+/// Decides a reload: `loaded` is the re-read file, `running` the config in force. A file that
+/// does not load is a `failure`; one that changes settings read only at start-up
+/// ([`Config::restart_only_changes`]) is refused whole as `restart_required`, so the running
+/// config is always exactly the one `driftd_config_info` names.
+pub fn judge(running: &Config, loaded: Result<Config, ConfigError>) -> Reload {
+    match loaded {
+        Err(e) => Reload::Refused {
+            outcome: "failure",
+            config_hash: None,
+            detail: crate::logging::chain(&e),
+        },
+        Ok(config) => {
+            let restart = running.restart_only_changes(&config);
+            if restart.is_empty() {
+                Reload::Apply(config)
+            } else {
+                Reload::Refused {
+                    outcome: "restart_required",
+                    config_hash: Some(config.hash()),
+                    detail: format!(
+                        "these settings take effect only on restart: {}",
+                        restart.join(", ")
+                    ),
+                }
+            }
+        }
+    }
 }
 
 /// The sending side of [`Controls`], for tests and for the demo, which stop by themselves.
 #[derive(Clone)]
 pub struct ControlHandle {
     shutdown: watch::Sender<bool>,
-    reload: mpsc::UnboundedSender<Config>,
+    reload: mpsc::UnboundedSender<Reload>,
 }
 
 impl ControlHandle {
@@ -37,9 +92,9 @@ impl ControlHandle {
         self.shutdown.send_replace(true);
     }
 
-    /// Hands a validated config to the pipeline.
-    pub fn reload(&self, config: Config) {
-        let _ = self.reload.send(config);
+    /// Hands a reload's outcome to the daemon.
+    pub fn reload(&self, reload: Reload) {
+        let _ = self.reload.send(reload);
     }
 }
 
@@ -64,10 +119,9 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Installs the signal handlers. `load` re-reads and validates the config on SIGHUP; a config
-/// that changes settings read only at start-up ([`Config::restart_only_changes`]) is refused
-/// whole, logged with those settings and counted as `restart_required`, so the running config
-/// is always exactly the one `driftd_config_info` names. After the first stop signal a watchdog
+/// Installs the signal handlers. `load` re-reads and validates the config on SIGHUP; [`judge`]
+/// decides, the outcome is logged and counted here and handed to the daemon, which applies an
+/// accepted config and audits every outcome. After the first stop signal a watchdog
 /// ends the process with status 1 once `deadline` has passed, so a shutdown that hangs (a
 /// commit to an unreachable broker) cannot outlive it.
 pub fn install<F>(
@@ -88,24 +142,26 @@ where
             let mut stopping = false;
             for signal in signals.forever() {
                 match signal {
-                    SIGHUP => match load() {
-                        Ok(config) => {
-                            let restart = running.restart_only_changes(&config);
-                            if restart.is_empty() {
+                    SIGHUP => {
+                        let reload = judge(&running, load());
+                        metrics
+                            .config_reloads
+                            .with_label_values(&[reload.outcome()])
+                            .inc();
+                        match &reload {
+                            Reload::Apply(config) => {
                                 tracing::info!(config_hash = %config.hash(), "SIGHUP: config reloaded and validated");
-                                metrics.config_reloads.with_label_values(&["success"]).inc();
                                 running = config.clone();
-                                handle.reload(config);
-                            } else {
-                                tracing::error!(settings = %restart.join(", "), running_config_hash = %running.hash(), "SIGHUP: config refused: these settings take effect only on restart; nothing was applied, restart driftd to apply them");
-                                metrics.config_reloads.with_label_values(&["restart_required"]).inc();
+                            }
+                            Reload::Refused { outcome: "restart_required", detail, .. } => {
+                                tracing::error!(why = %detail, running_config_hash = %running.hash(), "SIGHUP: config refused: nothing was applied, restart driftd to apply it");
+                            }
+                            Reload::Refused { detail, .. } => {
+                                tracing::error!(error = %detail, "SIGHUP: config refused, keeping the running config");
                             }
                         }
-                        Err(e) => {
-                            tracing::error!(error = %crate::logging::chain(&e), "SIGHUP: config refused, keeping the running config");
-                            metrics.config_reloads.with_label_values(&["failure"]).inc();
-                        }
-                    },
+                        handle.reload(reload);
+                    }
                     _ if stopping => {
                         tracing::warn!("second stop signal: exiting now without draining or committing");
                         std::process::exit(130);
@@ -124,4 +180,48 @@ where
             }
         })?;
     Ok(controls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_is_applied_refused_for_a_restart_or_refused_as_a_failure() {
+        let running = Config::parse("").unwrap();
+        match judge(
+            &running,
+            Config::parse("[ingest]\nmax_message_bytes = 4096\n"),
+        ) {
+            Reload::Apply(c) => assert_eq!(c.ingest.max_message_bytes, 4096),
+            other => panic!("applied: {other:?}"),
+        }
+        let detection = Config::parse("[detection]\nalpha = 0.02\n").unwrap();
+        let hash = detection.hash();
+        match judge(&running, Ok(detection)) {
+            r @ Reload::Refused { .. } => {
+                assert_eq!(r.outcome(), "restart_required");
+                let Reload::Refused {
+                    config_hash,
+                    detail,
+                    ..
+                } = r
+                else {
+                    unreachable!()
+                };
+                assert_eq!(config_hash, Some(hash));
+                assert!(detail.contains("detection"), "{detail}");
+            }
+            other => panic!("restart required: {other:?}"),
+        }
+        let bad = judge(
+            &running,
+            Config::parse("[ingest]\nmax_message_bytes = 12\n"),
+        );
+        assert_eq!(bad.outcome(), "failure");
+        let Reload::Refused { detail, .. } = bad else {
+            unreachable!()
+        };
+        assert!(detail.contains("ingest.max_message_bytes"), "{detail}");
+    }
 }

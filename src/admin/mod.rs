@@ -10,14 +10,18 @@
 //!   `?deployment=NAME`;
 //! - `GET /v1/verdicts` — JSON: per deployment, the verdict of every metric with its evidence,
 //!   cohort-level signals and the history of earlier canary versions (`?deployment=NAME`);
-//! - `GET` or `POST /v1/gate/{deployment}` — 200 with the verdicts while the gate is open, 503 while it is
-//!   closed (contained by an enforcing policy or by hand; a dry-run containment leaves it
-//!   open): usable as a Flagger webhook and an Argo Rollouts web metric;
-//! - `GET /v1/deployments` — every deployment's containment latch;
+//! - `GET` or `POST /v1/gate/{deployment}`, `…/promotion`, `…/decision` — the gate, one
+//!   decision spelled for each kind of caller (see [`gate`]); public, without operator input;
+//! - `GET /v1/deployments` — every deployment's containment latch (bearer token);
 //! - `POST /v1/deployments/{deployment}/release` and `/contain` — body
 //!   `{"operator": "...", "reason": "..."}`, `Authorization: Bearer <containment.admin_token>`;
 //!   403 when no token is configured, 401 for a missing or wrong one (compared in constant time);
-//! - `GET /v1/audit[?limit=N]` — the audit log, oldest first.
+//! - `GET /v1/audit[?limit=N&after=SEQ|before=SEQ]` — one page of the audit log, oldest first
+//!   (bearer token; at most 1000 records, read at a cost bounded by the page).
+//!
+//! The routes that change containment or show operator names and reasons need the token;
+//! the rest (metrics, health, cohorts, verdicts, gate) are for scrapers and rollout controllers
+//! and carry no operator input.
 //!
 //! Owns request handling only. It reads cohort state through the published snapshot (a `watch`
 //! channel), never by locking the hot path, and it must not mutate anything itself: release and
@@ -35,6 +39,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::contain::audit::page::Cursor;
 use crate::contain::latch::Latch;
 use crate::contain::{ContainHandle, Request};
 use crate::metrics::Metrics;
@@ -195,12 +200,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// `Some(response)` when the request must be refused.
+/// `Some(response)` when the request must be refused: the mutating routes, and the reads that
+/// show operator names and reasons (`/v1/deployments`, `/v1/audit`).
 fn refuse(s: &AdminState, headers: &HeaderMap) -> Option<Response> {
     let Some(expected) = &s.token else {
         return Some(error(
             StatusCode::FORBIDDEN,
-            "mutating routes are disabled: set containment.admin_token",
+            "this route needs containment.admin_token to be set (it changes containment, or shows operator names and reasons)",
         ));
     };
     let given = headers
@@ -277,7 +283,10 @@ async fn decision(State(s): State<AdminState>, Path(d): Path<String>) -> Respons
     gate(s, d, Route::Decision).await
 }
 
-async fn deployments(State(s): State<AdminState>) -> Response {
+async fn deployments(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&s, &headers) {
+        return r;
+    }
     match &s.contain {
         Some(c) => Json(&*c.latches()).into_response(),
         None => not_running(),
@@ -356,14 +365,64 @@ async fn contain(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AuditQuery {
     limit: Option<usize>,
+    after: Option<u64>,
+    before: Option<u64>,
 }
 
-async fn audit(State(s): State<AdminState>, Query(q): Query<AuditQuery>) -> Response {
-    match &s.contain {
-        Some(c) => Json(c.audit(q.limit.unwrap_or(1000).min(100_000))).into_response(),
-        None => not_running(),
+/// Records per `/v1/audit` page unless `limit` says otherwise, and the most it may say.
+const AUDIT_PAGE: usize = 100;
+const AUDIT_PAGE_MAX: usize = 1000;
+
+async fn audit(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Some(r) = refuse(&s, &headers) {
+        return r;
+    }
+    let Some(c) = &s.contain else {
+        return not_running();
+    };
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("query parameters are limit, after and before (integers): {e}"),
+            )
+        }
+    };
+    let limit = q.limit.unwrap_or(AUDIT_PAGE);
+    if !(1..=AUDIT_PAGE_MAX).contains(&limit) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be between 1 and {AUDIT_PAGE_MAX}"),
+        );
+    }
+    let cursor = match (q.after, q.before) {
+        (Some(_), Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give after (page forwards) or before (page backwards), not both",
+            )
+        }
+        (Some(a), None) => Cursor::After(a),
+        (None, Some(b)) => Cursor::Before(b),
+        (None, None) => Cursor::Latest,
+    };
+    match c.audit_page(cursor, limit) {
+        Ok(page) => Json(page).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the audit log");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot read the audit log; see driftd's log",
+            )
+        }
     }
 }
 

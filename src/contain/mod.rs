@@ -86,7 +86,16 @@ pub struct ContainHandle {
     requests: mpsc::Sender<(Request, Reply)>,
     view: watch::Receiver<Arc<BTreeMap<String, Latch>>>,
     audit_path: PathBuf,
+    audit_keep: usize,
     external_url: String,
+    reloads: mpsc::UnboundedSender<ReloadNote>,
+}
+
+/// A config reload to audit (see [`ContainHandle::config_reload`]).
+struct ReloadNote {
+    outcome: &'static str,
+    loaded_hash: Option<String>,
+    detail: Option<String>,
 }
 
 impl ContainHandle {
@@ -106,9 +115,37 @@ impl ContainHandle {
         self.view.borrow().clone()
     }
 
-    /// The last `limit` audit records.
+    /// The last `limit` audit records, oldest first (an unreadable log reads as empty).
     pub fn audit(&self, limit: usize) -> Vec<serde_json::Value> {
-        audit::read_records(&self.audit_path, limit)
+        self.audit_page(audit::page::Cursor::Latest, limit)
+            .map(|p| p.records)
+            .unwrap_or_default()
+    }
+
+    /// One page of the audit log (see [`audit::page`]).
+    pub fn audit_page(
+        &self,
+        cursor: audit::page::Cursor,
+        limit: usize,
+    ) -> std::io::Result<audit::page::Page> {
+        let files = audit::page::files(&self.audit_path, self.audit_keep);
+        audit::page::read(&files, cursor, limit)
+    }
+
+    /// Records a config reload in the audit log: `outcome` as in
+    /// `driftd_config_reloads_total`, the loaded file's hash (which becomes the records' config
+    /// hash when the outcome is `success`), and why it was refused.
+    pub fn config_reload(
+        &self,
+        outcome: &'static str,
+        loaded_hash: Option<String>,
+        detail: Option<String>,
+    ) {
+        let _ = self.reloads.send(ReloadNote {
+            outcome,
+            loaded_hash,
+            detail,
+        });
     }
 
     /// The command an operator runs to release `deployment` through this driftd.
@@ -191,10 +228,13 @@ pub fn start(
     let (requests_tx, mut requests_rx) = mpsc::channel::<(Request, Reply)>(64);
     let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<AttemptReport>();
     let (view_tx, view_rx) = watch::channel(Arc::new(latches.clone()));
+    let (reloads_tx, mut reloads_rx) = mpsc::unbounded_channel::<ReloadNote>();
     let handle = ContainHandle {
+        reloads: reloads_tx,
         requests: requests_tx,
         view: view_rx,
         audit_path: audit.path().to_path_buf(),
+        audit_keep: c.audit_keep,
         external_url,
     };
     let mut controller = Controller {
@@ -234,6 +274,7 @@ pub fn start(
                     let _ = reply.send(controller.on_request(request));
                 }
                 Some(report) = reports_rx.recv() => controller.on_attempt(report),
+                Some(note) = reloads_rx.recv() => controller.on_reload(note),
                 _ = resend.tick() => controller.resend_alerts(),
             }
         }
@@ -246,6 +287,17 @@ impl Controller {
         if let Err(e) = self.audit.append(&now(), &record) {
             tracing::error!(error = %crate::logging::chain(&e), "audit log write failed");
         }
+    }
+
+    fn on_reload(&mut self, note: ReloadNote) {
+        if let (true, Some(hash)) = (note.outcome == "success", &note.loaded_hash) {
+            self.audit.set_config_hash(hash);
+        }
+        self.record(AuditRecord::ConfigReload {
+            outcome: note.outcome.to_string(),
+            loaded_hash: note.loaded_hash,
+            detail: note.detail,
+        });
     }
 
     fn publish(&mut self) {

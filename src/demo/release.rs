@@ -8,9 +8,18 @@ use std::time::Duration;
 use super::setup::DemoFiles;
 use super::DemoError;
 
-/// GET `url` as JSON: the status and body (status 0 and `null` when the request fails).
-async fn get_json(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
-    match client.get(url).send().await {
+/// GET `url` as JSON, with the bearer token when given: the status and body (status 0 and
+/// `null` when the request fails).
+async fn get_json(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut request = client.get(url);
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    match request.send().await {
         Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or_default()),
         Err(_) => (0, serde_json::Value::Null),
     }
@@ -27,8 +36,9 @@ pub(super) async fn show_containment_and_release(
 ) -> Result<(), DemoError> {
     // Actions run off the hot path; give them a moment to finish.
     for _ in 0..100 {
-        let (_, audit) = get_json(client, &format!("{admin}/v1/audit")).await;
-        let done = audit.as_array().is_some_and(|a| {
+        let (_, audit) =
+            get_json(client, &format!("{admin}/v1/audit?limit=1000"), Some(token)).await;
+        let done = audit["records"].as_array().is_some_and(|a| {
             a.iter()
                 .any(|r| r["target"] == "support-bot-flag" && r["result"] == "success")
                 && a.iter()
@@ -40,9 +50,9 @@ pub(super) async fn show_containment_and_release(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     writeln!(out, "  containment (files in {}):", files.dir.display())?;
-    let (_, latches) = get_json(client, &format!("{admin}/v1/deployments")).await;
+    let (_, latches) = get_json(client, &format!("{admin}/v1/deployments"), Some(token)).await;
     for dep in ["support-bot", "search-assist"] {
-        let (status, _) = get_json(client, &format!("{admin}/v1/gate/{dep}")).await;
+        let (status, _) = get_json(client, &format!("{admin}/v1/gate/{dep}"), None).await;
         let phase = latches[dep]["phase"].as_str().unwrap_or("healthy");
         writeln!(
             out,
@@ -52,8 +62,8 @@ pub(super) async fn show_containment_and_release(
             writeln!(out, "      why: {reason}")?;
         }
     }
-    let (_, audit) = get_json(client, &format!("{admin}/v1/audit")).await;
-    for r in audit
+    let (_, audit) = get_json(client, &format!("{admin}/v1/audit?limit=1000"), Some(token)).await;
+    for r in audit["records"]
         .as_array()
         .into_iter()
         .flatten()
@@ -104,7 +114,7 @@ pub(super) async fn show_containment_and_release(
         .await
         .map(|r| r.status().as_u16())
         .unwrap_or(0);
-    let (gate, _) = get_json(client, &format!("{admin}/v1/gate/support-bot")).await;
+    let (gate, _) = get_json(client, &format!("{admin}/v1/gate/support-bot"), None).await;
     writeln!(out, "    release with a wrong token -> {wrong}; with the right token -> {right}; gate now -> {gate}")?;
     for _ in 0..50 {
         if received

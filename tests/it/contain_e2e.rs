@@ -125,8 +125,26 @@ fn am_alerts(am: &str, admin: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The whole audit log, read a page at a time as an operator would (bearer token required).
 fn audit(d: &Driftd) -> Vec<serde_json::Value> {
-    serde_json::from_str(&d.get("/v1/audit").unwrap()).unwrap()
+    let mut records = Vec::new();
+    let mut after = 0;
+    loop {
+        let (status, text) = d.request(
+            reqwest::Method::GET,
+            &format!("/v1/audit?after={after}&limit=50"),
+            Some("s3cret-admin-token"),
+            None,
+        );
+        assert_eq!(status, 200, "{text}");
+        let page: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let got = page["records"].as_array().unwrap().clone();
+        if got.is_empty() {
+            return records;
+        }
+        after = page["next_after"].as_u64().unwrap();
+        records.extend(got);
+    }
 }
 
 #[test]

@@ -37,15 +37,21 @@ pub(crate) struct InProcess {
 
 impl InProcess {
     pub(crate) async fn start(brokers: &str, group: &str) -> InProcess {
+        Self::start_with(brokers, group, "").await
+    }
+
+    /// As [`InProcess::start`], with `containment` lines added to the config.
+    pub(crate) async fn start_with(brokers: &str, group: &str, containment: &str) -> InProcess {
         let dir = tempfile::tempdir().unwrap();
         // librdkafka's mock cluster keeps a closed member until its session times out (a plain
         // rdkafka consumer dropped and re-created waits the full 45 s default there too), so a
         // restart would wait that long for its partitions; 6 s keeps the restart test short.
         // Not for tansu: under load its heartbeats can take longer than that.
         let toml = format!(
-            "{}\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\n[containment]\nstate_dir = \"{}\"\n",
+            "{}\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\n[containment]\nstate_dir = \"{}\"\n{}\n",
             stream::config(brokers, TOPIC, DLQ, group),
-            dir.path().join("state").display()
+            dir.path().join("state").display(),
+            containment,
         );
         let path = dir.path().join("driftd.toml");
         std::fs::write(&path, toml).unwrap();

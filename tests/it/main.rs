@@ -7,6 +7,7 @@
 //! (`DRIFTD_TEST_ALERTMANAGER`) and the Python flagd provider — which fail, never skip, when a
 //! service is missing.
 
+mod admin;
 mod cli;
 mod contain;
 #[cfg(feature = "e2e")]

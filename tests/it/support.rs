@@ -196,7 +196,6 @@ impl Driftd {
     }
 
     /// Any request on the admin server: (status, body).
-    #[cfg(feature = "e2e")]
     pub fn request(
         &self,
         method: reqwest::Method,

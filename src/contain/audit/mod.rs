@@ -3,13 +3,14 @@
 //! One [`AuditRecord`] per transition (with the evidence, and who released and why), per action
 //! attempt (with its result), per pending action resumed at start-up, per input deliberately
 //! ignored, per refused operator request and per failed-containment alert; every record carries
-//! its time and the config hash. Each append is flushed to disk before the caller goes on, so
-//! the log tells the story even after a crash. When the file passes
+//! its time, the config hash and `seq` (one more than the record before, across rotations and
+//! restarts: the cursor of [`page`]). Each append is flushed to disk before the caller goes on,
+//! so the log tells the story even after a crash. When the file passes
 //! `containment.audit_max_bytes` it is renamed to `audit.log.1` (older ones shift up to
 //! `audit_keep`). Records hold verdict evidence and operator input, never event payloads.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::ladder::Transition;
 use super::latch::{Op, Release};
 use super::store::StoreError;
+
+pub mod page;
 
 /// One line of the audit log; `event` names the variant. The JSON is a file format that
 /// operators and tests read: field names and values do not change.
@@ -70,6 +73,16 @@ pub enum AuditRecord {
         /// The attempt's details; absent for a dry run, which makes no attempt.
         #[serde(flatten)]
         attempt: Option<AttemptDetail>,
+    },
+    /// A SIGHUP config reload, applied or refused. Its `config_hash` is the config in force
+    /// after it.
+    ConfigReload {
+        /// As in `driftd_config_reloads_total`: `success`, `failure` or `restart_required`.
+        outcome: String,
+        /// The hash of the file read, when it loaded.
+        loaded_hash: Option<String>,
+        /// Why it was refused (the error, or the settings that need a restart).
+        detail: Option<String>,
     },
     /// A containment action failed for good and was reported to the alert targets.
     ActionFailureAlert {
@@ -125,10 +138,12 @@ pub struct AuditLog {
     max_bytes: u64,
     keep: usize,
     config_hash: String,
+    next_seq: u64,
 }
 
 impl AuditLog {
-    /// Opens (appending) `audit.log` in `state_dir`.
+    /// Opens (appending) `audit.log` in `state_dir`, continuing the sequence numbers of the
+    /// records already there.
     pub fn open(
         state_dir: &Path,
         max_bytes: u64,
@@ -136,16 +151,36 @@ impl AuditLog {
         config_hash: &str,
     ) -> Result<AuditLog, StoreError> {
         let path = state_dir.join("audit.log");
-        let file = OpenOptions::new()
+        let io = |action: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&path)
-            .map_err(|source| StoreError::Io {
-                action: "cannot open",
-                path: path.clone(),
-                source,
-            })?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            .map_err(io("cannot open", &path))?;
+        let mut size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        // A crash mid-append leaves a torn last line: end it, so the next record starts on its
+        // own line instead of being glued to the fragment and lost with it.
+        if size > 0 {
+            let mut last = [0u8];
+            file.seek(SeekFrom::End(-1))
+                .and_then(|_| file.read_exact(&mut last))
+                .map_err(io("cannot read", &path))?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")
+                    .map_err(io("cannot append to", &path))?;
+                size += 1;
+            }
+        }
+        let next_seq =
+            page::last_seq(&page::files(&path, keep)).map_err(io("cannot read", &path))? + 1;
         Ok(AuditLog {
             path,
             file,
@@ -153,6 +188,7 @@ impl AuditLog {
             max_bytes,
             keep,
             config_hash: config_hash.to_string(),
+            next_seq,
         })
     }
 
@@ -164,6 +200,7 @@ impl AuditLog {
         if let Some(obj) = value.as_object_mut() {
             obj.insert("at".into(), at.into());
             obj.insert("config_hash".into(), self.config_hash.clone().into());
+            obj.insert("seq".into(), self.next_seq.into());
         }
         let mut line = serde_json::to_vec(&value).expect("records serialise");
         line.push(b'\n');
@@ -182,6 +219,7 @@ impl AuditLog {
             source,
         })?;
         self.size += line.len() as u64;
+        self.next_seq += 1;
         Ok(())
     }
 
@@ -209,24 +247,15 @@ impl AuditLog {
         Ok(())
     }
 
+    /// The config hash written into the records from now on (after a reload).
+    pub fn set_config_hash(&mut self, hash: &str) {
+        self.config_hash = hash.to_string();
+    }
+
     /// Where the log is.
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
-
-/// Reads the last `limit` records of an audit file, as JSON (records of older versions too).
-pub fn read_records(path: &Path, limit: usize) -> Vec<serde_json::Value> {
-    let Ok(f) = File::open(path) else {
-        return Vec::new();
-    };
-    let all: Vec<serde_json::Value> = std::io::BufReader::new(f)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect();
-    let skip = all.len().saturating_sub(limit);
-    all.into_iter().skip(skip).collect()
 }
 
 #[cfg(test)]
@@ -235,6 +264,12 @@ mod tests {
 
     use super::*;
     use crate::contain::latch::Phase;
+
+    fn read_records(path: &Path, limit: usize) -> Vec<serde_json::Value> {
+        page::read(&[path.to_path_buf()], page::Cursor::Latest, limit)
+            .unwrap()
+            .records
+    }
 
     #[test]
     fn appends_in_order_and_rotates_by_size() {
@@ -259,8 +294,8 @@ mod tests {
         assert_eq!(number(older.last().unwrap()) + 1, number(&current[0]));
     }
 
-    /// Every variant beside the `json!` literal earlier versions wrote by hand: the same JSON,
-    /// and it reads back as the same record through the file.
+    /// Every variant beside the `json!` literal earlier versions wrote by hand: the same JSON
+    /// (plus `seq`, added since), and it reads back as the same record through the file.
     #[test]
     fn each_record_is_the_json_it_always_was_and_round_trips() {
         let transition = Transition {
@@ -388,6 +423,14 @@ mod tests {
                 json!({"event": "action", "key": "svc:v1/hook/contain", "target": "hook", "provider": "webhook", "op": "contain", "attempt": 1, "result": "failed", "error": "HTTP 400 Bad Request", "incident": "svc:v1", "elapsed_ms": 3}),
             ),
             (
+                AuditRecord::ConfigReload {
+                    outcome: "restart_required".into(),
+                    loaded_hash: Some("def".into()),
+                    detail: Some("these settings take effect only on restart: detection".into()),
+                },
+                json!({"event": "config_reload", "outcome": "restart_required", "loaded_hash": "def", "detail": "these settings take effect only on restart: detection"}),
+            ),
+            (
                 AuditRecord::ActionFailureAlert {
                     failed: "svc:v1/hook/contain".into(),
                     error: "HTTP 400 Bad Request".into(),
@@ -397,12 +440,13 @@ mod tests {
         ];
         let dir = tempfile::tempdir().unwrap();
         let mut log = AuditLog::open(dir.path(), 1 << 20, 2, "abc").unwrap();
-        for (record, old) in &cases {
+        for (seq, (record, old)) in (1u64..).zip(&cases) {
             assert_eq!(&serde_json::to_value(record).unwrap(), old);
             log.append("t", record).unwrap();
             let mut old_line = old.clone();
             old_line["at"] = "t".into();
             old_line["config_hash"] = "abc".into();
+            old_line["seq"] = seq.into();
             let written = std::fs::read_to_string(log.path()).unwrap();
             assert_eq!(
                 written.lines().last().unwrap(),
