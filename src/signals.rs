@@ -28,7 +28,7 @@ pub struct Controls {
 #[derive(Debug)]
 pub enum Reload {
     /// The new file validated and changes only settings that reload: apply it.
-    Apply(Config),
+    Apply(Box<Config>),
     /// Refused: the running config stays in force.
     Refused {
         /// `failure` (the file does not load or validate) or `restart_required`.
@@ -64,7 +64,7 @@ pub fn judge(running: &Config, loaded: Result<Config, ConfigError>) -> Reload {
         Ok(config) => {
             let restart = running.restart_only_changes(&config);
             if restart.is_empty() {
-                Reload::Apply(config)
+                Reload::Apply(Box::new(config))
             } else {
                 Reload::Refused {
                     outcome: "restart_required",
@@ -151,7 +151,7 @@ where
                         match &reload {
                             Reload::Apply(config) => {
                                 tracing::info!(config_hash = %config.hash(), "SIGHUP: config reloaded and validated");
-                                running = config.clone();
+                                running = (**config).clone();
                             }
                             Reload::Refused { outcome: "restart_required", detail, .. } => {
                                 tracing::error!(why = %detail, running_config_hash = %running.hash(), "SIGHUP: config refused: nothing was applied, restart driftd to apply it");
