@@ -2,11 +2,11 @@
 //!
 //! | provider | trigger / contain | resolve |
 //! |---|---|---|
-//! | Alertmanager v2 | `POST /api/v2/alerts`, stable labels `alertname`, `deployment`, `metric`, `severity` | same labels with `endsAt` |
+//! | Alertmanager v2 | `POST /api/v2/alerts` to every instance ([`alertmanager`]), stable labels `alertname`, `deployment`, `metric`, `severity` | same labels with `endsAt` |
 //! | PagerDuty Events v2 | `POST /v2/enqueue`, `event_action: trigger`, `dedup_key` = incident | `event_action: resolve` |
 //! | Slack | incoming-webhook message with evidence and the release command | a "resolved" message |
-//! | webhook | JSON body, `X-Driftd-Signature:` [`webhook_signature`] of the body | same, `op: resolve` |
-//! | flagd file | flag → `defaultVariant` = safe variant, targeting removed, atomic replace | — |
+//! | webhook | JSON body signed as Standard Webhooks specify ([`webhook`]) | same, `op: resolve` |
+//! | flagd file | flag → `defaultVariant` = safe variant, targeting removed, atomic replace ([`flagd`]) | — |
 //! | Unleash | `POST /api/admin/projects/{p}/features/{f}/environments/{e}/off` | — |
 //! | LaunchDarkly | `PATCH /api/v2/flags/{p}/{f}`, semantic patch `turnFlagOff` | — |
 //! | Argo Rollouts | merge-patch `{"status":{"abort":true}}` on the Rollout's status subresource | — |
@@ -14,22 +14,26 @@
 //! Release resolves alerts; it does not turn flags back on or resume rollouts — that stays a
 //! human decision in the flag or rollout tool. Errors say whether a retry can help (timeouts,
 //! connection errors, 429, 5xx: see [`super::retry`]) or not (other 4xx, a flag file without the
-//! flag). Secrets are resolved once at start-up and never appear in errors or logs.
+//! flag), and carry the target's `Retry-After` (seconds or HTTP-date, against driftd's clock).
+//! Secrets are resolved at start-up — except the Kubernetes token, re-read for every attempt
+//! because projected service-account tokens rotate — and never appear in errors or logs.
+//! Providers read the wall clock only through the `now` each attempt is given.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+pub mod alertmanager;
+pub mod flagd;
+pub mod webhook;
 
-use hmac::{Hmac, Mac};
+use std::time::{Duration, UNIX_EPOCH};
+
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use super::ladder::Action;
 use super::latch::{Op, Severity};
 use super::retry::retryable_status;
-use super::store::atomic_write;
-use crate::config::{ConfigError, TargetConfig};
+use crate::config::{ConfigError, SecretSource, TargetConfig};
+pub use alertmanager::alertmanager_alert;
+pub use flagd::flip_flagd;
+pub use webhook::webhook_signature;
 
 /// Why one attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,8 +43,8 @@ pub struct ActionError {
     pub retryable: bool,
     /// What happened (no secrets).
     pub message: String,
-    /// The target asked not to be called again sooner (`Retry-After` in seconds on a 429 or
-    /// 503); the retry loop waits at least this long.
+    /// The target asked not to be called again sooner (`Retry-After` on a 429 or 503); the
+    /// retry loop waits at least this long.
     pub retry_after: Option<Duration>,
 }
 
@@ -74,9 +78,7 @@ pub struct Target {
 }
 
 enum Kind {
-    Alertmanager {
-        url: String,
-    },
+    Alertmanager(alertmanager::Alertmanager),
     Pagerduty {
         url: String,
         routing_key: String,
@@ -86,10 +88,10 @@ enum Kind {
     },
     Webhook {
         url: String,
-        secret: String,
+        key: Vec<u8>,
     },
     Flagd {
-        path: PathBuf,
+        path: std::path::PathBuf,
         flag: String,
         safe_variant: String,
     },
@@ -109,67 +111,112 @@ enum Kind {
     },
     Argo {
         url: String,
-        token: String,
+        /// Where the token is read from, for every attempt: the kubelet rewrites a projected
+        /// service-account token about hourly, and the old one expires.
+        token: SecretSource,
+        /// `containment.targets.<name>`, for errors.
+        property: String,
         client: reqwest::Client,
     },
 }
 
-fn secret(name: &str, s: &crate::config::SecretSource) -> Result<String, ConfigError> {
+/// Reads the secret `s` of the setting `property`.
+fn secret(property: &str, s: &SecretSource) -> Result<String, ConfigError> {
     s.resolve().map_err(|reason| ConfigError::Secret {
-        property: format!("containment.targets.{name}"),
+        property: property.to_string(),
         reason,
     })
 }
 
-/// Resolves the configured targets (reads secrets, loads CA bundles).
+/// A CA bundle for an HTTPS client; `field` names the setting in errors.
+fn read_ca(field: &str, path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+    let pem = std::fs::read(path).map_err(|e| ConfigError::Invalid {
+        field: field.to_string(),
+        reason: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ConfigError::Invalid {
+        field: field.to_string(),
+        reason: format!("not a PEM certificate bundle: {e}"),
+    })?;
+    if certs.is_empty() {
+        return Err(ConfigError::Invalid {
+            field: field.to_string(),
+            reason: format!("{} holds no PEM certificate", path.display()),
+        });
+    }
+    Ok(certs)
+}
+
+/// Builds a target's own HTTP client; `field` names the target in errors.
+fn build_client(
+    field: &str,
+    builder: reqwest::ClientBuilder,
+) -> Result<reqwest::Client, ConfigError> {
+    builder.build().map_err(|e| ConfigError::Invalid {
+        field: field.to_string(),
+        reason: format!("cannot build the HTTP client: {e}"),
+    })
+}
+
+/// Resolves the configured targets (reads secrets, loads CA bundles and client certificates).
 pub fn resolve(targets: &[TargetConfig], timeout: Duration) -> Result<Vec<Target>, ConfigError> {
     targets
         .iter()
         .map(|t| {
             let name = t.name().to_string();
+            let property = format!("containment.targets.{name}");
             let kind = match t {
-                TargetConfig::Alertmanager { url, .. } => Kind::Alertmanager { url: url.trim_end_matches('/').into() },
-                TargetConfig::Pagerduty { url, routing_key, .. } => Kind::Pagerduty { url: url.clone(), routing_key: secret(&name, routing_key)? },
-                TargetConfig::Slack { webhook_url, .. } => Kind::Slack { url: secret(&name, webhook_url)? },
-                TargetConfig::Webhook { url, secret: s, .. } => Kind::Webhook { url: url.clone(), secret: secret(&name, s)? },
+                TargetConfig::Alertmanager { url, urls, basic_auth, bearer_token, tls, .. } => {
+                    Kind::Alertmanager(alertmanager::Alertmanager::resolve(
+                        &property,
+                        url.iter().chain(urls),
+                        basic_auth.as_ref(),
+                        bearer_token.as_ref(),
+                        tls.as_ref(),
+                        timeout,
+                    )?)
+                }
+                TargetConfig::Pagerduty { url, routing_key, .. } => Kind::Pagerduty { url: url.clone(), routing_key: secret(&property, routing_key)? },
+                TargetConfig::Slack { webhook_url, .. } => Kind::Slack { url: secret(&property, webhook_url)? },
+                TargetConfig::Webhook { url, secret: s, .. } => Kind::Webhook {
+                    url: url.clone(),
+                    key: webhook::signing_key(&secret(&property, s)?).map_err(|reason| ConfigError::Invalid {
+                        field: format!("{property}.secret"),
+                        reason,
+                    })?,
+                },
                 TargetConfig::Flagd { path, flag, safe_variant, .. } => Kind::Flagd { path: path.clone(), flag: flag.clone(), safe_variant: safe_variant.clone() },
                 TargetConfig::Unleash { url, project, feature, environment, token, .. } => Kind::Unleash {
                     url: url.trim_end_matches('/').into(),
                     project: project.clone(),
                     feature: feature.clone(),
                     environment: environment.clone(),
-                    token: secret(&name, token)?,
+                    token: secret(&property, token)?,
                 },
                 TargetConfig::Launchdarkly { url, project, flag, environment, token, .. } => Kind::Launchdarkly {
                     url: url.trim_end_matches('/').into(),
                     project: project.clone(),
                     flag: flag.clone(),
                     environment: environment.clone(),
-                    token: secret(&name, token)?,
+                    token: secret(&property, token)?,
                 },
                 TargetConfig::ArgoRollouts { api_url, namespace, rollout, token, ca_file, .. } => {
                     let mut builder = reqwest::Client::builder().timeout(timeout);
                     if let Some(ca) = ca_file.as_ref().filter(|_| api_url.starts_with("https://")) {
-                        let pem = std::fs::read(ca).map_err(|e| ConfigError::Invalid {
-                            field: format!("containment.targets.{name}.ca_file"),
-                            reason: format!("cannot read {}: {e}", ca.display()),
-                        })?;
-                        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| ConfigError::Invalid {
-                            field: format!("containment.targets.{name}.ca_file"),
-                            reason: format!("not a PEM certificate: {e}"),
-                        })?;
-                        builder = builder.add_root_certificate(cert);
+                        for cert in read_ca(&format!("{property}.ca_file"), ca)? {
+                            builder = builder.add_root_certificate(cert);
+                        }
                     }
+                    // Read now too, so a missing token stops start-up instead of every action.
+                    secret(&property, token)?;
                     Kind::Argo {
                         url: format!(
                             "{}/apis/argoproj.io/v1alpha1/namespaces/{namespace}/rollouts/{rollout}/status",
                             api_url.trim_end_matches('/')
                         ),
-                        token: secret(&name, token)?,
-                        client: builder.build().map_err(|e| ConfigError::Invalid {
-                            field: format!("containment.targets.{name}"),
-                            reason: format!("cannot build the HTTP client: {e}"),
-                        })?,
+                        token: token.clone(),
+                        client: build_client(&property, builder)?,
+                        property,
                     }
                 }
             };
@@ -205,46 +252,27 @@ pub fn release_command(external_url: &str, deployment: &str) -> String {
     )
 }
 
-/// The `X-Driftd-Signature` header value of a webhook body: `sha256=` and the hex
-/// HMAC-SHA256 of the body under the target's secret. Receivers recompute it to check that the
-/// body came from driftd unaltered.
-pub fn webhook_signature(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// The Alertmanager alert for an action (also used for periodic re-sends).
-pub fn alertmanager_alert(a: &Action, ctx: &Context, now: &str) -> Value {
-    let d = &a.incident.deployment;
-    let mut alert = json!({
-        "labels": {
-            "alertname": match a.severity {
-                Severity::Critical => "DriftdCanaryContained",
-                Severity::Warning => "DriftdCanarySuspect",
-            },
-            "deployment": d,
-            "metric": metric_of(a),
-            "severity": a.severity.as_str(),
-            "source": "driftd",
-        },
-        "annotations": {
-            "summary": format!("driftd: canary {} of {d}: {}", a.incident.model_version, a.incident.reason),
-            "incident": a.incident.id,
-            "evidence": a.incident.evidence.to_string(),
-            "runbook_url": ctx.runbook_url,
-            "release_command": release_command(&ctx.external_url, d),
-        },
-        "startsAt": a.incident.opened_at,
-        "generatorURL": format!("{}/v1/verdicts?deployment={d}", ctx.external_url),
-    });
-    if a.op == Op::Resolve {
-        alert["endsAt"] = now.into();
+/// The wait a `Retry-After` value asks for at `now_ms` (Unix milliseconds, driftd's clock):
+/// delta-seconds, or an HTTP-date (IMF-fixdate, and the obsolete forms HTTP still accepts)
+/// less now — zero when that date has passed. `None` for anything else.
+fn retry_after(value: &str, now_ms: i64) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
     }
-    alert
+    let at = httpdate::parse_http_date(value).ok()?;
+    let at_ms = i64::try_from(at.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()?;
+    Some(Duration::from_millis(
+        u64::try_from(at_ms.saturating_sub(now_ms)).unwrap_or(0),
+    ))
 }
 
-fn classify(result: Result<reqwest::Response, reqwest::Error>) -> Result<(), ActionError> {
+/// One response (or the failure to get one) as an attempt's result; `now_ms` is when the
+/// attempt was made, for a `Retry-After` date.
+fn classify(
+    result: Result<reqwest::Response, reqwest::Error>,
+    now_ms: i64,
+) -> Result<(), ActionError> {
     match result {
         Err(e) => Err(ActionError {
             retryable: e.is_timeout() || e.is_connect() || e.is_request(),
@@ -263,13 +291,11 @@ fn classify(result: Result<reqwest::Response, reqwest::Error>) -> Result<(), Act
             if status.is_success() {
                 Ok(())
             } else {
-                // Only the delta-seconds form; an HTTP-date is rare from APIs and ignored.
                 let retry_after = r
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                    .and_then(|v| retry_after(v, now_ms));
                 Err(ActionError {
                     retryable: retryable_status(status.as_u16()),
                     message: format!("HTTP {status}"),
@@ -280,15 +306,15 @@ fn classify(result: Result<reqwest::Response, reqwest::Error>) -> Result<(), Act
     }
 }
 
-/// Carries out one attempt of `a` on `t`.
+/// Carries out one attempt of `a` on `t`; `now` is the attempt's time (RFC 3339, driftd's
+/// clock).
 pub async fn execute(t: &Target, a: &Action, ctx: &Context, now: &str) -> Result<(), ActionError> {
+    // `now` comes from `format_rfc3339_ms`, so it always parses back.
+    let now_ms = crate::event::parse_rfc3339_ms(now).unwrap_or_else(crate::clock::wall_ms);
     let d = &a.incident.deployment;
     let http = &ctx.client;
     match &t.kind {
-        Kind::Alertmanager { url } => {
-            let body = json!([alertmanager_alert(a, ctx, now)]);
-            classify(http.post(format!("{url}/api/v2/alerts")).json(&body).send().await)
-        }
+        Kind::Alertmanager(am) => am.post(&json!([alertmanager_alert(a, ctx, now)]), now_ms).await,
         Kind::Pagerduty { url, routing_key } => {
             let action = if a.op == Op::Resolve { "resolve" } else { "trigger" };
             let mut body = json!({
@@ -312,7 +338,7 @@ pub async fn execute(t: &Target, a: &Action, ctx: &Context, now: &str) -> Result
                 });
                 body["links"] = json!([{ "href": format!("{}/v1/verdicts?deployment={d}", ctx.external_url), "text": "driftd verdicts" }]);
             }
-            classify(http.post(url).json(&body).send().await)
+            classify(http.post(url).json(&body).send().await, now_ms)
         }
         Kind::Slack { url } => {
             let text = if a.op == Op::Resolve {
@@ -327,9 +353,9 @@ pub async fn execute(t: &Target, a: &Action, ctx: &Context, now: &str) -> Result
                     release_command(&ctx.external_url, d)
                 )
             };
-            classify(http.post(url).json(&json!({ "text": text })).send().await)
+            classify(http.post(url).json(&json!({ "text": text })).send().await, now_ms)
         }
-        Kind::Webhook { url, secret } => {
+        Kind::Webhook { url, key } => {
             let body = serde_json::to_vec(&json!({
                 "source": "driftd",
                 "op": a.op.as_str(),
@@ -338,16 +364,14 @@ pub async fn execute(t: &Target, a: &Action, ctx: &Context, now: &str) -> Result
                 "incident": a.incident,
             }))
             .expect("JSON value serialises");
-            let signature = webhook_signature(secret.as_bytes(), &body);
-            classify(
-                http.post(url)
-                    .header("Content-Type", "application/json")
-                    .header("X-Driftd-Signature", signature)
-                    .header("Idempotency-Key", &a.key)
-                    .body(body)
-                    .send()
-                    .await,
-            )
+            let mut request = http
+                .post(url)
+                .header("Content-Type", "application/json")
+                .header("Idempotency-Key", &a.key);
+            for (name, value) in webhook::headers(key, &a.key, now_ms.div_euclid(1000), &body) {
+                request = request.header(name, value);
+            }
+            classify(request.body(body).send().await, now_ms)
         }
         Kind::Flagd { path, flag, safe_variant } => flip_flagd(path, flag, safe_variant),
         Kind::Unleash { url, project, feature, environment, token } => classify(
@@ -355,6 +379,7 @@ pub async fn execute(t: &Target, a: &Action, ctx: &Context, now: &str) -> Result
                 .header("Authorization", token)
                 .send()
                 .await,
+            now_ms,
         ),
         Kind::Launchdarkly { url, project, flag, environment, token } => classify(
             http.patch(format!("{url}/api/v2/flags/{project}/{flag}"))
@@ -370,181 +395,81 @@ pub async fn execute(t: &Target, a: &Action, ctx: &Context, now: &str) -> Result
                 )
                 .send()
                 .await,
+            now_ms,
         ),
-        Kind::Argo { url, token, client } => classify(
-            client
-                .patch(url)
-                .bearer_auth(token)
-                .header("Content-Type", "application/merge-patch+json")
-                .body(r#"{"status":{"abort":true}}"#)
-                .send()
-                .await,
-        ),
+        Kind::Argo { url, token, property, client } => {
+            // A rotated token may be briefly unreadable while the kubelet swaps it: retry.
+            let token = token.resolve().map_err(|reason| {
+                ActionError::retryable(format!("cannot read the token of `{property}`: {reason}"))
+            })?;
+            classify(
+                client
+                    .patch(url)
+                    .bearer_auth(token)
+                    .header("Content-Type", "application/merge-patch+json")
+                    .body(r#"{"status":{"abort":true}}"#)
+                    .send()
+                    .await,
+                now_ms,
+            )
+        }
     }
-}
-
-/// The lock of one flag file. Every flip of a file is a read-edit-write of the whole file, so
-/// two flips of the same file (two flags, or two deployments contained at once) must take turns
-/// or one of them is lost while recorded as done.
-fn flag_file_lock(path: &Path) -> Arc<Mutex<()>> {
-    static LOCKS: Mutex<BTreeMap<PathBuf, Arc<Mutex<()>>>> = Mutex::new(BTreeMap::new());
-    // Two targets may name the same file by different paths.
-    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    LOCKS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(key)
-        .or_default()
-        .clone()
-}
-
-/// Switches `flag` in a flagd flag-definition file to `safe_variant` for everyone: sets
-/// `defaultVariant`, removes `targeting` (which would override it), enables the flag, and keeps
-/// every other flag and field. Atomic, so flagd never reads a torn file; serialised per file
-/// within driftd; and verified by reading the file back, so a flip that another writer undid is
-/// retried instead of recorded as done.
-pub fn flip_flagd(path: &Path, flag: &str, safe_variant: &str) -> Result<(), ActionError> {
-    let lock = flag_file_lock(path);
-    let _turn = lock.lock().unwrap_or_else(PoisonError::into_inner);
-    write_safe_variant(path, flag, safe_variant)?;
-    let back = std::fs::read(path)
-        .ok()
-        .and_then(|t| serde_json::from_slice::<Value>(&t).ok());
-    let flipped = back
-        .as_ref()
-        .and_then(|doc| doc.get("flags")?.get(flag))
-        .is_some_and(|f| {
-            f.get("defaultVariant").and_then(Value::as_str) == Some(safe_variant)
-                && f.get("targeting").is_none()
-                && f.get("state").and_then(Value::as_str) == Some("ENABLED")
-        });
-    if !flipped {
-        return Err(ActionError::retryable(format!(
-                "flag `{flag}` in {} is not at `{safe_variant}` after writing it; another writer changed the file",
-                path.display()
-            )));
-    }
-    Ok(())
-}
-
-fn write_safe_variant(path: &Path, flag: &str, safe_variant: &str) -> Result<(), ActionError> {
-    let text = std::fs::read(path).map_err(|e| {
-        ActionError::retryable(format!("cannot read flag file {}: {e}", path.display()))
-    })?;
-    let mut doc: Value = serde_json::from_slice(&text).map_err(|e| {
-        ActionError::permanent(format!("flag file {} is not JSON: {e}", path.display()))
-    })?;
-    let f = doc
-        .get_mut("flags")
-        .and_then(|flags| flags.get_mut(flag))
-        .and_then(Value::as_object_mut)
-        .ok_or_else(|| {
-            ActionError::permanent(format!("flag `{flag}` is not in {}", path.display()))
-        })?;
-    if f.get("variants")
-        .and_then(|v| v.get(safe_variant))
-        .is_none()
-    {
-        return Err(ActionError::permanent(format!(
-            "flag `{flag}` has no variant `{safe_variant}`"
-        )));
-    }
-    f.insert("defaultVariant".into(), safe_variant.into());
-    f.insert("state".into(), "ENABLED".into());
-    f.remove("targeting");
-    let bytes = serde_json::to_vec_pretty(&doc).expect("JSON value serialises");
-    atomic_write(path, &bytes).map_err(|e| ActionError::retryable(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn flagd_flip_sets_safe_variant_and_keeps_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("flags.json");
-        std::fs::write(
-            &path,
-            r#"{"$schema":"https://flagd.dev/schema/v0/flags.json","flags":{"canary":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on","targeting":{"if":[true,"on"]}},"other":{"state":"ENABLED","variants":{"a":1},"defaultVariant":"a"}}}"#,
-        )
-        .unwrap();
-        flip_flagd(&path, "canary", "off").unwrap();
-        let doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(doc["flags"]["canary"]["defaultVariant"], "off");
-        assert!(doc["flags"]["canary"].get("targeting").is_none());
-        assert_eq!(doc["flags"]["other"]["defaultVariant"], "a");
-        assert_eq!(doc["$schema"], "https://flagd.dev/schema/v0/flags.json");
-        flip_flagd(&path, "canary", "off").unwrap();
-        assert!(!flip_flagd(&path, "missing", "off").unwrap_err().retryable);
-        assert!(!flip_flagd(&path, "canary", "nope").unwrap_err().retryable);
-    }
-
-    /// RFC 4231, test case 2: the signature is plain HMAC-SHA256, so any receiver can check it.
-    #[test]
-    fn webhook_signature_is_hmac_sha256_in_hex() {
-        assert_eq!(
-            webhook_signature(b"Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-    }
-
-    /// Regression: flips of one file by several targets at once raced (read, edit, rewrite
-    /// through one temp name per process) and lost flips that were recorded as done.
-    #[test]
-    fn concurrent_flips_of_one_file_all_land() {
-        const N: usize = 20;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("flags.json");
-        for round in 0..10 {
-            let flags: serde_json::Map<String, Value> = (0..N)
-                .map(|i| {
-                    (
-                        format!("f{i}"),
-                        json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}),
-                    )
-                })
-                .collect();
-            std::fs::write(&path, json!({ "flags": flags }).to_string()).unwrap();
-            let start = std::sync::Arc::new(std::sync::Barrier::new(N));
-            let flips: Vec<_> = (0..N)
-                .map(|i| {
-                    let (path, start) = (path.clone(), start.clone());
-                    std::thread::spawn(move || {
-                        start.wait();
-                        flip_flagd(&path, &format!("f{i}"), "off")
-                    })
-                })
-                .collect();
-            for f in flips {
-                f.join().unwrap().expect("each flip reports success");
-            }
-            let doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-            for i in 0..N {
-                assert_eq!(
-                    doc["flags"][format!("f{i}")]["defaultVariant"],
-                    "off",
-                    "round {round}: flag f{i} lost its flip"
-                );
-            }
+    fn answer(status: u16, retry_after: Option<&str>, now_ms: i64) -> Result<(), ActionError> {
+        let mut b = axum::http::Response::builder().status(status);
+        if let Some(v) = retry_after {
+            b = b.header("retry-after", v);
         }
+        classify(Ok(reqwest::Response::from(b.body("").unwrap())), now_ms)
     }
 
     #[test]
     fn retry_after_is_read_from_a_refusal() {
-        let answer = |status: u16, retry_after: Option<&str>| {
-            let mut b = axum::http::Response::builder().status(status);
-            if let Some(v) = retry_after {
-                b = b.header("retry-after", v);
-            }
-            classify(Ok(reqwest::Response::from(b.body("").unwrap())))
-        };
-        let e = answer(429, Some("7")).unwrap_err();
+        // 2026-10-21T07:27:00Z, a minute before the date below.
+        let now_ms = crate::event::parse_rfc3339_ms("2026-10-21T07:27:00Z").unwrap();
+        let e = answer(429, Some("7"), now_ms).unwrap_err();
         assert!(e.retryable);
         assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
-        let e = answer(503, Some("Wed, 21 Oct 2026 07:28:00 GMT")).unwrap_err();
-        assert_eq!(e.retry_after, None, "the date form is ignored");
-        assert_eq!(answer(404, None).unwrap_err().retry_after, None);
-        assert!(answer(200, Some("7")).is_ok());
+        let e = answer(503, Some("Wed, 21 Oct 2026 07:28:00 GMT"), now_ms).unwrap_err();
+        assert_eq!(
+            e.retry_after,
+            Some(Duration::from_secs(60)),
+            "the date form is a wait until that date, on driftd's clock"
+        );
+        assert_eq!(answer(404, None, now_ms).unwrap_err().retry_after, None);
+        assert!(answer(200, Some("7"), now_ms).is_ok());
+    }
+
+    /// Regression: `Retry-After` in its HTTP-date form was ignored, so a target that named the
+    /// time to come back was called again within the backoff.
+    #[test]
+    fn retry_after_as_an_http_date() {
+        let now_ms = crate::event::parse_rfc3339_ms("1994-11-06T08:49:00.500Z").unwrap();
+        let wait = |v: &str| answer(429, Some(v), now_ms).unwrap_err().retry_after;
+        assert_eq!(
+            wait("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::from_millis(36_500))
+        );
+        // The obsolete forms a recipient must still accept (RFC 9110, 5.6.7).
+        assert_eq!(
+            wait("Sunday, 06-Nov-94 08:49:37 GMT"),
+            Some(Duration::from_millis(36_500))
+        );
+        assert_eq!(
+            wait("Sun Nov  6 08:49:37 1994"),
+            Some(Duration::from_millis(36_500))
+        );
+        assert_eq!(
+            wait("Sun, 06 Nov 1994 08:48:00 GMT"),
+            Some(Duration::ZERO),
+            "a date in the past: no extra wait"
+        );
+        assert_eq!(wait("soon"), None);
+        assert_eq!(wait("-5"), None);
     }
 }

@@ -46,7 +46,11 @@ async fn real_alertmanager_gets_the_alert_and_its_resolution_and_flagd_evaluates
     config.containment.targets = vec![
         TargetConfig::Alertmanager {
             name: "am".into(),
-            url: am.clone(),
+            url: Some(am.clone()),
+            urls: vec![],
+            basic_auth: None,
+            bearer_token: None,
+            tls: None,
         },
         TargetConfig::Flagd {
             name: "flag".into(),
