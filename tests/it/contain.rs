@@ -5,6 +5,8 @@
 mod providers;
 #[cfg(feature = "e2e")]
 pub mod real;
+#[cfg(feature = "e2e")]
+mod real_alertmanager;
 mod vendor;
 
 use std::net::SocketAddr;
