@@ -48,6 +48,12 @@ install_python_packages() {
     log "installing the OpenFeature flagd provider (PyPI)"
     python3 -m pip install -q openfeature-sdk openfeature-provider-flagd
   fi
+  # standardwebhooks: the independent verifier of driftd's signed webhooks; bcrypt: the
+  # password hash of the Alertmanager the TLS + basic-auth test starts.
+  if ! python3 -c 'import standardwebhooks, bcrypt' 2>/dev/null; then
+    log "installing the Standard Webhooks reference library and bcrypt (PyPI)"
+    python3 -m pip install -q standardwebhooks bcrypt
+  fi
 }
 
 free_port() {

@@ -33,7 +33,7 @@ pub use kafka::KafkaConfig;
 pub use secret::SecretSource;
 pub use service::{AdminConfig, LogConfig, LogFormat, ShutdownConfig};
 pub use state::{CohortConfig, MetricConfig, MetricKind, WindowConfig, Worse};
-pub use targets::TargetConfig;
+pub use targets::{BasicAuth, TargetConfig, TlsConfig};
 
 /// Why a configuration was refused, or a secret it refers to could not be read. Every variant
 /// names the field so the operator can fix it.

@@ -14,13 +14,26 @@ use super::latch::{Latch, Phase};
 /// Why a state file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// I/O on a file.
+    /// I/O on the latch state file or its directory.
     #[error("{action} {path}; check that containment.state_dir exists and is writable")]
     Io {
         /// What was being done.
         action: &'static str,
         /// The file.
         path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// [`atomic_write`] failed; it replaces latch state and flagd flag files alike, so the
+    /// message names the directory rather than a setting.
+    #[error("{action} {path}; check that the directory {dir} exists and is writable by driftd")]
+    Write {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The directory of the file being replaced.
+        dir: PathBuf,
         /// The OS error.
         source: std::io::Error,
     },
@@ -42,12 +55,21 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
-/// Replaces `path` with `bytes` atomically and durably.
+/// Replaces `path` with `bytes` atomically and durably. Errors are [`StoreError::Write`].
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Write {
+            action,
+            path,
+            dir: dir.to_path_buf(),
+            source,
+        }
+    };
     // A temp name per write, not per process: two writers of the same file must never share
     // (and truncate) each other's temp file.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -114,7 +136,19 @@ impl LatchStore {
     /// Saves the latches.
     pub fn save(&self, latches: &BTreeMap<String, Latch>) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec_pretty(latches).expect("latches serialise");
-        atomic_write(&self.path, &bytes)
+        atomic_write(&self.path, &bytes).map_err(|e| match e {
+            StoreError::Write {
+                action,
+                path,
+                source,
+                ..
+            } => StoreError::Io {
+                action,
+                path,
+                source,
+            },
+            other => other,
+        })
     }
 }
 
@@ -139,6 +173,31 @@ mod tests {
         assert_eq!(store.load().unwrap(), latches);
         std::fs::write(dir.path().join("containment.json"), b"{oops").unwrap();
         assert!(matches!(store.load(), Err(StoreError::Corrupt { .. })));
+    }
+
+    /// Regression: a failed flag-file write told the operator to check
+    /// `containment.state_dir`, which has nothing to do with the flag file.
+    #[test]
+    fn write_errors_name_the_right_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir");
+        let e = atomic_write(&missing.join("flags.json"), b"{}").unwrap_err();
+        let message = e.to_string();
+        assert!(!message.contains("containment.state_dir"), "{message}");
+        assert!(
+            message.contains(&format!(
+                "check that the directory {} exists",
+                missing.display()
+            )),
+            "{message}"
+        );
+        let store = LatchStore::open(&missing).unwrap();
+        std::fs::remove_dir(&missing).unwrap();
+        let e = store.save(&BTreeMap::new()).unwrap_err();
+        assert!(
+            e.to_string().contains("containment.state_dir"),
+            "the latch store still names its setting: {e}"
+        );
     }
 
     /// Regression: a saved latch marked contained without an incident loaded fine, then made

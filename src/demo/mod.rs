@@ -108,7 +108,7 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
     let onset = opts.duration.mul_f64(opts.drift_at);
     let files = setup::DemoFiles::create()?;
     let token = std::fs::read_to_string(&files.token)?.trim().to_string();
-    let (receiver_addr, received) = receiver::start(token.clone().into_bytes()).await?;
+    let (receiver_addr, received) = receiver::start(files.hook_key.clone()).await?;
     let config = setup::demo_config(
         cluster.bootstrap_servers(),
         admin_addr,

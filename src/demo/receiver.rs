@@ -1,5 +1,5 @@
-//! The demo's local alert receiver: an HTTP endpoint that checks each alert's HMAC signature,
-//! as a real receiver would, and keeps one line per alert for the summary.
+//! The demo's local alert receiver: an HTTP endpoint that checks each alert's Standard Webhooks
+//! signature, as a real receiver would, and keeps one line per alert for the summary.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,11 +17,16 @@ pub(super) async fn start(key: Vec<u8>) -> std::io::Result<(SocketAddr, Arc<Mute
             move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
                 let (store, key) = (store.clone(), key.clone());
                 async move {
-                    let expected = webhook_signature(&key, &body);
-                    let given = headers
-                        .get("x-driftd-signature")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    let timestamp = header("webhook-timestamp").parse().unwrap_or(0);
+                    let expected = webhook_signature(&key, &header("webhook-id"), timestamp, &body);
+                    let given = header("webhook-signature");
                     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                     store.lock().expect("receiver lock").push(format!(
                         "{} {} for {} (signature {})",

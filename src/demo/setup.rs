@@ -1,10 +1,12 @@
 //! The files and config of one demo run: a flagd file with both deployments' canary flags, an
-//! admin token (also the webhook's signing key), and a config with short windows, a webhook
+//! admin token, the webhook's signing secret, and a config with short windows, a webhook
 //! target, a flagd target and an enforcing policy per deployment. Must not start anything.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use base64::Engine;
 
 use super::{DEAD_LETTER_TOPIC, TOPIC};
 use crate::config::{
@@ -19,6 +21,10 @@ pub(super) struct DemoFiles {
     pub(super) flags: PathBuf,
     /// The admin token file.
     pub(super) token: PathBuf,
+    /// The webhook's signing secret file (`whsec_…`).
+    pub(super) hook_secret: PathBuf,
+    /// The key in that secret, for the demo's receiver to verify signatures with.
+    pub(super) hook_key: Vec<u8>,
 }
 
 impl DemoFiles {
@@ -42,7 +48,22 @@ impl DemoFiles {
         let token = dir.join("admin-token");
         let secret: u128 = rand::random();
         std::fs::write(&token, format!("{secret:032x}\n"))?;
-        Ok(DemoFiles { dir, flags, token })
+        let hook_secret = dir.join("webhook-secret");
+        let hook_key: [u8; 32] = rand::random();
+        std::fs::write(
+            &hook_secret,
+            format!(
+                "whsec_{}\n",
+                base64::engine::general_purpose::STANDARD.encode(hook_key)
+            ),
+        )?;
+        Ok(DemoFiles {
+            dir,
+            flags,
+            token,
+            hook_secret,
+            hook_key: hook_key.to_vec(),
+        })
     }
 }
 
@@ -80,7 +101,7 @@ pub(super) fn demo_config(
     cc.targets.push(TargetConfig::Webhook {
         name: "oncall-webhook".into(),
         url: format!("http://{receiver}/alerts"),
-        secret: SecretSource::File(files.token.clone()),
+        secret: SecretSource::File(files.hook_secret.clone()),
     });
     for dep in ["support-bot", "search-assist"] {
         cc.targets.push(TargetConfig::Flagd {

@@ -2,8 +2,11 @@
 //! the Kubernetes API, a signed webhook, an Alertmanager stand-in); in the `e2e` tier, also
 //! against the real Alertmanager and the real OpenFeature flagd provider ([`real`]).
 
+mod providers;
 #[cfg(feature = "e2e")]
 pub mod real;
+#[cfg(feature = "e2e")]
+mod real_alertmanager;
 mod vendor;
 
 use std::net::SocketAddr;
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use driftd::config::{Config, PolicyConfig, PolicyMode, SecretSource, TargetConfig, TriggerState};
 use driftd::contain::latch::Phase;
-use driftd::contain::providers::webhook_signature;
+use driftd::contain::providers::webhook::{signing_key, webhook_id, webhook_signature};
 use driftd::contain::{self, ContainHandle, Request};
 use driftd::detect::{Change, Source, Verdict, VerdictState};
 use driftd::metrics::Metrics;
@@ -45,6 +48,9 @@ pub fn fail_verdict(deployment: &str, version: &str) -> Change {
         reference: None,
     })
 }
+
+/// A webhook signing secret in the Standard Webhooks form (the reference libraries' test key).
+const HOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn secret_file(dir: &std::path::Path, name: &str, value: &str) -> SecretSource {
     let p = dir.join(name);
@@ -168,7 +174,7 @@ fn vendor_config(dir: &std::path::Path, addr: SocketAddr) -> Config {
         TargetConfig::Webhook {
             name: "hook".into(),
             url: format!("{base}/hook"),
-            secret: secret_file(dir, "hook", "hmac-key"),
+            secret: secret_file(dir, "hook", HOOK_SECRET),
         },
     ];
     c.containment.policies = vec![enforce_policy(
@@ -268,9 +274,23 @@ async fn vendor_apis_are_called_as_documented_with_retries_once_per_incident() {
     let hook = v.requests("/hook");
     assert_eq!(hook.len(), 1, "a 400 is not retried");
     assert_eq!(
-        hook[0].header("x-driftd-signature"),
-        webhook_signature(b"hmac-key", &hook[0].body),
-        "receivers can verify the body"
+        hook[0].header("webhook-id"),
+        webhook_id("support-bot:ft-1/hook/contain")
+    );
+    let timestamp: i64 = hook[0].header("webhook-timestamp").parse().unwrap();
+    assert!(
+        (timestamp - driftd::clock::wall_ms() / 1000).abs() < 60,
+        "webhook-timestamp is the time of the attempt: {timestamp}"
+    );
+    assert_eq!(
+        hook[0].header("webhook-signature"),
+        webhook_signature(
+            &signing_key(HOOK_SECRET).unwrap(),
+            hook[0].header("webhook-id"),
+            timestamp,
+            &hook[0].body
+        ),
+        "receivers can verify the id, the time and the body"
     );
     assert_eq!(hook[0].json()["op"], "contain");
 
@@ -413,7 +433,11 @@ async fn open_alerts_are_re_sent_to_alertmanager_until_resolved() {
     config.containment.alert_repeat = Duration::from_secs(1);
     config.containment.targets = vec![TargetConfig::Alertmanager {
         name: "am".into(),
-        url: format!("http://{addr}"),
+        url: Some(format!("http://{addr}")),
+        urls: vec![],
+        basic_auth: None,
+        bearer_token: None,
+        tls: None,
     }];
     config.containment.policies = vec![enforce_policy(&["am"], &[])];
     let r = Running::start(&config);
@@ -531,7 +555,7 @@ async fn a_release_withdraws_a_containment_that_is_still_retrying() {
     config.containment.targets = vec![TargetConfig::Webhook {
         name: "hook".into(),
         url: format!("http://{addr}/hook"),
-        secret: secret_file(dir.path(), "hook", "hmac-key"),
+        secret: secret_file(dir.path(), "hook", HOOK_SECRET),
     }];
     config.containment.policies = vec![enforce_policy(&[], &["hook"])];
     let r = Running::start(&config);

@@ -37,7 +37,11 @@ fn config(mode: PolicyMode) -> ContainmentConfig {
         targets: vec![
             TargetConfig::Alertmanager {
                 name: "am".into(),
-                url: "http://x".into(),
+                url: Some("http://x".into()),
+                urls: vec![],
+                basic_auth: None,
+                bearer_token: None,
+                tls: None,
             },
             TargetConfig::Flagd {
                 name: "flag".into(),

@@ -46,7 +46,11 @@ async fn real_alertmanager_gets_the_alert_and_its_resolution_and_flagd_evaluates
     config.containment.targets = vec![
         TargetConfig::Alertmanager {
             name: "am".into(),
-            url: am.clone(),
+            url: Some(am.clone()),
+            urls: vec![],
+            basic_auth: None,
+            bearer_token: None,
+            tls: None,
         },
         TargetConfig::Flagd {
             name: "flag".into(),
@@ -157,4 +161,76 @@ print(d.value, d.variant)
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Verifies a request with the Standard Webhooks reference library for Python
+/// (`standardwebhooks`, installed by `scripts/test.sh`); returns its error, if any.
+fn standardwebhooks_verify(secret: &str, seen: &Seen) -> Result<(), String> {
+    let script = r#"
+import json, sys
+from standardwebhooks import Webhook
+body = open(sys.argv[3], "rb").read()
+Webhook(sys.argv[1]).verify(body, json.loads(sys.argv[2]))
+"#;
+    let headers: serde_json::Map<String, serde_json::Value> =
+        ["webhook-id", "webhook-timestamp", "webhook-signature"]
+            .iter()
+            .map(|h| (h.to_string(), seen.header(h).into()))
+            .collect();
+    let body = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(body.path(), &seen.body).unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, secret])
+        .arg(serde_json::Value::Object(headers).to_string())
+        .arg(body.path())
+        .output()
+        .expect("python3 runs (scripts/test.sh installs standardwebhooks)");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).to_string())
+    }
+}
+
+/// Regression: the webhook signed only its body, so a captured request could be replayed. An
+/// independent verifier (the Standard Webhooks reference library) accepts what driftd sent,
+/// on the first attempt and on a retry under the same `webhook-id`, and refuses the same
+/// request with another timestamp or body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standard_webhooks_reference_library_verifies_what_driftd_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, addr) = vendor().await;
+    v.script("/hook", &[(503, 0)]);
+    let mut config = Config::default();
+    config.containment.state_dir = dir.path().join("state");
+    config.containment.targets = vec![TargetConfig::Webhook {
+        name: "hook".into(),
+        url: format!("http://{addr}/hook"),
+        secret: secret_file(dir.path(), "hook", &format!("{HOOK_SECRET}\n")),
+    }];
+    config.containment.policies = vec![enforce_policy(&[], &["hook"])];
+    let r = Running::start(&config);
+    r.changes.send(fail_verdict("support-bot", "ft-1")).unwrap();
+    wait_for("a retry after the 503", || v.requests("/hook").len() == 2).await;
+    r.stop().await;
+    let sent = v.requests("/hook");
+    for s in &sent {
+        standardwebhooks_verify(HOOK_SECRET, s).expect("the reference library verifies it");
+    }
+    assert_eq!(
+        sent[0].header("webhook-id"),
+        sent[1].header("webhook-id"),
+        "a retry keeps its id, so receivers can deduplicate"
+    );
+    let mut replayed = sent[1].clone();
+    let later = sent[1].header("webhook-timestamp").parse::<i64>().unwrap() + 1;
+    replayed
+        .headers
+        .insert("webhook-timestamp", later.to_string().parse().unwrap());
+    let e = standardwebhooks_verify(HOOK_SECRET, &replayed).unwrap_err();
+    assert!(e.contains("No matching signature"), "{e}");
+    let mut altered = sent[1].clone();
+    altered.body = br#"{"op":"resolve"}"#.to_vec();
+    let e = standardwebhooks_verify(HOOK_SECRET, &altered).unwrap_err();
+    assert!(e.contains("No matching signature"), "{e}");
 }
