@@ -17,5 +17,6 @@ mod daemon;
 mod kafka_e2e;
 mod memory;
 mod privacy_corpus;
+mod secrets;
 mod stream;
 mod support;
