@@ -2,12 +2,26 @@
 //!
 //! Owns the rules of the event table in the design brief and the bounded set of rejection
 //! [`Reason`]s. Order matters and is fixed: size first (never parse an oversized message), then
-//! JSON, then the privacy gate over every key and string (so an event carrying personal data is
-//! always classified `pii_suspected`, whatever else is wrong with it), then the schema.
+//! JSON, then the privacy gate over every key and string, values a repeated key replaced
+//! included (so an event carrying personal data is always classified `pii_suspected`, whatever
+//! else is wrong with it), then repeated keys, then the schema.
 //!
-//! This module must not log, allocate metrics or keep state, and a [`Rejection`] only ever carries
-//! static text: nothing from the payload can leak through an error.
+//! A JSON object may not repeat a key: a parser keeps one of the values, so a repeated key would
+//! let the other hide from a reader. The parse itself notices a repeat (one map lookup per key,
+//! no second pass), the gate also scans the value the repeat replaced, and the event is a
+//! `schema_violation` naming the key's path.
+//!
+//! This module must not log, allocate metrics or keep state (beyond the bounded set of
+//! repeated-key paths it has named), and a [`Rejection`] only ever carries static text: nothing
+//! from the payload can leak through an error (a repeated key's path is spelled with contract and
+//! config names only, any other key as `*`).
 
+use std::cell::Cell;
+use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError};
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
 use crate::config::{Config, MetricKind};
@@ -67,7 +81,8 @@ impl Reason {
 pub struct Rejection {
     /// Bounded reason code.
     pub reason: Reason,
-    /// The contract field involved, e.g. `emitted_at`; never payload text.
+    /// The contract field involved, e.g. `emitted_at`, or for a duplicate key its path, e.g.
+    /// `signals.tone`; never payload text.
     pub field: &'static str,
     /// For `pii_suspected`: what it looked like.
     pub pii: Option<PiiKind>,
@@ -194,7 +209,8 @@ impl Decoder {
         if bytes.len() > self.max_bytes {
             return Err(reject(Reason::TooLarge, "payload"));
         }
-        let value: Value = match serde_json::from_slice(bytes) {
+        let seen = Seen::default();
+        let value = match self.parse(bytes, &seen) {
             Ok(v) => v,
             Err(_) => {
                 // Unparseable text may still carry personal data; classify it so the
@@ -210,12 +226,15 @@ impl Decoder {
                 });
             }
         };
-        if let Some(kind) = find_pii(&value) {
+        if let Some(kind) = seen.shadowed_pii.get().or_else(|| find_pii(&value)) {
             return Err(Rejection {
                 reason: Reason::PiiSuspected,
                 field: "payload",
                 pii: Some(kind),
             });
+        }
+        if let Some(path) = seen.duplicate.get() {
+            return Err(reject(Reason::SchemaViolation, path));
         }
         let Value::Object(obj) = value else {
             return Err(reject(Reason::SchemaViolation, "payload"));
@@ -321,6 +340,179 @@ impl Decoder {
     }
 }
 
+/// What the parse noticed besides the value: the path of the first repeated key, and personal
+/// data in a value that a repeat replaced (the gate never sees it in the result).
+#[derive(Default)]
+struct Seen {
+    duplicate: Cell<Option<&'static str>>,
+    shadowed_pii: Cell<Option<PiiKind>>,
+}
+
+/// One step from the root to a value: an object key, or an array item (`None`).
+struct Step<'a> {
+    parent: Option<&'a Step<'a>>,
+    key: Option<&'a str>,
+}
+
+/// Parses one JSON value the way `serde_json::Value` does, and notes repeated keys in [`Seen`].
+#[derive(Clone, Copy)]
+struct Node<'a> {
+    decoder: &'a Decoder,
+    seen: &'a Seen,
+    at: Option<&'a Step<'a>>,
+}
+
+impl Decoder {
+    /// The JSON value of `bytes`, with repeated keys noted in `seen`.
+    fn parse(&self, bytes: &[u8], seen: &Seen) -> serde_json::Result<Value> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let value = Node {
+            decoder: self,
+            seen,
+            at: None,
+        }
+        .deserialize(&mut de)?;
+        de.end()?;
+        Ok(value)
+    }
+
+    /// The printable path of `key` under `parent`: contract field names at the top, configured
+    /// segment keys and signal names below `segment` and `signals`, `*` for any other key or an
+    /// array item, and one `.*` for everything deeper. Never payload text.
+    fn duplicate_path(&self, parent: Option<&Step<'_>>, key: &str) -> &'static str {
+        let mut steps = vec![Some(key)];
+        let mut at = parent;
+        while let Some(step) = at {
+            steps.push(step.key);
+            at = step.parent;
+        }
+        steps.reverse();
+        let top = steps[0]
+            .and_then(|k| FIELDS.iter().copied().find(|f| *f == k))
+            .unwrap_or("*");
+        let Some(second) = steps.get(1) else {
+            return top;
+        };
+        let configured = second.filter(|k| match top {
+            "segment" => self.segment_keys.iter().any(|s| s == k),
+            "signals" => self.signals.iter().any(|s| s.name == *k),
+            _ => false,
+        });
+        let deeper = if steps.len() > 2 { ".*" } else { "" };
+        intern(format!("{top}.{}{deeper}", configured.unwrap_or("*")))
+    }
+}
+
+/// The most duplicate-key paths kept; past it (a config with thousands of signal names) a path
+/// is reported as `payload`.
+const MAX_PATHS: usize = 1024;
+
+/// A `'static` copy of `path`, made once per distinct path. [`Rejection`] is `Copy` and carries
+/// static text only; the paths are built from contract and config names, so the set is bounded
+/// by the config (and by [`MAX_PATHS`]), never grown by payloads.
+fn intern(path: String) -> &'static str {
+    static PATHS: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut paths = PATHS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(known) = paths.get(path.as_str()) {
+        return known;
+    }
+    if paths.len() >= MAX_PATHS {
+        return "payload";
+    }
+    let path: &'static str = Box::leak(path.into_boxed_str());
+    paths.insert(path);
+    path
+}
+
+impl<'de> DeserializeSeed<'de> for Node<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Node<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let item = Step {
+            parent: self.at,
+            key: None,
+        };
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element_seed(Node {
+            at: Some(&item),
+            ..self
+        })? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut obj = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let step = Step {
+                parent: self.at,
+                key: Some(&key),
+            };
+            let value = map.next_value_seed(Node {
+                at: Some(&step),
+                ..self
+            })?;
+            match obj.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                Entry::Occupied(mut slot) => {
+                    let replaced = slot.insert(value);
+                    if self.seen.duplicate.get().is_none() {
+                        let path = self.decoder.duplicate_path(self.at, slot.key());
+                        self.seen.duplicate.set(Some(path));
+                    }
+                    if self.seen.shadowed_pii.get().is_none() {
+                        self.seen.shadowed_pii.set(find_pii(&replaced));
+                    }
+                }
+            }
+        }
+        Ok(Value::Object(obj))
+    }
+}
+
 fn required_str<'a>(
     obj: &'a Map<String, Value>,
     field: &'static str,
@@ -342,6 +534,8 @@ fn find_pii(v: &Value) -> Option<PiiKind> {
         Value::Object(obj) => obj
             .iter()
             .find_map(|(k, v)| privacy::scan(k).or_else(|| find_pii(v))),
+        // Numbers are not scanned: a Unix timestamp or a count cannot be told from a phone
+        // number. The dead-letter record scans the raw text, numbers included.
         Value::Null | Value::Bool(_) | Value::Number(_) => None,
     }
 }

@@ -172,6 +172,22 @@ impl Default for Config {
     }
 }
 
+/// The parser's message with the line and column it points at, without the parser's excerpt
+/// of the offending line: that line may hold a secret written where it does not belong (a
+/// misspelt `admin_token`, a value where a `{ file = ... }` reference goes).
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("TOML parse error at line {line}, column {column}: {message}")
+        }
+        None => format!("TOML parse error: {message}"),
+    }
+}
+
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -193,7 +209,7 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<inline>"),
-            message: e.to_string(),
+            message: parse_message(text, &e),
         })?;
         config.validate()?;
         Ok(config)

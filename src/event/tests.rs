@@ -281,3 +281,98 @@ fn timestamps_round_trip() {
     let ms = 1_795_928_400_123;
     assert_eq!(parse_rfc3339_ms(&format_rfc3339_ms(ms)), Some(ms));
 }
+
+/// The valid event as text with `insert` placed at the start of the object `within` (`""` for
+/// the top level, else `segment` or `signals`).
+fn text_with(within: &str, insert: &str) -> String {
+    let text = serde_json::to_string(&valid()).unwrap();
+    let at = if within.is_empty() {
+        1
+    } else {
+        text.find(&format!("\"{within}\":{{")).unwrap() + within.len() + 4
+    };
+    format!("{}{insert}{}", &text[..at], &text[at..])
+}
+
+fn decode_text(text: &str) -> Result<Event, Rejection> {
+    decoder().decode(Some(text.as_bytes()))
+}
+
+/// Regression: a repeated key was accepted and the parser kept the last value, so the first
+/// one was never read by anything, the privacy gate included.
+#[test]
+fn a_repeated_key_is_a_schema_violation_naming_its_path() {
+    for (within, insert, path) in [
+        ("", r#""event_id":"evt-other","#, "event_id"),
+        ("", r#""arm":"control","#, "arm"),
+        ("signals", r#""tone":-0.9,"#, "signals.tone"),
+        ("segment", r#""locale":"de-DE","#, "segment.locale"),
+        ("segment", r#""channel":"app","#, "segment.*"),
+    ] {
+        let r = decode_text(&text_with(within, insert)).expect_err(insert);
+        assert_eq!(
+            (r.reason, r.field),
+            (Reason::SchemaViolation, path),
+            "{insert}"
+        );
+    }
+    let deep = text_with("", r#""extra":{"meta":{"qwertyuiop":1,"qwertyuiop":2}},"#);
+    let r = decode_text(&deep).unwrap_err();
+    assert_eq!((r.reason, r.field), (Reason::SchemaViolation, "*.*.*"));
+    let listed = text_with("", r#""extra":[{"zxcvbnm":1,"zxcvbnm":2}],"#);
+    assert_eq!(decode_text(&listed).unwrap_err().field, "*.*.*");
+    // The same key in two different objects is not a repeat.
+    let mut v = valid();
+    v["segment"]["tone"] = json!("calm");
+    assert!(decode(&v).is_ok());
+}
+
+/// Regression: the value a repeated key replaced was never scanned, so personal data could sit
+/// behind a clean repeat. It is found, and the event is `pii_suspected` like any other.
+#[test]
+fn personal_data_behind_a_repeated_key_is_found() {
+    for (within, insert) in [
+        ("", r#""event_id":"jane.doe@example.com","#),
+        ("segment", r#""locale":"+44 20 7946 0958","#),
+        ("", r#""signals":{"note":"4111 1111 1111 1111"},"#),
+    ] {
+        let r = decode_text(&text_with(within, insert)).expect_err(insert);
+        assert_eq!(r.reason, Reason::PiiSuspected, "{insert}");
+        assert_eq!(r.field, "payload");
+    }
+    // A key that is personal data never becomes part of a path: the gate sees it first.
+    let r = decode_text(&text_with(
+        "segment",
+        r#""jane@example.com":"x","jane@example.com":"y","#,
+    ))
+    .unwrap_err();
+    assert_eq!(r.reason, Reason::PiiSuspected);
+}
+
+proptest::proptest! {
+    /// Any contract key repeated, with any value, is refused: never applied with one of its
+    /// values silently dropped; the path never quotes the value.
+    #[test]
+    fn any_repeated_key_is_refused(
+        which in 0usize..10,
+        value in "[a-z]{1,12}",
+        string in proptest::bool::ANY,
+    ) {
+        let (within, key, path) = [
+            ("", "schema_version", "schema_version"),
+            ("", "event_id", "event_id"),
+            ("", "emitted_at", "emitted_at"),
+            ("", "deployment", "deployment"),
+            ("", "model_version", "model_version"),
+            ("", "arm", "arm"),
+            ("", "segment", "segment"),
+            ("", "signals", "signals"),
+            ("signals", "refused", "signals.refused"),
+            ("segment", "locale", "segment.locale"),
+        ][which];
+        let repeated = if string { format!("\"{value}\"") } else { value.len().to_string() };
+        let r = decode_text(&text_with(within, &format!("\"{key}\":{repeated},")))
+            .expect_err("a repeated key is refused");
+        proptest::prop_assert_eq!((r.reason, r.field), (Reason::SchemaViolation, path));
+    }
+}

@@ -19,5 +19,6 @@ mod gate;
 mod kafka_e2e;
 mod memory;
 mod privacy_corpus;
+mod secrets;
 mod stream;
 mod support;
