@@ -96,7 +96,9 @@ impl<'de> Visitor<'de> for SourceVisitor {
 impl SecretSource {
     /// Reads the secret, without its trailing line break (`\n` or `\r\n`), the same way from
     /// a file and from the environment (`echo token > file`, `export X=$(cat file)`); any other
-    /// whitespace is part of the secret. The error never contains the value.
+    /// whitespace is part of the secret. An empty secret is an error: it is always a mistake
+    /// (an unset variable exported as `""`, a file not yet written) that would otherwise
+    /// surface only when an incident fires. The error never contains the value.
     pub fn resolve(&self) -> Result<String, String> {
         let value = match self {
             SecretSource::Env(name) => std::env::var(name)
@@ -104,13 +106,35 @@ impl SecretSource {
             SecretSource::File(path) => std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
         };
-        Ok(value.trim_end_matches(['\n', '\r']).to_string())
+        let value = value.trim_end_matches(['\n', '\r']);
+        if value.is_empty() {
+            return Err(match self {
+                SecretSource::Env(name) => format!("environment variable {name} is empty"),
+                SecretSource::File(path) => format!("{} is empty", path.display()),
+            });
+        }
+        Ok(value.to_string())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: an empty file or variable was accepted as a secret, so an empty Slack URL or
+    /// Kafka password failed only when first used.
+    #[test]
+    fn an_empty_secret_is_refused_and_only_the_trailing_line_break_is_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        for empty in ["", "\n", "\r\n"] {
+            std::fs::write(&path, empty).unwrap();
+            let e = SecretSource::File(path.clone()).resolve().unwrap_err();
+            assert!(e.ends_with("is empty"), "{e}");
+        }
+        std::fs::write(&path, " x \n").unwrap();
+        assert_eq!(SecretSource::File(path).resolve().unwrap(), " x ");
+    }
 
     #[derive(Debug, Deserialize)]
     struct Holder {

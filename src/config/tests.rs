@@ -85,9 +85,14 @@ fn the_admin_token_is_read_like_every_secret_and_refused_when_short() {
         good,
         "the environment is read the same way as a file"
     );
+    let empty = admin_token(&file("empty", "\n")).unwrap_err();
+    assert!(empty.to_string().contains("is empty"), "{empty}");
     for (name, text) in [("empty", "\n"), ("short", "hunter2\n")] {
         let e = admin_token(&file(name, text)).unwrap_err();
-        assert!(matches!(e, ConfigError::WeakSecret { .. }), "{name}: {e}");
+        assert!(
+            name == "empty" || matches!(e, ConfigError::WeakSecret { .. }),
+            "{name}: {e}"
+        );
         assert!(e.to_string().contains("containment.admin_token"), "{e}");
         assert!(
             !e.to_string().contains("hunter2"),

@@ -23,12 +23,14 @@ const WRONG_TOKEN: &str = "wrong-token-CANARY-a9e4d7b3";
 const SHORT_TOKEN: &str = "shrt-CANARY9";
 const SLACK_URL: &str = "https://hooks.slack.example/services/SLACK-CANARY-31f";
 const ROUTING_KEY: &str = "pd-routing-CANARY-c4a2";
-const HOOK_SECRET: &str = "hook-hmac-CANARY-e81";
+// Standard Webhooks form (driftd refuses any other): base64 of "hook-hmac-CANARY-e81-0123456789".
+const HOOK_SECRET: &str = "whsec_aG9vay1obWFjLUNBTkFSWS1lODEtMDEyMzQ1Njc4OQ==";
+const KEY_PASSWORD: &str = "key-password-CANARY-5d21";
 const UNLEASH_TOKEN: &str = "unleash-CANARY-46b9";
 const NOT_A_CREDENTIAL: &str = "client-id-CANARY-2b7f";
 const INLINE: &str = "inline-CANARY-93d0e5c1b7";
 
-const ALL: [&str; 11] = [
+const ALL: [&str; 12] = [
     KAFKA_PASSWORD,
     KAFKA_USER,
     ADMIN_TOKEN,
@@ -37,6 +39,7 @@ const ALL: [&str; 11] = [
     SLACK_URL,
     ROUTING_KEY,
     HOOK_SECRET,
+    KEY_PASSWORD,
     UNLEASH_TOKEN,
     NOT_A_CREDENTIAL,
     INLINE,
@@ -69,6 +72,7 @@ fn secrets_dir() -> tempfile::TempDir {
         ("short-token", format!("{SHORT_TOKEN}\n")),
         ("slack-url", format!("{SLACK_URL}\n")),
         ("hook-secret", format!("{HOOK_SECRET}\n")),
+        ("key-password", format!("{KEY_PASSWORD}\n")),
         ("unleash-token", UNLEASH_TOKEN.to_string()),
         ("empty", String::new()),
         ("not-pem", format!("{KAFKA_PASSWORD}\n")),
@@ -274,6 +278,16 @@ fn a_target_secret_that_cannot_be_read_is_named_never_printed() {
             "kind = \"launchdarkly\"\nname = \"ld\"\nproject = \"p\"\nflag = \"f\"\nenvironment = \"e\"\ntoken = { env = \"DRIFTD_IT_UNSET_LD\" }\n",
             ["containment.targets.ld", "DRIFTD_IT_UNSET_LD"],
         ),
+        (
+            "webhook secret file empty",
+            "kind = \"webhook\"\nname = \"hook3\"\nurl = \"http://127.0.0.1:1/h\"\nsecret = { file = \"@/empty\" }\n",
+            ["containment.targets.hook3", "is empty"],
+        ),
+        (
+            "unleash token env empty",
+            "kind = \"unleash\"\nname = \"unleash3\"\nurl = \"http://127.0.0.1:1\"\nfeature = \"f\"\nenvironment = \"e\"\ntoken = { env = \"DRIFTD_IT_EMPTY\" }\n",
+            ["containment.targets.unleash3", "DRIFTD_IT_EMPTY is empty"],
+        ),
     ] {
         refused(
             case,
@@ -335,10 +349,10 @@ fn check_config_prints_no_secret() {
     assert_no_canary("check-config", "stderr", &stderr);
 }
 
-/// Every kind of secret, some of them empty (read from an empty file or an empty variable).
+/// Every kind of secret, from files and from the environment.
 fn running_config(brokers: &str) -> String {
     format!(
-        "[kafka]\nbrokers = \"{brokers}\"\ntopic = \"it-secrets\"\n\n[kafka.properties]\n\"debug\" = \"conf,security\"\n\n[kafka.secrets]\n\"sasl.password\" = {{ env = \"DRIFTD_IT_KAFKA_PASSWORD\" }}\n\"sasl.username\" = {{ env = \"DRIFTD_IT_KAFKA_USER\" }}\n\"ssl.key.password\" = {{ file = \"@/empty\" }}\n\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\n[containment]\nadmin_token = {{ file = \"@/admin-token\" }}\n\n[[containment.targets]]\nkind = \"pagerduty\"\nname = \"pd\"\nurl = \"http://127.0.0.1:1/v2/enqueue\"\nrouting_key = {{ env = \"DRIFTD_IT_ROUTING_KEY\" }}\n\n[[containment.targets]]\nkind = \"slack\"\nname = \"slack\"\nwebhook_url = {{ file = \"@/slack-url\" }}\n\n[[containment.targets]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"http://127.0.0.1:1/hook\"\nsecret = {{ file = \"@/empty\" }}\n\n[[containment.targets]]\nkind = \"unleash\"\nname = \"unleash\"\nurl = \"http://127.0.0.1:1\"\nfeature = \"f\"\nenvironment = \"e\"\ntoken = {{ env = \"DRIFTD_IT_EMPTY\" }}\n\n[[containment.policies]]\nname = \"p\"\ndeployments = [\"support-bot\"]\nalerts = [\"pd\", \"slack\"]\ncontain = [\"hook\", \"unleash\"]\n"
+        "[kafka]\nbrokers = \"{brokers}\"\ntopic = \"it-secrets\"\n\n[kafka.properties]\n\"debug\" = \"conf,security\"\n\n[kafka.secrets]\n\"sasl.password\" = {{ env = \"DRIFTD_IT_KAFKA_PASSWORD\" }}\n\"sasl.username\" = {{ env = \"DRIFTD_IT_KAFKA_USER\" }}\n\"ssl.key.password\" = {{ file = \"@/key-password\" }}\n\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\n[containment]\nadmin_token = {{ file = \"@/admin-token\" }}\n\n[[containment.targets]]\nkind = \"pagerduty\"\nname = \"pd\"\nurl = \"http://127.0.0.1:1/v2/enqueue\"\nrouting_key = {{ env = \"DRIFTD_IT_ROUTING_KEY\" }}\n\n[[containment.targets]]\nkind = \"slack\"\nname = \"slack\"\nwebhook_url = {{ file = \"@/slack-url\" }}\n\n[[containment.targets]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"http://127.0.0.1:1/hook\"\nsecret = {{ file = \"@/hook-secret\" }}\n\n[[containment.targets]]\nkind = \"unleash\"\nname = \"unleash\"\nurl = \"http://127.0.0.1:1\"\nfeature = \"f\"\nenvironment = \"e\"\ntoken = {{ file = \"@/unleash-token\" }}\n\n[[containment.policies]]\nname = \"p\"\ndeployments = [\"support-bot\"]\nalerts = [\"pd\", \"slack\"]\ncontain = [\"hook\", \"unleash\"]\n"
     )
 }
 
@@ -353,7 +367,7 @@ fn admin_addr(log: &str) -> Option<String> {
     (!port.is_empty()).then(|| format!("http://127.0.0.1:{port}"))
 }
 
-/// A running driftd with every kind of secret (some empty): a wrong bearer token, the metrics,
+/// A running driftd with every kind of secret: a wrong bearer token, the metrics,
 /// the read endpoints and the log never show a secret; the 401 never echoes the token it got.
 #[test]
 fn a_running_driftd_shows_no_secret_in_responses_metrics_or_logs() {
