@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
             || Pipeline::new(&config, Arc::new(Metrics::new("bench")), false).0,
             |mut p| {
                 for e in &batch {
-                    p.process(Some(e));
+                    p.process(0, Some(e));
                 }
                 p
             },
@@ -60,7 +60,7 @@ fn bench(c: &mut Criterion) {
 
     let (mut p, _rx) = Pipeline::new(&config, Arc::new(Metrics::new("bench")), false);
     for e in &batch {
-        p.process(Some(e));
+        p.process(0, Some(e));
     }
     c.bench_function("publish_snapshot_32_cohorts", |b| b.iter(|| p.publish()));
 }

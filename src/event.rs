@@ -97,7 +97,9 @@ fn reject(reason: Reason, field: &'static str) -> Rejection {
 }
 
 /// Which arm of the rollout produced the event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Arm {
     /// The new (fine-tuned) model under test.

@@ -14,9 +14,10 @@ use tokio::sync::watch;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::detect::{Change, DeploymentView, Detector};
+use crate::detect::{Change, DeploymentView, DetectPart, DetectPartError, Detector};
 use crate::event::{Decoder, Reason, Rejection};
 use crate::metrics::Metrics;
+use crate::state::part::{CohortsPart, PartError};
 use crate::state::{Applied, CohortTable, Snapshot};
 
 /// What the hot path publishes for readers: cohort statistics and detection state.
@@ -71,6 +72,34 @@ pub struct Pipeline {
     snapshots: watch::Sender<Arc<Published>>,
     totals: Totals,
     live: bool,
+    /// The Kafka partition of each cohort (by table index): what a state snapshot is cut by.
+    partitions: Vec<i32>,
+}
+
+/// The state of one Kafka partition's deployments: what a state snapshot holds
+/// (`crate::persist` frames and stores it).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PartitionState {
+    cohorts: CohortsPart,
+    detect: DetectPart,
+}
+
+impl PartitionState {
+    /// Number of cohorts held.
+    pub fn cohorts(&self) -> usize {
+        self.cohorts.len()
+    }
+}
+
+/// Why a partition's saved state cannot be put back.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ImportError {
+    /// The cohort state does not fit.
+    #[error(transparent)]
+    Cohorts(#[from] PartError),
+    /// The detection state does not fit.
+    #[error(transparent)]
+    Detect(#[from] DetectPartError),
 }
 
 impl Pipeline {
@@ -101,12 +130,16 @@ impl Pipeline {
             snapshots,
             totals: Totals::default(),
             live,
+            partitions: Vec::new(),
         };
         (pipeline, rx)
     }
 
-    /// Decodes, gates and applies one message payload.
-    pub fn process(&mut self, payload: Option<&[u8]>) -> Outcome {
+    /// Decodes, gates and applies one message payload, read from Kafka partition `partition`
+    /// (`driftd replay` reads one stream: partition 0). The partition is remembered per cohort
+    /// (a deployment's events share one: the message key is the deployment), so state can be
+    /// snapshotted per partition.
+    pub fn process(&mut self, partition: i32, payload: Option<&[u8]>) -> Outcome {
         let started = Instant::now();
         let outcome = match self.decoder.decode(payload) {
             Ok(event) => {
@@ -115,7 +148,13 @@ impl Pipeline {
                     Ok(applied) => {
                         match applied {
                             Applied::Overflow(_) => self.metrics.events_overflow.inc(),
-                            Applied::Cohort(i) => self.detect(i, emitted_at_ms),
+                            Applied::Cohort(i) => {
+                                if self.partitions.len() <= i {
+                                    self.partitions.resize(i + 1, partition);
+                                }
+                                self.partitions[i] = partition;
+                                self.detect(i, emitted_at_ms);
+                            }
                         }
                         if self.live {
                             let age = crate::clock::wall_ms() - emitted_at_ms;
@@ -222,6 +261,46 @@ impl Pipeline {
         self.decoder.max_bytes()
     }
 
+    /// The state of every cohort read from `partition`, and of its deployments.
+    pub fn export_partition(&self, partition: i32) -> PartitionState {
+        let (cohorts, indices) = self
+            .table
+            .export(|i| self.partitions.get(i) == Some(&partition));
+        let detect = self.detector.export(&indices);
+        PartitionState { cohorts, detect }
+    }
+
+    /// Puts back the saved state of `partition` (read from a snapshot): its cohorts and
+    /// deployments join those in memory (one already in memory is kept as it is), and every
+    /// `warn`/`fail` verdict and raised signal it holds is handed to containment again, so a
+    /// decision made before a crash is acted on. Nothing changes when it does not fit.
+    pub fn import_partition(
+        &mut self,
+        partition: i32,
+        state: PartitionState,
+    ) -> Result<(), ImportError> {
+        self.table.check(&state.cohorts)?;
+        self.detector.check(&state.detect)?;
+        let placed = self.table.import(state.cohorts)?;
+        for i in placed.iter().flatten() {
+            if self.partitions.len() <= *i {
+                self.partitions.resize(*i + 1, partition);
+            }
+            self.partitions[*i] = partition;
+        }
+        let mut again = Vec::new();
+        self.detector.import(state.detect, &placed, &mut again)?;
+        for change in again {
+            if let Some(sink) = &self.change_sink {
+                let _ = sink.send(change.clone());
+            }
+            if self.collect_changes {
+                self.changes.push(change);
+            }
+        }
+        Ok(())
+    }
+
     /// Totals since start.
     pub fn totals(&self) -> Totals {
         self.totals
@@ -268,3 +347,6 @@ fn log_change(change: &Change) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests;

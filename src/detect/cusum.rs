@@ -17,7 +17,7 @@ use super::sequential;
 use crate::state::window::Moments;
 
 /// What a cohort's values are compared against once warm-up is over.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Reference {
     /// Rate `p0`, alarm on a shift to `p1`.
     Bernoulli {
@@ -69,7 +69,7 @@ pub fn threshold_for_arl(arl0: f64) -> f64 {
 }
 
 /// How the detector is tuned.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tuning {
     /// Rate metric (0/1 values) or score.
     pub binary: bool,
@@ -86,7 +86,7 @@ pub struct Tuning {
 }
 
 /// Where a self-baseline CUSUM is: learning its reference, or watching for a shift.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum CusumPhase {
     /// Learning the reference.
     Warmup {
@@ -111,7 +111,7 @@ pub enum CusumPhase {
 }
 
 /// A self-baseline detector for one cohort and metric.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SelfBaseline {
     tuning: Tuning,
     phase: CusumPhase,

@@ -31,7 +31,7 @@ struct Rule {
 }
 
 /// One metric's canary-vs-control test for the current canary version.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Test {
     canary: Moments,
     control: Moments,
@@ -41,7 +41,7 @@ struct Test {
 }
 
 /// One deployment: its current canary version's tests, its alarms and signals, its history.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Deployment {
     name: String,
     canary_version: Option<String>,
@@ -58,7 +58,7 @@ struct Deployment {
 }
 
 /// One cohort's self-baseline CUSUMs (one per metric) and what its alarms are labelled with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct CohortDetect {
     deployment: usize,
     arm: Arm,
@@ -604,6 +604,8 @@ fn absent_signal(
         threshold: after_ms as f64 / 1000.0,
     }
 }
+
+pub mod part;
 
 #[cfg(test)]
 mod tests;

@@ -40,6 +40,7 @@ pub mod sequential;
 pub mod srm;
 mod verdict;
 
+pub use detector::part::{DetectPart, DetectPartError};
 pub use detector::Detector;
 pub use verdict::{
     Change, DeploymentView, MetricVerdicts, Signal, SignalKind, Source, Verdict, VerdictState,

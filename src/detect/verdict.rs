@@ -5,12 +5,14 @@
 //! admin API, containment and replay. Their serialized form is the replay output and the
 //! `/v1/verdicts` body, so field names are part of the interface. Plain data: no detection logic.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::event::Arm;
 
 /// A verdict state. Ordered by severity.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum VerdictState {
     /// Not enough events per arm to say anything.
@@ -45,7 +47,7 @@ impl VerdictState {
 }
 
 /// Which detector produced a verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// The anytime-valid canary-vs-control test.
@@ -65,7 +67,7 @@ impl Source {
 }
 
 /// A verdict with its evidence.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     /// Deployment.
     pub deployment: String,

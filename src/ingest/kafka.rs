@@ -262,7 +262,7 @@ async fn process(
     pipeline: &mut Pipeline,
     msg: &BorrowedMessage<'_>,
 ) -> Option<Pending> {
-    match pipeline.process(msg.payload()) {
+    match pipeline.process(msg.partition(), msg.payload()) {
         Outcome::Applied => None,
         Outcome::Rejected(rejection) => {
             tracing::debug!(

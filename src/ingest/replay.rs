@@ -92,7 +92,7 @@ pub fn replay(
             continue;
         }
         lines += 1;
-        if let Outcome::Rejected(r) = pipeline.process(Some(payload)) {
+        if let Outcome::Rejected(r) = pipeline.process(0, Some(payload)) {
             tracing::debug!(
                 line = lines,
                 reason = r.reason.as_str(),

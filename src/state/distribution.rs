@@ -7,7 +7,7 @@
 use super::window::Mergeable;
 
 /// Counts of values in equal-width bins over `[lo, hi]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Bins {
     lo: f64,
     hi: f64,
@@ -22,6 +22,11 @@ impl Bins {
             hi,
             counts: vec![0; bins].into_boxed_slice(),
         }
+    }
+
+    /// True when this distribution has `bins` bins over `[lo, hi]`.
+    pub fn fits(&self, lo: f64, hi: f64, bins: usize) -> bool {
+        self.lo == lo && self.hi == hi && self.counts.len() == bins
     }
 
     /// Records one value; values outside the range are clamped to the end bins (the decoder

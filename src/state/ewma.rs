@@ -10,7 +10,7 @@
 //! event times.
 
 /// Exponentially decayed count, sum and sum of squares.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Ewma {
     /// Decay factor per bucket: `0.5^(bucket / half_life)`.
     decay_per_bucket: f64,

@@ -19,11 +19,12 @@
 
 pub mod distribution;
 pub mod ewma;
+pub mod part;
 pub mod window;
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, MetricKind, Worse};
 use crate::event::{format_rfc3339_ms, Arm, Event};
@@ -36,7 +37,7 @@ use window::{Moments, Ring};
 pub const OVERFLOW_DEPLOYMENT: &str = "(overflow)";
 
 /// What identifies a cohort.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct CohortKey {
     /// Deployment (service) name.
     pub deployment: String,
@@ -86,14 +87,14 @@ struct Geometry {
     lateness_ms: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct MetricState {
     window: Ring<Moments>,
     distribution: Option<Ring<Bins>>,
     ewma: Ewma,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Cohort {
     key: CohortKey,
     events: u64,

@@ -15,7 +15,7 @@ pub trait Mergeable: Clone {
 
 /// Count, sum and sum of squares of a set of values: a window bucket here, an arm of a
 /// canary-vs-control test in `detect::sequential`.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Moments {
     /// Number of values.
     pub n: u64,
@@ -71,7 +71,7 @@ pub enum Landing {
 }
 
 /// A ring of `len` buckets of `width_ms` event-time milliseconds each.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Ring<T> {
     width_ms: i64,
     /// Bucket number (event time / width) each slot currently holds; `i64::MIN` = never used.
@@ -123,6 +123,15 @@ impl<T: Mergeable> Ring<T> {
                 into.merge(acc);
             }
         }
+    }
+
+    /// True when the ring has `len` buckets of `width_ms` and every bucket passes `slot_ok`:
+    /// what a ring read back from a snapshot must satisfy before the hot path indexes it.
+    pub fn fits(&self, width_ms: i64, len: usize, slot_ok: impl Fn(&T) -> bool) -> bool {
+        self.width_ms == width_ms
+            && self.ids.len() == len
+            && self.slots.len() == len
+            && self.slots.iter().all(slot_ok)
     }
 
     /// Number of buckets.
