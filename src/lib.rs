@@ -16,7 +16,8 @@
 //! | [`event`] | contract v1: decoding, validation, rejection reasons |
 //! | [`privacy`] | the PII gate over every string of an event |
 //! | [`ingest`] | the Kafka source (receive, offsets, dead-letter, drain) and the replay file source |
-//! | [`pipeline`] | decode → gate → cohort state → detection → change sink; snapshots; shared by `run`, `replay` and `demo` |
+//! | [`pipeline`] | decode → gate → cohort state → detection → change sink; published views; a partition's state cut out and put back; shared by `run`, `replay` and `demo` |
+//! | [`persist`] | state snapshot files: format (versioned, checksummed), atomic writes, the previous one kept |
 //! | [`state`] | cohorts, rolling windows, distributions, the reported EWMA — pure, event-time |
 //! | [`detect`] | verdict types and the detector: canary-vs-control tests, self-baseline CUSUM, SRM, absence — pure, event-time |
 //! | [`contain`] | latch (persisted) and ladder (transitions) — pure; retries, providers, latch store, audit log, the containment task |
@@ -45,6 +46,7 @@ pub mod ingest;
 pub mod kafka_produce;
 pub mod logging;
 pub mod metrics;
+pub mod persist;
 pub mod pipeline;
 pub mod privacy;
 pub mod signals;

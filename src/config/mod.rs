@@ -16,6 +16,7 @@ mod containment;
 mod detection;
 mod ingest;
 mod kafka;
+mod persist;
 mod secret;
 mod service;
 mod state;
@@ -30,6 +31,7 @@ pub use containment::{ContainmentConfig, PolicyConfig, PolicyMode, TriggerState}
 pub use detection::{AlarmState, DeploymentDetection, DetectionConfig, SelfBaselineConfig};
 pub use ingest::IngestConfig;
 pub use kafka::KafkaConfig;
+pub use persist::PersistConfig;
 pub use secret::SecretSource;
 pub use service::{AdminConfig, LogConfig, LogFormat, ShutdownConfig};
 pub use state::{CohortConfig, MetricConfig, MetricKind, WindowConfig, Worse};
@@ -153,6 +155,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Graceful shutdown behaviour.
     pub shutdown: ShutdownConfig,
+    /// State snapshots, so a restart loses no evidence.
+    pub persist: PersistConfig,
 }
 
 impl Default for Config {
@@ -168,6 +172,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             log: LogConfig::default(),
             shutdown: ShutdownConfig::default(),
+            persist: PersistConfig::default(),
         }
     }
 }
@@ -227,6 +232,7 @@ impl Config {
         self.containment.validate()?;
         self.shutdown.validate()?;
         self.log.validate()?;
+        self.persist.validate()?;
         Ok(())
     }
 
@@ -306,7 +312,30 @@ impl Config {
         if self.shutdown != new.shutdown {
             changed.push("shutdown");
         }
+        if self.persist != new.persist {
+            changed.push("persist");
+        }
         changed
+    }
+
+    /// Where state snapshots go: `persist.dir`, or `snapshots/` under
+    /// `containment.state_dir`.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.persist
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.containment.state_dir.join("snapshots"))
+    }
+
+    /// A short hash of the settings that decide the shape and meaning of cohort and detection
+    /// state (cohorts, windows, metrics, detection): a state snapshot written under another
+    /// value is not restored.
+    pub fn state_fingerprint(&self) -> String {
+        let canonical =
+            serde_json::to_vec(&(&self.cohorts, &self.windows, &self.metrics, &self.detection))
+                .unwrap_or_default();
+        let digest = Sha256::digest(&canonical);
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The base URL under which operators reach this driftd (links in alerts, release
