@@ -8,6 +8,7 @@ pub mod dead_letter;
 pub mod kafka;
 pub mod offsets;
 pub mod replay;
+pub mod resume;
 
 use std::collections::BTreeMap;
 
