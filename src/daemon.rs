@@ -3,8 +3,8 @@
 //! Owns how the parts are wired and driven, nothing else: create the Kafka clients (a bad client
 //! config fails here, before anything runs), start containment and the admin server (so
 //! `/healthz` answers while Kafka connects), then run the control loop — stop signal,
-//! config reload (applied, and audited whatever its outcome), publication tick, next message —
-//! until asked to stop, then drain, commit and
+//! config reload (applied, and audited whatever its outcome), publication tick, state
+//! snapshot tick, next message — until asked to stop, then drain, commit and
 //! stop the admin server. The Kafka source only receives and acknowledges; the pipeline only
 //! processes; this loop decides when each runs. Takes the outside world as arguments (config, a
 //! bound listener, controls) so tests and the demo run it in-process.
@@ -172,6 +172,9 @@ async fn consume(
     let inbox = source.inbox();
     let mut publish = tokio::time::interval(config.ingest.publish_interval);
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut persist = tokio::time::interval(config.persist.interval);
+    persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    persist.tick().await;
     loop {
         tokio::select! {
             biased;
@@ -188,8 +191,9 @@ async fn consume(
             },
             _ = publish.tick() => {
                 pipeline.publish();
-                source.tick();
+                source.tick(pipeline).await;
             }
+            _ = persist.tick() => source.persist(pipeline),
             received = inbox.recv() => source.accept(pipeline, received).await,
         }
     }

@@ -25,6 +25,20 @@ use crate::state::Snapshot;
 /// supervises.
 pub const TASKS: [&str; 2] = ["containment", "admin"];
 
+/// The `reason` label values of `driftd_snapshot_failures_total`: `crate::persist`'s reasons,
+/// and `shape` for a snapshot whose state does not fit the running config.
+pub const SNAPSHOT_FAILURES: [&str; 9] = [
+    "read",
+    "write",
+    "truncated",
+    "not_a_snapshot",
+    "version",
+    "checksum",
+    "decode",
+    "incompatible",
+    "shape",
+];
+
 /// All metrics of one driftd process.
 pub struct Metrics {
     registry: Registry,
@@ -73,6 +87,18 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// Background tasks (containment, admin server) that ended before shutdown.
     pub task_failures: IntCounterVec,
+    /// State snapshots that could not be read or written, by reason.
+    pub snapshot_failures: IntCounterVec,
+    /// State snapshots written.
+    pub snapshots_written: IntCounter,
+    /// Partitions whose state was restored from a snapshot.
+    pub snapshot_restores: IntCounter,
+    /// Time to encode and write one partition's snapshot.
+    pub snapshot_write_seconds: Histogram,
+    /// 1 while the last snapshot write failed (a full or read-only disk); readiness is 503.
+    pub snapshot_write_failing: IntGauge,
+    /// Messages skipped because restored state already holds them.
+    pub events_skipped: IntCounter,
 }
 
 const COHORT_LABELS: [&str; 4] = ["deployment", "model_version", "arm", "segment"];
@@ -317,8 +343,65 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            snapshot_failures: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "driftd_snapshot_failures_total",
+                        "State snapshots that could not be read (the previous one, or a clean start, is used) or written, by reason.",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid metric"),
+            ),
+            snapshots_written: register(
+                &r,
+                IntCounter::new(
+                    "driftd_snapshots_written_total",
+                    "Per-partition state snapshots written.",
+                )
+                .expect("valid metric"),
+            ),
+            snapshot_restores: register(
+                &r,
+                IntCounter::new(
+                    "driftd_snapshot_restores_total",
+                    "Partitions whose cohort and detection state was restored from a snapshot.",
+                )
+                .expect("valid metric"),
+            ),
+            snapshot_write_seconds: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "driftd_snapshot_write_seconds",
+                        "Time to encode and durably write one partition's state snapshot.",
+                    )
+                    .buckets(exponential_buckets(0.001, 2.0, 16).expect("valid buckets")),
+                )
+                .expect("valid metric"),
+            ),
+            snapshot_write_failing: register(
+                &r,
+                IntGauge::new(
+                    "driftd_snapshot_write_failing",
+                    "1 while the last state snapshot write failed (full or read-only disk); /readyz answers 503 meanwhile.",
+                )
+                .expect("valid metric"),
+            ),
+            events_skipped: register(
+                &r,
+                IntCounter::new(
+                    "driftd_events_skipped_total",
+                    "Messages re-read after a restart and skipped because the restored state already holds them.",
+                )
+                .expect("valid metric"),
+            ),
             registry: r,
         };
+        for reason in SNAPSHOT_FAILURES {
+            m.snapshot_failures.with_label_values(&[reason]);
+        }
         for task in TASKS {
             m.task_failures.with_label_values(&[task]);
         }

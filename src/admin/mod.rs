@@ -145,6 +145,9 @@ fn readiness(metrics: &Metrics) -> Result<(), &'static str> {
     if metrics.task_failures_total() > 0 {
         return Err("not ready: a background task stopped (driftd_task_failures_total); see the log and restart driftd\n");
     }
+    if metrics.snapshot_write_failing.get() == 1 {
+        return Err("not ready: state snapshots cannot be written (driftd_snapshot_failures_total{reason=\"write\"}); free space or fix permissions in persist.dir — consuming goes on\n");
+    }
     if metrics.ready.get() != 1 {
         return Err("not ready: waiting for a partition assignment\n");
     }

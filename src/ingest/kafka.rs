@@ -1,19 +1,22 @@
 //! The Kafka source: a consumer-group member that receives messages, hands them to the
 //! pipeline, stores their offsets at-least-once and drains at shutdown.
 //!
-//! `enable.auto.offset.store=false`: an offset is stored only after its message was applied to
-//! cohort state or its dead-letter record was acknowledged ([`super::offsets`]); librdkafka
-//! commits stored offsets in the background, and driftd commits synchronously on partition
-//! revoke and on shutdown. A malformed message is counted, dead-lettered and its offset advanced,
-//! so it can never stall a partition. Consumer lag per partition comes from librdkafka's
-//! statistics.
+//! Exactly once across restarts ([`super::resume`]): each partition's cohort and detection state
+//! is snapshotted (`crate::persist`) every `persist.interval`, when the partition is revoked and
+//! at shutdown, once every message processed is durable — applied, or dead-lettered and
+//! acknowledged ([`super::offsets`]). `enable.auto.offset.store=false`: the offset stored (and
+//! committed by librdkafka in the background, and synchronously on revoke and shutdown) is
+//! never past the older of the two snapshots kept. On assignment a partition's state is
+//! restored from its snapshot and the messages it already holds are skipped. A malformed message
+//! is counted, dead-lettered and its offset advanced, so it can never stall a partition.
+//! Consumer lag per partition comes from librdkafka's statistics.
 //!
 //! The control loop (shutdown, reload, publication ticks) belongs to [`crate::daemon`]; this
 //! module only receives, acknowledges and drains. It must not know about detection or actions,
 //! and must never log message payloads or keys (only topic, partition, offset and reason codes).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use rdkafka::consumer::{
@@ -27,14 +30,38 @@ use rdkafka::ClientContext;
 
 use super::dead_letter::DeadLetter;
 use super::offsets::{DeliveryOutcome, OffsetTracker, Pending};
+use super::resume::Progress;
 use super::IngestError;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::persist::{PersistError, SnapshotStore};
 use crate::pipeline::{Outcome, Pipeline};
+
+/// A rebalance, noted by the callback (which cannot reach the pipeline) for the control loop
+/// to act on before the next message.
+#[derive(Debug)]
+enum Note {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
 
 /// Rebalance, statistics and error callbacks.
 pub struct IngestContext {
     metrics: Arc<Metrics>,
+    notes: Arc<Mutex<Vec<Note>>>,
+}
+
+impl IngestContext {
+    fn note(&self, note: Note) {
+        self.notes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(note);
+    }
+}
+
+fn partitions(tpl: &rdkafka::TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
 }
 
 impl ClientContext for IngestContext {
@@ -60,9 +87,9 @@ impl ClientContext for IngestContext {
 impl ConsumerContext for IngestContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            // Everything received so far has been processed (the hot path handles one message
-            // at a time), so the stored offsets are exactly what is safe to commit.
+            // The stored offsets never pass a snapshot kept on disk: safe to commit.
             commit(consumer, &self.metrics, "revoke");
+            self.note(Note::Revoked(partitions(tpl)));
             tracing::info!(
                 partitions = tpl.count(),
                 "partitions revoked; offsets committed"
@@ -75,7 +102,8 @@ impl ConsumerContext for IngestContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
-                self.metrics.ready.set(1);
+                // Ready once their state is restored, by the control loop.
+                self.note(Note::Assigned(partitions(tpl)));
             }
             Rebalance::Error(e) => tracing::error!(error = %e, "rebalance failed"),
             Rebalance::Revoke(_) => {}
@@ -110,7 +138,16 @@ impl Inbox {
     }
 }
 
-/// The Kafka consumer, its dead-letter producer and the offsets not yet stored.
+/// A snapshot being written off the control loop.
+struct Write {
+    partition: i32,
+    next: i64,
+    started: Instant,
+    task: tokio::task::JoinHandle<Result<(), PersistError>>,
+}
+
+/// The Kafka consumer, its dead-letter producer, the offsets not yet durable and the state
+/// snapshots of its partitions.
 pub struct KafkaSource {
     consumer: Arc<StreamConsumer<IngestContext>>,
     dead_letter: Option<DeadLetter>,
@@ -120,6 +157,10 @@ pub struct KafkaSource {
     ready: Vec<(i32, i64)>,
     outcomes: Vec<DeliveryOutcome>,
     max_in_flight: usize,
+    notes: Arc<Mutex<Vec<Note>>>,
+    progress: Progress,
+    store: SnapshotStore,
+    writes: Vec<Write>,
 }
 
 impl KafkaSource {
@@ -142,9 +183,11 @@ impl KafkaSource {
         if !k.properties.contains_key("auto.offset.reset") {
             cc.set("auto.offset.reset", "earliest");
         }
+        let notes = Arc::new(Mutex::new(Vec::new()));
         let consumer: StreamConsumer<IngestContext> = cc
             .create_with_context(IngestContext {
                 metrics: metrics.clone(),
+                notes: notes.clone(),
             })
             .map_err(|e| redact.error(e))?;
         consumer
@@ -159,6 +202,14 @@ impl KafkaSource {
             ready: Vec::new(),
             outcomes: Vec::new(),
             max_in_flight: config.ingest.max_dead_letters_in_flight,
+            notes,
+            progress: Progress::default(),
+            store: SnapshotStore::new(
+                &config.snapshot_dir(),
+                &k.topic,
+                &config.state_fingerprint(),
+            ),
+            writes: Vec::new(),
         })
     }
 
@@ -175,10 +226,15 @@ impl KafkaSource {
         pipeline: &mut Pipeline,
         received: KafkaResult<BorrowedMessage<'_>>,
     ) {
+        self.rebalanced(pipeline).await;
         match received {
+            Ok(msg) if !self.progress.admit(msg.partition(), msg.offset()) => {
+                self.metrics.events_skipped.inc();
+            }
             Ok(msg) => {
                 let delivery =
                     process(self.dead_letter.as_ref(), &self.metrics, pipeline, &msg).await;
+                self.progress.processed(msg.partition(), msg.offset());
                 self.tracker.push(
                     msg.partition(),
                     msg.offset(),
@@ -200,11 +256,161 @@ impl KafkaSource {
         self.settle();
     }
 
-    /// Stores the offsets whose dead-letter deliveries finished since the last message (called
-    /// on the daemon's publication tick, so a quiet topic still gets its offsets stored).
-    pub fn tick(&mut self) {
+    /// Acts on rebalances, notes the dead-letter deliveries that finished and the snapshot
+    /// writes that completed (called on the daemon's publication tick, so a quiet topic gets
+    /// its partitions restored and its offsets stored too).
+    pub async fn tick(&mut self, pipeline: &mut Pipeline) {
+        self.rebalanced(pipeline).await;
         self.tracker.release(&mut self.ready, &mut self.outcomes);
         self.settle();
+        self.finish_writes(false).await;
+    }
+
+    /// Starts a snapshot of every assigned partition that changed since its last one and has
+    /// nothing pending; the file is written off this task (`persist.interval`).
+    pub fn persist(&mut self, pipeline: &Pipeline) {
+        for (partition, next) in self.progress.due() {
+            if !self.progress.active(partition) {
+                continue;
+            }
+            let started = Instant::now();
+            let bytes = self
+                .store
+                .encode(partition, next, pipeline.export_partition(partition));
+            let store = self.store.clone();
+            let task = tokio::task::spawn_blocking(move || store.write(partition, &bytes));
+            self.progress.writing(partition, next);
+            self.writes.push(Write {
+                partition,
+                next,
+                started,
+                task,
+            });
+        }
+    }
+
+    /// Handles finished snapshot writes (all of them, waiting, when `wait`): a written one
+    /// moves the partition's commit ceiling; a failed one is counted, logged, makes `/readyz`
+    /// 503 and is retried at the next interval.
+    async fn finish_writes(&mut self, wait: bool) {
+        let mut i = 0;
+        while i < self.writes.len() {
+            if !wait && !self.writes[i].task.is_finished() {
+                i += 1;
+                continue;
+            }
+            let w = self.writes.swap_remove(i);
+            let result = w.task.await.unwrap_or_else(|e| {
+                Err(PersistError::Write {
+                    path: self.store.dir().to_path_buf(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            });
+            match result {
+                Ok(()) => {
+                    self.metrics.snapshots_written.inc();
+                    self.metrics
+                        .snapshot_write_seconds
+                        .observe(w.started.elapsed().as_secs_f64());
+                    self.metrics.snapshot_write_failing.set(0);
+                    if let Some(ceiling) = self.progress.written(w.partition, w.next) {
+                        self.store_ceiling(w.partition, ceiling);
+                    }
+                }
+                Err(e) => {
+                    self.metrics
+                        .snapshot_failures
+                        .with_label_values(&[e.reason()])
+                        .inc();
+                    self.metrics.snapshot_write_failing.set(1);
+                    self.progress.write_failed(w.partition);
+                    tracing::error!(partition = w.partition, error = %e, "state snapshot not written; consuming goes on, offsets are not committed past the last snapshot");
+                }
+            }
+        }
+    }
+
+    /// Stores `ceiling` (the offset after the last message the older kept snapshot holds) as
+    /// the partition's offset to commit.
+    fn store_ceiling(&self, partition: i32, ceiling: i64) {
+        if !self.progress.active(partition) {
+            return;
+        }
+        // librdkafka commits the stored offset + 1.
+        if let Err(e) = self
+            .consumer
+            .store_offset(&self.topic, partition, ceiling - 1)
+        {
+            tracing::debug!(error = %e, partition, "offset not stored");
+        }
+    }
+
+    /// Acts on the rebalances noted since the last message: restores newly assigned
+    /// partitions from their snapshots, snapshots revoked ones.
+    async fn rebalanced(&mut self, pipeline: &mut Pipeline) {
+        let notes = std::mem::take(&mut *self.notes.lock().unwrap_or_else(PoisonError::into_inner));
+        for note in notes {
+            match note {
+                Note::Assigned(partitions) => {
+                    for p in partitions {
+                        if self.progress.assigned(p) {
+                            self.restore(p, pipeline);
+                        }
+                    }
+                    self.metrics.ready.set(1);
+                }
+                Note::Revoked(partitions) => {
+                    self.persist(pipeline);
+                    self.finish_writes(true).await;
+                    for p in partitions {
+                        self.progress.revoked(p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Restores `partition`'s state from its newest usable snapshot (none: a clean start from
+    /// the committed offset).
+    fn restore(&mut self, partition: i32, pipeline: &mut Pipeline) {
+        let loaded = self.store.load(partition);
+        for e in &loaded.failures {
+            self.metrics
+                .snapshot_failures
+                .with_label_values(&[e.reason()])
+                .inc();
+            tracing::error!(partition, error = %e, "state snapshot not usable; falling back to the previous one, or to a clean start from the committed offset");
+        }
+        let Some(snapshot) = loaded.snapshot else {
+            tracing::info!(
+                partition,
+                "no state snapshot: starting from the committed offset"
+            );
+            self.progress.restored(partition, None, Vec::new());
+            return;
+        };
+        let (next, cohorts) = (snapshot.next_offset, snapshot.state.cohorts());
+        match pipeline.import_partition(partition, snapshot.state) {
+            Ok(()) => {
+                self.metrics.snapshot_restores.inc();
+                tracing::info!(
+                    partition,
+                    cohorts,
+                    next_offset = next,
+                    written_at = %snapshot.written_at,
+                    "state restored from snapshot; messages before next_offset are skipped"
+                );
+                self.progress.restored(partition, Some(next), loaded.kept);
+            }
+            Err(e) => {
+                self.metrics
+                    .snapshot_failures
+                    .with_label_values(&["shape"])
+                    .inc();
+                tracing::error!(partition, error = %e, "state snapshot does not fit; starting from the committed offset");
+                self.progress.restored(partition, None, Vec::new());
+            }
+        }
     }
 
     /// Waits (at most `within`) for dead-letter deliveries still in flight, stores what is
@@ -225,6 +431,19 @@ impl KafkaSource {
         })
         .await;
         self.settle();
+        // The final snapshots, twice where the previous one kept is older, so that both hold
+        // the final state and the commit reaches the end: a restart re-reads nothing.
+        let written = tokio::time::timeout(within, async {
+            self.persist(pipeline);
+            self.finish_writes(true).await;
+            self.progress.double_up();
+            self.persist(pipeline);
+            self.finish_writes(true).await;
+        })
+        .await;
+        if written.is_err() {
+            tracing::error!("shutdown: state snapshots not written in time; the next start re-reads from the last snapshot");
+        }
         pipeline.publish();
         commit(&*self.consumer, &self.metrics, "shutdown");
         if let Some(dl) = &self.dead_letter {
@@ -245,10 +464,7 @@ impl KafkaSource {
             }
         }
         for (partition, offset) in self.ready.drain(..) {
-            if let Err(e) = self.consumer.store_offset(&self.topic, partition, offset) {
-                // The partition was revoked meanwhile; its new owner re-reads from the commit.
-                tracing::debug!(error = %e, partition, offset, "offset not stored");
-            }
+            self.progress.durable(partition, offset);
         }
     }
 }

@@ -143,6 +143,9 @@ pub struct Loaded {
     pub snapshot: Option<Snapshot>,
     /// Files that exist but could not be used, newest first.
     pub failures: Vec<PersistError>,
+    /// The `next_offset` of every usable file, newest first: what bounds the offset that may
+    /// be committed.
+    pub kept: Vec<i64>,
 }
 
 /// The snapshot files of one topic.
@@ -255,31 +258,23 @@ impl SnapshotStore {
         }
     }
 
-    /// The newest usable snapshot of `partition`: the current file, or the previous one when
-    /// the current one is unusable.
+    /// The newest usable snapshot of `partition` (the current file, or the previous one when
+    /// the current one is unusable), and what was wrong with the others.
     pub fn load(&self, partition: i32) -> Loaded {
         let mut loaded = Loaded::default();
         for generation in [Generation::Current, Generation::Previous] {
             match self.read(partition, generation) {
                 Ok(Some(s)) => {
-                    loaded.snapshot = Some(s);
-                    break;
+                    loaded.kept.push(s.next_offset);
+                    if loaded.snapshot.is_none() {
+                        loaded.snapshot = Some(s);
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => loaded.failures.push(e),
             }
         }
         loaded
-    }
-
-    /// The `next_offset` of each readable file of `partition`, current first: what bounds the
-    /// offset that may be committed.
-    pub fn kept_offsets(&self, partition: i32) -> Vec<i64> {
-        [Generation::Current, Generation::Previous]
-            .into_iter()
-            .filter_map(|g| self.read(partition, g).ok().flatten())
-            .map(|s| s.next_offset)
-            .collect()
     }
 }
 

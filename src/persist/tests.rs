@@ -31,7 +31,7 @@ fn a_written_snapshot_reads_back_and_the_one_it_replaces_is_kept() {
     assert_eq!(current.state.cohorts(), state(120).cohorts());
     let previous = s.read(3, Generation::Previous).unwrap().unwrap();
     assert_eq!(previous.next_offset, 100);
-    assert_eq!(s.kept_offsets(3), [250, 100]);
+    assert_eq!(s.load(3).kept, [250, 100]);
     assert!(s.read(4, Generation::Current).unwrap().is_none());
     let leftovers: Vec<_> = std::fs::read_dir(s.dir())
         .unwrap()

@@ -32,7 +32,7 @@ pub(crate) struct InProcess {
     pub(crate) admin: String,
     stop: driftd::signals::ControlHandle,
     task: tokio::task::JoinHandle<Result<Totals, driftd::daemon::DaemonError>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl InProcess {
@@ -43,17 +43,53 @@ impl InProcess {
     /// As [`InProcess::start`], with `containment` lines added to the config.
     pub(crate) async fn start_with(brokers: &str, group: &str, containment: &str) -> InProcess {
         let dir = tempfile::tempdir().unwrap();
+        let mut d = Self::start_in(
+            brokers,
+            group,
+            dir.path(),
+            &format!("[containment]\n{containment}\n"),
+        )
+        .await;
+        d._dir = Some(dir);
+        d
+    }
+
+    /// A driftd whose state (containment and snapshots) lives in `state`, which outlives it:
+    /// a later one started in the same place restores from it. `extra` is appended to the
+    /// config (whole sections).
+    pub(crate) async fn start_in(
+        brokers: &str,
+        group: &str,
+        state: &std::path::Path,
+        extra: &str,
+    ) -> InProcess {
+        let dir = state;
         // librdkafka's mock cluster keeps a closed member until its session times out (a plain
         // rdkafka consumer dropped and re-created waits the full 45 s default there too), so a
         // restart would wait that long for its partitions; 6 s keeps the restart test short.
         // Not for tansu: under load its heartbeats can take longer than that.
         let toml = format!(
-            "{}\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\n[containment]\nstate_dir = \"{}\"\n{}\n",
+            "{}\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\n{}\n",
             stream::config(brokers, TOPIC, DLQ, group),
-            dir.path().join("state").display(),
-            containment,
+            extra,
         );
-        let path = dir.path().join("driftd.toml");
+        // `state_dir` goes into the `[containment]` table, whether `extra` has one or not.
+        let toml = if toml.contains("[containment]\n") {
+            toml.replacen(
+                "[containment]\n",
+                &format!(
+                    "[containment]\nstate_dir = \"{}\"\n",
+                    dir.join("state").display()
+                ),
+                1,
+            )
+        } else {
+            format!(
+                "{toml}\n[containment]\nstate_dir = \"{}\"\n",
+                dir.join("state").display()
+            )
+        };
+        let path = dir.join("driftd.toml");
         std::fs::write(&path, toml).unwrap();
         let config = Config::load(&path).expect("the test config is valid");
         let metrics = Arc::new(Metrics::new(&config.hash()));
@@ -68,11 +104,20 @@ impl InProcess {
             admin,
             stop,
             task,
-            _dir: dir,
+            _dir: None,
         }
     }
 
-    async fn get(&self, path: &str) -> Option<String> {
+    /// Ends the run abruptly, as a `kill -9` would for its state: no drain, no final commit,
+    /// no final snapshot. (The containment and admin tasks it spawned are then asked to stop,
+    /// so they do not outlive the test.)
+    pub(crate) async fn crash(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        self.stop.shutdown();
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> Option<String> {
         let resp = reqwest::Client::new()
             .get(format!("{}{path}", self.admin))
             .timeout(Duration::from_secs(5))
@@ -85,12 +130,12 @@ impl InProcess {
         resp.text().await.ok()
     }
 
-    async fn metrics(&self) -> support::Metrics {
+    pub(crate) async fn metrics(&self) -> support::Metrics {
         support::Metrics::parse(&self.get("/metrics").await.unwrap_or_default())
     }
 
     /// Polls `/metrics` until `cond` holds; panics with the last scrape after `timeout`.
-    async fn wait_metrics(
+    pub(crate) async fn wait_metrics(
         &self,
         timeout: Duration,
         what: &str,

@@ -19,6 +19,7 @@ mod gate;
 mod kafka_e2e;
 mod memory;
 mod privacy_corpus;
+mod restart;
 mod secrets;
 mod stream;
 mod support;
