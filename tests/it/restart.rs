@@ -198,3 +198,61 @@ async fn a_crash_part_way_loses_no_event_counts_none_twice_and_keeps_the_evidenc
     );
     second.stop().await;
 }
+
+/// A snapshot directory that cannot be written (here: its parent is a regular file, which
+/// fails like a read-only or full disk does): counted, logged, `/readyz` 503 — and driftd goes
+/// on consuming, and a contained deployment's gate stays closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_that_cannot_be_written_make_driftd_unready_but_it_keeps_consuming_and_containing(
+) {
+    let cluster = daemon::cluster();
+    let brokers = cluster.bootstrap_servers();
+    let (events, _) = generate();
+    produce(&brokers, &events[..2_000]).await;
+    let state = tempfile::tempdir().unwrap();
+    let blocker = state.path().join("not-a-directory");
+    std::fs::write(&blocker, b"x").unwrap();
+    let token = state.path().join("token");
+    std::fs::write(&token, "admin-token-for-tests-0099\n").unwrap();
+    let d = InProcess::start_in(
+        &brokers,
+        &support::unique("nodisk"),
+        state.path(),
+        &format!(
+            "[persist]\ninterval = \"1s\"\ndir = \"{}\"\n\n[containment]\nadmin_token = {{ file = \"{}\" }}\n",
+            blocker.join("snapshots").display(),
+            token.display()
+        ),
+    )
+    .await;
+    d.wait_metrics(Duration::from_secs(60), "a failed snapshot write", |m| {
+        m.sum("driftd_snapshot_failures_total", &[("reason", "write")]) >= 1.0
+            && m.sum("driftd_snapshot_write_failing", &[]) == 1.0
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let ready = client.get(format!("{}/readyz", d.admin)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("snapshots cannot be written"));
+
+    let contained = client
+        .post(format!("{}/v1/deployments/support-bot/contain", d.admin))
+        .bearer_auth("admin-token-for-tests-0099")
+        .json(&serde_json::json!({"operator": "it", "reason": "disk test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(contained.status(), 200);
+    produce(&brokers, &events[2_000..4_000]).await;
+    d.wait_metrics(Duration::from_secs(60), "consuming goes on", |m| {
+        m.sum("driftd_events_total", &[("outcome", "applied")]) >= 4_000.0
+    })
+    .await;
+    let gate = client
+        .get(format!("{}/v1/gate/support-bot", d.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gate.status(), 503, "the gate of a contained deployment stays closed");
+    d.stop().await;
+}
