@@ -2,14 +2,15 @@
 //!
 //! An offset may be stored (and so committed) only when its message's effect is durable: applied
 //! to cohort state, or, for a rejected message, accepted by the dead-letter topic. Dead-letter
-//! deliveries complete asynchronously, so this tracker keeps messages in consumption order and
-//! releases offsets from the front only while everything before them is done. Valid traffic
+//! deliveries complete asynchronously, so this tracker keeps each partition's messages in
+//! consumption order and releases a partition's offsets from its front only while everything
+//! before them on that partition is done. Valid traffic
 //! never waits: with nothing pending, an applied message's offset is stored at once.
 //!
 //! The tracker knows nothing of Kafka clients: a delivery is any future of a
 //! [`DeliveryOutcome`], which keeps it testable without a broker.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -37,20 +38,21 @@ impl From<Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>> for 
 pub type Pending = BoxFuture<'static, DeliveryOutcome>;
 
 struct Held {
-    partition: i32,
     offset: i64,
     delivery: Option<Pending>,
 }
 
-/// Offsets waiting for earlier dead-letter deliveries.
+/// Offsets waiting for earlier dead-letter deliveries of their own partition: one partition's
+/// slow delivery never holds back another's offsets (nor, so, its state snapshots).
 #[derive(Default)]
 pub struct OffsetTracker {
-    queue: VecDeque<Held>,
+    queues: BTreeMap<i32, VecDeque<Held>>,
+    len: usize,
 }
 
 impl OffsetTracker {
     /// Records a processed message. Appends to `ready` the offsets that may be stored now, in
-    /// consumption order, and to `outcomes` the deliveries that finished.
+    /// consumption order within each partition, and to `outcomes` the deliveries that finished.
     pub fn push(
         &mut self,
         partition: i32,
@@ -59,33 +61,37 @@ impl OffsetTracker {
         ready: &mut Vec<(i32, i64)>,
         outcomes: &mut Vec<DeliveryOutcome>,
     ) {
-        if self.queue.is_empty() && delivery.is_none() {
+        let queue = self.queues.entry(partition).or_default();
+        if queue.is_empty() && delivery.is_none() {
             ready.push((partition, offset));
-            return;
+        } else {
+            queue.push_back(Held { offset, delivery });
+            self.len += 1;
         }
-        self.queue.push_back(Held {
-            partition,
-            offset,
-            delivery,
-        });
-        self.release(ready, outcomes);
+        if self.len > 0 {
+            self.release(ready, outcomes);
+        }
     }
 
-    /// Releases the front of the queue while its deliveries have completed.
+    /// Releases the front of each partition's queue while its deliveries have completed.
     pub fn release(&mut self, ready: &mut Vec<(i32, i64)>, outcomes: &mut Vec<DeliveryOutcome>) {
-        while let Some(front) = self.queue.front_mut() {
-            if let Some(d) = front.delivery.as_mut() {
-                match d.now_or_never() {
-                    None => return,
-                    Some(outcome) => outcomes.push(outcome),
+        for (&partition, queue) in &mut self.queues {
+            while let Some(front) = queue.front_mut() {
+                if let Some(d) = front.delivery.as_mut() {
+                    match d.now_or_never() {
+                        None => break,
+                        Some(outcome) => outcomes.push(outcome),
+                    }
                 }
+                let held = queue.pop_front().expect("front exists");
+                self.len -= 1;
+                ready.push((partition, held.offset));
             }
-            let held = self.queue.pop_front().expect("front exists");
-            ready.push((held.partition, held.offset));
         }
     }
 
-    /// Waits for the oldest pending delivery, then releases what follows it.
+    /// Waits for the oldest pending delivery of the lowest partition holding one, then
+    /// releases what can go.
     ///
     /// Cancel-safe: the delivery stays in the queue until it has completed, so a caller that
     /// gives up waiting (a shutdown deadline) never has an offset released early.
@@ -94,7 +100,11 @@ impl OffsetTracker {
         ready: &mut Vec<(i32, i64)>,
         outcomes: &mut Vec<DeliveryOutcome>,
     ) {
-        if let Some(front) = self.queue.front_mut() {
+        let front = self
+            .queues
+            .values_mut()
+            .find_map(|q| q.front_mut().filter(|h| h.delivery.is_some()));
+        if let Some(front) = front {
             if let Some(d) = front.delivery.as_mut() {
                 let outcome = d.await;
                 front.delivery = None;
@@ -106,12 +116,12 @@ impl OffsetTracker {
 
     /// Messages held back.
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.len
     }
 
     /// True when no offset is held back.
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.len == 0
     }
 }
 

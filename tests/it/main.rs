@@ -20,6 +20,8 @@ mod kafka_e2e;
 mod memory;
 mod privacy_corpus;
 mod restart;
+#[cfg(feature = "e2e")]
+mod restart_e2e;
 mod secrets;
 mod stream;
 mod support;

@@ -231,9 +231,17 @@ async fn snapshots_that_cannot_be_written_make_driftd_unready_but_it_keeps_consu
     })
     .await;
     let client = reqwest::Client::new();
-    let ready = client.get(format!("{}/readyz", d.admin)).send().await.unwrap();
+    let ready = client
+        .get(format!("{}/readyz", d.admin))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 503);
-    assert!(ready.text().await.unwrap().contains("snapshots cannot be written"));
+    assert!(ready
+        .text()
+        .await
+        .unwrap()
+        .contains("snapshots cannot be written"));
 
     let contained = client
         .post(format!("{}/v1/deployments/support-bot/contain", d.admin))
@@ -253,6 +261,10 @@ async fn snapshots_that_cannot_be_written_make_driftd_unready_but_it_keeps_consu
         .send()
         .await
         .unwrap();
-    assert_eq!(gate.status(), 503, "the gate of a contained deployment stays closed");
+    assert_eq!(
+        gate.status(),
+        503,
+        "the gate of a contained deployment stays closed"
+    );
     d.stop().await;
 }
