@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -25,6 +26,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 
+use super::connectivity::Connectivity;
 use super::dead_letter::DeadLetter;
 use super::offsets::{DeliveryOutcome, OffsetTracker, Pending};
 use super::IngestError;
@@ -35,10 +37,19 @@ use crate::pipeline::{Outcome, Pipeline};
 /// Rebalance, statistics and error callbacks.
 pub struct IngestContext {
     metrics: Arc<Metrics>,
+    connectivity: Arc<Connectivity>,
 }
 
 impl ClientContext for IngestContext {
     fn stats(&self, statistics: Statistics) {
+        // librdkafka's internal pseudo-broker is no sign of a reachable cluster.
+        if statistics
+            .brokers
+            .values()
+            .any(|b| b.state == "UP" && b.source != "internal")
+        {
+            self.connectivity.reachable();
+        }
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 // Partition -1 is librdkafka's internal "unassigned" queue.
@@ -53,7 +64,11 @@ impl ClientContext for IngestContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(error = %error, reason, "kafka client error (librdkafka keeps retrying)");
+        self.connectivity.error("consumer", &error, reason);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        super::connectivity::librdkafka_log(level, fac, log_message);
     }
 }
 
@@ -142,9 +157,11 @@ impl KafkaSource {
         if !k.properties.contains_key("auto.offset.reset") {
             cc.set("auto.offset.reset", "earliest");
         }
+        let connectivity = Arc::new(Connectivity::new(&k.brokers));
         let consumer: StreamConsumer<IngestContext> = cc
             .create_with_context(IngestContext {
                 metrics: metrics.clone(),
+                connectivity: connectivity.clone(),
             })
             .map_err(|e| redact.error(e))?;
         consumer
@@ -152,7 +169,7 @@ impl KafkaSource {
             .map_err(|e| redact.error(e))?;
         Ok(KafkaSource {
             consumer: Arc::new(consumer),
-            dead_letter: DeadLetter::new(config)?,
+            dead_letter: DeadLetter::new(config, connectivity)?,
             topic: k.topic.clone(),
             metrics,
             tracker: OffsetTracker::default(),
@@ -193,8 +210,18 @@ impl KafkaSource {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "kafka receive error; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // The error callback has usually said this already; the rate limit keeps one.
+                self.consumer
+                    .context()
+                    .connectivity
+                    .error("consumer", &e, "");
+                // Each error is one queued event, so taking the next at once cannot spin. A
+                // pause here made errors queue up during a broker outage (librdkafka raises
+                // them faster than one per pause) and delayed the messages, rebalances and
+                // statistics behind them by seconds after the broker was back.
+                if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
         }
         self.settle();
