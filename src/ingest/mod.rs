@@ -93,6 +93,18 @@ impl Redact {
 mod tests {
     use super::*;
 
+    /// Regression: with librdkafka's 10 s cap, consumption resumed up to 12 s after a restarted
+    /// broker was ready (tests/it/broker_faults.rs measures it against tansu).
+    #[test]
+    fn reconnects_are_retried_within_a_second_unless_the_operator_says_otherwise() {
+        let (cc, _) = client_config(&Config::default()).unwrap();
+        assert_eq!(cc.get("reconnect.backoff.max.ms"), Some("1000"));
+        let config =
+            Config::parse("[kafka.properties]\n\"reconnect.backoff.max.ms\" = \"5000\"\n").unwrap();
+        let (cc, _) = client_config(&config).unwrap();
+        assert_eq!(cc.get("reconnect.backoff.max.ms"), Some("5000"));
+    }
+
     /// librdkafka quotes a value it refuses; a secret must not reach the error that `main`
     /// prints and the log records.
     #[test]
