@@ -14,6 +14,7 @@ use rdkafka::message::ToBytes;
 use rdkafka::producer::future_producer::DeliveryFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
 
 /// Pause before retrying a record refused with `QueueFull`: long enough for librdkafka's
 /// background thread to hand a batch to the broker, short enough not to stall a fast producer.
@@ -21,13 +22,14 @@ const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 
 /// Enqueues `record`, retrying while the producer's queue is full. Returns the delivery to wait
 /// for, or the error with which librdkafka refused the record for any other reason.
-pub async fn send<K, P>(
-    producer: &FutureProducer,
+pub async fn send<K, P, C>(
+    producer: &FutureProducer<C>,
     mut record: FutureRecord<'_, K, P>,
 ) -> Result<DeliveryFuture, KafkaError>
 where
     K: ToBytes + ?Sized,
     P: ToBytes + ?Sized,
+    C: ClientContext + 'static,
 {
     loop {
         match producer.send_result(record) {

@@ -9,12 +9,17 @@
 //! `driftd-payload: withheld`. Personal data must not be copied anywhere. This module must not
 //! log payloads or keys.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::future_producer::DeliveryFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientContext;
 
+use super::connectivity::Connectivity;
 use super::IngestError;
 use crate::config::Config;
 use crate::event::{Reason, Rejection};
@@ -42,15 +47,36 @@ fn may_copy(reason: Reason, key: Option<&[u8]>, payload: Option<&[u8]>) -> bool 
     reason != Reason::PiiSuspected && clean(key) && clean(payload)
 }
 
+/// The dead-letter producer's callbacks: its errors and logs join the consumer's in one
+/// rate-limited report of the brokers' reachability.
+pub struct DeadLetterContext {
+    connectivity: Arc<Connectivity>,
+}
+
+impl ClientContext for DeadLetterContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.connectivity
+            .error("dead-letter producer", &error, reason);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        super::connectivity::librdkafka_log(level, fac, log_message);
+    }
+}
+
 /// Produces dead-letter records.
 pub struct DeadLetter {
-    producer: FutureProducer,
+    producer: FutureProducer<DeadLetterContext>,
     topic: String,
 }
 
 impl DeadLetter {
     /// A producer for `kafka.dead_letter_topic`, or `None` when dead-lettering is disabled.
-    pub fn new(config: &Config) -> Result<Option<DeadLetter>, IngestError> {
+    /// Its errors are reported to `connectivity`.
+    pub fn new(
+        config: &Config,
+        connectivity: Arc<Connectivity>,
+    ) -> Result<Option<DeadLetter>, IngestError> {
         if config.kafka.dead_letter_topic.is_empty() {
             return Ok(None);
         }
@@ -58,7 +84,9 @@ impl DeadLetter {
         cc.set("enable.idempotence", "true");
         cc.set("linger.ms", "5");
         cc.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
-        let producer: FutureProducer = cc.create().map_err(|e| redact.error(e))?;
+        let producer: FutureProducer<DeadLetterContext> = cc
+            .create_with_context(DeadLetterContext { connectivity })
+            .map_err(|e| redact.error(e))?;
         Ok(Some(DeadLetter {
             producer,
             topic: config.kafka.dead_letter_topic.clone(),

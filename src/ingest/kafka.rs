@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -28,6 +29,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 
+use super::connectivity::Connectivity;
 use super::dead_letter::DeadLetter;
 use super::offsets::{DeliveryOutcome, OffsetTracker, Pending};
 use super::resume::Progress;
@@ -49,6 +51,7 @@ enum Note {
 pub struct IngestContext {
     metrics: Arc<Metrics>,
     notes: Arc<Mutex<Vec<Note>>>,
+    connectivity: Arc<Connectivity>,
 }
 
 impl IngestContext {
@@ -66,6 +69,14 @@ fn partitions(tpl: &rdkafka::TopicPartitionList) -> Vec<i32> {
 
 impl ClientContext for IngestContext {
     fn stats(&self, statistics: Statistics) {
+        // librdkafka's internal pseudo-broker is no sign of a reachable cluster.
+        if statistics
+            .brokers
+            .values()
+            .any(|b| b.state == "UP" && b.source != "internal")
+        {
+            self.connectivity.reachable();
+        }
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 // Partition -1 is librdkafka's internal "unassigned" queue.
@@ -80,7 +91,11 @@ impl ClientContext for IngestContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(error = %error, reason, "kafka client error (librdkafka keeps retrying)");
+        self.connectivity.error("consumer", &error, reason);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        super::connectivity::librdkafka_log(level, fac, log_message);
     }
 }
 
@@ -184,10 +199,12 @@ impl KafkaSource {
             cc.set("auto.offset.reset", "earliest");
         }
         let notes = Arc::new(Mutex::new(Vec::new()));
+        let connectivity = Arc::new(Connectivity::new(&k.brokers));
         let consumer: StreamConsumer<IngestContext> = cc
             .create_with_context(IngestContext {
                 metrics: metrics.clone(),
                 notes: notes.clone(),
+                connectivity: connectivity.clone(),
             })
             .map_err(|e| redact.error(e))?;
         consumer
@@ -195,7 +212,7 @@ impl KafkaSource {
             .map_err(|e| redact.error(e))?;
         Ok(KafkaSource {
             consumer: Arc::new(consumer),
-            dead_letter: DeadLetter::new(config)?,
+            dead_letter: DeadLetter::new(config, connectivity)?,
             topic: k.topic.clone(),
             metrics,
             tracker: OffsetTracker::default(),
@@ -249,8 +266,18 @@ impl KafkaSource {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "kafka receive error; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // The error callback has usually said this already; the rate limit keeps one.
+                self.consumer
+                    .context()
+                    .connectivity
+                    .error("consumer", &e, "");
+                // Each error is one queued event, so taking the next at once cannot spin. A
+                // pause here made errors queue up during a broker outage (librdkafka raises
+                // them faster than one per pause) and delayed the messages, rebalances and
+                // statistics behind them by seconds after the broker was back.
+                if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
         }
         self.settle();

@@ -4,6 +4,7 @@
 //! Owns how messages arrive and how their consumption is acknowledged. Both sources hand bytes
 //! to the shared [`crate::pipeline::Pipeline`]; neither knows about detection or actions.
 
+pub mod connectivity;
 pub mod dead_letter;
 pub mod kafka;
 pub mod offsets;
@@ -39,12 +40,23 @@ pub enum IngestError {
     DrainTimeout(std::time::Duration),
 }
 
+/// The longest pause between two reconnection attempts to a broker (`reconnect.backoff.max.ms`)
+/// unless `kafka.properties` sets it: librdkafka's default is 10 s.
+pub const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
+
 /// A librdkafka client config with driftd's fixed settings and the operator's pass-through
 /// properties (secrets resolved), and the [`Redact`] for errors of the clients made from it.
 /// Never log the config.
 pub fn client_config(config: &Config) -> Result<(ClientConfig, Redact), IngestError> {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &config.kafka.brokers);
+    // librdkafka doubles the pause between reconnects up to 10 s and forgets the doubling only
+    // after 10 s without an attempt, so a broker restarted twice within that (a rolling
+    // restart, or one that refuses connections while it starts) was first retried up to 10 s
+    // after it was back, and a guard is blind that long. Measured against tansu restarts:
+    // consumption resumed after up to 10 s with the default, see tests/it/broker_faults.rs.
+    // An operator's kafka.properties value wins.
+    cc.set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS);
     let props: BTreeMap<String, String> = config.kafka.client_properties()?;
     for (k, v) in &props {
         cc.set(k, v);
@@ -81,6 +93,18 @@ impl Redact {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: with librdkafka's 10 s cap, consumption resumed up to 12 s after a restarted
+    /// broker was ready (tests/it/broker_faults.rs measures it against tansu).
+    #[test]
+    fn reconnects_are_retried_within_a_second_unless_the_operator_says_otherwise() {
+        let (cc, _) = client_config(&Config::default()).unwrap();
+        assert_eq!(cc.get("reconnect.backoff.max.ms"), Some("1000"));
+        let config =
+            Config::parse("[kafka.properties]\n\"reconnect.backoff.max.ms\" = \"5000\"\n").unwrap();
+        let (cc, _) = client_config(&config).unwrap();
+        assert_eq!(cc.get("reconnect.backoff.max.ms"), Some("5000"));
+    }
 
     /// librdkafka quotes a value it refuses; a secret must not reach the error that `main`
     /// prints and the log records.

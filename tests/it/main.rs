@@ -8,6 +8,8 @@
 //! service is missing.
 
 mod admin;
+#[cfg(feature = "e2e")]
+mod broker_faults;
 mod cli;
 mod contain;
 #[cfg(feature = "e2e")]

@@ -208,3 +208,23 @@ proptest! {
         }
     }
 }
+
+/// Regression: a partition that went quiet kept an older snapshot beside its newest, so its
+/// commit stayed behind the end for good (lag that never cleared).
+#[test]
+fn a_quiet_partition_is_snapshotted_once_more_so_its_commit_reaches_the_end() {
+    let mut p = Progress::default();
+    p.assigned(0);
+    p.restored(0, None, vec![]);
+    for next in [10, 20] {
+        p.processed(0, next - 1);
+        p.durable(0, next - 1);
+        p.writing(0, next);
+        p.written(0, next);
+    }
+    assert_eq!(p.ceiling(0), Some(10));
+    assert_eq!(p.due(), [(0, 20)], "quiet, but the older snapshot is behind");
+    p.writing(0, 20);
+    assert_eq!(p.written(0, 20), Some(20));
+    assert!(p.due().is_empty(), "nothing more to do");
+}
