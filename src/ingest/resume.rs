@@ -113,12 +113,18 @@ impl Progress {
     }
 
     /// Partitions whose state may be snapshotted now, with the `next` the snapshot records:
-    /// changed since the last one, nothing pending, no write in flight.
+    /// nothing pending, no write in flight, and either changed since the last snapshot or quiet
+    /// with an older snapshot still kept beside the newest (one more write then lets the commit
+    /// reach the end, so a quiet partition shows no lag).
     pub fn due(&self) -> Vec<(i32, i64)> {
         self.parts
             .iter()
             .filter(|(_, p)| {
-                p.dirty && p.writing.is_none() && p.next.is_some() && p.durable == p.next
+                let behind = p.kept.get(1).is_some_and(|k| Some(*k) != p.next);
+                (p.dirty || behind)
+                    && p.writing.is_none()
+                    && p.next.is_some()
+                    && p.durable == p.next
             })
             .map(|(&partition, p)| (partition, p.next.expect("checked")))
             .collect()

@@ -223,7 +223,11 @@ fn a_quiet_partition_is_snapshotted_once_more_so_its_commit_reaches_the_end() {
         p.written(0, next);
     }
     assert_eq!(p.ceiling(0), Some(10));
-    assert_eq!(p.due(), [(0, 20)], "quiet, but the older snapshot is behind");
+    assert_eq!(
+        p.due(),
+        [(0, 20)],
+        "quiet, but the older snapshot is behind"
+    );
     p.writing(0, 20);
     assert_eq!(p.written(0, 20), Some(20));
     assert!(p.due().is_empty(), "nothing more to do");
