@@ -19,6 +19,9 @@ SERVICES=$ROOT/.test-services
 CARGO_FUZZ_VERSION=0.13.2
 CARGO_FUZZ_ROOT=$CACHE/cargo-fuzz-$CARGO_FUZZ_VERSION
 CARGO_FUZZ=$CARGO_FUZZ_ROOT/bin/cargo-fuzz
+# The fuzz build (every dependency instrumented) is cached across clones like tansu: only the
+# first run on a machine builds the dependencies.
+FUZZ_TARGET_DIR=$CACHE/fuzz-target
 # The targets in fuzz/fuzz_targets/ that the test command runs, each for FUZZ_SECONDS.
 FUZZ_TARGETS=(decode config)
 FUZZ_SECONDS=${DRIFTD_FUZZ_SECONDS:-60}
@@ -77,9 +80,9 @@ install_fuzz_tools() {
 }
 
 # `cargo +nightly fuzz`, with exactly the cargo-fuzz installed above (cargo would prefer another
-# one in ~/.cargo/bin).
+# one in ~/.cargo/bin) and the cached target directory.
 cargo_fuzz() {
-  RUSTUP_TOOLCHAIN=nightly "$CARGO_FUZZ" fuzz "$@"
+  RUSTUP_TOOLCHAIN=nightly CARGO_TARGET_DIR="$FUZZ_TARGET_DIR" "$CARGO_FUZZ" fuzz "$@"
 }
 
 # Runs each fuzz target for FUZZ_SECONDS from the committed seeds in fuzz/corpus/<target>; what
@@ -94,7 +97,7 @@ run_fuzz_targets() {
   local target grown out
   for target in "${FUZZ_TARGETS[@]}"; do
     grown=$CACHE/fuzz-corpus/$target
-    out=$ROOT/fuzz/target/$target.log
+    out=$FUZZ_TARGET_DIR/$target.log
     mkdir -p "$grown"
     log "fuzzing $target for ${FUZZ_SECONDS}s (log: $out)"
     if ! cargo_fuzz run "$target" "$grown" "fuzz/corpus/$target" -- \
