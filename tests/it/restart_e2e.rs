@@ -5,8 +5,8 @@
 //! every malformed event was dead-lettered, and the canary-vs-control evidence equals that of
 //! one uninterrupted pass of the same events through the pipeline (what `driftd replay` runs).
 //!
-//! Size: `DRIFTD_KILL_EVENTS` events and `DRIFTD_KILLS` kills, default 100,000 and 10 (the
-//! test command's time budget; the README records a run with 1,000,000); the figures are
+//! Size: `DRIFTD_KILL_EVENTS` events and `DRIFTD_KILLS` kills, default 100,000 and 5 (the test
+//! command's time budget: each restart waits for tansu's group coordinator); the figures are
 //! printed. The consumers use static group membership (`group.instance.id`): tansu keeps a
 //! killed member in the group, so a restart under a new member id would get no partitions.
 
@@ -125,7 +125,7 @@ fn evidence(views: &[Value]) -> BTreeMap<(String, String), Value> {
 #[test]
 fn kill_9_while_consuming_loses_no_event_counts_none_twice_and_keeps_the_evidence() {
     let events = env_or("DRIFTD_KILL_EVENTS", 100_000);
-    let kills = env_or("DRIFTD_KILLS", 10);
+    let kills = env_or("DRIFTD_KILLS", 5);
     let broker = support::broker();
     let brokers = broker.addr.clone();
     let topic = support::unique("it-kill");
@@ -171,9 +171,10 @@ fn kill_9_while_consuming_loses_no_event_counts_none_twice_and_keeps_the_evidenc
 
     let state = tempfile::tempdir().unwrap();
     // A killed member stays in the group until its session times out (in tansu: for good), so
-    // the restart rejoins as the same static member.
+    // the restart rejoins as the same static member. 30 s: under load tansu's coordinator
+    // answers heartbeats late, and 10 s lost the assignment over and over.
     let toml = format!(
-        "{}\n[kafka.properties]\n\"session.timeout.ms\" = \"10000\"\n\"group.instance.id\" = \"driftd-kill-test\"\n\n[containment]\nstate_dir = \"{}\"\n\n[persist]\ninterval = \"2s\"\n",
+        "{}\n[kafka.properties]\n\"session.timeout.ms\" = \"30000\"\n\"group.instance.id\" = \"driftd-kill-test\"\n\n[containment]\nstate_dir = \"{}\"\n\n[persist]\ninterval = \"2s\"\n",
         stream::config(&brokers, &topic, &dlq, &group),
         state.path().join("state").display()
     );
@@ -186,7 +187,7 @@ fn kill_9_while_consuming_loses_no_event_counts_none_twice_and_keeps_the_evidenc
         // Kill at a random point of the k-th slice of the stream.
         let target = total * (k + 1) / (kills + 1) + rng.random_range(0..total / (kills + 1) / 2);
         let mut resumed = None;
-        d.wait_until(Duration::from_secs(300), "progress before the kill", || {
+        d.wait_until(Duration::from_secs(600), "progress before the kill", || {
             let n: u64 = counts(&d).map(|c| c.values().sum()).unwrap_or(0);
             let applied = d.metrics().sum("driftd_events_total", &[]);
             if resumed.is_none() && applied > 0.0 {
