@@ -458,12 +458,12 @@ impl KafkaSource {
         })
         .await;
         self.settle();
-        // The final snapshots, twice where the previous one kept is older, so that both hold
-        // the final state and the commit reaches the end: a restart re-reads nothing.
+        // The final snapshots, and a second round for the partitions whose older kept snapshot
+        // is now behind (`Progress::due`), so that both hold the final state and the commit
+        // reaches the end: a restart re-reads nothing.
         let written = tokio::time::timeout(within, async {
             self.persist(pipeline);
             self.finish_writes(true).await;
-            self.progress.double_up();
             self.persist(pipeline);
             self.finish_writes(true).await;
         })

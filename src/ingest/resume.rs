@@ -156,20 +156,6 @@ impl Progress {
         }
     }
 
-    /// At shutdown, after the final snapshots: makes every partition whose two kept snapshots
-    /// differ due again, so a second write leaves both at the final state and the commit can
-    /// reach its end (a clean stop leaves no lag behind).
-    pub fn double_up(&mut self) {
-        for p in self.parts.values_mut() {
-            if p.active
-                && p.next.is_some()
-                && (p.kept.len() < 2 || p.kept.iter().any(|k| Some(*k) != p.next))
-            {
-                p.dirty = true;
-            }
-        }
-    }
-
     /// The offset that may be committed for `partition` (see [`Progress::written`]).
     pub fn ceiling(&self, partition: i32) -> Option<i64> {
         self.parts.get(&partition)?.kept.iter().copied().min()
