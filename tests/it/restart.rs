@@ -63,43 +63,12 @@ async fn produce(brokers: &str, events: &[(String, Vec<u8>)]) {
 }
 
 async fn counts(d: &InProcess) -> BTreeMap<(String, String), u64> {
-    let cohorts: Value = serde_json::from_str(&d.get("/v1/cohorts").await.unwrap()).unwrap();
-    let mut out = BTreeMap::new();
-    for c in cohorts["cohorts"].as_array().unwrap() {
-        *out.entry((
-            c["deployment"].as_str().unwrap().to_string(),
-            c["arm"].as_str().unwrap().to_string(),
-        ))
-        .or_insert(0) += c["events_total"].as_u64().unwrap();
-    }
-    out
+    support::cohort_counts(&serde_json::from_str(&d.get("/v1/cohorts").await.unwrap()).unwrap())
 }
 
-/// Per deployment and metric: the combined state and the canary-vs-control test's events per
-/// arm, state, estimate and p-value.
 async fn evidence(d: &InProcess) -> BTreeMap<(String, String), Value> {
     let verdicts: Value = serde_json::from_str(&d.get("/v1/verdicts").await.unwrap()).unwrap();
-    let mut out = BTreeMap::new();
-    for dep in verdicts["deployments"].as_array().unwrap() {
-        for m in dep["metrics"].as_array().unwrap() {
-            let ab = &m["canary_vs_control"];
-            out.insert(
-                (
-                    dep["deployment"].as_str().unwrap().to_string(),
-                    m["metric"].as_str().unwrap().to_string(),
-                ),
-                serde_json::json!({
-                    "state": m["state"],
-                    "ab_state": ab["state"],
-                    "n_canary": ab["n_canary"],
-                    "n_control": ab["n_control"],
-                    "estimate": ab["estimate"],
-                    "p_value": ab["p_value"],
-                }),
-            );
-        }
-    }
-    out
+    support::evidence(verdicts["deployments"].as_array().unwrap())
 }
 
 async fn run_to_end(what: &str, d: &InProcess, expected: &BTreeMap<(String, String), u64>) {

@@ -85,41 +85,7 @@ fn generate(events: u64) -> Stream {
 
 fn counts(d: &Driftd) -> Option<BTreeMap<(String, String), u64>> {
     let cohorts: Value = serde_json::from_str(&d.get("/v1/cohorts")?).ok()?;
-    let mut out = BTreeMap::new();
-    for c in cohorts["cohorts"].as_array()? {
-        *out.entry((
-            c["deployment"].as_str()?.to_string(),
-            c["arm"].as_str()?.to_string(),
-        ))
-        .or_insert(0) += c["events_total"].as_u64()?;
-    }
-    Some(out)
-}
-
-/// Per deployment and metric: combined state and the canary-vs-control test's events per arm,
-/// state, estimate and p-value.
-fn evidence(views: &[Value]) -> BTreeMap<(String, String), Value> {
-    let mut out = BTreeMap::new();
-    for dep in views {
-        for m in dep["metrics"].as_array().unwrap() {
-            let ab = &m["canary_vs_control"];
-            out.insert(
-                (
-                    dep["deployment"].as_str().unwrap().to_string(),
-                    m["metric"].as_str().unwrap().to_string(),
-                ),
-                serde_json::json!({
-                    "state": m["state"],
-                    "ab_state": ab["state"],
-                    "n_canary": ab["n_canary"],
-                    "n_control": ab["n_control"],
-                    "estimate": ab["estimate"],
-                    "p_value": ab["p_value"],
-                }),
-            );
-        }
-    }
-    out
+    Some(support::cohort_counts(&cohorts))
 }
 
 #[test]
@@ -155,7 +121,7 @@ fn kill_9_while_consuming_loses_no_event_counts_none_twice_and_keeps_the_evidenc
         reference.process(0, Some(payload));
     }
     // Through JSON text, as driftd's API serves it, so both sides read floats the same way.
-    let want = evidence(
+    let want = support::evidence(
         &reference
             .publish()
             .deployments
@@ -219,7 +185,7 @@ fn kill_9_while_consuming_loses_no_event_counts_none_twice_and_keeps_the_evidenc
         consumed.elapsed().as_secs_f64()
     );
     let verdicts: Value = serde_json::from_str(&d.get("/v1/verdicts").unwrap()).unwrap();
-    let got = evidence(verdicts["deployments"].as_array().unwrap());
+    let got = support::evidence(verdicts["deployments"].as_array().unwrap());
     let differing: Vec<_> = want
         .iter()
         .filter(|(k, v)| got.get(*k) != Some(*v))

@@ -356,17 +356,6 @@ fn running_config(brokers: &str) -> String {
     )
 }
 
-/// The admin address from the "admin server listening" log line.
-fn admin_addr(log: &str) -> Option<String> {
-    let line = log.lines().find(|l| l.contains("admin server listening"))?;
-    let at = line.find("127.0.0.1:")?;
-    let port: String = line[at + "127.0.0.1:".len()..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    (!port.is_empty()).then(|| format!("http://127.0.0.1:{port}"))
-}
-
 /// A running driftd with every kind of secret: a wrong bearer token, the metrics,
 /// the read endpoints and the log never show a secret; the 401 never echoes the token it got.
 #[test]
@@ -380,8 +369,8 @@ fn a_running_driftd_shows_no_secret_in_responses_metrics_or_logs() {
     let kill = KillOnDrop(&mut child);
     let start = Instant::now();
     let admin = loop {
-        if let Some(a) = admin_addr(&read(dir.path(), "stderr")) {
-            break a;
+        if let Some(a) = support::listening_addr(&read(dir.path(), "stderr")) {
+            break format!("http://{a}");
         }
         assert!(
             start.elapsed() < DEADLINE,

@@ -2,7 +2,7 @@
 //! mock cluster in process), topics, offsets, and a driftd process under test with its admin
 //! endpoints and logs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -284,8 +284,50 @@ impl Driftd {
     }
 }
 
+/// Events per (deployment, arm) in a `/v1/cohorts` body.
+pub fn cohort_counts(cohorts: &serde_json::Value) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    for c in cohorts["cohorts"].as_array().expect("a cohorts array") {
+        *out.entry((
+            c["deployment"].as_str().unwrap().to_string(),
+            c["arm"].as_str().unwrap().to_string(),
+        ))
+        .or_insert(0) += c["events_total"].as_u64().unwrap();
+    }
+    out
+}
+
+/// Per deployment and metric of a `/v1/verdicts` `deployments` array: the combined state and
+/// the canary-vs-control test's state, events per arm, estimate and p-value — what a restart
+/// must not change.
+pub fn evidence(
+    deployments: &[serde_json::Value],
+) -> BTreeMap<(String, String), serde_json::Value> {
+    let mut out = BTreeMap::new();
+    for dep in deployments {
+        for m in dep["metrics"].as_array().unwrap() {
+            let ab = &m["canary_vs_control"];
+            out.insert(
+                (
+                    dep["deployment"].as_str().unwrap().to_string(),
+                    m["metric"].as_str().unwrap().to_string(),
+                ),
+                serde_json::json!({
+                    "state": m["state"],
+                    "ab_state": ab["state"],
+                    "n_canary": ab["n_canary"],
+                    "n_control": ab["n_control"],
+                    "estimate": ab["estimate"],
+                    "p_value": ab["p_value"],
+                }),
+            );
+        }
+    }
+    out
+}
+
 /// The address in driftd's "admin server listening" log line (JSON or human format).
-fn listening_addr(log: &str) -> Option<String> {
+pub fn listening_addr(log: &str) -> Option<String> {
     let line = log.lines().find(|l| l.contains("admin server listening"))?;
     let at = line.find("127.0.0.1:")?;
     let port: String = line[at + "127.0.0.1:".len()..]
