@@ -112,8 +112,8 @@ impl Progress {
         }
     }
 
-    /// Partitions whose state may be snapshotted now, with the `next` the snapshot records:
-    /// nothing pending, no write in flight, and either changed since the last snapshot or quiet
+    /// Assigned partitions whose state may be snapshotted now, with the `next` the snapshot
+    /// records: nothing pending, no write in flight, and either changed since the last snapshot or quiet
     /// with an older snapshot still kept beside the newest (one more write then lets the commit
     /// reach the end, so a quiet partition shows no lag).
     pub fn due(&self) -> Vec<(i32, i64)> {
@@ -122,6 +122,7 @@ impl Progress {
             .filter(|(_, p)| {
                 let behind = p.kept.get(1).is_some_and(|k| Some(*k) != p.next);
                 (p.dirty || behind)
+                    && p.active
                     && p.writing.is_none()
                     && p.next.is_some()
                     && p.durable == p.next
