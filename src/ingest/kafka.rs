@@ -15,6 +15,7 @@
 //! module only receives, acknowledges and drains. It must not know about detection or actions,
 //! and must never log message payloads or keys (only topic, partition, offset and reason codes).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -47,19 +48,41 @@ enum Note {
     Revoked(Vec<i32>),
 }
 
+/// Rebalances noted by the callback, taken by the control loop. The flag spares the loop a
+/// lock per message: rebalances are rare, messages are not.
+#[derive(Default)]
+struct Notes {
+    list: Mutex<Vec<Note>>,
+    pending: AtomicBool,
+}
+
+impl Notes {
+    fn push(&self, note: Note) {
+        self.list
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(note);
+        self.pending.store(true, Ordering::Release);
+    }
+
+    fn take(&self) -> Vec<Note> {
+        if !self.pending.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.list.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
 /// Rebalance, statistics and error callbacks.
 pub struct IngestContext {
     metrics: Arc<Metrics>,
-    notes: Arc<Mutex<Vec<Note>>>,
+    notes: Arc<Notes>,
     connectivity: Arc<Connectivity>,
 }
 
 impl IngestContext {
     fn note(&self, note: Note) {
-        self.notes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(note);
+        self.notes.push(note);
     }
 }
 
@@ -172,7 +195,7 @@ pub struct KafkaSource {
     ready: Vec<(i32, i64)>,
     outcomes: Vec<DeliveryOutcome>,
     max_in_flight: usize,
-    notes: Arc<Mutex<Vec<Note>>>,
+    notes: Arc<Notes>,
     progress: Progress,
     store: SnapshotStore,
     writes: Vec<Write>,
@@ -198,7 +221,7 @@ impl KafkaSource {
         if !k.properties.contains_key("auto.offset.reset") {
             cc.set("auto.offset.reset", "earliest");
         }
-        let notes = Arc::new(Mutex::new(Vec::new()));
+        let notes = Arc::new(Notes::default());
         let connectivity = Arc::new(Connectivity::new(&k.brokers));
         let consumer: StreamConsumer<IngestContext> = cc
             .create_with_context(IngestContext {
@@ -297,9 +320,6 @@ impl KafkaSource {
     /// nothing pending; the file is written off this task (`persist.interval`).
     pub fn persist(&mut self, pipeline: &Pipeline) {
         for (partition, next) in self.progress.due() {
-            if !self.progress.active(partition) {
-                continue;
-            }
             let started = Instant::now();
             let bytes = self
                 .store
@@ -375,8 +395,7 @@ impl KafkaSource {
     /// Acts on the rebalances noted since the last message: restores newly assigned
     /// partitions from their snapshots, snapshots revoked ones.
     async fn rebalanced(&mut self, pipeline: &mut Pipeline) {
-        let notes = std::mem::take(&mut *self.notes.lock().unwrap_or_else(PoisonError::into_inner));
-        for note in notes {
+        for note in self.notes.take() {
             match note {
                 Note::Assigned(partitions) => {
                     for p in partitions {
