@@ -152,7 +152,8 @@ pub struct Decoder {
     signals: Vec<SignalSpec>,
 }
 
-const FIELDS: [&str; 8] = [
+/// The top-level fields of contract v1; any other top-level key is `unknown_field`.
+pub const FIELDS: [&str; 8] = [
     "schema_version",
     "event_id",
     "emitted_at",

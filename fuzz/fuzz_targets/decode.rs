@@ -22,18 +22,6 @@ use driftd::event::{Decoder, Event, Reason, Rejection};
 use driftd::privacy;
 use libfuzzer_sys::fuzz_target;
 
-/// The top-level fields of contract v1.
-const CONTRACT_FIELDS: [&str; 8] = [
-    "schema_version",
-    "event_id",
-    "emitted_at",
-    "deployment",
-    "model_version",
-    "arm",
-    "segment",
-    "signals",
-];
-
 /// Segment keys and extra signals the second decoder is configured with.
 const CONFIGURED: &str = r#"
 [ingest]
@@ -183,7 +171,7 @@ fn check_rejection(subject: &Subject, data: &[u8], text: &str, rejection: Reject
 fn is_named(subject: &Subject, field: &str) -> bool {
     let parts: Vec<&str> = field.split('.').collect();
     let top = parts[0];
-    let top_ok = top == "*" || CONTRACT_FIELDS.contains(&top);
+    let top_ok = top == "*" || driftd::event::FIELDS.contains(&top);
     match parts[..] {
         ["payload"] => true,
         [_] => top_ok,
