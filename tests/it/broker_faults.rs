@@ -10,7 +10,7 @@ mod tansu;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use driftd::traffic::{Generator, Sender, TrafficModel};
@@ -21,13 +21,6 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::stream::{self, applied, rejected, PARTITIONS};
 use super::support::{self, Driftd};
 use tansu::Tansu;
-
-/// These tests take turns: each runs a broker and a driftd, and the restart test's timings mean
-/// something only when the two cores are not shared with another of them.
-fn turn() -> MutexGuard<'static, ()> {
-    static TURN: Mutex<()> = Mutex::new(());
-    TURN.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Topic, dead-letter topic, group and the driftd config consuming them from `addr`, with
 /// `extra` appended (more TOML tables).
@@ -57,7 +50,7 @@ fn log_lines(d: &Driftd, needle: &str) -> Vec<serde_json::Value> {
 /// every event counted.
 #[test]
 fn unreachable_at_start_not_ready_and_said_once_then_consumes_when_the_broker_comes() {
-    let _turn = turn();
+    let _turn = support::turn();
     let started = Instant::now();
     let mut tansu = Tansu::reserve();
     let (topic, dlq, _group, config) = setup(&tansu.addr, "it-unreachable", "");
@@ -148,7 +141,7 @@ fn unreachable_at_start_not_ready_and_said_once_then_consumes_when_the_broker_co
 /// "Delivery guarantees").
 #[test]
 fn gone_at_shutdown_exits_within_the_deadline_saying_the_final_commit_failed() {
-    let _turn = turn();
+    let _turn = support::turn();
     let started = Instant::now();
     let mut tansu = Tansu::started();
     // No background commit happens in this test, so the final one has work to do.
@@ -259,7 +252,7 @@ fn dead_letters(addr: &str, dlq: &str) -> Vec<(String, String, String)> {
 /// exactly one dead-letter record exists for it, also after driftd restarts.
 #[test]
 fn poison_message_at_a_partitions_tail_is_committed_and_dead_lettered_once() {
-    let _turn = turn();
+    let _turn = support::turn();
     let started = Instant::now();
     let tansu = Tansu::started();
     let (topic, dlq, group, config) = setup(&tansu.addr, "it-poison", "");
@@ -470,7 +463,7 @@ fn produce_marker(addr: &str, topic: &str, n: u64, seed: u64) {
 /// the time from each restart to consumption resuming and the lag clearing is printed.
 #[test]
 fn broker_restarted_mid_stream_every_event_counted_exactly_once_and_consumption_resumes() {
-    let _turn = turn();
+    let _turn = support::turn();
     let started = Instant::now();
     let mut tansu = Tansu::started();
     let (topic, dlq, group, config) = setup(&tansu.addr, "it-restart", "");

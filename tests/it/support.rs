@@ -23,12 +23,21 @@ pub struct Broker {
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
-/// Takes the broker for this test. The tests against tansu take turns: observed here, one
-/// test's consumer got no heartbeat answer for 45 s (and lost its partitions) while another
-/// test's consumer was re-joining its own group, so concurrent tests would fail each other.
+/// One test at a time runs a broker and a driftd. Observed here: one test's consumer got no
+/// heartbeat answer for 45 s (and lost its partitions) while another test's consumer was
+/// re-joining its own group on the same tansu; and in CI, the kill -9 test's consumer timed out
+/// of its group while a broker-fault test drove its own tansu and driftd on the two cores.
+#[cfg(feature = "e2e")]
+pub fn turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed while holding the turn leaves nothing behind that the next needs.
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Takes the broker (and the turn, [`turn`]) for this test.
 #[cfg(feature = "e2e")]
 pub fn broker() -> Broker {
-    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let addr = match std::env::var("DRIFTD_TEST_BROKER") {
         Ok(b) if !b.is_empty() => b,
         _ => panic!(
@@ -36,11 +45,10 @@ pub fn broker() -> Broker {
              Run `scripts/test.sh`, which installs and starts tansu and sets it."
         ),
     };
-    // A test that failed while holding the broker leaves nothing behind that the next needs.
-    let turn = TURN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    Broker { addr, _turn: turn }
+    Broker {
+        addr,
+        _turn: turn(),
+    }
 }
 
 /// A topic or group name no other test (or earlier run on the same broker) uses.
@@ -223,13 +231,25 @@ impl Driftd {
     }
 
     /// Polls `cond` until it holds or `timeout` passes (then panics with `what` and the log).
-    pub fn wait_until(&self, timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    pub fn wait_until(&self, timeout: Duration, what: &str, cond: impl FnMut() -> bool) {
+        self.wait_until_every(timeout, Duration::from_millis(50), what, cond);
+    }
+
+    /// [`Driftd::wait_until`], polling every `every`: for conditions that cost the driftd under
+    /// test real work (its whole cohort table or `/metrics`), so polling does not slow it.
+    pub fn wait_until_every(
+        &self,
+        timeout: Duration,
+        every: Duration,
+        what: &str,
+        mut cond: impl FnMut() -> bool,
+    ) {
         let start = Instant::now();
         while start.elapsed() < timeout {
             if cond() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(every);
         }
         panic!(
             "timed out waiting for {what}; driftd log:\n{}",
