@@ -44,13 +44,15 @@ pub enum Reason {
     UnknownField,
     /// A string looked like personal data.
     PiiSuspected,
-    /// Event time older than the watermark minus the allowed lateness.
+    /// Event time older than its partition's clock minus the allowed lateness.
     Late,
+    /// Event time further ahead than `ingest.max_future_skew`.
+    Future,
 }
 
 impl Reason {
     /// Every reason, for pre-registering metric label values.
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::InvalidJson,
         Reason::SchemaViolation,
         Reason::UnsupportedVersion,
@@ -59,6 +61,7 @@ impl Reason {
         Reason::UnknownField,
         Reason::PiiSuspected,
         Reason::Late,
+        Reason::Future,
     ];
 
     /// The metrics label / dead-letter header value.
@@ -72,6 +75,7 @@ impl Reason {
             Reason::UnknownField => "unknown_field",
             Reason::PiiSuspected => "pii_suspected",
             Reason::Late => "late",
+            Reason::Future => "future",
         }
     }
 }

@@ -233,7 +233,7 @@ impl Metrics {
                 &r,
                 Gauge::new(
                     "driftd_watermark_timestamp_seconds",
-                    "The event-time clock: the latest emitted_at applied, as Unix seconds.",
+                    "The stream's event-time clock: the oldest partition clock (newest emitted_at applied from the partition) among the active partitions, as Unix seconds.",
                 )
                 .expect("valid metric"),
             ),

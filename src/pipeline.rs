@@ -18,6 +18,7 @@ use crate::detect::{Change, DeploymentView, DetectPart, DetectPartError, Detecto
 use crate::event::{Decoder, Reason, Rejection};
 use crate::metrics::Metrics;
 use crate::state::part::{CohortsPart, PartError};
+use crate::state::watermark::Future;
 use crate::state::{Applied, CohortTable, Snapshot};
 
 /// What the hot path publishes for readers: cohort statistics and detection state.
@@ -66,14 +67,12 @@ pub struct Pipeline {
     changes: Vec<Change>,
     collect_changes: bool,
     change_sink: Option<tokio::sync::mpsc::UnboundedSender<Change>>,
-    last_tick_s: i64,
+    future: Future,
     metrics: Arc<Metrics>,
     events_published: Vec<u64>,
     snapshots: watch::Sender<Arc<Published>>,
     totals: Totals,
     live: bool,
-    /// The Kafka partition of each cohort (by table index): what a state snapshot is cut by.
-    partitions: Vec<i32>,
 }
 
 /// The state of one Kafka partition's deployments: what a state snapshot holds
@@ -103,8 +102,8 @@ pub enum ImportError {
 }
 
 impl Pipeline {
-    /// A pipeline for a validated config. `live` enables wall-clock measurements (event age)
-    /// that make no sense when replaying old events.
+    /// A pipeline for a validated config. `live` (the daemon) judges `future` events by the
+    /// wall clock and measures event age; otherwise (replay) event time is the only clock.
     pub fn new(
         config: &Config,
         metrics: Arc<Metrics>,
@@ -124,13 +123,12 @@ impl Pipeline {
             changes: Vec::new(),
             collect_changes: false,
             change_sink: None,
-            last_tick_s: i64::MIN,
+            future: Future::new(config.ingest.max_future_skew.as_millis() as i64),
             metrics,
             events_published: Vec::new(),
             snapshots,
             totals: Totals::default(),
             live,
-            partitions: Vec::new(),
         };
         (pipeline, rx)
     }
@@ -144,28 +142,32 @@ impl Pipeline {
         let outcome = match self.decoder.decode(payload) {
             Ok(event) => {
                 let emitted_at_ms = event.emitted_at_ms;
-                match self.table.apply(event) {
+                let now_ms = self.live.then(crate::clock::wall_ms);
+                let admitted = match now_ms {
+                    Some(now) => self.future.admit_live(emitted_at_ms, now),
+                    None => self
+                        .future
+                        .admit_replay(emitted_at_ms, self.table.newest_ms()),
+                };
+                let applied = match admitted {
+                    true => self.table.apply(partition, event).map_err(|_| Reason::Late),
+                    false => Err(Reason::Future),
+                };
+                match applied {
                     Ok(applied) => {
                         match applied {
                             Applied::Overflow(_) => self.metrics.events_overflow.inc(),
-                            Applied::Cohort(i) => {
-                                if self.partitions.len() <= i {
-                                    self.partitions.resize(i + 1, partition);
-                                }
-                                self.partitions[i] = partition;
-                                self.detect(i, emitted_at_ms);
-                            }
+                            Applied::Cohort(i) => self.detect(i, emitted_at_ms),
                         }
-                        if self.live {
-                            let age = crate::clock::wall_ms() - emitted_at_ms;
+                        if let Some(now) = now_ms {
                             self.metrics
                                 .event_age_seconds
-                                .observe(age.max(0) as f64 / 1000.0);
+                                .observe((now - emitted_at_ms).max(0) as f64 / 1000.0);
                         }
                         Outcome::Applied
                     }
-                    Err(_late) => Outcome::Rejected(Rejection {
-                        reason: Reason::Late,
+                    Err(reason) => Outcome::Rejected(Rejection {
+                        reason,
                         field: "emitted_at",
                         pii: None,
                     }),
@@ -199,12 +201,6 @@ impl Pipeline {
             t_ms,
             &mut self.changes,
         );
-        // Absence is checked once per second of event time, not per event.
-        let now_s = self.table.watermark_ms().unwrap_or(t_ms).div_euclid(1000);
-        if now_s > self.last_tick_s {
-            self.last_tick_s = now_s;
-            self.detector.tick(now_s * 1000, &mut self.changes);
-        }
         for change in &self.changes[first_new..] {
             self.metrics.count_change(change);
             log_change(change);
@@ -253,6 +249,8 @@ impl Pipeline {
         self.decoder.set_max_bytes(config.ingest.max_message_bytes);
         self.table
             .set_allowed_lateness_ms(config.ingest.allowed_lateness.as_millis() as i64);
+        self.future
+            .set_skew_ms(config.ingest.max_future_skew.as_millis() as i64);
     }
 
     /// The largest payload the decoder accepts (`ingest.max_message_bytes`); sources that
@@ -263,9 +261,7 @@ impl Pipeline {
 
     /// The state of every cohort read from `partition`, and of its deployments.
     pub fn export_partition(&self, partition: i32) -> PartitionState {
-        let (cohorts, indices) = self
-            .table
-            .export(|i| self.partitions.get(i) == Some(&partition));
+        let (cohorts, indices) = self.table.export(partition);
         let detect = self.detector.export(&indices);
         PartitionState { cohorts, detect }
     }
@@ -281,13 +277,7 @@ impl Pipeline {
     ) -> Result<(), ImportError> {
         self.table.check(&state.cohorts)?;
         self.detector.check(&state.detect)?;
-        let placed = self.table.import(state.cohorts)?;
-        for i in placed.iter().flatten() {
-            if self.partitions.len() <= *i {
-                self.partitions.resize(*i + 1, partition);
-            }
-            self.partitions[*i] = partition;
-        }
+        let placed = self.table.import(partition, state.cohorts)?;
         let mut again = Vec::new();
         self.detector.import(state.detect, &placed, &mut again)?;
         for change in again {

@@ -15,9 +15,15 @@ use super::{invalid, ConfigError, WindowConfig};
 pub struct IngestConfig {
     /// Messages larger than this many bytes are rejected as `too_large` before parsing.
     pub max_message_bytes: usize,
-    /// Events whose `emitted_at` is older than the watermark minus this are rejected as `late`.
+    /// Events whose `emitted_at` is older than their partition's event-time clock minus this
+    /// are rejected as `late`.
     #[serde(with = "humantime_serde")]
     pub allowed_lateness: Duration,
+    /// Events whose `emitted_at` is more than this ahead of the wall clock (in `driftd replay`:
+    /// of the newest event applied so far) are rejected as `future`, before they can move any
+    /// event-time clock.
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
     /// How often the hot path publishes its cohort snapshot to the admin server and metrics.
     #[serde(with = "humantime_serde")]
     pub publish_interval: Duration,
@@ -30,6 +36,7 @@ impl Default for IngestConfig {
         IngestConfig {
             max_message_bytes: 64 * 1024,
             allowed_lateness: Duration::from_secs(120),
+            max_future_skew: Duration::from_secs(300),
             publish_interval: Duration::from_secs(1),
             max_dead_letters_in_flight: 1000,
         }
@@ -49,6 +56,12 @@ impl IngestConfig {
             return Err(invalid(
                 "ingest.allowed_lateness",
                 "must be shorter than windows.span, or late events could not land in a bucket",
+            ));
+        }
+        if self.max_future_skew < Duration::from_secs(1) {
+            return Err(invalid(
+                "ingest.max_future_skew",
+                "must be at least 1s: producers' clocks are never exactly in step with driftd's",
             ));
         }
         if self.publish_interval < Duration::from_millis(50) {

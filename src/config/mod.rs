@@ -271,8 +271,8 @@ impl Config {
     }
 
     /// Names of settings that differ from `new` and only take effect on restart. Everything
-    /// but `ingest.max_message_bytes` and `ingest.allowed_lateness` (which the running pipeline
-    /// applies) is read once at start-up; a reload that changes any of these is refused whole,
+    /// but `ingest.max_message_bytes`, `ingest.allowed_lateness` and `ingest.max_future_skew`
+    /// (which the running pipeline applies) is read once at start-up; a reload that changes any of these is refused whole,
     /// so what runs is always exactly one config.
     pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
         let mut changed = Vec::new();

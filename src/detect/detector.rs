@@ -194,6 +194,8 @@ impl Detector {
                 self.events_seen,
             )));
         }
+        self.check_absent(dep_i, 1 - arm_index(arm), out);
+        let dep = &mut self.deployments[dep_i];
         let current = dep.canary_version.as_deref();
         let in_test = current.is_some()
             && (arm == Arm::Control || current == Some(key.model_version.as_str()));
@@ -383,37 +385,32 @@ impl Detector {
         }
     }
 
-    /// Checks for silent arms at event time `now_ms` (call when the watermark moves).
-    pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Change>) {
-        self.watermark_ms = self.watermark_ms.max(now_ms);
-        for dep in &mut self.deployments {
-            if dep.canary_version.is_none() {
-                continue;
-            }
-            for arm in [Arm::Canary, Arm::Control] {
-                let (me, other) = (arm_index(arm), 1 - arm_index(arm));
-                // `i64::MIN` marks an arm never seen: saturate rather than overflow.
-                let silent = now_ms.saturating_sub(dep.last_seen_ms[me]);
-                let other_alive =
-                    now_ms.saturating_sub(dep.last_seen_ms[other]) < self.absent_after_ms;
-                if !dep.absent[me]
-                    && dep.last_seen_ms[me] != i64::MIN
-                    && silent >= self.absent_after_ms
-                    && other_alive
-                {
-                    dep.absent[me] = true;
-                    out.push(Change::Signal(absent_signal(
-                        dep,
-                        arm,
-                        true,
-                        silent as f64 / 1000.0,
-                        self.absent_after_ms,
-                        now_ms,
-                        self.events_seen,
-                    )));
-                }
-            }
+    /// Raises `telemetry_absent` for arm `arm` (index) of deployment `dep_i` when it has been
+    /// silent for `absent_after` of the deployment's own event time, i.e. while its other arm
+    /// kept sending. The deployment's clock, not the stream's: another partition's producer
+    /// whose clock runs ahead must not make this deployment's arms look silent.
+    fn check_absent(&mut self, dep_i: usize, arm: usize, out: &mut Vec<Change>) {
+        let dep = &mut self.deployments[dep_i];
+        // `i64::MIN` marks an arm never seen: never "absent".
+        if dep.canary_version.is_none() || dep.absent[arm] || dep.last_seen_ms[arm] == i64::MIN {
+            return;
         }
+        let now_ms = dep.last_seen_ms[1 - arm].max(dep.last_seen_ms[arm]);
+        let silent = now_ms - dep.last_seen_ms[arm];
+        if silent < self.absent_after_ms {
+            return;
+        }
+        dep.absent[arm] = true;
+        let which = [Arm::Canary, Arm::Control][arm];
+        out.push(Change::Signal(absent_signal(
+            dep,
+            which,
+            true,
+            silent as f64 / 1000.0,
+            self.absent_after_ms,
+            now_ms,
+            self.events_seen,
+        )));
     }
 
     /// Every deployment's current verdicts, signals and history.

@@ -119,3 +119,132 @@ proptest! {
         prop_assert_eq!(state(&mut resumed), state(&mut whole));
     }
 }
+
+/// Issue 7, item 4: one event dated in the year 9999, or a producer whose clock runs ahead,
+/// must not make everything else `late`.
+mod event_time {
+    use super::*;
+
+    fn live() -> Pipeline {
+        Pipeline::new(&Config::default(), Arc::new(Metrics::new("t")), true).0
+    }
+
+    fn at(g: &mut Generator, t_ms: i64) -> Vec<u8> {
+        g.next_event(t_ms).payload
+    }
+
+    fn generator() -> Generator {
+        Generator::new(
+            TrafficModel {
+                deployments: 2,
+                seed: 3,
+                ..TrafficModel::default()
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn a_future_dated_event_is_rejected_as_future_and_every_other_event_applied() {
+        let mut p = live();
+        let mut g = generator();
+        let now = crate::clock::wall_ms();
+        let mut outcomes = Vec::new();
+        for i in 0..200i64 {
+            outcomes.push(p.process(0, Some(&at(&mut g, now - 60_000 + i * 100))));
+            if i == 50 {
+                let year_9999 = at(&mut g, 253_402_300_799_000);
+                assert_eq!(
+                    p.process(0, Some(&year_9999)),
+                    Outcome::Rejected(Rejection {
+                        reason: Reason::Future,
+                        field: "emitted_at",
+                        pii: None
+                    })
+                );
+                let ten_minutes_ahead = at(&mut g, now + 600_000);
+                assert!(matches!(
+                    p.process(0, Some(&ten_minutes_ahead)),
+                    Outcome::Rejected(Rejection {
+                        reason: Reason::Future,
+                        ..
+                    })
+                ));
+            }
+        }
+        assert!(
+            outcomes.iter().all(|o| *o == Outcome::Applied),
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            p.totals(),
+            Totals {
+                applied: 200,
+                rejected: 2
+            }
+        );
+        let wm = p.table().watermark_ms().unwrap();
+        assert!(
+            wm < now,
+            "the clock never saw the future events: {wm} vs {now}"
+        );
+    }
+
+    #[test]
+    fn a_producer_running_ahead_on_one_partition_makes_no_other_partitions_event_late() {
+        let mut p = live();
+        let mut g = generator();
+        let now = crate::clock::wall_ms();
+        // Partition 1's producer runs 4 minutes ahead: within the skew, so admitted. With the
+        // default 2-minute lateness, one clock for the whole stream would make every event of
+        // partition 0 late from here on.
+        for i in 0..100i64 {
+            assert_eq!(
+                p.process(1, Some(&at(&mut g, now + 240_000 + i))),
+                Outcome::Applied
+            );
+        }
+        for i in 0..100i64 {
+            assert_eq!(
+                p.process(0, Some(&at(&mut g, now - 1_000 + i))),
+                Outcome::Applied
+            );
+        }
+        // Each partition still judges its own late events.
+        assert!(matches!(
+            p.process(0, Some(&at(&mut g, now - 1_000 - 120_001))),
+            Outcome::Rejected(Rejection {
+                reason: Reason::Late,
+                ..
+            })
+        ));
+        assert_eq!(
+            p.table().watermark_ms(),
+            Some(now - 1_000 + 99),
+            "the stream's watermark is the older active partition's clock"
+        );
+    }
+
+    #[test]
+    fn replay_rejects_a_lone_outlier_but_crosses_a_gap_in_the_recording() {
+        let mut p = pipeline();
+        let mut g = generator();
+        let t0 = 1_800_000_000_000;
+        assert_eq!(p.process(0, Some(&at(&mut g, t0))), Outcome::Applied);
+        let outlier = p.process(0, Some(&at(&mut g, 253_402_300_799_000)));
+        assert!(matches!(outlier, Outcome::Rejected(r) if r.reason == Reason::Future));
+        assert_eq!(
+            p.process(0, Some(&at(&mut g, t0 + 1_000))),
+            Outcome::Applied
+        );
+        // An hour with no traffic: the first event after it is refused, the rest applied.
+        let after = p.process(0, Some(&at(&mut g, t0 + 3_600_000)));
+        assert!(matches!(after, Outcome::Rejected(r) if r.reason == Reason::Future));
+        for i in 1..50 {
+            assert_eq!(
+                p.process(0, Some(&at(&mut g, t0 + 3_600_000 + i))),
+                Outcome::Applied
+            );
+        }
+    }
+}

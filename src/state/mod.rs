@@ -3,8 +3,8 @@
 //!
 //! Owns the [`CohortTable`], the single piece of mutable state on the hot path. The ingest task
 //! owns it outright (no locks); everyone else sees immutable [`Snapshot`]s that the owner
-//! publishes. The clock is the watermark of `emitted_at`, never the wall clock, so a replay of a
-//! recorded stream reproduces live state exactly.
+//! publishes. The clock is `emitted_at` — per Kafka partition ([`watermark`]) — never the wall
+//! clock, so a replay of a recorded stream reproduces live state exactly.
 //!
 //! This module must not do I/O, read the wall clock, or know about Kafka, HTTP or metrics.
 //!
@@ -20,6 +20,7 @@
 pub mod distribution;
 pub mod ewma;
 pub mod part;
+pub mod watermark;
 pub mod window;
 
 use std::collections::HashMap;
@@ -30,6 +31,8 @@ use crate::config::{Config, MetricKind, Worse};
 use crate::event::{format_rfc3339_ms, Arm, Event};
 use distribution::Bins;
 use ewma::Ewma;
+pub use watermark::Late;
+use watermark::Watermarks;
 use window::{Moments, Ring};
 
 /// Deployment label of the cohort that absorbs events once `cohorts.max_cohorts` is reached.
@@ -97,6 +100,10 @@ struct MetricState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Cohort {
     key: CohortKey,
+    /// The Kafka partition its events are read from (a snapshot is of one partition, so it
+    /// is set on restore rather than saved).
+    #[serde(skip)]
+    partition: i32,
     events: u64,
     last_event_ms: i64,
     metrics: Vec<MetricState>,
@@ -111,10 +118,6 @@ pub enum Applied {
     Overflow(usize),
 }
 
-/// The event was older than the watermark minus the allowed lateness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Late;
-
 /// All cohorts of one pipeline.
 #[derive(Debug, Clone)]
 pub struct CohortTable {
@@ -125,7 +128,7 @@ pub struct CohortTable {
     cohorts: Vec<Cohort>,
     max_cohorts: usize,
     overflow: Option<usize>,
-    watermark_ms: Option<i64>,
+    watermarks: Watermarks,
     /// Per-metric values of the last applied event (what the detectors consume).
     last_values: Vec<f64>,
 }
@@ -173,7 +176,7 @@ impl CohortTable {
             cohorts: Vec::new(),
             max_cohorts: config.cohorts.max_cohorts,
             overflow: None,
-            watermark_ms: None,
+            watermarks: Watermarks::new(span_ms),
             last_values: Vec::new(),
         }
     }
@@ -198,9 +201,20 @@ impl CohortTable {
         &self.specs
     }
 
-    /// The event-time clock: the largest `emitted_at` applied so far.
+    /// The stream's event-time clock: the oldest clock among the active partitions
+    /// ([`watermark`]).
     pub fn watermark_ms(&self) -> Option<i64> {
-        self.watermark_ms
+        self.watermarks.stream()
+    }
+
+    /// The newest event time applied from any partition.
+    pub fn newest_ms(&self) -> Option<i64> {
+        self.watermarks.newest()
+    }
+
+    /// The Kafka partition cohort `i` is read from.
+    pub fn partition(&self, i: usize) -> i32 {
+        self.cohorts[i].partition
     }
 
     /// Number of cohorts, the overflow cohort included.
@@ -213,15 +227,11 @@ impl CohortTable {
         self.cohorts.is_empty()
     }
 
-    /// Applies one validated event to its cohort.
-    pub fn apply(&mut self, event: Event) -> Result<Applied, Late> {
+    /// Applies one validated event, read from Kafka partition `partition`, to its cohort.
+    pub fn apply(&mut self, partition: i32, event: Event) -> Result<Applied, Late> {
         let t = event.emitted_at_ms;
-        if let Some(wm) = self.watermark_ms {
-            if t < wm.saturating_sub(self.geometry.lateness_ms) {
-                return Err(Late);
-            }
-        }
-        self.watermark_ms = Some(self.watermark_ms.map_or(t, |wm| wm.max(t)));
+        self.watermarks
+            .admit(partition, t, self.geometry.lateness_ms)?;
         let signals = event.signals;
         let key = CohortKey {
             deployment: event.deployment,
@@ -232,19 +242,22 @@ impl CohortTable {
         let applied = match self.index.get(&key) {
             Some(&i) => Applied::Cohort(i),
             None if self.index.len() < self.max_cohorts => {
-                let i = self.push_cohort(key.clone());
+                let i = self.push_cohort(key.clone(), partition);
                 self.index.insert(key, i);
                 Applied::Cohort(i)
             }
             None => Applied::Overflow(match self.overflow {
                 Some(i) => i,
                 None => {
-                    let i = self.push_cohort(CohortKey {
-                        deployment: OVERFLOW_DEPLOYMENT.into(),
-                        model_version: OVERFLOW_DEPLOYMENT.into(),
-                        arm: key.arm,
-                        segment: vec![None; self.segment_keys.len()],
-                    });
+                    let i = self.push_cohort(
+                        CohortKey {
+                            deployment: OVERFLOW_DEPLOYMENT.into(),
+                            model_version: OVERFLOW_DEPLOYMENT.into(),
+                            arm: key.arm,
+                            segment: vec![None; self.segment_keys.len()],
+                        },
+                        partition,
+                    );
                     self.overflow = Some(i);
                     i
                 }
@@ -272,7 +285,7 @@ impl CohortTable {
         Ok(applied)
     }
 
-    fn push_cohort(&mut self, key: CohortKey) -> usize {
+    fn push_cohort(&mut self, key: CohortKey, partition: i32) -> usize {
         let g = self.geometry;
         let metrics = self
             .specs
@@ -290,6 +303,7 @@ impl CohortTable {
             .collect();
         self.cohorts.push(Cohort {
             key,
+            partition,
             events: 0,
             last_event_ms: i64::MIN,
             metrics,
@@ -297,14 +311,25 @@ impl CohortTable {
         self.cohorts.len() - 1
     }
 
-    /// An immutable view of every cohort at the current watermark.
+    /// An immutable view of every cohort, each at its partition's clock (the overflow cohort,
+    /// which mixes partitions, at the newest).
     pub fn snapshot(&self) -> Snapshot {
         let g = &self.geometry;
-        let now = self.watermark_ms.unwrap_or(0);
+        let newest = self.watermarks.newest().unwrap_or(0);
         let cohorts = self
             .cohorts
             .iter()
-            .map(|c| CohortView {
+            .enumerate()
+            .map(|(i, c)| {
+                (
+                    c,
+                    match Some(i) == self.overflow {
+                        true => newest,
+                        false => self.watermarks.get(c.partition).unwrap_or(newest),
+                    },
+                )
+            })
+            .map(|(c, now)| CohortView {
                 deployment: c.key.deployment.clone(),
                 model_version: c.key.model_version.clone(),
                 arm: c.key.arm,
@@ -353,9 +378,10 @@ impl CohortTable {
                     .collect(),
             })
             .collect();
+        let watermark_ms = self.watermarks.stream();
         Snapshot {
-            watermark: self.watermark_ms.map(format_rfc3339_ms),
-            watermark_ms: self.watermark_ms,
+            watermark: watermark_ms.map(format_rfc3339_ms),
+            watermark_ms,
             window_seconds: (g.bucket_ms * g.buckets as i64) / 1000,
             recent_seconds: (g.bucket_ms * g.recent_buckets as i64) / 1000,
             cohorts,
@@ -500,13 +526,16 @@ mod tests {
     fn rates_means_and_tails_per_cohort() {
         let mut t = table(10);
         for i in 0..100 {
-            t.apply(event(
-                "a",
-                Arm::Canary,
-                1_000 + i,
-                i % 4 == 0,
-                if i % 10 == 0 { -0.8 } else { 0.5 },
-            ))
+            t.apply(
+                0,
+                event(
+                    "a",
+                    Arm::Canary,
+                    1_000 + i,
+                    i % 4 == 0,
+                    if i % 10 == 0 { -0.8 } else { 0.5 },
+                ),
+            )
             .unwrap();
         }
         let s = t.snapshot();
@@ -524,23 +553,23 @@ mod tests {
     fn cap_folds_new_cohorts_into_overflow() {
         let mut t = table(2);
         assert_eq!(
-            t.apply(event("a", Arm::Canary, 0, false, 0.0)),
+            t.apply(0, event("a", Arm::Canary, 0, false, 0.0)),
             Ok(Applied::Cohort(0))
         );
         assert_eq!(
-            t.apply(event("b", Arm::Canary, 0, false, 0.0)),
+            t.apply(0, event("b", Arm::Canary, 0, false, 0.0)),
             Ok(Applied::Cohort(1))
         );
         assert_eq!(
-            t.apply(event("c", Arm::Canary, 0, false, 0.0)),
+            t.apply(0, event("c", Arm::Canary, 0, false, 0.0)),
             Ok(Applied::Overflow(2))
         );
         assert_eq!(
-            t.apply(event("d", Arm::Control, 0, false, 0.0)),
+            t.apply(0, event("d", Arm::Control, 0, false, 0.0)),
             Ok(Applied::Overflow(2))
         );
         assert_eq!(
-            t.apply(event("a", Arm::Canary, 0, false, 0.0)),
+            t.apply(0, event("a", Arm::Canary, 0, false, 0.0)),
             Ok(Applied::Cohort(0))
         );
         let s = t.snapshot();
@@ -553,11 +582,13 @@ mod tests {
     #[test]
     fn late_events_within_lateness_land_later_ones_are_refused() {
         let mut t = table(10);
-        t.apply(event("a", Arm::Canary, 100_000, false, 0.0))
+        t.apply(0, event("a", Arm::Canary, 100_000, false, 0.0))
             .unwrap();
-        assert!(t.apply(event("a", Arm::Canary, 70_000, true, 0.0)).is_ok());
+        assert!(t
+            .apply(0, event("a", Arm::Canary, 70_000, true, 0.0))
+            .is_ok());
         assert_eq!(
-            t.apply(event("a", Arm::Canary, 69_999, true, 0.0)),
+            t.apply(0, event("a", Arm::Canary, 69_999, true, 0.0)),
             Err(Late)
         );
         let s = t.snapshot();
@@ -569,8 +600,8 @@ mod tests {
     #[test]
     fn window_slides_with_event_time() {
         let mut t = table(10);
-        t.apply(event("a", Arm::Canary, 0, true, 0.0)).unwrap();
-        t.apply(event("a", Arm::Canary, 3_600_000, false, 0.0))
+        t.apply(0, event("a", Arm::Canary, 0, true, 0.0)).unwrap();
+        t.apply(0, event("a", Arm::Canary, 3_600_000, false, 0.0))
             .unwrap();
         let s = t.snapshot();
         let refusal = &s.cohorts[0].metrics[0];

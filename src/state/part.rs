@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Cohort, CohortKey, CohortTable, MetricKind, OVERFLOW_DEPLOYMENT};
 
-/// The cohorts of one partition, in table order.
+/// The cohorts of one partition, in table order, and the partition's event-time clock.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CohortsPart {
     cohorts: Vec<Cohort>,
@@ -56,15 +56,17 @@ pub enum PartError {
 }
 
 impl CohortTable {
-    /// The cohorts for which `include(index)` holds, overflow excepted, cloned in table order,
-    /// with their table indices.
-    pub fn export(&self, include: impl Fn(usize) -> bool) -> (CohortsPart, Vec<usize>) {
+    /// The cohorts read from `partition`, overflow excepted, cloned in table order, with their
+    /// table indices.
+    pub fn export(&self, partition: i32) -> (CohortsPart, Vec<usize>) {
         let mut indices = Vec::new();
         let cohorts = self
             .cohorts
             .iter()
             .enumerate()
-            .filter(|(i, c)| Some(*i) != self.overflow && include(*i) && !is_overflow(&c.key))
+            .filter(|(i, c)| {
+                Some(*i) != self.overflow && c.partition == partition && !is_overflow(&c.key)
+            })
             .map(|(i, c)| {
                 indices.push(i);
                 c.clone()
@@ -73,7 +75,7 @@ impl CohortTable {
         (
             CohortsPart {
                 cohorts,
-                watermark_ms: self.watermark_ms,
+                watermark_ms: self.watermarks.get(partition),
             },
             indices,
         )
@@ -110,21 +112,27 @@ impl CohortTable {
         Ok(())
     }
 
-    /// Adds the saved cohorts after [`CohortTable::check`]; returns, per saved cohort, its new
-    /// table index, or `None` when a cohort of that key is already in the table (kept as it is:
-    /// it has seen events since). The watermark becomes the later of the two.
-    pub fn import(&mut self, part: CohortsPart) -> Result<Vec<Option<usize>>, PartError> {
+    /// Adds the saved cohorts of `partition` after [`CohortTable::check`]; returns, per saved
+    /// cohort, its new table index, or `None` when a cohort of that key is already in the
+    /// table (kept as it is: it has seen events since). The partition's clock becomes the later
+    /// of the two.
+    pub fn import(
+        &mut self,
+        partition: i32,
+        part: CohortsPart,
+    ) -> Result<Vec<Option<usize>>, PartError> {
         self.check(&part)?;
         if self.overflow.is_some() && !part.is_empty() {
             return Err(PartError::TableFull);
         }
         if let Some(w) = part.watermark_ms {
-            self.watermark_ms = Some(self.watermark_ms.map_or(w, |own| own.max(w)));
+            self.watermarks.restore(partition, w);
         }
         Ok(part
             .cohorts
             .into_iter()
-            .map(|c| {
+            .map(|mut c| {
+                c.partition = partition;
                 if self.index.contains_key(&c.key) {
                     return None;
                 }

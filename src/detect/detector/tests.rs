@@ -143,7 +143,6 @@ fn silent_arm_is_reported_and_cleared_and_never_fails() {
     for i in 0..600i64 {
         let t = 10_000 + i * 1000;
         d.observe(1, &kk, &[0.0, 0.0, 0.3, 0.0], t, &mut out);
-        d.tick(t, &mut out);
     }
     let raised = out.iter().any(|c| matches!(c, Change::Signal(s) if s.kind == SignalKind::TelemetryAbsent && s.active && s.arm == Some(Arm::Canary)));
     assert!(raised);
@@ -161,21 +160,21 @@ fn silent_arm_is_reported_and_cleared_and_never_fails() {
     assert!(d.snapshot()[0].telemetry_absent.is_empty());
 }
 
-/// Regression: the first tick after a canary's first event, with the control arm not yet
+/// Regression: the absence check after a canary's first event, with the control arm not yet
 /// seen, overflowed `now − i64::MIN` and panicked the hot path.
 #[test]
-fn tick_before_the_other_arm_is_seen_does_not_overflow() {
+fn an_arm_never_seen_is_not_absent_and_does_not_overflow() {
     let mut d = Detector::new(&config());
     let mut out = Vec::new();
-    d.observe(
-        0,
-        &key(Arm::Canary, "v1"),
-        &[0.0, 0.0, 0.3, 0.0],
-        1_000,
-        &mut out,
-    );
-    d.tick(1_000, &mut out);
-    d.tick(10_000_000, &mut out);
+    for t in [1_000, 10_000_000, i64::MAX] {
+        d.observe(
+            0,
+            &key(Arm::Canary, "v1"),
+            &[0.0, 0.0, 0.3, 0.0],
+            t,
+            &mut out,
+        );
+    }
     assert!(
         !out.iter().any(|c| matches!(c, Change::Signal(_))),
         "a never-seen arm is not 'absent'"
@@ -209,4 +208,31 @@ fn self_baseline_catches_drift_in_both_arms() {
     assert_eq!(alarm.state, VerdictState::Fail);
     assert_eq!(refusal.state, VerdictState::Fail);
     assert!((alarm.reference.unwrap() - 0.05).abs() < 0.02);
+}
+
+/// Another deployment's clock, however far ahead, never makes this deployment's arms silent:
+/// absence is judged on the deployment's own events (its partition's producers).
+#[test]
+fn another_deployments_clock_running_ahead_raises_no_absence() {
+    let mut d = Detector::new(&config());
+    let mut out = Vec::new();
+    run(&mut d, 1_000, 0.05, 0.05, 5, "v1", &mut out);
+    let other = CohortKey {
+        deployment: "other".into(),
+        ..key(Arm::Control, "base")
+    };
+    // A producer of `other` whose clock is a day ahead.
+    d.observe(2, &other, &[0.0, 0.0, 0.3, 0.0], 86_400_000, &mut out);
+    d.observe(
+        0,
+        &key(Arm::Canary, "v1"),
+        &[0.0, 0.0, 0.3, 0.0],
+        20_000,
+        &mut out,
+    );
+    assert!(
+        !out.iter()
+            .any(|c| matches!(c, Change::Signal(s) if s.kind == SignalKind::TelemetryAbsent)),
+        "{out:?}"
+    );
 }

@@ -23,15 +23,15 @@ fn event(dep: &str, t: i64) -> Event {
 fn a_part_from_another_window_configuration_is_refused_whole() {
     let config = Config::default();
     let mut t = table(&config);
-    t.apply(event("a", 1_000)).unwrap();
-    let (part, indices) = t.export(|_| true);
+    t.apply(0, event("a", 1_000)).unwrap();
+    let (part, indices) = t.export(0);
     assert_eq!(indices, [0]);
 
     let mut other = Config::default();
     other.windows.span = Duration::from_secs(1800);
     let mut t2 = table(&other);
     assert_eq!(
-        t2.import(part.clone()).unwrap_err(),
+        t2.import(0, part.clone()).unwrap_err(),
         PartError::Shape {
             index: 0,
             what: "window buckets"
@@ -55,18 +55,55 @@ fn a_cohort_already_in_memory_is_kept_and_the_overflow_cohort_is_never_exported(
     let mut config = Config::default();
     config.cohorts.max_cohorts = 1;
     let mut t = table(&config);
-    t.apply(event("a", 1_000)).unwrap();
-    t.apply(event("b", 2_000)).unwrap(); // into the overflow cohort
+    t.apply(0, event("a", 1_000)).unwrap();
+    t.apply(0, event("b", 2_000)).unwrap(); // into the overflow cohort
     assert_eq!(t.len(), 2);
-    let (part, indices) = t.export(|_| true);
+    let (part, indices) = t.export(0);
     assert_eq!(indices, [0], "the overflow cohort stays out");
     assert_eq!(part.keys().next().unwrap().deployment, "a");
 
     let mut fresh = table(&Config::default());
-    fresh.apply(event("a", 5_000)).unwrap();
-    assert_eq!(fresh.import(part.clone()).unwrap(), [None], "kept as it is");
+    fresh.apply(0, event("a", 5_000)).unwrap();
+    assert_eq!(
+        fresh.import(0, part.clone()).unwrap(),
+        [None],
+        "kept as it is"
+    );
     assert_eq!(fresh.watermark_ms(), Some(5_000));
 
     // A full table cannot take more.
-    assert_eq!(t.import(part).unwrap_err(), PartError::TableFull);
+    assert_eq!(t.import(0, part).unwrap_err(), PartError::TableFull);
+}
+
+#[test]
+fn a_part_holds_its_own_partitions_cohorts_and_clock() {
+    let config = Config::default();
+    let mut t = table(&config);
+    t.apply(0, event("a", 1_000)).unwrap();
+    t.apply(1, event("b", 900_000)).unwrap();
+    let (part, indices) = t.export(0);
+    assert_eq!(indices, [0]);
+    assert_eq!(
+        part.keys()
+            .map(|k| k.deployment.as_str())
+            .collect::<Vec<_>>(),
+        ["a"]
+    );
+
+    let mut fresh = table(&config);
+    assert_eq!(fresh.import(2, part).unwrap(), [Some(0)]);
+    assert_eq!(
+        fresh.partition(0),
+        2,
+        "restored onto the partition it was read from"
+    );
+    assert_eq!(
+        fresh.watermark_ms(),
+        Some(1_000),
+        "partition 0's clock, not partition 1's"
+    );
+    // The restored clock judges lateness on that partition only.
+    assert!(fresh.apply(2, event("a", 1_000 - 120_001)).is_err());
+    assert!(fresh.apply(3, event("c", 1_000 - 120_001)).is_ok());
+    assert_eq!(fresh.export(2).1, [0]);
 }
