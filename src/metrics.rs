@@ -19,7 +19,8 @@ use prometheus::{
 use crate::detect::{Change, DeploymentView, VerdictState};
 use crate::event::{Arm, Reason};
 use crate::privacy::PiiKind;
-use crate::state::Snapshot;
+use crate::state::expiry::CohortLabels;
+use crate::state::{MetricSpec, Snapshot};
 
 /// The `task` label values of `driftd_task_failures_total`: the background tasks the daemon
 /// supervises.
@@ -50,6 +51,8 @@ pub struct Metrics {
     pii_by_kind: HashMap<PiiKind, IntCounter>,
     /// Events folded into the overflow cohort.
     pub events_overflow: IntCounter,
+    /// Cohorts evicted for being idle.
+    pub cohorts_evicted: IntCounter,
     /// Dead-letter records confirmed by the broker.
     pub dead_letters_delivered: IntCounter,
     /// Dead-letter records the broker did not accept (after librdkafka's own retries).
@@ -181,6 +184,14 @@ impl Metrics {
                 IntCounter::new(
                     "driftd_events_overflow_total",
                     "Events folded into the overflow cohort because cohorts.max_cohorts was reached.",
+                )
+                .expect("valid metric"),
+            ),
+            cohorts_evicted: register(
+                &r,
+                IntCounter::new(
+                    "driftd_cohorts_evicted_total",
+                    "Cohorts evicted, with their metric series, after cohorts.idle_expiry without an event.",
                 )
                 .expect("valid metric"),
             ),
@@ -481,6 +492,33 @@ impl Metrics {
                     .with_label_values(&labels)
                     .set(m.ewma.value.unwrap_or(f64::NAN));
             }
+        }
+    }
+
+    /// Drops every series of an evicted cohort, so the exposition does not grow with cohorts
+    /// that came and went.
+    pub fn forget_cohort(&self, c: &CohortLabels, specs: &[MetricSpec]) {
+        let key = [
+            c.deployment.as_str(),
+            c.model_version.as_str(),
+            c.arm.as_str(),
+            c.segment.as_str(),
+        ];
+        // A series never written (a metric without quantiles) is simply absent.
+        let _ = self.cohort_events.remove_label_values(&key);
+        for m in specs {
+            let name = m.name.as_str();
+            for window in ["span", "recent"] {
+                let labels = [&key[..], &[name, window]].concat();
+                let _ = self.cohort_window_events.remove_label_values(&labels);
+                let _ = self.cohort_window_value.remove_label_values(&labels);
+            }
+            for q in ["0.5", "0.9", "0.99"] {
+                let labels = [&key[..], &[name, q]].concat();
+                let _ = self.cohort_window_quantile.remove_label_values(&labels);
+            }
+            let labels = [&key[..], &[name]].concat();
+            let _ = self.cohort_baseline_value.remove_label_values(&labels);
         }
     }
 

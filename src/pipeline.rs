@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::detect::{Change, DeploymentView, DetectPart, DetectPartError, Detector};
 use crate::event::{Decoder, Reason, Rejection};
 use crate::metrics::Metrics;
+use crate::state::expiry::{compact, Evicted};
 use crate::state::part::{CohortsPart, PartError};
 use crate::state::watermark::Future;
 use crate::state::{Applied, CohortTable, Snapshot};
@@ -155,8 +156,11 @@ impl Pipeline {
                 };
                 match applied {
                     Ok(applied) => {
+                        if let Some(evicted) = self.table.take_evicted() {
+                            self.evict(evicted);
+                        }
                         match applied {
-                            Applied::Overflow(_) => self.metrics.events_overflow.inc(),
+                            Applied::Overflow(_) => self.overflowed(emitted_at_ms),
                             Applied::Cohort(i) => self.detect(i, emitted_at_ms),
                         }
                         if let Some(now) = now_ms {
@@ -201,6 +205,39 @@ impl Pipeline {
             t_ms,
             &mut self.changes,
         );
+        self.changed(first_new);
+    }
+
+    /// An event was folded into the overflow cohort: counted, and its deployment raises
+    /// `cohort_overflow` (once).
+    fn overflowed(&mut self, t_ms: i64) {
+        if self.metrics.events_overflow.get() == 0 {
+            tracing::warn!(
+                "cohort table full: events of further cohorts are folded into the overflow cohort, counted, and their deployments raise cohort_overflow; raise cohorts.max_cohorts or shorten cohorts.idle_expiry"
+            );
+        }
+        self.metrics.events_overflow.inc();
+        let first_new = self.changes.len();
+        if let Some(key) = self.table.overflowed() {
+            self.detector.overflowed(key, t_ms, &mut self.changes);
+        }
+        self.changed(first_new);
+    }
+
+    /// Cohorts left the table (idle): their detection state and metric series go too.
+    fn evict(&mut self, evicted: Evicted) {
+        self.detector.evict(&evicted.map);
+        compact(&mut self.events_published, &evicted.map);
+        for labels in &evicted.labels {
+            self.metrics.forget_cohort(labels, self.table.specs());
+        }
+        self.metrics
+            .cohorts_evicted
+            .inc_by(evicted.labels.len() as u64);
+    }
+
+    /// Counts, logs and hands on the changes from `first_new` on.
+    fn changed(&mut self, first_new: usize) {
         for change in &self.changes[first_new..] {
             self.metrics.count_change(change);
             log_change(change);

@@ -225,7 +225,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.kafka.validate()?;
         self.ingest.validate(&self.windows)?;
-        self.cohorts.validate()?;
+        self.cohorts.validate(&self.windows)?;
         self.windows.validate()?;
         state::validate_metrics(&self.metrics)?;
         self.detection.validate(&self.windows, &self.metrics)?;
@@ -251,6 +251,12 @@ impl Config {
             .iter()
             .map(|m| m.alpha.unwrap_or(share))
             .collect()
+    }
+
+    /// How long a cohort may go without an event before it is evicted (`cohorts.idle_expiry`,
+    /// default twice the window span).
+    pub fn idle_expiry(&self) -> std::time::Duration {
+        self.cohorts.idle_expiry.unwrap_or(2 * self.windows.span)
     }
 
     /// The expected canary share of a deployment, if the SRM check applies to it.

@@ -16,10 +16,15 @@ use super::{invalid, is_name, ConfigError};
 #[serde(deny_unknown_fields, default)]
 pub struct CohortConfig {
     /// At most this many cohorts are tracked; events of further cohorts are folded into one
-    /// overflow cohort and counted.
+    /// overflow cohort, counted, and raise the `cohort_overflow` signal for their deployment.
     pub max_cohorts: usize,
     /// `segment` keys that split cohorts (e.g. `["locale"]`); other segment keys are ignored.
     pub segment_keys: Vec<String>,
+    /// A cohort with no event for this long (of its partition's event time) is evicted, with
+    /// its metric series, making room for new ones. Default: twice `windows.span`
+    /// ([`crate::config::Config::idle_expiry`]); at least `windows.span`.
+    #[serde(with = "humantime_serde")]
+    pub idle_expiry: Option<Duration>,
 }
 
 impl Default for CohortConfig {
@@ -27,6 +32,7 @@ impl Default for CohortConfig {
         CohortConfig {
             max_cohorts: 10_000,
             segment_keys: Vec::new(),
+            idle_expiry: None,
         }
     }
 }
@@ -195,9 +201,15 @@ pub(super) fn default_metrics() -> Vec<MetricConfig> {
 
 impl CohortConfig {
     /// The `[cohorts]` rules.
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+    pub(super) fn validate(&self, windows: &WindowConfig) -> Result<(), ConfigError> {
         if self.max_cohorts == 0 {
             return Err(invalid("cohorts.max_cohorts", "must be at least 1"));
+        }
+        if self.idle_expiry.is_some_and(|e| e < windows.span) {
+            return Err(invalid(
+                "cohorts.idle_expiry",
+                "must be at least windows.span: a cohort whose window still holds events must stay",
+            ));
         }
         for (n, key) in self.segment_keys.iter().enumerate() {
             if key.is_empty() || key.len() > 64 {

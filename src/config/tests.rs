@@ -48,11 +48,12 @@ fn example_file_shows_the_defaults_except_where_marked_example() {
 }
 
 #[test]
-fn only_the_two_pipeline_limits_reload_without_a_restart() {
+fn only_the_three_pipeline_limits_reload_without_a_restart() {
     let running = Config::default();
     let mut hot = running.clone();
     hot.ingest.max_message_bytes = 1024;
     hot.ingest.allowed_lateness = std::time::Duration::from_secs(5);
+    hot.ingest.max_future_skew = std::time::Duration::from_secs(60);
     assert!(running.restart_only_changes(&hot).is_empty());
     let mut cold = running.clone();
     cold.detection.alpha = 0.02;
@@ -99,4 +100,27 @@ fn the_admin_token_is_read_like_every_secret_and_refused_when_short() {
             "the value never shows: {e}"
         );
     }
+}
+
+#[test]
+fn event_time_and_expiry_limits_are_checked_with_the_field_named() {
+    let mut c = Config::default();
+    c.ingest.max_future_skew = std::time::Duration::from_millis(500);
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("ingest.max_future_skew"), "{e}");
+    let mut c = Config::default();
+    c.cohorts.idle_expiry = Some(std::time::Duration::from_secs(1800));
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("cohorts.idle_expiry") && e.contains("windows.span"),
+        "{e}"
+    );
+    let mut c = Config::default();
+    c.cohorts.idle_expiry = Some(std::time::Duration::from_secs(3600));
+    assert!(c.validate().is_ok());
+    assert_eq!(c.idle_expiry(), std::time::Duration::from_secs(3600));
+    assert_eq!(
+        Config::default().idle_expiry(),
+        std::time::Duration::from_secs(7200)
+    );
 }

@@ -4,7 +4,7 @@
 //! Owns all mutable detection state of one pipeline; the rest of driftd sees it only through
 //! the changes it appends and its [`Detector::snapshot`]. Must not do I/O or read the clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::cusum::{CusumPhase, SelfBaseline, Tuning};
 use super::sequential::{self, evaluate};
@@ -83,6 +83,9 @@ pub struct Detector {
     default_share: Option<f64>,
     events_seen: u64,
     watermark_ms: i64,
+    /// Deployments with a raised `cohort_overflow` signal ([`overflow`]).
+    overflowing: BTreeMap<String, CohortKey>,
+    max_cohorts: usize,
 }
 
 fn arm_index(arm: Arm) -> usize {
@@ -145,6 +148,8 @@ impl Detector {
             default_share: d.canary_share,
             events_seen: 0,
             watermark_ms: i64::MIN,
+            overflowing: BTreeMap::new(),
+            max_cohorts: config.cohorts.max_cohorts,
         }
     }
 
@@ -160,6 +165,9 @@ impl Detector {
     ) {
         self.events_seen += 1;
         self.watermark_ms = self.watermark_ms.max(t_ms);
+        if !self.overflowing.is_empty() {
+            self.fits_again(key, t_ms, out);
+        }
         while self.cohorts.len() <= cohort {
             // Cohort indices are dense and assigned in order, so this runs once per new cohort.
             let dep = self.deployment_index(&key.deployment);
@@ -413,6 +421,12 @@ impl Detector {
         )));
     }
 
+    /// Moves per-cohort state to the table's indices after an eviction
+    /// (`crate::state::expiry`): an evicted cohort's self-baseline goes with it.
+    pub fn evict(&mut self, map: &[Option<usize>]) {
+        crate::state::expiry::compact(&mut self.cohorts, map);
+    }
+
     /// Every deployment's current verdicts, signals and history.
     pub fn snapshot(&self) -> Vec<DeploymentView> {
         let t = self.watermark_ms.max(0);
@@ -602,6 +616,7 @@ fn absent_signal(
     }
 }
 
+mod overflow;
 pub mod part;
 
 #[cfg(test)]

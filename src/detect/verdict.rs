@@ -146,6 +146,9 @@ pub enum SignalKind {
     SampleRatioMismatch,
     /// One arm stopped sending while the other goes on.
     TelemetryAbsent,
+    /// Events of the deployment are folded into the overflow cohort (`cohorts.max_cohorts`
+    /// reached): they are counted but not judged.
+    CohortOverflow,
 }
 
 impl SignalKind {
@@ -154,6 +157,7 @@ impl SignalKind {
         match self {
             SignalKind::SampleRatioMismatch => "sample_ratio_mismatch",
             SignalKind::TelemetryAbsent => "telemetry_absent",
+            SignalKind::CohortOverflow => "cohort_overflow",
         }
     }
 }
@@ -167,7 +171,7 @@ pub struct Signal {
     pub deployment: String,
     /// Current canary version.
     pub model_version: String,
-    /// The silent arm (telemetry_absent).
+    /// The silent arm (telemetry_absent); the arm of the folded event (cohort_overflow).
     pub arm: Option<Arm>,
     /// Raised (true) or cleared (false).
     pub active: bool,
@@ -183,9 +187,9 @@ pub struct Signal {
     pub expected_share: Option<f64>,
     /// Observed canary share.
     pub observed_share: Option<f64>,
-    /// SRM: `ln Λ`; absent: seconds of silence.
+    /// SRM: `ln Λ`; absent: seconds of silence; overflow: deployments with the signal raised.
     pub statistic: f64,
-    /// SRM: `ln(1/srm_alpha)`; absent: `absent_after` in seconds.
+    /// SRM: `ln(1/srm_alpha)`; absent: `absent_after` in seconds; overflow: `max_cohorts`.
     pub threshold: f64,
 }
 

@@ -248,3 +248,110 @@ mod event_time {
         }
     }
 }
+
+/// Issue 7, item 5: cohorts that come and go, and a full table that is never silent.
+mod cohorts_come_and_go {
+    use super::*;
+    use crate::detect::SignalKind;
+
+    fn payload(i: u64, t_ms: i64, deployment: &str, version: &str, arm: &str) -> Vec<u8> {
+        format!(
+            r#"{{"schema_version":1,"event_id":"e{i}","emitted_at":"{}","deployment":"{deployment}","model_version":"{version}","arm":"{arm}","signals":{{"tone":0.2,"escalated":false,"refused":false}}}}"#,
+            crate::event::format_rfc3339_ms(t_ms)
+        )
+        .into_bytes()
+    }
+
+    fn overflow_signals(changes: &[Change]) -> Vec<(String, String, bool)> {
+        changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Signal(s) if s.kind == SignalKind::CohortOverflow => {
+                    Some((s.deployment.clone(), s.model_version.clone(), s.active))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_new_canary_version_beyond_the_cap_raises_cohort_overflow_until_idle_cohorts_make_room() {
+        let mut config = Config::default();
+        config.cohorts.max_cohorts = 4;
+        let metrics = Arc::new(Metrics::new("t"));
+        let (mut p, _) = Pipeline::new(&config, metrics.clone(), false);
+        p.collect_changes(true);
+        let t0 = 1_800_000_000_000;
+        let mut i = 0;
+        let mut send = |p: &mut Pipeline, t: i64, dep: &str, version: &str, arm: &str| {
+            i += 1;
+            assert_eq!(
+                p.process(0, Some(&payload(i, t, dep, version, arm))),
+                Outcome::Applied
+            );
+        };
+        for k in 0..50 {
+            send(&mut p, t0 + k, "svc", "v1", "canary");
+            send(&mut p, t0 + k, "svc", "base", "control");
+            send(&mut p, t0 + k, "other", "v1", "canary");
+            send(&mut p, t0 + k, "other", "base", "control");
+        }
+        p.publish();
+        assert!(metrics.render().contains("deployment=\"other\""));
+        assert!(overflow_signals(&p.take_changes()).is_empty());
+
+        // The table is full: svc's new canary version is folded — and on-call hears it, once.
+        for k in 0..20 {
+            send(&mut p, t0 + 1_000 + k, "svc", "v2", "canary");
+            send(&mut p, t0 + 1_000 + k, "svc", "base", "control");
+        }
+        assert_eq!(
+            overflow_signals(&p.take_changes()),
+            [("svc".to_string(), "v2".to_string(), true)]
+        );
+        assert_eq!(metrics.events_overflow.get(), 20);
+
+        // `other` and svc's retired v1 go quiet; two hours on they are evicted, with their
+        // series, and v2 gets a cohort of its own: the signal clears and v2 is judged.
+        for k in 0..200 {
+            let t = t0 + 2_000 + k * 40_000;
+            send(&mut p, t, "svc", "v2", "canary");
+            send(&mut p, t, "svc", "base", "control");
+        }
+        let changes = p.take_changes();
+        assert_eq!(
+            overflow_signals(&changes),
+            [("svc".to_string(), "v2".to_string(), false)]
+        );
+        let published = p.publish();
+        assert_eq!(metrics.cohorts_evicted.get(), 3);
+        let text = metrics.render();
+        // Deployment-level series (verdicts, signals) stay: deployments are not evicted.
+        let cohort_series = |needle: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with("driftd_cohort_") && l.contains(needle))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(cohort_series("deployment=\"other\""), Vec::<String>::new());
+        assert_eq!(cohort_series("model_version=\"v1\""), Vec::<String>::new());
+        assert!(!cohort_series("model_version=\"v2\"").is_empty());
+        let svc = published
+            .deployments
+            .iter()
+            .find(|d| d.deployment == "svc")
+            .unwrap();
+        assert_eq!(svc.canary_version.as_deref(), Some("v2"));
+        assert!(
+            svc.metrics[0].canary_vs_control.n_canary > 0,
+            "v2 is being judged"
+        );
+        let cohorts: Vec<_> = published
+            .cohorts
+            .cohorts
+            .iter()
+            .map(|c| format!("{}/{}", c.deployment, c.model_version))
+            .collect();
+        assert!(cohorts.contains(&"svc/v2".to_string()), "{cohorts:?}");
+    }
+}

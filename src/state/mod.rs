@@ -19,6 +19,7 @@
 
 pub mod distribution;
 pub mod ewma;
+pub mod expiry;
 pub mod part;
 pub mod watermark;
 pub mod window;
@@ -129,6 +130,10 @@ pub struct CohortTable {
     max_cohorts: usize,
     overflow: Option<usize>,
     watermarks: Watermarks,
+    idle_expiry_ms: i64,
+    evicted: Option<expiry::Evicted>,
+    /// The key of the last event folded into the overflow cohort.
+    overflowed: Option<CohortKey>,
     /// Per-metric values of the last applied event (what the detectors consume).
     last_values: Vec<f64>,
 }
@@ -177,6 +182,9 @@ impl CohortTable {
             max_cohorts: config.cohorts.max_cohorts,
             overflow: None,
             watermarks: Watermarks::new(span_ms),
+            idle_expiry_ms: config.idle_expiry().as_millis() as i64,
+            evicted: None,
+            overflowed: None,
             last_values: Vec::new(),
         }
     }
@@ -184,6 +192,11 @@ impl CohortTable {
     /// The key of cohort `i`.
     pub fn key(&self, i: usize) -> &CohortKey {
         &self.cohorts[i].key
+    }
+
+    /// The cohort the last event folded into the overflow cohort would have had.
+    pub fn overflowed(&self) -> Option<&CohortKey> {
+        self.overflowed.as_ref()
     }
 
     /// The per-metric values (after the metric's transform) of the last applied event.
@@ -230,8 +243,13 @@ impl CohortTable {
     /// Applies one validated event, read from Kafka partition `partition`, to its cohort.
     pub fn apply(&mut self, partition: i32, event: Event) -> Result<Applied, Late> {
         let t = event.emitted_at_ms;
+        let before = self.watermarks.get(partition);
         self.watermarks
             .admit(partition, t, self.geometry.lateness_ms)?;
+        let bucket = |t: i64| t.div_euclid(self.geometry.bucket_ms);
+        if before.is_some_and(|b| bucket(b) < bucket(t)) {
+            self.expire(partition);
+        }
         let signals = event.signals;
         let key = CohortKey {
             deployment: event.deployment,
@@ -246,22 +264,26 @@ impl CohortTable {
                 self.index.insert(key, i);
                 Applied::Cohort(i)
             }
-            None => Applied::Overflow(match self.overflow {
-                Some(i) => i,
-                None => {
-                    let i = self.push_cohort(
-                        CohortKey {
-                            deployment: OVERFLOW_DEPLOYMENT.into(),
-                            model_version: OVERFLOW_DEPLOYMENT.into(),
-                            arm: key.arm,
-                            segment: vec![None; self.segment_keys.len()],
-                        },
-                        partition,
-                    );
-                    self.overflow = Some(i);
-                    i
-                }
-            }),
+            None => {
+                let i = match self.overflow {
+                    Some(i) => i,
+                    None => {
+                        let i = self.push_cohort(
+                            CohortKey {
+                                deployment: OVERFLOW_DEPLOYMENT.into(),
+                                model_version: OVERFLOW_DEPLOYMENT.into(),
+                                arm: key.arm,
+                                segment: vec![None; self.segment_keys.len()],
+                            },
+                            partition,
+                        );
+                        self.overflow = Some(i);
+                        i
+                    }
+                };
+                self.overflowed = Some(key);
+                Applied::Overflow(i)
+            }
         };
         let (Applied::Cohort(i) | Applied::Overflow(i)) = applied;
         let cohort = &mut self.cohorts[i];
@@ -500,114 +522,4 @@ pub struct EwmaStats {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::Decoder;
-
-    fn table(max: usize) -> CohortTable {
-        let mut c = Config::default();
-        c.cohorts.max_cohorts = max;
-        c.ingest.allowed_lateness = std::time::Duration::from_secs(30);
-        CohortTable::new(&c, Decoder::new(&c).signals())
-    }
-
-    fn event(dep: &str, arm: Arm, t: i64, refused: bool, tone: f64) -> Event {
-        Event {
-            emitted_at_ms: t,
-            deployment: dep.into(),
-            model_version: "v1".into(),
-            arm,
-            segment: vec![],
-            signals: vec![f64::from(u8::from(refused)), 0.0, tone],
-        }
-    }
-
-    #[test]
-    fn rates_means_and_tails_per_cohort() {
-        let mut t = table(10);
-        for i in 0..100 {
-            t.apply(
-                0,
-                event(
-                    "a",
-                    Arm::Canary,
-                    1_000 + i,
-                    i % 4 == 0,
-                    if i % 10 == 0 { -0.8 } else { 0.5 },
-                ),
-            )
-            .unwrap();
-        }
-        let s = t.snapshot();
-        let c = &s.cohorts[0];
-        assert_eq!(c.events_total, 100);
-        let m = |name: &str| c.metrics.iter().find(|m| m.name == name).unwrap();
-        assert_eq!(m("refusal").window.value, Some(0.25));
-        assert_eq!(m("tone_tail").window.value, Some(0.1));
-        assert!((m("tone").window.value.unwrap() - (0.9 * 0.5 - 0.1 * 0.8)).abs() < 1e-12);
-        let q = m("tone").window.quantiles.unwrap();
-        assert!((q.p50 - 0.5).abs() <= 0.02 && q.p99 <= 0.52);
-    }
-
-    #[test]
-    fn cap_folds_new_cohorts_into_overflow() {
-        let mut t = table(2);
-        assert_eq!(
-            t.apply(0, event("a", Arm::Canary, 0, false, 0.0)),
-            Ok(Applied::Cohort(0))
-        );
-        assert_eq!(
-            t.apply(0, event("b", Arm::Canary, 0, false, 0.0)),
-            Ok(Applied::Cohort(1))
-        );
-        assert_eq!(
-            t.apply(0, event("c", Arm::Canary, 0, false, 0.0)),
-            Ok(Applied::Overflow(2))
-        );
-        assert_eq!(
-            t.apply(0, event("d", Arm::Control, 0, false, 0.0)),
-            Ok(Applied::Overflow(2))
-        );
-        assert_eq!(
-            t.apply(0, event("a", Arm::Canary, 0, false, 0.0)),
-            Ok(Applied::Cohort(0))
-        );
-        let s = t.snapshot();
-        assert_eq!(s.cohorts.len(), 3);
-        assert!(s.cohorts[2].overflow);
-        assert_eq!(s.cohorts[2].events_total, 2);
-        assert_eq!(s.cohorts[2].deployment, OVERFLOW_DEPLOYMENT);
-    }
-
-    #[test]
-    fn late_events_within_lateness_land_later_ones_are_refused() {
-        let mut t = table(10);
-        t.apply(0, event("a", Arm::Canary, 100_000, false, 0.0))
-            .unwrap();
-        assert!(t
-            .apply(0, event("a", Arm::Canary, 70_000, true, 0.0))
-            .is_ok());
-        assert_eq!(
-            t.apply(0, event("a", Arm::Canary, 69_999, true, 0.0)),
-            Err(Late)
-        );
-        let s = t.snapshot();
-        assert_eq!(s.cohorts[0].events_total, 2);
-        assert_eq!(s.cohorts[0].metrics[0].window.n, 2);
-        assert_eq!(s.watermark_ms, Some(100_000));
-    }
-
-    #[test]
-    fn window_slides_with_event_time() {
-        let mut t = table(10);
-        t.apply(0, event("a", Arm::Canary, 0, true, 0.0)).unwrap();
-        t.apply(0, event("a", Arm::Canary, 3_600_000, false, 0.0))
-            .unwrap();
-        let s = t.snapshot();
-        let refusal = &s.cohorts[0].metrics[0];
-        assert_eq!(refusal.window.n, 1, "the first event left the 1h window");
-        assert_eq!(refusal.window.value, Some(0.0));
-        assert_eq!(s.cohorts[0].events_total, 2);
-        assert!(refusal.ewma.weight > 1.0, "the EWMA still remembers it");
-    }
-}
+mod tests;

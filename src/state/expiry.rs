@@ -1,0 +1,116 @@
+//! Eviction of idle cohorts: a cohort with no event for `cohorts.idle_expiry` of its
+//! partition's event time leaves the table, so cohorts that come and go (retired canary
+//! versions, segments that appear once) do not hold memory, metric series and places under
+//! `cohorts.max_cohorts` for good.
+//!
+//! Runs on the hot path, when a partition's clock enters a new bucket, and only over that
+//! partition's cohorts: eviction is then a function of each partition's events alone, so a
+//! restored snapshot and a replay evict exactly where an uninterrupted run did. The caller
+//! takes the [`Evicted`] record to move detection state and drop metric series in step.
+//! The overflow cohort is never evicted. Pure: no I/O, no wall clock.
+
+use super::{Cohort, CohortKey, CohortTable};
+use crate::event::Arm;
+
+/// What one eviction removed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evicted {
+    /// For each table index before the eviction, its index after (or `None`: evicted). Indices
+    /// keep their order.
+    pub map: Vec<Option<usize>>,
+    /// The metric-series labels of each evicted cohort.
+    pub labels: Vec<CohortLabels>,
+}
+
+/// The labels that name a cohort's metric series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CohortLabels {
+    /// Deployment.
+    pub deployment: String,
+    /// Model version.
+    pub model_version: String,
+    /// Arm.
+    pub arm: Arm,
+    /// Segment, `key=value` pairs joined by commas.
+    pub segment: String,
+}
+
+impl CohortTable {
+    /// Evicts the cohorts of `partition` idle for longer than the idle expiry at the
+    /// partition's clock. The record is kept for [`CohortTable::take_evicted`].
+    pub(super) fn expire(&mut self, partition: i32) {
+        let Some(now) = self.watermarks.get(partition) else {
+            return;
+        };
+        let idle_ms = self.idle_expiry_ms;
+        let overflow = self.overflow;
+        let idle = |i: usize, c: &Cohort| {
+            Some(i) != overflow
+                && c.partition == partition
+                && now.saturating_sub(c.last_event_ms) > idle_ms
+        };
+        if !self.cohorts.iter().enumerate().any(|(i, c)| idle(i, c)) {
+            return;
+        }
+        let mut map = Vec::with_capacity(self.cohorts.len());
+        let mut labels = Vec::new();
+        let mut kept = Vec::with_capacity(self.cohorts.len());
+        for (i, c) in std::mem::take(&mut self.cohorts).into_iter().enumerate() {
+            if idle(i, &c) {
+                self.index.remove(&c.key);
+                labels.push(self.labels(&c.key));
+                map.push(None);
+            } else {
+                map.push(Some(kept.len()));
+                kept.push(c);
+            }
+        }
+        self.cohorts = kept;
+        for i in self.index.values_mut() {
+            *i = map[*i].expect("indexed cohorts are kept or removed from the index");
+        }
+        self.overflow = overflow.and_then(|o| map[o]);
+        // Two evictions between takes (two partitions' clocks moving before the caller looks)
+        // compose.
+        self.evicted = Some(match self.evicted.take() {
+            None => Evicted { map, labels },
+            Some(mut first) => {
+                for m in &mut first.map {
+                    *m = m.and_then(|i| map[i]);
+                }
+                first.labels.extend(labels);
+                first
+            }
+        });
+    }
+
+    /// What was evicted since the last call.
+    pub fn take_evicted(&mut self) -> Option<Evicted> {
+        self.evicted.take()
+    }
+
+    fn labels(&self, key: &CohortKey) -> CohortLabels {
+        CohortLabels {
+            deployment: key.deployment.clone(),
+            model_version: key.model_version.clone(),
+            arm: key.arm,
+            segment: self
+                .segment_keys
+                .iter()
+                .zip(&key.segment)
+                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+}
+
+/// `items` (one per table index before an eviction) moved to their indices after it.
+pub fn compact<T>(items: &mut Vec<T>, map: &[Option<usize>]) {
+    let mut i = 0;
+    items.retain(|_| {
+        let keep = map.get(i).is_none_or(Option::is_some);
+        i += 1;
+        keep
+    });
+}
