@@ -7,7 +7,8 @@
 //! (exponential backoff with full jitter on timeouts, connection errors, 429 and 5xx; none on
 //! other 4xx; bounded by `containment.retry_for`). Each action runs once per incident, across
 //! restarts: its idempotency key is recorded when it succeeds, and the containment actions and
-//! critical alerts of a contained deployment not yet done are redone at start-up. Every action
+//! critical alerts of a contained deployment not yet done are redone at start-up, while the
+//! alerts already raised are re-sent then (the same alerts, kept firing). Every action
 //! counts in `driftd_actions_total{provider, outcome}` (`success`, `failure` once retries are
 //! exhausted, `dry_run`) and, when attempted, `driftd_action_seconds`. A containment action
 //! that finally fails also raises a critical alert of its own on every alert target.
@@ -263,6 +264,13 @@ pub fn start(
             });
             controller.run_actions(pending);
         }
+        // Alertmanager holds an alert only until a while after its last post, and driftd may
+        // have been down for longer: re-send the open alerts now rather than one
+        // `alert_repeat` later. The same alert (labels, start), so no second page.
+        let resent = controller.resend_alerts();
+        if resent > 0 {
+            tracing::info!(alerts = resent, "open alerts re-sent at start-up");
+        }
         let mut resend = tokio::time::interval(repeat);
         resend.tick().await;
         loop {
@@ -275,7 +283,9 @@ pub fn start(
                 }
                 Some(report) = reports_rx.recv() => controller.on_attempt(report),
                 Some(note) = reloads_rx.recv() => controller.on_reload(note),
-                _ = resend.tick() => controller.resend_alerts(),
+                _ = resend.tick() => {
+                    controller.resend_alerts();
+                }
             }
         }
     });
@@ -574,8 +584,10 @@ impl Controller {
 
     /// Alertmanager forgets alerts that are not re-sent; keep the open ones alive: the open
     /// incident of every suspect or contained deployment, and every raised signal alert.
-    fn resend_alerts(&mut self) {
+    /// Returns how many were re-sent.
+    fn resend_alerts(&mut self) -> usize {
         let now = now();
+        let mut resent = 0;
         for (dep, latch) in self.ladder.latches() {
             let open = match (latch.phase, &latch.incident) {
                 (Phase::Contained | Phase::Suspect, Some(incident)) => Some(incident),
@@ -601,6 +613,7 @@ impl Controller {
                         incident: incident.clone(),
                         dry_run: false,
                     };
+                    resent += 1;
                     let (target, ctx, now, dep) =
                         (target.clone(), self.ctx.clone(), now.clone(), dep.clone());
                     tokio::spawn(async move {
@@ -611,5 +624,6 @@ impl Controller {
                 }
             }
         }
+        resent
     }
 }

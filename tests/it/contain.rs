@@ -7,6 +7,7 @@ mod providers;
 pub mod real;
 #[cfg(feature = "e2e")]
 mod real_alertmanager;
+mod restart_resend;
 mod vendor;
 
 use std::net::SocketAddr;

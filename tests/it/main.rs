@@ -14,8 +14,12 @@ mod cli;
 mod contain;
 #[cfg(feature = "e2e")]
 mod contain_e2e;
+#[cfg(feature = "e2e")]
+mod contain_restart_e2e;
 mod corpus;
 mod daemon;
+#[cfg(feature = "e2e")]
+mod evidence_restart_e2e;
 mod gate;
 #[cfg(feature = "e2e")]
 mod kafka_e2e;
