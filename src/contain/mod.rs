@@ -436,6 +436,8 @@ impl Controller {
                 self.ladder
                     .mark_done(&action.incident.deployment, &action.key);
                 self.persist();
+                // `/v1/deployments` shows what is done, not what was done at the last change.
+                self.publish();
                 continue;
             }
             let withdrawn = Arc::new(AtomicBool::new(false));
@@ -539,6 +541,8 @@ impl Controller {
                 self.ladder
                     .mark_done(&action.incident.deployment, &action.key);
                 self.persist();
+                // `/v1/deployments` shows what is done, not what was done at the last change.
+                self.publish();
             }
             Some(e) => {
                 self.metrics
