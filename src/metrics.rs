@@ -53,6 +53,10 @@ pub struct Metrics {
     pub events_overflow: IntCounter,
     /// Cohorts evicted for being idle.
     pub cohorts_evicted: IntCounter,
+    /// 1 while a partition is stalled (`kafka.stall_after`).
+    pub partition_stalled: IntGaugeVec,
+    /// Partitions stalled now (the `/readyz` detail).
+    pub partitions_stalled: IntGauge,
     /// Dead-letter records confirmed by the broker.
     pub dead_letters_delivered: IntCounter,
     /// Dead-letter records the broker did not accept (after librdkafka's own retries).
@@ -184,6 +188,25 @@ impl Metrics {
                 IntCounter::new(
                     "driftd_events_overflow_total",
                     "Events folded into the overflow cohort because cohorts.max_cohorts was reached.",
+                )
+                .expect("valid metric"),
+            ),
+            partition_stalled: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "driftd_partition_stalled",
+                        "1 while the partition's consumer lag grows and no message has been received from it for kafka.stall_after.",
+                    ),
+                    &["topic", "partition"],
+                )
+                .expect("valid metric"),
+            ),
+            partitions_stalled: register(
+                &r,
+                IntGauge::new(
+                    "driftd_partitions_stalled",
+                    "Partitions stalled now (see driftd_partition_stalled).",
                 )
                 .expect("valid metric"),
             ),

@@ -134,7 +134,16 @@ async fn metrics(State(s): State<AdminState>) -> Response {
 
 async fn readyz(State(s): State<AdminState>) -> Response {
     match readiness(&s.metrics) {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        // A stalled partition does not make driftd unready: the gate and the API must keep
+        // answering. It is said here, for whoever checks.
+        Ok(()) => match s.metrics.partitions_stalled.get() {
+            0 => (StatusCode::OK, "ready\n").into_response(),
+            n => (
+                StatusCode::OK,
+                format!("ready; {n} partition(s) stalled: lag grows and nothing was received for kafka.stall_after (driftd_partition_stalled)\n"),
+            )
+                .into_response(),
+        },
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     }
 }

@@ -36,6 +36,60 @@ pub struct KafkaConfig {
     /// librdkafka properties whose values are secrets, read from a file or an environment
     /// variable at start-up and never logged, e.g. `"sasl.password" = { env = "KAFKA_PASSWORD" }`.
     pub secrets: BTreeMap<String, SecretSource>,
+    /// Where a partition without a committed offset in the group starts: `"earliest"`,
+    /// `"latest"`, or a lookback such as `"3h"` (the first message at or after now minus the
+    /// lookback, by Kafka timestamp). Committed offsets always win. Default: a lookback of
+    /// three window spans ([`super::Config::start_from`]), so a new group neither replays days
+    /// of history nor starts blind.
+    pub start_from: Option<StartFrom>,
+    /// A partition whose consumer lag grows while no message has been received from it for
+    /// this long is reported as stalled (log, `driftd_partition_stalled`, `/readyz` detail).
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
+}
+
+/// Where a partition without a committed offset starts (`kafka.start_from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The oldest message the broker keeps.
+    Earliest,
+    /// Only messages produced after the partition is assigned.
+    Latest,
+    /// The first message with a Kafka timestamp at or after now minus this.
+    Lookback(Duration),
+}
+
+impl std::fmt::Display for StartFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartFrom::Earliest => f.write_str("earliest"),
+            StartFrom::Latest => f.write_str("latest"),
+            StartFrom::Lookback(d) => write!(f, "{}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+impl Serialize for StartFrom {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for StartFrom {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "earliest" => Ok(StartFrom::Earliest),
+            "latest" => Ok(StartFrom::Latest),
+            other => humantime::parse_duration(other)
+                .map(StartFrom::Lookback)
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{other}` is not \"earliest\", \"latest\" or a lookback duration such as \"3h\""
+                    ))
+                }),
+        }
+    }
 }
 
 /// librdkafka property names whose values are credentials: refused in `kafka.properties`.
@@ -71,6 +125,8 @@ impl Default for KafkaConfig {
             commit_interval: Duration::from_secs(5),
             properties: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            start_from: None,
+            stall_after: Duration::from_secs(300),
         }
     }
 }
@@ -113,6 +169,20 @@ impl KafkaConfig {
         if self.commit_interval < Duration::from_millis(100) {
             return Err(invalid("kafka.commit_interval", "must be at least 100ms"));
         }
+        if self.stall_after < 2 * self.stats_interval {
+            return Err(invalid(
+                "kafka.stall_after",
+                "must be at least twice kafka.stats_interval: the lag is read from librdkafka's statistics",
+            ));
+        }
+        if let Some(StartFrom::Lookback(d)) = self.start_from {
+            if d < Duration::from_secs(1) {
+                return Err(invalid(
+                    "kafka.start_from",
+                    "a lookback must be at least 1s (or use \"latest\")",
+                ));
+            }
+        }
         for key in self.secrets.keys() {
             if !SECRET_PROPERTIES.contains(&key.as_str()) && key != SECRET_STORE_USERNAME {
                 return Err(invalid(
@@ -129,6 +199,12 @@ impl KafkaConfig {
                 return Err(invalid(
                     format!("kafka.properties.\"{key}\""),
                     "is a credential: move it to [kafka.secrets] as { env = \"VAR\" } or { file = \"/path\" }",
+                ));
+            }
+            if key == "auto.offset.reset" {
+                return Err(invalid(
+                    "kafka.properties.\"auto.offset.reset\"",
+                    "is set by driftd from kafka.start_from: use start_from = \"earliest\", \"latest\" or a lookback such as \"3h\"",
                 ));
             }
             if OWNED_PROPERTIES.contains(&key.as_str()) {
@@ -198,6 +274,50 @@ mod tests {
             "sasl.username".into(),
             SecretSource::Env("DRIFTD_TEST_NEVER_READ".into()),
         );
+        assert!(k.validate().is_ok());
+    }
+
+    #[test]
+    fn start_from_reads_earliest_latest_or_a_lookback_and_refuses_the_rest() {
+        let parse = |v: &str| Config::parse(&format!("[kafka]\nstart_from = \"{v}\"\n"));
+        assert_eq!(parse("earliest").unwrap().start_from(), StartFrom::Earliest);
+        assert_eq!(parse("latest").unwrap().start_from(), StartFrom::Latest);
+        assert_eq!(
+            parse("90m").unwrap().start_from(),
+            StartFrom::Lookback(Duration::from_secs(5400))
+        );
+        assert_eq!(
+            Config::default().start_from(),
+            StartFrom::Lookback(Duration::from_secs(3 * 3600)),
+            "three window spans"
+        );
+        let e = parse("yesterday").unwrap_err().to_string();
+        assert!(
+            e.contains("line 2") && e.contains("`yesterday` is not"),
+            "{e}"
+        );
+        let e = parse("0s").unwrap_err().to_string();
+        assert!(e.contains("kafka.start_from"), "{e}");
+        let e = Config::parse("[kafka.properties]\n\"auto.offset.reset\" = \"earliest\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("auto.offset.reset") && e.contains("start_from"),
+            "{e}"
+        );
+        let round = parse("latest").unwrap();
+        assert!(toml::to_string(&round)
+            .unwrap()
+            .contains("start_from = \"latest\""));
+    }
+
+    #[test]
+    fn stall_after_must_cover_two_statistics_reports() {
+        let mut k = KafkaConfig::default();
+        k.stall_after = Duration::from_secs(9);
+        let e = k.validate().unwrap_err().to_string();
+        assert!(e.contains("kafka.stall_after"), "{e}");
+        k.stall_after = Duration::from_secs(10);
         assert!(k.validate().is_ok());
     }
 }

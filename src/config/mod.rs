@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 pub use containment::{ContainmentConfig, PolicyConfig, PolicyMode, TriggerState};
 pub use detection::{AlarmState, DeploymentDetection, DetectionConfig, SelfBaselineConfig};
 pub use ingest::IngestConfig;
-pub use kafka::KafkaConfig;
+pub use kafka::{KafkaConfig, StartFrom};
 pub use persist::PersistConfig;
 pub use secret::SecretSource;
 pub use service::{AdminConfig, LogConfig, LogFormat, ShutdownConfig};
@@ -251,6 +251,14 @@ impl Config {
             .iter()
             .map(|m| m.alpha.unwrap_or(share))
             .collect()
+    }
+
+    /// Where a partition without a committed offset starts (`kafka.start_from`, default a
+    /// lookback of three window spans).
+    pub fn start_from(&self) -> StartFrom {
+        self.kafka
+            .start_from
+            .unwrap_or(StartFrom::Lookback(3 * self.windows.span))
     }
 
     /// How long a cohort may go without an event before it is evicted (`cohorts.idle_expiry`,

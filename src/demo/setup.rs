@@ -80,6 +80,9 @@ pub(super) fn demo_config(
     c.kafka.topic = TOPIC.into();
     c.kafka.group_id = "driftd-demo".into();
     c.kafka.dead_letter_topic = DEAD_LETTER_TOPIC.into();
+    // The in-process broker is new and holds only this run's traffic, some of it produced
+    // before the partitions are assigned.
+    c.kafka.start_from = Some(crate::config::StartFrom::Earliest);
     c.windows.bucket = Duration::from_secs(1);
     c.windows.span = Duration::from_secs(600);
     c.windows.recent = Duration::from_secs(10);

@@ -15,151 +15,27 @@
 //! module only receives, acknowledges and drains. It must not know about detection or actions,
 //! and must never log message payloads or keys (only topic, partition, offset and reason codes).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+mod context;
+
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::statistics::Statistics;
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientContext;
 
 use super::connectivity::Connectivity;
 use super::dead_letter::DeadLetter;
 use super::offsets::{DeliveryOutcome, OffsetTracker, Pending};
 use super::resume::Progress;
+use super::stall::StallWatch;
 use super::IngestError;
-use crate::config::Config;
+use crate::config::{Config, StartFrom};
 use crate::metrics::Metrics;
 use crate::persist::{PersistError, SnapshotStore};
 use crate::pipeline::{Outcome, Pipeline};
-
-/// A rebalance, noted by the callback (which cannot reach the pipeline) for the control loop
-/// to act on before the next message.
-#[derive(Debug)]
-enum Note {
-    Assigned(Vec<i32>),
-    Revoked(Vec<i32>),
-}
-
-/// Rebalances noted by the callback, taken by the control loop. The flag spares the loop a
-/// lock per message: rebalances are rare, messages are not.
-#[derive(Default)]
-struct Notes {
-    list: Mutex<Vec<Note>>,
-    pending: AtomicBool,
-}
-
-impl Notes {
-    fn push(&self, note: Note) {
-        self.list
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(note);
-        self.pending.store(true, Ordering::Release);
-    }
-
-    fn take(&self) -> Vec<Note> {
-        if !self.pending.swap(false, Ordering::Acquire) {
-            return Vec::new();
-        }
-        std::mem::take(&mut *self.list.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
-
-/// Rebalance, statistics and error callbacks.
-pub struct IngestContext {
-    metrics: Arc<Metrics>,
-    notes: Arc<Notes>,
-    connectivity: Arc<Connectivity>,
-}
-
-impl IngestContext {
-    fn note(&self, note: Note) {
-        self.notes.push(note);
-    }
-}
-
-fn partitions(tpl: &rdkafka::TopicPartitionList) -> Vec<i32> {
-    tpl.elements().iter().map(|e| e.partition()).collect()
-}
-
-impl ClientContext for IngestContext {
-    fn stats(&self, statistics: Statistics) {
-        // librdkafka's internal pseudo-broker is no sign of a reachable cluster.
-        if statistics
-            .brokers
-            .values()
-            .any(|b| b.state == "UP" && b.source != "internal")
-        {
-            self.connectivity.reachable();
-        }
-        for (topic, t) in &statistics.topics {
-            for (partition, p) in &t.partitions {
-                // Partition -1 is librdkafka's internal "unassigned" queue.
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    self.metrics
-                        .consumer_lag
-                        .with_label_values(&[topic.as_str(), &partition.to_string()])
-                        .set(p.consumer_lag);
-                }
-            }
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.connectivity.error("consumer", &error, reason);
-    }
-
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        super::connectivity::librdkafka_log(level, fac, log_message);
-    }
-}
-
-impl ConsumerContext for IngestContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            // The stored offsets never pass a snapshot kept on disk: safe to commit.
-            commit(consumer, &self.metrics, "revoke");
-            self.note(Note::Revoked(partitions(tpl)));
-            tracing::info!(
-                partitions = tpl.count(),
-                "partitions revoked; offsets committed"
-            );
-            self.metrics.ready.set(0);
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                tracing::info!(partitions = tpl.count(), "partitions assigned");
-                // Ready once their state is restored, by the control loop.
-                self.note(Note::Assigned(partitions(tpl)));
-            }
-            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance failed"),
-            Rebalance::Revoke(_) => {}
-        }
-    }
-}
-
-fn commit<C: ConsumerContext>(consumer: &impl Consumer<C>, metrics: &Metrics, why: &str) {
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => metrics.offset_commits.with_label_values(&["success"]).inc(),
-        // Nothing stored since the last commit: nothing to do.
-        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => {
-            metrics.offset_commits.with_label_values(&["failure"]).inc();
-            tracing::warn!(error = %e, why, "offset commit failed; those events will be re-consumed");
-        }
-    }
-}
+use context::{commit, IngestContext, Note, Notes};
 
 /// The receiving end of the consumer, shared with the daemon's control loop.
 ///
@@ -199,6 +75,10 @@ pub struct KafkaSource {
     progress: Progress,
     store: SnapshotStore,
     writes: Vec<Write>,
+    /// Messages received per partition (index), skipped ones included: what the stall watch
+    /// compares.
+    received: Vec<u64>,
+    stalls: StallWatch,
 }
 
 impl KafkaSource {
@@ -218,9 +98,15 @@ impl KafkaSource {
                 k.stats_interval.as_millis().to_string(),
             )
             .set("enable.partition.eof", "false");
-        if !k.properties.contains_key("auto.offset.reset") {
-            cc.set("auto.offset.reset", "earliest");
-        }
+        // A lookback is resolved at assignment; when that fails, `latest` (see `start`).
+        let start_from = config.start_from();
+        cc.set(
+            "auto.offset.reset",
+            match start_from {
+                StartFrom::Earliest => "earliest",
+                StartFrom::Latest | StartFrom::Lookback(_) => "latest",
+            },
+        );
         let notes = Arc::new(Notes::default());
         let connectivity = Arc::new(Connectivity::new(&k.brokers));
         let consumer: StreamConsumer<IngestContext> = cc
@@ -228,6 +114,9 @@ impl KafkaSource {
                 metrics: metrics.clone(),
                 notes: notes.clone(),
                 connectivity: connectivity.clone(),
+                start_from,
+                topic: k.topic.clone(),
+                lags: Mutex::new(Vec::new()),
             })
             .map_err(|e| redact.error(e))?;
         consumer
@@ -250,6 +139,8 @@ impl KafkaSource {
                 &config.state_fingerprint(),
             ),
             writes: Vec::new(),
+            received: Vec::new(),
+            stalls: StallWatch::new(k.stall_after.as_millis() as i64),
         })
     }
 
@@ -267,6 +158,13 @@ impl KafkaSource {
         received: KafkaResult<BorrowedMessage<'_>>,
     ) {
         self.rebalanced(pipeline).await;
+        if let Ok(msg) = &received {
+            let p = msg.partition().max(0) as usize;
+            if self.received.len() <= p {
+                self.received.resize(p + 1, 0);
+            }
+            self.received[p] += 1;
+        }
         match received {
             Ok(msg) if !self.progress.admit(msg.partition(), msg.offset()) => {
                 self.metrics.events_skipped.inc();
@@ -314,6 +212,42 @@ impl KafkaSource {
         self.tracker.release(&mut self.ready, &mut self.outcomes);
         self.settle();
         self.finish_writes(false).await;
+        self.watch_stalls();
+    }
+
+    /// Reports partitions whose lag grows while nothing is received from them.
+    fn watch_stalls(&mut self) {
+        let lags = std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .lags
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let now = crate::clock::wall_ms();
+        for (partition, lag) in lags {
+            let transition = match self.progress.active(partition) {
+                true => {
+                    let received = self.received.get(partition as usize).copied();
+                    self.stalls
+                        .observe(partition, received.unwrap_or(0), Some(lag), now)
+                }
+                false => self.stalls.forget(partition),
+            };
+            let Some(t) = transition else { continue };
+            self.metrics
+                .partition_stalled
+                .with_label_values(&[self.topic.as_str(), &partition.to_string()])
+                .set(i64::from(t.stalled));
+            match t.stalled {
+                true => tracing::error!(partition, lag = t.lag, "partition stalled: its lag grows and nothing has been received from it for kafka.stall_after; check the broker (leader, fetch errors) and this consumer's log"),
+                false => tracing::info!(partition, lag = t.lag, "partition consuming again"),
+            }
+        }
+        self.metrics
+            .partitions_stalled
+            .set(self.stalls.stalled() as i64);
     }
 
     /// Starts a snapshot of every assigned partition that changed since its last one and has
@@ -410,7 +344,16 @@ impl KafkaSource {
                     self.finish_writes(true).await;
                     for p in partitions {
                         self.progress.revoked(p);
+                        if self.stalls.forget(p).is_some() {
+                            self.metrics
+                                .partition_stalled
+                                .with_label_values(&[self.topic.as_str(), &p.to_string()])
+                                .set(0);
+                        }
                     }
+                    self.metrics
+                        .partitions_stalled
+                        .set(self.stalls.stalled() as i64);
                 }
             }
         }

@@ -10,6 +10,8 @@ pub mod kafka;
 pub mod offsets;
 pub mod replay;
 pub mod resume;
+pub mod stall;
+mod start;
 
 use std::collections::BTreeMap;
 

@@ -29,5 +29,7 @@ mod restart;
 #[cfg(feature = "e2e")]
 mod restart_e2e;
 mod secrets;
+#[cfg(feature = "e2e")]
+mod start_from_e2e;
 mod stream;
 mod support;

@@ -145,6 +145,9 @@ group_id = "{group}"
 dead_letter_topic = "{dlq}"
 stats_interval = "500ms"
 commit_interval = "500ms"
+# These tests count every event of the topic from its first message (the default, a lookback,
+# is tested on its own in `start_from`).
+start_from = "earliest"
 
 [ingest]
 publish_interval = "200ms"

@@ -1,0 +1,184 @@
+//! The consumer's callbacks: rebalances (noted for the control loop, with the
+//! `kafka.start_from` lookback applied to new assignments), statistics (consumer lag, the
+//! stall watch's input) and librdkafka's errors and logs.
+//!
+//! Runs on librdkafka's poll path: it must stay quick and never touch the pipeline.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
+use rdkafka::{ClientContext, TopicPartitionList};
+
+use super::super::connectivity::Connectivity;
+use crate::config::StartFrom;
+use crate::metrics::Metrics;
+
+/// A rebalance, noted by the callback (which cannot reach the pipeline) for the control loop
+/// to act on before the next message.
+#[derive(Debug)]
+pub(super) enum Note {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// Rebalances noted by the callback, taken by the control loop. The flag spares the loop a
+/// lock per message: rebalances are rare, messages are not.
+#[derive(Default)]
+pub(super) struct Notes {
+    list: Mutex<Vec<Note>>,
+    pending: AtomicBool,
+}
+
+impl Notes {
+    pub(super) fn push(&self, note: Note) {
+        self.list
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(note);
+        self.pending.store(true, Ordering::Release);
+    }
+
+    pub(super) fn take(&self) -> Vec<Note> {
+        if !self.pending.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.list.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Rebalance, statistics and error callbacks.
+pub struct IngestContext {
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) notes: Arc<Notes>,
+    pub(super) connectivity: Arc<Connectivity>,
+    pub(super) start_from: StartFrom,
+    pub(super) topic: String,
+    /// Each partition's consumer lag from the latest statistics, for the stall watch.
+    pub(super) lags: Mutex<Vec<(i32, i64)>>,
+}
+
+impl IngestContext {
+    fn note(&self, note: Note) {
+        self.notes.push(note);
+    }
+}
+
+fn partitions(tpl: &rdkafka::TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
+}
+
+impl ClientContext for IngestContext {
+    fn stats(&self, statistics: Statistics) {
+        // librdkafka's internal pseudo-broker is no sign of a reachable cluster.
+        if statistics
+            .brokers
+            .values()
+            .any(|b| b.state == "UP" && b.source != "internal")
+        {
+            self.connectivity.reachable();
+        }
+        let mut lags = Vec::new();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" queue.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[topic.as_str(), &partition.to_string()])
+                        .set(p.consumer_lag);
+                    if *topic == self.topic {
+                        lags.push((*partition, p.consumer_lag));
+                    }
+                }
+            }
+        }
+        *self.lags.lock().unwrap_or_else(PoisonError::into_inner) = lags;
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.connectivity.error("consumer", &error, reason);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        super::super::connectivity::librdkafka_log(level, fac, log_message);
+    }
+}
+
+impl ConsumerContext for IngestContext {
+    /// librdkafka's rebalance, with two additions: a revoke commits first (the stored offsets
+    /// never pass a snapshot kept on disk), and an assignment gets the `kafka.start_from`
+    /// lookback for partitions without a committed offset ([`super::start`]). Both are noted
+    /// for the control loop, which restores and snapshots partition state.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let StartFrom::Lookback(lookback) = self.start_from {
+                    super::super::start::look_back(
+                        consumer,
+                        tpl,
+                        lookback,
+                        crate::clock::wall_ms(),
+                    );
+                }
+                let assigned = match cooperative {
+                    true => consumer.incremental_assign(tpl),
+                    false => consumer.assign(tpl),
+                };
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+                // Ready once their state is restored, by the control loop.
+                self.note(Note::Assigned(partitions(tpl)));
+                assigned
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                commit(consumer, &self.metrics, "revoke");
+                self.note(Note::Revoked(partitions(tpl)));
+                tracing::info!(
+                    partitions = tpl.count(),
+                    "partitions revoked; offsets committed"
+                );
+                self.metrics.ready.set(0);
+                match cooperative {
+                    true => consumer.incremental_unassign(tpl),
+                    false => consumer.unassign(),
+                }
+            }
+            other => {
+                tracing::error!(error = %RDKafkaErrorCode::from(other), "rebalance failed");
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "librdkafka refused the partition assignment");
+        }
+    }
+}
+
+pub(super) fn commit<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    metrics: &Metrics,
+    why: &str,
+) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => metrics.offset_commits.with_label_values(&["success"]).inc(),
+        // Nothing stored since the last commit: nothing to do.
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => {
+            metrics.offset_commits.with_label_values(&["failure"]).inc();
+            tracing::warn!(error = %e, why, "offset commit failed; those events will be re-consumed");
+        }
+    }
+}
