@@ -313,8 +313,10 @@ mod tests {
 
     #[test]
     fn stall_after_must_cover_two_statistics_reports() {
-        let mut k = KafkaConfig::default();
-        k.stall_after = Duration::from_secs(9);
+        let mut k = KafkaConfig {
+            stall_after: Duration::from_secs(9),
+            ..KafkaConfig::default()
+        };
         let e = k.validate().unwrap_err().to_string();
         assert!(e.contains("kafka.stall_after"), "{e}");
         k.stall_after = Duration::from_secs(10);
