@@ -9,6 +9,7 @@
 //! not act on a stale change.
 
 use super::audit::AuditRecord;
+use super::latch::Stale;
 use super::stale::{self, Confirm};
 use super::{now, Controller};
 use crate::detect::Change;
@@ -22,14 +23,21 @@ impl Controller {
             Change::Verdict(v) => (&v.deployment, &v.at, "verdict"),
             Change::Signal(s) => (&s.deployment, &s.at, "signal"),
         };
-        let Some(age_ms) = stale::stale_by(at, now_ms, self.max_evidence_age_ms) else {
+        let Some(age_ms) = stale::stale_change(change, now_ms, self.max_evidence_age_ms) else {
             if let Change::Verdict(v) = change {
                 if self
                     .ladder
                     .latch(&v.deployment)
                     .is_some_and(|l| !l.stale.is_empty())
                 {
-                    stale::forget(self.ladder.latch_mut(&v.deployment), v);
+                    let why = format!(
+                        "superseded by a fresh {} verdict of {}",
+                        v.state.as_str(),
+                        v.model_version
+                    );
+                    for held in stale::forget(self.ladder.latch_mut(&v.deployment), v) {
+                        self.dropped(&v.deployment, &held, &why);
+                    }
                     self.persist();
                     self.publish();
                 }
@@ -59,6 +67,22 @@ impl Controller {
         true
     }
 
+    /// A held stale verdict that will never be acted on: logged and audited.
+    fn dropped(&mut self, deployment: &str, held: &Stale, why: &str) {
+        tracing::info!(deployment = %deployment, why = %why, "stale verdict dropped, never acted on");
+        self.record(AuditRecord::Ignored {
+            why: format!(
+                "stale {} {} {} of {deployment} {} (event time {}, {:.0}s old when received): never acted on: {why}",
+                held.metric,
+                held.source.as_str(),
+                held.state.as_str(),
+                held.model_version,
+                held.at,
+                held.age_seconds
+            ),
+        });
+    }
+
     /// Judges every held stale verdict against a new snapshot: those fresh events confirm go
     /// through the ladder as fresh verdicts, those that can no longer be acted on are dropped.
     pub(super) fn on_snapshot(&mut self, published: &Published, now_ms: i64) {
@@ -77,23 +101,9 @@ impl Controller {
         let mut confirmed = Vec::new();
         for (dep, key, held, decision) in decided {
             self.ladder.latch_mut(&dep).stale.remove(&key);
-            let what = format!(
-                "stale {} {} {} of {dep} {} (event time {}, {:.0}s old when received)",
-                held.metric,
-                held.source.as_str(),
-                held.state.as_str(),
-                held.model_version,
-                held.at,
-                held.age_seconds
-            );
             match decision {
                 Confirm::Wait => {}
-                Confirm::Drop(why) => {
-                    tracing::info!(deployment = %dep, why = %why, "stale verdict dropped, never acted on");
-                    self.record(AuditRecord::Ignored {
-                        why: format!("{what}: never acted on: {why}"),
-                    });
-                }
+                Confirm::Drop(why) => self.dropped(&dep, &held, &why),
                 Confirm::Act(v) => {
                     tracing::warn!(deployment = %dep, at = %v.at, "stale verdict confirmed by fresh events: containment acts");
                     confirmed.push(Change::Verdict(*v));

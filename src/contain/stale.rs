@@ -14,7 +14,7 @@
 //! Pure: no I/O, no clock (the wall-clock time is passed in).
 
 use super::latch::{Latch, Phase, Stale};
-use crate::detect::{Source, Verdict, VerdictState};
+use crate::detect::{Change, SignalKind, Source, Verdict, VerdictState};
 use crate::event::{format_rfc3339_ms, parse_rfc3339_ms, Arm};
 use crate::pipeline::Published;
 
@@ -24,6 +24,23 @@ use crate::pipeline::Published;
 pub fn stale_by(at: &str, now_ms: i64, max_age_ms: i64) -> Option<i64> {
     let age = now_ms - parse_rfc3339_ms(at)?;
     (age > max_age_ms).then_some(age)
+}
+
+/// How far the evidence of `change` is behind `now_ms`, when more than `max_age_ms` (see
+/// [`stale_by`]). The evidence of a verdict or signal is its event time `at`; that of a raised
+/// `telemetry_absent` is the silent arm's last event (`at` minus the silence). The detector
+/// raises it on the other arm's events once the silence passes `detection.absent_after`, so a
+/// silence older than the limit means the other arm was silent as well: a gap in the whole
+/// stream (an outage, days of history), not one arm stopping while the other goes on.
+pub fn stale_change(change: &Change, now_ms: i64, max_age_ms: i64) -> Option<i64> {
+    match change {
+        Change::Verdict(v) => stale_by(&v.at, now_ms, max_age_ms),
+        Change::Signal(s) if s.kind == SignalKind::TelemetryAbsent && s.active => {
+            let age = now_ms - parse_rfc3339_ms(&s.at)? + (s.statistic * 1000.0) as i64;
+            (age > max_age_ms).then_some(age)
+        }
+        Change::Signal(s) => stale_by(&s.at, now_ms, max_age_ms),
+    }
 }
 
 /// The key a verdict is held under in [`Latch::stale`].

@@ -8,6 +8,7 @@ pub mod real;
 #[cfg(feature = "e2e")]
 mod real_alertmanager;
 mod restart_resend;
+mod stale;
 mod vendor;
 
 use std::net::SocketAddr;
@@ -89,8 +90,8 @@ struct Running {
     changes: tokio::sync::mpsc::UnboundedSender<Change>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
-    /// The pipeline's snapshots as containment reads them (to confirm stale verdicts).
-    snapshots: watch::Sender<Arc<Published>>,
+    /// Keeps the (empty) snapshot channel containment reads open.
+    _snapshots: watch::Sender<Arc<Published>>,
 }
 
 impl Running {
@@ -110,7 +111,7 @@ impl Running {
             changes,
             stop,
             task,
-            snapshots,
+            _snapshots: snapshots,
         }
     }
     async fn stop(self) {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::Config;
-use crate::detect::Change;
+use crate::detect::{Change, Signal};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::traffic::{Drift, DriftMetric, Generator, TrafficModel};
@@ -94,6 +94,37 @@ fn age_is_judged_by_the_verdicts_event_time_against_the_limit() {
         None,
         "ahead: fresh"
     );
+}
+
+/// The first fresh event after a gap finds the other arm silent since before the gap: that
+/// silence is the stream's gap, judged by its start; a silence the detector caught in time is
+/// fresh.
+#[test]
+fn a_telemetry_absent_raised_across_a_gap_is_stale_by_the_silent_arms_last_event() {
+    let now = crate::clock::wall_ms();
+    let (mut p, mut g) = (pipeline(), drifting());
+    feed(&mut p, &mut g, 400, now - 2 * 24 * 60 * MINUTE, None);
+    let changes = feed(&mut p, &mut g, 50, now - 1_000, None);
+    let absent = changes
+        .iter()
+        .find(
+            |c| matches!(c, Change::Signal(s) if s.kind == SignalKind::TelemetryAbsent && s.active),
+        )
+        .expect("the gap raises telemetry_absent");
+    let Change::Signal(s) = absent else {
+        unreachable!()
+    };
+    assert_eq!(
+        stale_by(&s.at, now, MAX_AGE),
+        None,
+        "raised at a fresh event"
+    );
+    assert!(stale_change(absent, now, MAX_AGE).unwrap() > 47 * 60 * MINUTE);
+    let caught = Signal {
+        statistic: 300.0,
+        ..s.clone()
+    };
+    assert_eq!(stale_change(&Change::Signal(caught), now, MAX_AGE), None);
 }
 
 /// Two days of drifting traffic: the fail is held; fresh events of the same, still failing
