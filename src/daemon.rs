@@ -60,6 +60,7 @@ pub async fn run(
         &config,
         admin_bound,
         metrics.clone(),
+        snapshots.clone(),
         controls.shutdown.clone(),
     )?;
     pipeline.set_change_sink(changes);

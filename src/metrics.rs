@@ -89,6 +89,7 @@ pub struct Metrics {
     telemetry_absent: IntGaugeVec,
     contained: IntGaugeVec,
     actions: IntCounterVec,
+    stale_changes: IntCounterVec,
     action_seconds: prometheus::HistogramVec,
     /// 1 once the consumer has an assignment and the config is loaded.
     pub ready: IntGauge,
@@ -346,6 +347,11 @@ impl Metrics {
                 "Containment and alert actions, by provider and outcome (success, failure, dry_run).",
                 &["provider", "outcome"],
             ),
+            stale_changes: counter_vec(
+                "driftd_stale_changes_total",
+                "Verdict and signal changes containment did not act on because their evidence was older than containment.max_evidence_age, by kind (verdict, signal).",
+                &["kind"],
+            ),
             action_seconds: register(
                 &r,
                 prometheus::HistogramVec::new(
@@ -565,6 +571,12 @@ impl Metrics {
         self.contained
             .with_label_values(&[deployment])
             .set(i64::from(contained));
+    }
+
+    /// Counts a change not acted on because its evidence was stale; `kind` is `verdict` or
+    /// `signal`.
+    pub fn count_stale(&self, kind: &'static str) {
+        self.stale_changes.with_label_values(&[kind]).inc();
     }
 
     /// Counts an action outcome and, when given, its latency.

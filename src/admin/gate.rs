@@ -12,7 +12,8 @@
 //! - `/v1/gate/{d}/decision` — always 200, the decision in the body, for Argo Rollouts.
 //!
 //! Nothing that reads as a pass unless detection said pass: a deployment driftd has never seen
-//! is `unknown`, one without enough evidence is `insufficient`. The body is public (rollout
+//! is `unknown`, one without enough evidence is `insufficient`. A verdict containment holds as
+//! stale (too old to act on) keeps its decision and adds a `stale:` reason. The body is public (rollout
 //! controllers cannot send a token), so it carries no operator name or reason. Pure: no I/O.
 
 use axum::http::StatusCode;
@@ -164,6 +165,19 @@ pub fn decide(view: Option<&DeploymentView>, latch: Option<&Latch>) -> Verdict {
             "contained by a dry-run policy".into(),
             &mut worst,
         );
+    }
+    for held in latch.iter().flat_map(|l| l.stale.values()) {
+        // Says why a failing canary is not contained; the decision stays what detection says.
+        reasons.push(format!(
+            "stale: {} {} {} of {} at event time {} ({:.0}s behind the wall clock when received) is not acted on until fresh events of {} confirm it",
+            held.metric,
+            held.source.as_str(),
+            held.state.as_str(),
+            held.model_version,
+            held.at,
+            held.age_seconds,
+            held.model_version
+        ));
     }
     Verdict {
         decision: worst,

@@ -9,7 +9,8 @@
 //! - `GET /v1/cohorts` — JSON: every cohort with its window statistics, optionally filtered by
 //!   `?deployment=NAME`;
 //! - `GET /v1/verdicts` — JSON: per deployment, the verdict of every metric with its evidence,
-//!   cohort-level signals and the history of earlier canary versions (`?deployment=NAME`);
+//!   cohort-level signals and the history of earlier canary versions (`?deployment=NAME`), and
+//!   under `stale` the verdicts containment holds as too old to act on;
 //! - `GET` or `POST /v1/gate/{deployment}`, `…/promotion`, `…/decision` — the gate, one
 //!   decision spelled for each kind of caller (see [`gate`]); public, without operator input;
 //! - `GET /v1/deployments` — every deployment's containment latch (bearer token);
@@ -27,6 +28,7 @@
 //! channel), never by locking the hot path, and it must not mutate anything itself: release and
 //! contain are requests to the containment task, which decides.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -191,9 +193,17 @@ async fn verdicts(State(s): State<AdminState>, Query(q): Query<CohortQuery>) -> 
                 .is_none_or(|name| &d.deployment == name)
         })
         .collect();
+    // Verdicts containment holds as stale (too old to act on), by deployment.
+    let latches = s.contain.as_ref().map(|c| c.latches()).unwrap_or_default();
+    let stale: BTreeMap<&String, Vec<_>> = latches
+        .iter()
+        .filter(|(d, l)| !l.stale.is_empty() && deployments.iter().any(|v| &&v.deployment == d))
+        .map(|(d, l)| (d, l.stale.values().collect()))
+        .collect();
     Json(serde_json::json!({
         "watermark": published.cohorts.watermark,
         "deployments": deployments,
+        "stale": stale,
     }))
     .into_response()
 }
@@ -274,11 +284,12 @@ async fn gate(s: AdminState, deployment: String, route: Route) -> Response {
         "decision": verdict.decision,
         "reasons": verdict.reasons,
         "open": !closed,
-        "phase": latch.map(|l| l.phase).unwrap_or_default(),
+        "phase": latch.as_ref().map(|l| l.phase).unwrap_or_default(),
         "canary_version": view.and_then(|v| v.canary_version.as_ref()),
         "incident": incident,
         "release_command": release.filter(|_| closed),
         "metrics": view.map(|d| &d.metrics),
+        "stale": latch.as_ref().map(|l| l.stale.values().collect::<Vec<_>>()).unwrap_or_default(),
     });
     (route.status(verdict.decision), Json(body)).into_response()
 }

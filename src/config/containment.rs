@@ -39,6 +39,12 @@ pub struct ContainmentConfig {
     /// Retries of one action stop after this long.
     #[serde(with = "humantime_serde")]
     pub retry_for: Duration,
+    /// A verdict or signal change whose event time (`at`) is further than this behind the wall
+    /// clock when containment receives it is stale: recorded, audited, counted and shown, never
+    /// acted on. A stale `warn`/`fail` is acted on once fresh events of the same canary version
+    /// show it still stands (catching up after an outage).
+    #[serde(with = "humantime_serde")]
+    pub max_evidence_age: Duration,
     /// Policies, first match wins per deployment. None: a `fail` contains at the gate and
     /// alerts every alert target.
     pub policies: Vec<PolicyConfig>,
@@ -58,6 +64,7 @@ impl Default for ContainmentConfig {
             external_url: String::new(),
             action_timeout: Duration::from_secs(5),
             retry_for: Duration::from_secs(60),
+            max_evidence_age: Duration::from_secs(15 * 60),
             policies: Vec::new(),
             targets: Vec::new(),
         }
@@ -178,6 +185,12 @@ impl ContainmentConfig {
             return Err(invalid(
                 "containment.retry_for",
                 "must be at least containment.action_timeout (and that longer than zero)",
+            ));
+        }
+        if self.max_evidence_age < Duration::from_secs(1) {
+            return Err(invalid(
+                "containment.max_evidence_age",
+                "must be at least 1s (events arrive some time after they happen; a shorter limit would call all evidence stale)",
             ));
         }
         targets::validate(&self.targets)?;

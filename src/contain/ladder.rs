@@ -133,6 +133,18 @@ impl Ladder {
             .find(|p| matches(&p.deployments, deployment))
     }
 
+    /// True when a policy covers the verdict's deployment and metric (the ladder may act on it).
+    pub fn covers(&self, v: &Verdict) -> bool {
+        self.policy(&v.deployment)
+            .is_some_and(|p| matches(&p.metrics, &v.metric))
+    }
+
+    /// One deployment's latch, to be changed outside the ladder's phases (held stale evidence,
+    /// [`super::stale`]); created when missing.
+    pub fn latch_mut(&mut self, deployment: &str) -> &mut Latch {
+        self.latches.entry(deployment.to_string()).or_default()
+    }
+
     /// Records an action as done.
     pub fn mark_done(&mut self, deployment: &str, key: &str) {
         self.latches

@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::detect::{Source, VerdictState};
+use crate::event::Arm;
+
 /// Where a deployment stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -104,6 +107,48 @@ pub struct Latch {
     /// The metrics now at `warn`, as `model_version/metric/source`: a suspect deployment is
     /// healthy again only when none of its current version's metrics still warns.
     pub warning: BTreeSet<String>,
+    /// `warn`/`fail` verdicts that arrived stale (see [`Stale`]), by
+    /// `model_version/metric/source`: shown, not acted on until fresh events confirm them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub stale: BTreeMap<String, Stale>,
+}
+
+/// A `warn` or `fail` verdict whose evidence was older than `containment.max_evidence_age`
+/// when containment received it. Plain facts of the verdict, no operator input: the public gate
+/// body shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stale {
+    /// The canary version the verdict is about.
+    pub model_version: String,
+    /// Metric name.
+    pub metric: String,
+    /// Which detector.
+    pub source: Source,
+    /// `warn` or `fail`.
+    pub state: VerdictState,
+    /// Self-baseline: the arm of the cohort that alarmed.
+    pub arm: Option<Arm>,
+    /// Event time of the verdict (RFC 3339).
+    pub at: String,
+    /// How far `at` was behind the wall clock when the verdict was received, in seconds.
+    pub age_seconds: f64,
+    /// Wall-clock time it was received (RFC 3339).
+    pub received_at: String,
+    /// The pipeline's event count at the verdict: a snapshot older than this cannot overrule
+    /// it.
+    pub events_seen: u64,
+}
+
+impl Stale {
+    /// The key in [`Latch::stale`]: `model_version/metric/source`.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.model_version,
+            self.metric,
+            self.source.as_str()
+        )
+    }
 }
 
 impl Latch {

@@ -13,13 +13,19 @@
 //! exhausted, `dry_run`) and, when attempted, `driftd_action_seconds`. A containment action
 //! that finally fails also raises a critical alert of its own on every alert target.
 //!
+//! A change whose evidence is older than `containment.max_evidence_age` is never acted on
+//! ([`stale`]): it is held, and acted on only once the published snapshot shows fresh events of
+//! the same canary version still drifting.
+//!
 //! It must not block the hot path and knows nothing of Kafka.
 
 pub mod audit;
+mod catchup;
 pub mod ladder;
 pub mod latch;
 pub mod providers;
 pub mod retry;
+pub mod stale;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,6 +41,7 @@ use crate::config::{Config, ConfigError};
 use crate::detect::Change;
 use crate::event::format_rfc3339_ms;
 use crate::metrics::Metrics;
+use crate::pipeline::Published;
 use audit::{ActionResult, AttemptDetail, AuditLog, AuditRecord, RequestKind};
 use ladder::{Action, Decision, Ladder};
 use latch::{action_key, Incident, Latch, Op, Phase, Severity};
@@ -182,6 +189,8 @@ struct Controller {
     received: HashMap<String, Instant>,
     /// Actions whose task is still running, by key: (incident id, op, withdrawn flag).
     running: HashMap<String, (String, Op, Arc<AtomicBool>)>,
+    /// `containment.max_evidence_age` in milliseconds.
+    max_evidence_age_ms: i64,
 }
 
 fn now() -> String {
@@ -189,11 +198,13 @@ fn now() -> String {
 }
 
 /// Starts the containment task. Returns the admin handle, the sender the pipeline feeds
-/// changes into, and the task.
+/// changes into, and the task. `snapshots` are the pipeline's published snapshots, read to
+/// confirm stale verdicts with fresh events.
 pub fn start(
     config: &Config,
     admin_bound: std::net::SocketAddr,
     metrics: Arc<Metrics>,
+    mut snapshots: watch::Receiver<Arc<Published>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<
     (
@@ -253,6 +264,7 @@ pub fn start(
         },
         received: HashMap::new(),
         running: HashMap::new(),
+        max_evidence_age_ms: c.max_evidence_age.as_millis() as i64,
     };
     let repeat = c.alert_repeat;
     let task = tokio::spawn(async move {
@@ -283,6 +295,10 @@ pub fn start(
                 }
                 Some(report) = reports_rx.recv() => controller.on_attempt(report),
                 Some(note) = reloads_rx.recv() => controller.on_reload(note),
+                Ok(()) = snapshots.changed() => {
+                    let published = snapshots.borrow_and_update().clone();
+                    controller.on_snapshot(&published, crate::clock::wall_ms());
+                }
                 _ = resend.tick() => {
                     controller.resend_alerts();
                 }
@@ -330,6 +346,9 @@ impl Controller {
             Change::Verdict(v) => &v.deployment,
             Change::Signal(s) => &s.deployment,
         };
+        if self.stale_or_forget(change, crate::clock::wall_ms()) {
+            return;
+        }
         self.received.insert(deployment.clone(), Instant::now());
         let out = self.ladder.on_change(change, &now());
         self.apply(out);

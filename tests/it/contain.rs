@@ -8,6 +8,7 @@ pub mod real;
 #[cfg(feature = "e2e")]
 mod real_alertmanager;
 mod restart_resend;
+mod stale;
 mod vendor;
 
 use std::net::SocketAddr;
@@ -20,9 +21,11 @@ use driftd::contain::providers::webhook::{signing_key, webhook_id, webhook_signa
 use driftd::contain::{self, ContainHandle, Request};
 use driftd::detect::{Change, Source, Verdict, VerdictState};
 use driftd::metrics::Metrics;
+use driftd::pipeline::Published;
 use tokio::sync::watch;
 use vendor::{vendor, Seen, Vendor};
 
+/// A `fail` verdict of now: fresh evidence, which containment acts on.
 pub fn fail_verdict(deployment: &str, version: &str) -> Change {
     Change::Verdict(Verdict {
         deployment: deployment.into(),
@@ -30,7 +33,7 @@ pub fn fail_verdict(deployment: &str, version: &str) -> Change {
         metric: "refusal".into(),
         source: Source::CanaryVsControl,
         state: VerdictState::Fail,
-        at: "2026-11-29T05:00:00.000Z".into(),
+        at: driftd::event::format_rfc3339_ms(driftd::clock::wall_ms()),
         events_seen: 5000,
         n_canary: 2500,
         n_control: 2500,
@@ -87,15 +90,19 @@ struct Running {
     changes: tokio::sync::mpsc::UnboundedSender<Change>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// Keeps the (empty) snapshot channel containment reads open.
+    _snapshots: watch::Sender<Arc<Published>>,
 }
 
 impl Running {
     fn start(config: &Config) -> Running {
         let (stop, rx) = watch::channel(false);
+        let (snapshots, snapshots_rx) = watch::channel(Arc::new(Published::default()));
         let (handle, changes, task) = contain::start(
             config,
             config.admin.addr,
             Arc::new(Metrics::new("test")),
+            snapshots_rx,
             rx,
         )
         .expect("containment starts");
@@ -104,6 +111,7 @@ impl Running {
             changes,
             stop,
             task,
+            _snapshots: snapshots,
         }
     }
     async fn stop(self) {

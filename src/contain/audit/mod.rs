@@ -2,9 +2,9 @@
 //!
 //! One [`AuditRecord`] per transition (with the evidence, and who released and why), per action
 //! attempt (with its result), per pending action resumed at start-up, per input deliberately
-//! ignored, per refused operator request and per failed-containment alert; every record carries
-//! its time, the config hash and `seq` (one more than the record before, across rotations and
-//! restarts: the cursor of [`page`]). Each append is flushed to disk before the caller goes on,
+//! ignored, per change received with stale evidence, per refused operator request and per
+//! failed-containment alert; every record carries its time, the config hash and `seq` (one more
+//! than the record before, across rotations and restarts: the cursor of [`page`]). Each append is flushed to disk before the caller goes on,
 //! so the log tells the story even after a crash. When the file passes
 //! `containment.audit_max_bytes` it is renamed to `audit.log.1` (older ones shift up to
 //! `audit_keep`). Records hold verdict evidence and operator input, never event payloads.
@@ -73,6 +73,25 @@ pub enum AuditRecord {
         /// The attempt's details; absent for a dry run, which makes no attempt.
         #[serde(flatten)]
         attempt: Option<AttemptDetail>,
+    },
+    /// A verdict or signal change whose event time was further than
+    /// `containment.max_evidence_age` behind the wall clock: not acted on.
+    Stale {
+        /// Deployment.
+        deployment: String,
+        /// `verdict` or `signal`.
+        kind: String,
+        /// The change's event time (RFC 3339).
+        at: String,
+        /// How far `at` was behind the wall clock, in seconds.
+        age_seconds: f64,
+        /// `containment.max_evidence_age`, in seconds.
+        max_evidence_age_seconds: f64,
+        /// A `warn`/`fail` verdict held, to be acted on once fresh events of its canary version
+        /// show it still stands.
+        held: bool,
+        /// The change as the pipeline reported it.
+        change: serde_json::Value,
     },
     /// A SIGHUP config reload, applied or refused. Its `config_hash` is the config in force
     /// after it.

@@ -1,0 +1,274 @@
+//! The stale-evidence rule against a real pipeline's verdicts and snapshots: what is held, when
+//! fresh events confirm it, and when it is dropped without ever acting.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::config::Config;
+use crate::detect::{Change, Signal};
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::traffic::{Drift, DriftMetric, Generator, TrafficModel};
+
+const MINUTE: i64 = 60_000;
+const MAX_AGE: i64 = 15 * MINUTE;
+
+fn drifting() -> Generator {
+    Generator::new(
+        TrafficModel {
+            deployments: 1,
+            drift: vec![Drift {
+                metric: DriftMetric::Refusal,
+                to: 0.3,
+                at: 0.0,
+                deployments: 1,
+            }],
+            seed: 7,
+            ..TrafficModel::default()
+        },
+        None,
+    )
+}
+
+/// A live pipeline (event age judged by the wall clock, as in the daemon).
+fn pipeline() -> Pipeline {
+    let (mut p, _) = Pipeline::new(&Config::default(), Arc::new(Metrics::new("t")), true);
+    p.collect_changes(true);
+    p
+}
+
+/// Feeds `n` events from `g`, 10 ms apart from `start_ms`, rewriting the canary version to
+/// `canary` when given; returns the changes.
+fn feed(
+    p: &mut Pipeline,
+    g: &mut Generator,
+    n: i64,
+    start_ms: i64,
+    canary: Option<&str>,
+) -> Vec<Change> {
+    for i in 0..n {
+        let mut payload = String::from_utf8(g.next_event(start_ms + i * 10).payload).unwrap();
+        if let Some(v) = canary {
+            payload = payload.replace(crate::traffic::CANARY_VERSION, v);
+        }
+        assert!(matches!(
+            p.process(0, Some(payload.as_bytes())),
+            crate::pipeline::Outcome::Applied
+        ));
+    }
+    p.take_changes()
+}
+
+fn first_fail(changes: &[Change]) -> Verdict {
+    changes
+        .iter()
+        .find_map(|c| match c {
+            Change::Verdict(v)
+                if v.state == VerdictState::Fail && v.source == Source::CanaryVsControl =>
+            {
+                Some(v.clone())
+            }
+            _ => None,
+        })
+        .expect("the drifting canary fails")
+}
+
+#[test]
+fn age_is_judged_by_the_verdicts_event_time_against_the_limit() {
+    let now = parse_rfc3339_ms("2026-11-30T12:00:00.000Z").unwrap();
+    assert_eq!(
+        stale_by("2026-11-30T11:45:00.000Z", now, MAX_AGE),
+        None,
+        "at the limit: fresh"
+    );
+    assert_eq!(
+        stale_by("2026-11-30T11:44:59.999Z", now, MAX_AGE),
+        Some(MAX_AGE + 1)
+    );
+    assert_eq!(
+        stale_by("2026-11-28T12:00:00.000Z", now, MAX_AGE),
+        Some(2 * 24 * 60 * MINUTE)
+    );
+    assert_eq!(
+        stale_by("2026-11-30T12:05:00.000Z", now, MAX_AGE),
+        None,
+        "ahead: fresh"
+    );
+}
+
+/// The first fresh event after a gap finds the other arm silent since before the gap: that
+/// silence is the stream's gap, judged by its start; a silence the detector caught in time is
+/// fresh.
+#[test]
+fn a_telemetry_absent_raised_across_a_gap_is_stale_by_the_silent_arms_last_event() {
+    let now = crate::clock::wall_ms();
+    let (mut p, mut g) = (pipeline(), drifting());
+    feed(&mut p, &mut g, 400, now - 2 * 24 * 60 * MINUTE, None);
+    let changes = feed(&mut p, &mut g, 50, now - 1_000, None);
+    let absent = changes
+        .iter()
+        .find(
+            |c| matches!(c, Change::Signal(s) if s.kind == SignalKind::TelemetryAbsent && s.active),
+        )
+        .expect("the gap raises telemetry_absent");
+    let Change::Signal(s) = absent else {
+        unreachable!()
+    };
+    assert_eq!(
+        stale_by(&s.at, now, MAX_AGE),
+        None,
+        "raised at a fresh event"
+    );
+    assert!(stale_change(absent, now, MAX_AGE).unwrap() > 47 * 60 * MINUTE);
+    let caught = Signal {
+        statistic: 300.0,
+        ..s.clone()
+    };
+    assert_eq!(stale_change(&Change::Signal(caught), now, MAX_AGE), None);
+}
+
+/// Two days of drifting traffic: the fail is held; fresh events of the same, still failing
+/// canary confirm it (dated by the fresh events); the snapshot of the old traffic does not.
+#[test]
+fn a_stale_fail_is_held_and_confirmed_by_fresh_events_of_the_same_canary() {
+    let now = crate::clock::wall_ms();
+    let old = now - 2 * 24 * 60 * MINUTE;
+    let (mut p, mut g) = (pipeline(), drifting());
+    let fail = first_fail(&feed(&mut p, &mut g, 6000, old, None));
+    let age = stale_by(&fail.at, now, MAX_AGE).expect("two-day-old evidence is stale");
+    assert!(age > 47 * 60 * MINUTE);
+
+    let mut latch = Latch::default();
+    assert!(hold(&mut latch, &fail, age, "t"));
+    let held = latch.stale.values().next().unwrap().clone();
+    assert_eq!(
+        (held.state, held.metric.as_str()),
+        (VerdictState::Fail, fail.metric.as_str())
+    );
+    assert_eq!(held.at, fail.at);
+
+    let published = p.publish();
+    assert_eq!(
+        confirm(&held, "support-bot", &published, now, MAX_AGE),
+        Confirm::Wait
+    );
+
+    // The test is latched at fail: fresh drifting traffic brings no new verdict change.
+    let fresh = feed(&mut p, &mut g, 200, now - 5_000, None);
+    assert!(
+        !fresh.iter().any(|c| matches!(c, Change::Verdict(v) if v.metric == fail.metric && v.source == Source::CanaryVsControl)),
+        "{fresh:?}"
+    );
+    let Confirm::Act(v) = confirm(&held, "support-bot", &p.publish(), now, MAX_AGE) else {
+        panic!("fresh events of the failing canary confirm the held fail");
+    };
+    assert_eq!(
+        (v.state, v.model_version.as_str()),
+        (VerdictState::Fail, held.model_version.as_str())
+    );
+    assert_eq!(
+        stale_by(&v.at, now, MAX_AGE),
+        None,
+        "dated by the fresh events: {}",
+        v.at
+    );
+}
+
+#[test]
+fn a_stale_fail_of_a_replaced_canary_is_dropped_never_confirmed() {
+    let now = crate::clock::wall_ms();
+    let old = now - 2 * 24 * 60 * MINUTE;
+    let (mut p, mut g) = (pipeline(), drifting());
+    let fail = first_fail(&feed(&mut p, &mut g, 6000, old, None));
+    let mut latch = Latch::default();
+    assert!(hold(&mut latch, &fail, 1, "t"));
+    let held = latch.stale.values().next().unwrap().clone();
+    // A later canary version, fresh and drifting as well: the old version's verdict never acts.
+    let changes = feed(&mut p, &mut g, 6000, now - 60_000, Some("ft-2026-11-27"));
+    let Confirm::Drop(why) = confirm(&held, "support-bot", &p.publish(), now, MAX_AGE) else {
+        panic!("a replaced canary's stale fail is dropped");
+    };
+    assert!(why.contains("replaced by ft-2026-11-27"), "{why}");
+    // The new version's own verdicts forget what was held for the old one.
+    let new = changes
+        .iter()
+        .find_map(|c| match c {
+            Change::Verdict(v) if v.model_version == "ft-2026-11-27" => Some(v.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(forget(&mut latch, &new).len(), 1);
+    assert!(latch.stale.is_empty());
+}
+
+/// Fresh control events alone (a promoted canary, its arm silent) confirm nothing; a snapshot
+/// taken before the verdict overrules nothing.
+#[test]
+fn only_the_canary_arms_fresh_events_confirm_and_older_snapshots_decide_nothing() {
+    let now = crate::clock::wall_ms();
+    let old = now - 2 * 24 * 60 * MINUTE;
+    let (mut p, mut g) = (pipeline(), drifting());
+    let before = p.publish();
+    let fail = first_fail(&feed(&mut p, &mut g, 6000, old, None));
+    let mut latch = Latch::default();
+    hold(&mut latch, &fail, 1, "t");
+    let held = latch.stale.values().next().unwrap().clone();
+    assert_eq!(
+        confirm(&held, "support-bot", &before, now, MAX_AGE),
+        Confirm::Wait
+    );
+    let mut control_only = String::new();
+    for i in 0..400 {
+        let e = String::from_utf8(g.next_event(now - 5_000 + i).payload).unwrap();
+        if e.contains("\"arm\":\"control\"") {
+            control_only = e;
+            p.process(0, Some(control_only.as_bytes()));
+        }
+    }
+    assert!(!control_only.is_empty());
+    assert_eq!(
+        confirm(&held, "support-bot", &p.publish(), now, MAX_AGE),
+        Confirm::Wait
+    );
+}
+
+#[test]
+fn only_actionable_warn_and_fail_are_held_and_a_later_pass_forgets() {
+    let now = crate::clock::wall_ms();
+    let (mut p, mut g) = (pipeline(), drifting());
+    let fail = first_fail(&feed(
+        &mut p,
+        &mut g,
+        6000,
+        now - 2 * 24 * 60 * MINUTE,
+        None,
+    ));
+    let contained = Latch {
+        phase: Phase::Contained,
+        ..Latch::default()
+    };
+    let released = Latch {
+        phase: Phase::Released,
+        closed: vec![format!("{}:{}", fail.deployment, fail.model_version)],
+        ..Latch::default()
+    };
+    for mut latch in [contained, released] {
+        assert!(!hold(&mut latch, &fail, 1, "t"), "{:?}", latch.phase);
+        assert!(latch.stale.is_empty());
+    }
+    let mut latch = Latch::default();
+    let warn = Verdict {
+        state: VerdictState::Warn,
+        ..fail.clone()
+    };
+    assert!(hold(&mut latch, &warn, 1, "t"));
+    let pass = Verdict {
+        state: VerdictState::Pass,
+        ..fail
+    };
+    assert!(!hold(&mut latch, &pass, 1, "t"));
+    assert!(
+        latch.stale.is_empty(),
+        "the stale pass supersedes the stale warn"
+    );
+}
