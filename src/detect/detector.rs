@@ -189,7 +189,8 @@ impl Detector {
             self.maybe_new_canary(dep_i, &key.model_version, t_ms, out);
         }
         let dep = &mut self.deployments[dep_i];
-        dep.last_seen_ms[arm_index(arm)] = dep.last_seen_ms[arm_index(arm)].max(t_ms);
+        let previous = dep.last_seen_ms[arm_index(arm)];
+        dep.last_seen_ms[arm_index(arm)] = previous.max(t_ms);
         if dep.absent[arm_index(arm)] {
             dep.absent[arm_index(arm)] = false;
             out.push(Change::Signal(absent_signal(
@@ -202,7 +203,11 @@ impl Detector {
                 self.events_seen,
             )));
         }
-        self.check_absent(dep_i, 1 - arm_index(arm), out);
+        // Only while this arm kept sending: after a gap in the whole deployment's stream the
+        // first event of one arm does not make the other look silent.
+        if t_ms.saturating_sub(previous) < self.absent_after_ms {
+            self.check_absent(dep_i, 1 - arm_index(arm), out);
+        }
         let dep = &mut self.deployments[dep_i];
         let current = dep.canary_version.as_deref();
         let in_test = current.is_some()

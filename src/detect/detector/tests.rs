@@ -236,3 +236,33 @@ fn another_deployments_clock_running_ahead_raises_no_absence() {
         "{out:?}"
     );
 }
+
+/// After a gap in the whole deployment's stream (both arms quiet, e.g. an outage upstream), the
+/// first event of one arm does not raise `telemetry_absent` for the other.
+#[test]
+fn a_gap_in_both_arms_raises_no_absence() {
+    let mut d = Detector::new(&config());
+    let mut out = Vec::new();
+    run(&mut d, 1_000, 0.05, 0.05, 5, "v1", &mut out);
+    out.clear();
+    let day = 86_400_000;
+    d.observe(
+        1,
+        &key(Arm::Control, "base"),
+        &[0.0, 0.0, 0.3, 0.0],
+        day,
+        &mut out,
+    );
+    d.observe(
+        0,
+        &key(Arm::Canary, "v1"),
+        &[0.0, 0.0, 0.3, 0.0],
+        day + 10,
+        &mut out,
+    );
+    assert!(
+        !out.iter()
+            .any(|c| matches!(c, Change::Signal(s) if s.kind == SignalKind::TelemetryAbsent)),
+        "{out:?}"
+    );
+}

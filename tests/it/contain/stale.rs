@@ -5,9 +5,9 @@
 //! fail never acts. In process, on librdkafka's mock cluster, with an Alertmanager stand-in and
 //! a flagd file.
 //!
-//! Assumes a new group reads the topic from its start: the config sets
-//! `kafka.properties."auto.offset.reset" = "earliest"` so that a default start position that
-//! skips old traffic does not turn this into a test of nothing.
+//! A new group reads the topic from its start: the in-process config sets
+//! `kafka.start_from = "earliest"` (`stream::config`), so the default lookback, which would skip
+//! two-day-old traffic, does not turn this into a test of nothing.
 
 use std::time::{Duration, Instant};
 
@@ -119,10 +119,8 @@ async fn two_days_of_drifting_history_are_shown_stale_not_acted_on_then_fresh_dr
 
     let two_days_ago = driftd::clock::wall_ms() - 2 * 24 * 3600 * 1000;
     produce(&brokers, OLD_EVENTS, 2, two_days_ago, 21, None).await;
-    // The first line lands in the `[kafka.properties]` table `start_in` ends its config with.
     let extra = format!(
-        r#""auto.offset.reset" = "earliest"
-
+        r#"
 [detection.self_baseline]
 enabled = false
 
