@@ -15,7 +15,7 @@ CARGO_FUZZ=$CARGO_FUZZ_ROOT/bin/cargo-fuzz
 # a machine builds the dependencies.
 FUZZ_TARGET_DIR=$CACHE/fuzz-target
 # The targets in fuzz/fuzz_targets/, each run for FUZZ_SECONDS.
-FUZZ_TARGETS=(decode config)
+FUZZ_TARGETS=(decode config snapshot)
 FUZZ_SECONDS=${DRIFTD_FUZZ_SECONDS:-60}
 
 log() { echo "==> $*" >&2; }

@@ -340,7 +340,8 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Snapshot, PersistError> {
     }
     let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
     let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
-    let expected = HEADER as u64 + len;
+    // A damaged length can promise more than a u64 holds with the header added.
+    let expected = (HEADER as u64).saturating_add(len);
     if (bytes.len() as u64) < expected {
         return Err(PersistError::Truncated {
             path: path(),

@@ -99,6 +99,17 @@ fn every_kind_of_damage_is_named_and_the_previous_snapshot_is_used() {
 }
 
 #[test]
+fn a_length_near_the_largest_u64_is_truncation_not_a_panic() {
+    // Found by the `snapshot` fuzz target: the header's length plus the header overflowed.
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = store(dir.path()).encode(0, 1, state(5));
+    bytes[12..20].copy_from_slice(&u64::MAX.to_le_bytes());
+    let e = decode(&bytes, Path::new("p0.snap")).unwrap_err();
+    assert_eq!(e.reason(), "truncated", "{e}");
+    assert!(e.to_string().contains("p0.snap"), "{e}");
+}
+
+#[test]
 fn a_snapshot_of_another_topic_partition_or_state_configuration_is_not_used() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path());
