@@ -28,6 +28,10 @@ mod privacy_corpus;
 mod restart;
 #[cfg(feature = "e2e")]
 mod restart_e2e;
+#[cfg(feature = "e2e")]
+mod sasl_e2e;
 mod secrets;
 mod stream;
 mod support;
+#[cfg(feature = "e2e")]
+mod tansu;
