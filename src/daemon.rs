@@ -54,6 +54,12 @@ pub async fn run(
     // is started that would need stopping; connecting to the brokers happens in the background,
     // so `/healthz` still answers while Kafka connects.
     let source = KafkaSource::new(&config, metrics.clone())?;
+    // A missing topic is said once and shown on /readyz; it never ends the run.
+    tokio::spawn(crate::ingest::topics::watch(
+        config.clone(),
+        metrics.clone(),
+        controls.shutdown.clone(),
+    ));
     // Alerts and release commands link to the address the admin server really listens on.
     let admin_bound = listener.local_addr().map_err(DaemonError::Listener)?;
     let (contain, changes, contain_task) = crate::contain::start(

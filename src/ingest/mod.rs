@@ -10,6 +10,7 @@ pub mod kafka;
 pub mod offsets;
 pub mod replay;
 pub mod resume;
+pub mod topics;
 
 use std::collections::BTreeMap;
 

@@ -35,3 +35,5 @@ mod stream;
 mod support;
 #[cfg(feature = "e2e")]
 mod tansu;
+#[cfg(feature = "e2e")]
+mod topics_e2e;
