@@ -321,4 +321,35 @@ mod tests {
         assert!(s.reachable(at(201_000)).is_some());
         assert_eq!(s.error(TRANSPORT, at(201_100)), Say::Connection);
     }
+
+    /// Refused credentials block readiness with an instruction naming the mechanism and the
+    /// user, until a broker is up (authenticated) again.
+    #[test]
+    fn refused_credentials_block_readiness_naming_mechanism_and_user_until_a_broker_is_up() {
+        let mut kafka = KafkaConfig::default();
+        kafka
+            .properties
+            .insert("sasl.mechanism".into(), "SCRAM-SHA-512".into());
+        kafka
+            .properties
+            .insert("sasl.username".into(), "svc-driftd".into());
+        let metrics = Arc::new(Metrics::new("test"));
+        let c = Connectivity::new(&kafka, metrics.clone());
+        c.error(
+            "consumer",
+            &KafkaError::Global(RDKafkaErrorCode::Authentication),
+            "SASL authentication error",
+        );
+        assert!(metrics.kafka_blocked("authentication"));
+        let said = metrics.kafka_blocks().join("");
+        assert!(
+            said.contains("svc-driftd")
+                && said.contains("SCRAM-SHA-512")
+                && said.contains("SIGHUP"),
+            "{said}"
+        );
+        c.reachable();
+        assert!(!metrics.kafka_blocked("authentication"));
+        assert!(metrics.kafka_blocks().is_empty());
+    }
 }
