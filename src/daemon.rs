@@ -54,6 +54,12 @@ pub async fn run(
     // is started that would need stopping; connecting to the brokers happens in the background,
     // so `/healthz` still answers while Kafka connects.
     let source = KafkaSource::new(&config, metrics.clone())?;
+    // A missing topic is said once and shown on /readyz; it never ends the run.
+    tokio::spawn(crate::ingest::topics::watch(
+        config.clone(),
+        metrics.clone(),
+        controls.shutdown.clone(),
+    ));
     // Alerts and release commands link to the address the admin server really listens on.
     let admin_bound = listener.local_addr().map_err(DaemonError::Listener)?;
     let (contain, changes, contain_task) = crate::contain::start(
@@ -161,7 +167,9 @@ pub fn supervise(
 
 /// The control loop. Shutdown wins over everything (biased), then reloads and publication
 /// ticks, so a busy topic cannot starve them; a message is processed in the branch body, never
-/// cancelled half-way.
+/// cancelled half-way. A reload after which `kafka.secrets` resolves to other values (a
+/// corrected or rotated password file; the config text itself may be unchanged) rebuilds the
+/// Kafka clients, keeping the pipeline's state ([`KafkaSource::reconnect`]).
 async fn consume(
     config: &Config,
     metrics: &Metrics,
@@ -170,13 +178,17 @@ async fn consume(
     pipeline: &mut Pipeline,
     controls: &mut Controls,
 ) -> Result<(), IngestError> {
-    let inbox = source.inbox();
+    // Read just after the clients were made from them; a change in between only costs one
+    // needless rebuild at the next SIGHUP.
+    let mut credentials = crate::ingest::credentials_fingerprint(config)?;
+    let mut inbox = source.inbox();
     let mut publish = tokio::time::interval(config.ingest.publish_interval);
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut persist = tokio::time::interval(config.persist.interval);
     persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     persist.tick().await;
     loop {
+        let mut reconnect = None;
         tokio::select! {
             biased;
             _ = crate::signals::stopped(&mut controls.shutdown) => break,
@@ -185,6 +197,11 @@ async fn consume(
                     pipeline.reload(&config);
                     metrics.set_config_hash(&config.hash());
                     contain.config_reload("success", Some(config.hash()), None);
+                    match crate::ingest::credentials_fingerprint(&config) {
+                        Ok(now) if now != credentials => reconnect = Some((config, now)),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %crate::logging::chain(&e), "SIGHUP: kafka.secrets cannot be read; the Kafka clients keep the credentials they started with"),
+                    }
                 }
                 Reload::Refused { outcome, config_hash, detail } => {
                     contain.config_reload(outcome, config_hash, Some(detail));
@@ -197,9 +214,27 @@ async fn consume(
             _ = persist.tick() => source.persist(pipeline),
             received = inbox.recv() => source.accept(pipeline, received).await,
         }
+        if let Some((config, now)) = reconnect {
+            // The old consumer closes only once no one holds it.
+            drop(inbox);
+            match source
+                .reconnect(&config, pipeline, config.shutdown.deadline / 2)
+                .await
+            {
+                Ok(()) => {
+                    credentials = now;
+                    tracing::info!("SIGHUP: kafka.secrets changed; Kafka clients rebuilt with them (state kept, consuming resumes from the committed offsets)");
+                }
+                Err(e) => {
+                    tracing::error!(error = %crate::logging::chain(&e), "SIGHUP: kafka.secrets changed but the Kafka clients were not rebuilt");
+                }
+            }
+            inbox = source.inbox();
+        }
     }
     // Half the deadline for dead-letter deliveries leaves the rest for the commit; the signal
     // watchdog ends the process if the whole deadline passes.
+    drop(inbox);
     source.drain(pipeline, config.shutdown.deadline / 2).await
 }
 

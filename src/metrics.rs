@@ -107,7 +107,17 @@ pub struct Metrics {
     pub snapshot_write_failing: IntGauge,
     /// Messages skipped because restored state already holds them.
     pub events_skipped: IntCounter,
+    /// What stops Kafka consumption that driftd cannot fix by retrying, by reason
+    /// ([`KAFKA_BLOCKS`]); see [`Metrics::kafka_block`].
+    kafka_blocked: IntGaugeVec,
+    /// The operator's instruction for each reason in `kafka_blocked`, for `/readyz`. It names
+    /// topics, the SASL mechanism and user, never a secret.
+    kafka_block_detail: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
 }
+
+/// The reasons of `driftd_kafka_blocked`: the brokers refused the credentials, or a topic
+/// (event or dead-letter) is missing or not writable.
+pub const KAFKA_BLOCKS: [&str; 2] = ["authentication", "topic"];
 
 const COHORT_LABELS: [&str; 4] = ["deployment", "model_version", "arm", "segment"];
 
@@ -437,8 +447,23 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            kafka_blocked: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "driftd_kafka_blocked",
+                        "1 while Kafka consumption is blocked by something only the operator can fix (reason: authentication, topic); /readyz answers 503 and says what to do.",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid metric"),
+            ),
+            kafka_block_detail: std::sync::Mutex::default(),
             registry: r,
         };
+        for reason in KAFKA_BLOCKS {
+            m.kafka_blocked.with_label_values(&[reason]);
+        }
         for reason in SNAPSHOT_FAILURES {
             m.snapshot_failures.with_label_values(&[reason]);
         }
@@ -471,6 +496,37 @@ impl Metrics {
     /// Rejections counted so far under `reason`.
     pub fn rejected(&self, reason: Reason) -> u64 {
         self.rejected_by_reason[&reason].get()
+    }
+
+    /// Sets (`Some(instruction)`) or clears (`None`) what blocks Kafka consumption for
+    /// `reason`, one of [`KAFKA_BLOCKS`]. The instruction must not hold a secret.
+    pub fn kafka_block(&self, reason: &'static str, instruction: Option<String>) {
+        let mut detail = self
+            .kafka_block_detail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.kafka_blocked
+            .with_label_values(&[reason])
+            .set(i64::from(instruction.is_some()));
+        match instruction {
+            Some(i) => detail.insert(reason, i),
+            None => detail.remove(reason),
+        };
+    }
+
+    /// Whether Kafka consumption is blocked for `reason` now.
+    pub fn kafka_blocked(&self, reason: &str) -> bool {
+        self.kafka_blocked.with_label_values(&[reason]).get() == 1
+    }
+
+    /// The instructions of what blocks Kafka consumption now (empty when nothing does).
+    pub fn kafka_blocks(&self) -> Vec<String> {
+        self.kafka_block_detail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Replaces the config hash label after a successful reload.

@@ -150,17 +150,22 @@ async fn readyz(State(s): State<AdminState>) -> Response {
     }
 }
 
-/// Ready: no background task has died, and the consumer holds its partition assignment. A
-/// dead task wins over a later assignment.
-fn readiness(metrics: &Metrics) -> Result<(), &'static str> {
+/// Ready: no background task has died, nothing the operator must fix blocks Kafka
+/// (`driftd_kafka_blocked`), and the consumer holds its partition assignment. A dead task wins
+/// over a later assignment.
+fn readiness(metrics: &Metrics) -> Result<(), String> {
     if metrics.task_failures_total() > 0 {
-        return Err("not ready: a background task stopped (driftd_task_failures_total); see the log and restart driftd\n");
+        return Err("not ready: a background task stopped (driftd_task_failures_total); see the log and restart driftd\n".into());
     }
     if metrics.snapshot_write_failing.get() == 1 {
-        return Err("not ready: state snapshots cannot be written (driftd_snapshot_failures_total{reason=\"write\"}); free space or fix permissions in persist.dir — consuming goes on\n");
+        return Err("not ready: state snapshots cannot be written (driftd_snapshot_failures_total{reason=\"write\"}); free space or fix permissions in persist.dir — consuming goes on\n".into());
+    }
+    let blocks = metrics.kafka_blocks();
+    if !blocks.is_empty() {
+        return Err(blocks.iter().map(|b| format!("not ready: {b}\n")).collect());
     }
     if metrics.ready.get() != 1 {
-        return Err("not ready: waiting for a partition assignment\n");
+        return Err("not ready: waiting for a partition assignment\n".into());
     }
     Ok(())
 }

@@ -33,6 +33,11 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties passed through as-is (e.g. `security.protocol`,
     /// `sasl.mechanism`, `ssl.ca.location`). Secrets do not belong here: use `kafka.secrets`.
     pub properties: BTreeMap<String, String>,
+    /// Create `dead_letter_topic` at start when it does not exist, with the brokers' default
+    /// partitions and replication (needs create permission). The event topic is never
+    /// created: a misspelt `topic` would become an empty topic driftd waits on forever. When
+    /// false (the default), a missing topic makes `/readyz` 503 saying which and what to do.
+    pub create_topics: bool,
     /// librdkafka properties whose values are secrets, read from a file or an environment
     /// variable at start-up and never logged, e.g. `"sasl.password" = { env = "KAFKA_PASSWORD" }`.
     pub secrets: BTreeMap<String, SecretSource>,
@@ -124,6 +129,7 @@ impl Default for KafkaConfig {
             stats_interval: Duration::from_secs(5),
             commit_interval: Duration::from_secs(5),
             properties: BTreeMap::new(),
+            create_topics: false,
             secrets: BTreeMap::new(),
             start_from: None,
             stall_after: Duration::from_secs(300),

@@ -6,16 +6,23 @@
 //! into one warning when no broker can be reached (naming the brokers and saying driftd keeps
 //! retrying), a reminder at most every [`REMIND_EVERY`] while that lasts, and one line when a
 //! broker answers again; any other client error is logged at most once per error code per
-//! [`REMIND_EVERY`]. Every repeat still goes to debug. It only reports: librdkafka does the
-//! retrying, and readiness belongs to the consumer's partition assignment.
+//! [`REMIND_EVERY`]. Every repeat still goes to debug. A refused authentication is different:
+//! retrying cannot fix it, so it is logged as an error naming `sasl.mechanism` and
+//! `sasl.username` (never the password) with what to do, and `/readyz` says the same
+//! (`driftd_kafka_blocked{reason="authentication"}`) until a broker accepts the credentials.
+//! It only reports: librdkafka does the retrying, and readiness otherwise belongs to the
+//! consumer's partition assignment.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::KafkaConfig;
+use crate::metrics::Metrics;
 
 /// The shortest time between two warnings about the same thing.
 pub const REMIND_EVERY: Duration = Duration::from_secs(60);
@@ -30,6 +37,8 @@ enum Say {
     /// A broker connection failed (not all of them), not logged within [`REMIND_EVERY`]:
     /// librdkafka reconnects by itself.
     Connection,
+    /// The brokers refused the credentials, not logged within [`REMIND_EVERY`].
+    Authentication,
     /// Another client error, not logged within [`REMIND_EVERY`].
     Error,
     /// A repeat: debug only.
@@ -77,6 +86,7 @@ impl State {
                         RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::Resolve => {
                             Say::Connection
                         }
+                        c if refused_credentials(c) => Say::Authentication,
                         _ => Say::Error,
                     }
                 }
@@ -93,25 +103,76 @@ impl State {
     }
 }
 
+/// The error codes with which librdkafka reports credentials the brokers refused (SCRAM's
+/// `invalid-proof` arrives as [`RDKafkaErrorCode::Authentication`]).
+fn refused_credentials(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::UnsupportedSASLMechanism
+    )
+}
+
 /// The brokers' reachability as reported by every Kafka client of one driftd (the consumer and
 /// the dead-letter producer share one, so an outage is said once).
 pub struct Connectivity {
     brokers: String,
+    /// `sasl.mechanism` as configured (librdkafka's default when unset).
+    mechanism: String,
+    /// `sasl.username` when it is in `kafka.properties`; one read from `kafka.secrets` is only
+    /// referred to.
+    username: String,
+    metrics: Arc<Metrics>,
     state: Mutex<State>,
 }
 
 impl Connectivity {
-    /// For the clients of `brokers` (`kafka.brokers`, named in every line).
-    pub fn new(brokers: &str) -> Connectivity {
+    /// For the clients made from `kafka` (its brokers are named in every line); a refused
+    /// authentication is shown on `/readyz` through `metrics`.
+    pub fn new(kafka: &KafkaConfig, metrics: Arc<Metrics>) -> Connectivity {
+        let property = |k: &str| kafka.properties.get(k).cloned();
+        let mechanism = property("sasl.mechanism")
+            .or_else(|| property("sasl.mechanisms"))
+            .unwrap_or_else(|| "GSSAPI".into());
+        let username = match property("sasl.username") {
+            Some(u) => u,
+            None if kafka.secrets.contains_key("sasl.username") => {
+                "(read from kafka.secrets.\"sasl.username\")".into()
+            }
+            None => "(none set)".into(),
+        };
         Connectivity {
-            brokers: brokers.to_string(),
+            brokers: kafka.brokers.clone(),
+            mechanism,
+            username,
+            metrics,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// What `/readyz` and the log say when the brokers refuse the credentials.
+    fn refused(&self) -> String {
+        format!(
+            "the Kafka brokers refused the credentials of sasl.username {} with sasl.mechanism {}: correct the password in the file or variable kafka.secrets.\"sasl.password\" names (or the user on the cluster), then send SIGHUP to driftd, which re-reads the secret and reconnects without a restart",
+            self.username, self.mechanism
+        )
     }
 
     /// An error from a client's error callback or from a receive. `client` names the client
     /// (`consumer`, `dead-letter producer`), `detail` is librdkafka's reason, if any.
     pub fn error(&self, client: &'static str, error: &KafkaError, detail: &str) {
+        let code = error.rdkafka_error_code();
+        if code.is_some_and(refused_credentials) {
+            self.metrics
+                .kafka_block("authentication", Some(self.refused()));
+        } else if code == Some(RDKafkaErrorCode::AllBrokersDown)
+            && self.metrics.kafka_blocked("authentication")
+        {
+            // The brokers answer but refuse the login: saying none is reachable would mislead.
+            tracing::debug!(brokers = %self.brokers, client, error = %error, "kafka client error");
+            return;
+        }
         let say = self
             .state
             .lock()
@@ -138,6 +199,16 @@ impl Connectivity {
                 detail,
                 "kafka broker connection failed; librdkafka reconnects (repeats are logged at debug for a minute)"
             ),
+            Say::Authentication => tracing::error!(
+                brokers,
+                client,
+                sasl_mechanism = %self.mechanism,
+                sasl_username = %self.username,
+                error = %error,
+                detail,
+                "{}; driftd is not ready until then (repeats are logged at debug for a minute)",
+                self.refused()
+            ),
             Say::Error => tracing::warn!(
                 brokers,
                 client,
@@ -151,8 +222,10 @@ impl Connectivity {
         }
     }
 
-    /// A broker answered (the consumer's statistics show one up).
+    /// A broker answered (the consumer's statistics show one up): it also accepted the
+    /// credentials, since librdkafka counts a broker up only once authenticated.
     pub fn reachable(&self) {
+        self.metrics.kafka_block("authentication", None);
         let was_down = self
             .state
             .lock()
@@ -230,8 +303,12 @@ mod tests {
         assert_eq!(s.error(TRANSPORT, at(500)), Say::Repeat);
         assert_eq!(
             s.error(Some(RDKafkaErrorCode::Authentication), at(600)),
-            Say::Error,
-            "another code is news"
+            Say::Authentication,
+            "another code is news, and refused credentials are said as such"
+        );
+        assert_eq!(
+            s.error(Some(RDKafkaErrorCode::Authentication), at(650)),
+            Say::Repeat
         );
         assert_eq!(s.error(None, at(700)), Say::Error, "no code: always said");
         assert_eq!(s.error(TRANSPORT, at(60_000)), Say::Connection);
@@ -243,5 +320,36 @@ mod tests {
         );
         assert!(s.reachable(at(201_000)).is_some());
         assert_eq!(s.error(TRANSPORT, at(201_100)), Say::Connection);
+    }
+
+    /// Refused credentials block readiness with an instruction naming the mechanism and the
+    /// user, until a broker is up (authenticated) again.
+    #[test]
+    fn refused_credentials_block_readiness_naming_mechanism_and_user_until_a_broker_is_up() {
+        let mut kafka = KafkaConfig::default();
+        kafka
+            .properties
+            .insert("sasl.mechanism".into(), "SCRAM-SHA-512".into());
+        kafka
+            .properties
+            .insert("sasl.username".into(), "svc-driftd".into());
+        let metrics = Arc::new(Metrics::new("test"));
+        let c = Connectivity::new(&kafka, metrics.clone());
+        c.error(
+            "consumer",
+            &KafkaError::Global(RDKafkaErrorCode::Authentication),
+            "SASL authentication error",
+        );
+        assert!(metrics.kafka_blocked("authentication"));
+        let said = metrics.kafka_blocks().join("");
+        assert!(
+            said.contains("svc-driftd")
+                && said.contains("SCRAM-SHA-512")
+                && said.contains("SIGHUP"),
+            "{said}"
+        );
+        c.reachable();
+        assert!(!metrics.kafka_blocked("authentication"));
+        assert!(metrics.kafka_blocks().is_empty());
     }
 }

@@ -17,7 +17,7 @@
 
 mod context;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -31,11 +31,14 @@ use super::offsets::{DeliveryOutcome, OffsetTracker, Pending};
 use super::resume::Progress;
 use super::stall::StallWatch;
 use super::IngestError;
-use crate::config::{Config, StartFrom};
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::persist::{PersistError, SnapshotStore};
 use crate::pipeline::{Outcome, Pipeline};
 use context::{commit, IngestContext, Note, Notes};
+
+mod clients;
+use clients::clients;
 
 /// The receiving end of the consumer, shared with the daemon's control loop.
 ///
@@ -85,46 +88,15 @@ impl KafkaSource {
     /// Creates the consumer (subscribed) and the dead-letter producer.
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<KafkaSource, IngestError> {
         let k = &config.kafka;
-        let (mut cc, redact) = super::client_config(config)?;
-        cc.set("group.id", &k.group_id)
-            .set("enable.auto.offset.store", "false")
-            .set("enable.auto.commit", "true")
-            .set(
-                "auto.commit.interval.ms",
-                k.commit_interval.as_millis().to_string(),
-            )
-            .set(
-                "statistics.interval.ms",
-                k.stats_interval.as_millis().to_string(),
-            )
-            .set("enable.partition.eof", "false");
-        // A lookback is resolved at assignment; when that fails, `latest` (see `start`).
-        let start_from = config.start_from();
-        cc.set(
-            "auto.offset.reset",
-            match start_from {
-                StartFrom::Earliest => "earliest",
-                StartFrom::Latest | StartFrom::Lookback(_) => "latest",
-            },
-        );
         let notes = Arc::new(Notes::default());
-        let connectivity = Arc::new(Connectivity::new(&k.brokers));
-        let consumer: StreamConsumer<IngestContext> = cc
-            .create_with_context(IngestContext {
-                metrics: metrics.clone(),
-                notes: notes.clone(),
-                connectivity: connectivity.clone(),
-                start_from,
-                topic: k.topic.clone(),
-                lags: Mutex::new(Vec::new()),
-            })
-            .map_err(|e| redact.error(e))?;
+        let connectivity = Arc::new(Connectivity::new(k, metrics.clone()));
+        let (consumer, dead_letter, redact) = clients(config, &metrics, &notes, connectivity)?;
         consumer
             .subscribe(&[k.topic.as_str()])
             .map_err(|e| redact.error(e))?;
         Ok(KafkaSource {
             consumer: Arc::new(consumer),
-            dead_letter: DeadLetter::new(config, connectivity)?,
+            dead_letter,
             topic: k.topic.clone(),
             metrics,
             tracker: OffsetTracker::default(),

@@ -12,6 +12,7 @@ pub mod replay;
 pub mod resume;
 pub mod stall;
 mod start;
+pub mod topics;
 
 use std::collections::BTreeMap;
 
@@ -40,6 +41,11 @@ pub enum IngestError {
         "dead-letter deliveries did not finish within {0:?} of the shutdown; offsets after the last commit will be re-consumed"
     )]
     DrainTimeout(std::time::Duration),
+    /// Dead-letter deliveries were still in flight when the clients were to be rebuilt.
+    #[error(
+        "the Kafka clients were not rebuilt: {0} dead-letter deliveries still in flight; the running clients stay, send SIGHUP again to retry"
+    )]
+    ReconnectBusy(usize),
 }
 
 /// The longest pause between two reconnection attempts to a broker (`reconnect.backoff.max.ms`)
@@ -72,6 +78,25 @@ pub fn client_config(config: &Config) -> Result<(ClientConfig, Redact), IngestEr
         .cloned()
         .collect();
     Ok((cc, Redact(secrets)))
+}
+
+/// A fingerprint of the values `kafka.secrets` resolves to now, to tell whether one changed
+/// since the clients were made (a SIGHUP after a password rotation). The hash is keyed at
+/// random per process and never leaves it, so it says nothing about a value.
+pub fn credentials_fingerprint(config: &Config) -> Result<u64, IngestError> {
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let props = config.kafka.client_properties()?;
+    let secrets: Vec<(&String, &String)> = config
+        .kafka
+        .secrets
+        .keys()
+        .filter_map(|k| props.get_key_value(k))
+        .collect();
+    Ok(std::hash::BuildHasher::hash_one(
+        KEY.get_or_init(Default::default),
+        &secrets,
+    ))
 }
 
 /// Turns librdkafka errors into [`IngestError::Kafka`] with the secret values of the config

@@ -1,12 +1,10 @@
 //! Broker faults against the real broker (tansu): unreachable at start, restarted mid-stream,
 //! gone at shutdown, and a poison message at a partition's tail.
 //!
-//! Each test runs its own tansu process ([`tansu::Tansu`]) on its own port, with sqlite storage in its
+//! Each test runs its own tansu process ([`Tansu`]) on its own port, with sqlite storage in its
 //! own folder, so a restart on the same port keeps topics, messages and committed offsets, and
 //! killing it disturbs no other test. The shared broker of `scripts/test.sh` is not used here;
 //! only its cached tansu binary is.
-
-mod tansu;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::stream::{self, applied, rejected, PARTITIONS};
 use super::support::{self, Driftd};
-use tansu::Tansu;
+use super::tansu::Tansu;
 
 /// Topic, dead-letter topic, group and the driftd config consuming them from `addr`, with
 /// `extra` appended (more TOML tables).

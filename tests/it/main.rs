@@ -28,8 +28,14 @@ mod privacy_corpus;
 mod restart;
 #[cfg(feature = "e2e")]
 mod restart_e2e;
+#[cfg(feature = "e2e")]
+mod sasl_e2e;
 mod secrets;
 #[cfg(feature = "e2e")]
 mod start_from_e2e;
 mod stream;
 mod support;
+#[cfg(feature = "e2e")]
+mod tansu;
+#[cfg(feature = "e2e")]
+mod topics_e2e;

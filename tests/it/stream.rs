@@ -84,7 +84,19 @@ pub async fn produce(
     seed: u64,
     expected: &mut Expected,
 ) {
-    let mut sender = Sender::new(brokers, topic, &[]).expect("producer");
+    produce_as(brokers, &[], topic, (valid, bad, pii), seed, expected).await
+}
+
+/// [`produce`] with the producer properties `props`; `(valid, bad, pii)` as there.
+pub async fn produce_as(
+    brokers: &str,
+    props: support::Props<'_>,
+    topic: &str,
+    (valid, bad, pii): (u64, u64, u64),
+    seed: u64,
+    expected: &mut Expected,
+) {
+    let mut sender = Sender::new(brokers, topic, props).expect("producer");
     let mut generator = Generator::new(
         TrafficModel {
             deployments: 4,
@@ -169,7 +181,17 @@ pub struct DeadLetterRecord {
 
 /// Reads every record of the dead-letter topic.
 pub fn read_dead_letters(brokers: &str, dlq: &str, expect: usize) -> Vec<DeadLetterRecord> {
-    let c = support::reader(brokers);
+    read_dead_letters_as(brokers, &[], dlq, expect)
+}
+
+/// [`read_dead_letters`] with the client properties `props`.
+pub fn read_dead_letters_as(
+    brokers: &str,
+    props: support::Props<'_>,
+    dlq: &str,
+    expect: usize,
+) -> Vec<DeadLetterRecord> {
+    let c = support::reader_as(brokers, props);
     c.subscribe(&[dlq]).unwrap();
     let mut out = Vec::new();
     let start = std::time::Instant::now();

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -68,15 +68,32 @@ pub fn mock_cluster() -> MockCluster<'static, DefaultProducerContext> {
     MockCluster::new(1).expect("librdkafka mock cluster")
 }
 
+/// librdkafka properties a test's own clients add (credentials for an authenticated broker).
+pub type Props<'a> = &'a [(&'a str, &'a str)];
+
+/// A client config for `brokers` with `props`.
+fn client(brokers: &str, props: Props<'_>) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", brokers);
+    for (k, v) in props {
+        cc.set(*k, *v);
+    }
+    cc
+}
+
 /// Creates topics with the given partition counts.
 #[cfg(feature = "e2e")]
 pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+    create_topics_as(brokers, &[], topics)
+}
+
+/// [`create_topics`] with the client properties `props`.
+#[cfg(feature = "e2e")]
+pub fn create_topics_as(brokers: &str, props: Props<'_>, topics: &[(&str, i32)]) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
+    let admin: AdminClient<DefaultClientContext> =
+        client(brokers, props).create().expect("admin client");
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
@@ -95,8 +112,12 @@ pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
 
 /// A plain consumer (no group commits) for reading topics back.
 pub fn reader(brokers: &str) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    reader_as(brokers, &[])
+}
+
+/// [`reader`] with the client properties `props`.
+pub fn reader_as(brokers: &str, props: Props<'_>) -> BaseConsumer {
+    client(brokers, props)
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
@@ -106,7 +127,12 @@ pub fn reader(brokers: &str) -> BaseConsumer {
 
 /// The end offset (high watermark) of each partition.
 pub fn end_offsets(brokers: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let c = reader(brokers);
+    end_offsets_as(brokers, &[], topic, partitions)
+}
+
+/// [`end_offsets`] with the client properties `props`.
+pub fn end_offsets_as(brokers: &str, props: Props<'_>, topic: &str, partitions: i32) -> Vec<i64> {
+    let c = reader_as(brokers, props);
     (0..partitions)
         .map(|p| {
             c.fetch_watermarks(topic, p, Duration::from_secs(10))
@@ -118,8 +144,18 @@ pub fn end_offsets(brokers: &str, topic: &str, partitions: i32) -> Vec<i64> {
 
 /// Offsets committed by `group` on each partition (-1 when none).
 pub fn committed_offsets(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    committed_offsets_as(brokers, &[], group, topic, partitions)
+}
+
+/// [`committed_offsets`] with the client properties `props`.
+pub fn committed_offsets_as(
+    brokers: &str,
+    props: Props<'_>,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<i64> {
+    let c: BaseConsumer = client(brokers, props)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
@@ -146,13 +182,18 @@ pub struct Driftd {
     child: Child,
     pub admin: String,
     pub log: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Driftd {
     /// Starts `driftd run --config` with `toml`. The admin server binds port 0 (added here);
     /// its address is read back from the start-up log line, so no port is guessed.
     pub fn start(toml: &str) -> Driftd {
+        Driftd::start_with_env(toml, &[])
+    }
+
+    /// [`Driftd::start`] with extra environment variables (secrets read with `{ env = .. }`).
+    pub fn start_with_env(toml: &str, env: &[(&str, &str)]) -> Driftd {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("driftd.toml");
         // Containment state goes to this process's own folder unless the test chose one.
@@ -168,7 +209,8 @@ impl Driftd {
         let child = Command::new(env!("CARGO_BIN_EXE_driftd"))
             .args(["run", "--config"])
             .arg(&config)
-            .stdout(Stdio::null())
+            .envs(env.iter().copied())
+            .stdout(std::fs::File::create(dir.path().join("stdout.log")).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn driftd");
@@ -176,7 +218,7 @@ impl Driftd {
             child,
             admin: String::new(),
             log,
-            _dir: dir,
+            dir,
         };
         let mut addr = None;
         d.wait_until(Duration::from_secs(30), "admin server listening", || {
@@ -292,6 +334,20 @@ impl Driftd {
     /// Everything driftd logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Everything driftd wrote to its standard output so far.
+    pub fn stdout_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGHUP (reload the config, re-read the Kafka secrets).
+    pub fn sighup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// The JSON log line whose message is `message`.

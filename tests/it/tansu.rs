@@ -1,5 +1,6 @@
 //! A tansu broker process owned by one test: its own port and sqlite file, so it can be killed
-//! and restarted (storage kept) without disturbing any other test.
+//! and restarted (storage kept) without disturbing any other test; optionally with SASL/SCRAM
+//! authentication required ([`Tansu::authenticated`]).
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -12,8 +13,18 @@ pub struct Tansu {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// Whether clients must authenticate (`--authentication`).
+    authentication: bool,
     /// Bootstrap address.
     pub addr: String,
+}
+
+/// A SCRAM user to create on an authenticated broker.
+pub struct User<'a> {
+    pub name: &'a str,
+    pub password: &'a str,
+    /// `scram512` or `scram256`.
+    pub mechanism: &'a str,
 }
 
 /// The tansu binary `scripts/test.sh` installs and caches. Fails, never skips, when missing.
@@ -51,8 +62,36 @@ impl Tansu {
             child: None,
             port,
             dir: tempfile::tempdir().unwrap(),
+            authentication: false,
             addr: format!("127.0.0.1:{port}"),
         }
+    }
+
+    /// A running broker that requires SASL/SCRAM, with `users`. tansu stores users with its
+    /// topics and takes them only from a broker that does not require authentication yet: the
+    /// users are created first, then the broker is restarted with `--authentication`.
+    pub fn authenticated(users: &[User<'_>]) -> Tansu {
+        let mut t = Tansu::started();
+        for u in users {
+            let out = Command::new(tansu_binary())
+                .args(["user", "create", u.name, u.password])
+                .args(["--mechanism", u.mechanism])
+                .args(["--broker", &format!("tcp://{}", t.addr)])
+                .stdin(Stdio::null())
+                .output()
+                .expect("run tansu user create");
+            assert!(
+                out.status.success(),
+                "tansu user create {}: {}{}",
+                u.name,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        t.kill();
+        t.authentication = true;
+        t.start();
+        t
     }
 
     /// A running broker.
@@ -77,6 +116,7 @@ impl Tansu {
             .current_dir(self.dir.path())
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(self.authentication.then_some("--authentication"))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
