@@ -327,8 +327,13 @@ fn poison_message_at_a_partitions_tail_is_committed_and_dead_lettered_once() {
 /// asks for 5 restarts during 500,000 events; driftd (a debug build) consumes about 3,800
 /// events/s from tansu on this 2-core machine while nothing else runs, about 2,000/s while the
 /// producer shares the cores, so 500,000 would take over 4 minutes: 100,000 at 2,000/s keeps the
-/// test near 75 s.
-const RESTART_EVENTS: u64 = 100_000;
+/// test near 75 s. `DRIFTD_RESTART_EVENTS` runs it at the size.
+fn restart_events() -> u64 {
+    std::env::var("DRIFTD_RESTART_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
 const RESTARTS: u64 = 5;
 /// Production rate: below what driftd (a debug build) consumes from tansu here, so the consumer
 /// is at the head of the stream when the broker goes and "caught up" has a meaning.
@@ -372,7 +377,7 @@ fn spawn_producer(
                 None,
             );
             let started = Instant::now();
-            for i in 0..RESTART_EVENTS {
+            for i in 0..restart_events() {
                 if i % 64 == 0 {
                     let due = Duration::from_secs_f64(i as f64 / RESTART_RATE);
                     if let Some(wait) = due.checked_sub(started.elapsed()) {
@@ -472,7 +477,7 @@ fn broker_restarted_mid_stream_every_event_counted_exactly_once_and_consumption_
     let mut worst = Duration::ZERO;
     let mut resumes = Vec::new();
     for k in 1..=RESTARTS {
-        let at = RESTART_EVENTS * k / (RESTARTS + 1);
+        let at = restart_events() * k / (RESTARTS + 1);
         while enqueued.load(Ordering::Relaxed) < at {
             std::thread::sleep(Duration::from_millis(20));
         }
