@@ -387,15 +387,7 @@ impl KafkaSource {
         within: Duration,
     ) -> Result<(), IngestError> {
         tracing::info!(held_back = self.tracker.len(), "shutdown: draining");
-        let drained = tokio::time::timeout(within, async {
-            while !self.tracker.is_empty() {
-                self.tracker
-                    .wait_front(&mut self.ready, &mut self.outcomes)
-                    .await;
-            }
-        })
-        .await;
-        self.settle();
+        let drained = self.await_dead_letters(within).await;
         // The final snapshots, and a second round for the partitions whose older kept snapshot
         // is now behind (`Progress::due`), so that both hold the final state and the commit
         // reaches the end: a restart re-reads nothing.
@@ -415,6 +407,24 @@ impl KafkaSource {
             dl.flush(Duration::from_secs(1));
         }
         drained.map_err(|_| IngestError::DrainTimeout(within))
+    }
+
+    /// Waits (at most `within`) for every dead-letter delivery in flight and settles what
+    /// finished; `Err` when some are still in flight.
+    async fn await_dead_letters(
+        &mut self,
+        within: Duration,
+    ) -> Result<(), tokio::time::error::Elapsed> {
+        let drained = tokio::time::timeout(within, async {
+            while !self.tracker.is_empty() {
+                self.tracker
+                    .wait_front(&mut self.ready, &mut self.outcomes)
+                    .await;
+            }
+        })
+        .await;
+        self.settle();
+        drained
     }
 
     /// Stores released offsets and counts finished dead-letter deliveries.

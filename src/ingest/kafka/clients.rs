@@ -31,16 +31,7 @@ impl KafkaSource {
         within: Duration,
     ) -> Result<(), IngestError> {
         self.rebalanced(pipeline).await;
-        let drained = tokio::time::timeout(within, async {
-            while !self.tracker.is_empty() {
-                self.tracker
-                    .wait_front(&mut self.ready, &mut self.outcomes)
-                    .await;
-            }
-        })
-        .await;
-        self.settle();
-        if drained.is_err() {
+        if self.await_dead_letters(within).await.is_err() {
             return Err(IngestError::ReconnectBusy(self.tracker.len()));
         }
         let connectivity = self.consumer.context().connectivity.clone();
