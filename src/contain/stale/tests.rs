@@ -96,33 +96,47 @@ fn age_is_judged_by_the_verdicts_event_time_against_the_limit() {
     );
 }
 
-/// The first fresh event after a gap finds the other arm silent since before the gap: that
-/// silence is the stream's gap, judged by its start; a silence the detector caught in time is
-/// fresh.
+/// A `telemetry_absent` whose silence began before a gap is judged by the silent arm's last
+/// event (its `at` minus the silence), not by the fresh event that raised it; a silence caught
+/// in time is fresh. (The detector itself raises none across a gap in both arms, since the
+/// reporting arm must have kept sending: this is the second line.)
 #[test]
 fn a_telemetry_absent_raised_across_a_gap_is_stale_by_the_silent_arms_last_event() {
     let now = crate::clock::wall_ms();
     let (mut p, mut g) = (pipeline(), drifting());
     feed(&mut p, &mut g, 400, now - 2 * 24 * 60 * MINUTE, None);
     let changes = feed(&mut p, &mut g, 50, now - 1_000, None);
-    let absent = changes
-        .iter()
-        .find(
-            |c| matches!(c, Change::Signal(s) if s.kind == SignalKind::TelemetryAbsent && s.active),
-        )
-        .expect("the gap raises telemetry_absent");
-    let Change::Signal(s) = absent else {
-        unreachable!()
+    assert!(
+        !changes.iter().any(
+            |c| matches!(c, Change::Signal(s) if s.kind == SignalKind::TelemetryAbsent && s.active)
+        ),
+        "no absence across a gap in both arms"
+    );
+    let across = Signal {
+        kind: SignalKind::TelemetryAbsent,
+        deployment: "support-bot".into(),
+        model_version: "ft-1".into(),
+        arm: Some(crate::event::Arm::Canary),
+        active: true,
+        at: crate::event::format_rfc3339_ms(now - 1_000),
+        events_seen: 450,
+        n_canary: 200,
+        n_control: 200,
+        expected_share: None,
+        observed_share: None,
+        statistic: (2 * 24 * 60 * MINUTE / 1000) as f64,
+        threshold: 300.0,
     };
     assert_eq!(
-        stale_by(&s.at, now, MAX_AGE),
+        stale_by(&across.at, now, MAX_AGE),
         None,
         "raised at a fresh event"
     );
-    assert!(stale_change(absent, now, MAX_AGE).unwrap() > 47 * 60 * MINUTE);
+    let change = Change::Signal(across.clone());
+    assert!(stale_change(&change, now, MAX_AGE).unwrap() > 47 * 60 * MINUTE);
     let caught = Signal {
         statistic: 300.0,
-        ..s.clone()
+        ..across
     };
     assert_eq!(stale_change(&Change::Signal(caught), now, MAX_AGE), None);
 }
