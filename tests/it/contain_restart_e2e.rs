@@ -180,10 +180,14 @@ fn a_contained_deployment_stays_contained_across_kill_9_without_a_second_flip_or
         .unwrap()
         .starts_with(&d.admin));
     let flag_before = file_state(&flags);
-    assert!(
-        logged_fails(&d).len() == 1 && applied(&d) > at as u64,
-        "the fail came from the stream"
+    // `/v1/cohorts` is published every `publish_interval`: the gate can close before the
+    // events behind the fail show there.
+    d.wait_until(
+        Duration::from_secs(10),
+        "the applied events published",
+        || applied(&d) > at as u64,
     );
+    assert_eq!(logged_fails(&d).len(), 1, "the fail came from the stream");
     let first_admin = d.admin.clone();
     // SIGKILL: Drop kills the child without a signal it could handle. No snapshot was written
     // (`persist.interval` is an hour), so nothing was committed either: the restart reads the
