@@ -187,6 +187,20 @@ impl KafkaSource {
         self.watch_stalls();
     }
 
+    /// Forgets `partition`'s progress and stall state (revoked, or left by a reconnect).
+    fn revoked(&mut self, partition: i32) {
+        self.progress.revoked(partition);
+        if self.stalls.forget(partition).is_some() {
+            self.metrics
+                .partition_stalled
+                .with_label_values(&[self.topic.as_str(), &partition.to_string()])
+                .set(0);
+        }
+        self.metrics
+            .partitions_stalled
+            .set(self.stalls.stalled() as i64);
+    }
+
     /// Reports partitions whose lag grows while nothing is received from them.
     fn watch_stalls(&mut self) {
         let lags = std::mem::take(
@@ -319,17 +333,8 @@ impl KafkaSource {
                     self.persist(pipeline);
                     self.finish_writes(true).await;
                     for p in partitions {
-                        self.progress.revoked(p);
-                        if self.stalls.forget(p).is_some() {
-                            self.metrics
-                                .partition_stalled
-                                .with_label_values(&[self.topic.as_str(), &p.to_string()])
-                                .set(0);
-                        }
+                        self.revoked(p);
                     }
-                    self.metrics
-                        .partitions_stalled
-                        .set(self.stalls.stalled() as i64);
                 }
             }
         }

@@ -43,15 +43,8 @@ impl KafkaSource {
         self.finish_writes(true).await;
         commit(&*self.consumer, &self.metrics, "reconnect");
         for p in self.progress.known() {
-            self.progress.revoked(p);
-            if self.stalls.forget(p).is_some() {
-                self.metrics
-                    .partition_stalled
-                    .with_label_values(&[self.topic.as_str(), &p.to_string()])
-                    .set(0);
-            }
+            self.revoked(p);
         }
-        self.metrics.partitions_stalled.set(0);
         if let Some(dl) = &self.dead_letter {
             dl.flush(Duration::from_secs(1));
         }
