@@ -2,9 +2,9 @@
 # Runs each cargo-fuzz target in fuzz/ for a bounded time and fails on a crash:
 #   bash scripts/fuzz.sh            (DRIFTD_FUZZ_SECONDS per target, default 60)
 # Installs what it needs if missing — nightly Rust (minimal profile) and cargo-fuzz, cached in
-# ~/.cache/driftd like the test command's broker — and is idempotent. The first, instrumented
-# build of every dependency takes about 12-20 minutes on 2 cores (cached in
-# ~/.cache/driftd/fuzz-target afterwards), which is why scripts/test.sh does not run it.
+# ~/.cache/driftd like the test command's broker — and is idempotent. scripts/test.sh runs it.
+# The targets build driftd without its `kafka` feature, so the first, instrumented build of
+# every dependency skips librdkafka; it is cached in ~/.cache/driftd/fuzz-target afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE=${DRIFTD_CACHE:-$HOME/.cache/driftd}

@@ -3,10 +3,12 @@
 #   installs what the tests need (system packages incl. Prometheus Alertmanager, the tansu
 #   broker cached across runs, the OpenFeature flagd Python provider), starts tansu (sqlite
 #   storage) and Alertmanager on free loopback ports, then runs
-#   cargo fmt --check, cargo clippy -D warnings, every test of both tiers (`--features e2e`:
-#   the in-process tier that plain `cargo test` runs, plus the tests against these services),
-#   and a compile check of the benches. (Fuzzing is scripts/fuzz.sh: its first, instrumented
-#   build takes longer than the test command's time budget allows.)
+#   cargo fmt --check, cargo clippy -D warnings (all targets, so the benches are compiled too;
+#   and the library without the `kafka` feature, as the fuzz targets build it), every test of
+#   both tiers (`--features e2e`: the in-process tier that plain `cargo test` runs, plus the
+#   tests against these services), and every fuzz target for DRIFTD_FUZZ_SECONDS (default 60)
+#   each through scripts/fuzz.sh (nightly Rust and cargo-fuzz installed and the instrumented
+#   build cached in ~/.cache/driftd, like the broker).
 # Idempotent: cached installs are reused and the services of an earlier run are stopped first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -160,8 +162,9 @@ log "cargo fmt --check"
 cargo fmt --check
 log "cargo clippy --all-targets --features e2e -- -D warnings"
 cargo clippy --all-targets --features e2e -- -D warnings
+log "cargo clippy --no-default-features --all-targets -- -D warnings (the fuzz targets' build)"
+cargo clippy --no-default-features --all-targets -- -D warnings
 log "cargo test --features e2e (broker $DRIFTD_TEST_BROKER, Alertmanager $DRIFTD_TEST_ALERTMANAGER)"
 cargo test --features e2e
-log "cargo bench --no-run"
-cargo bench --no-run
+bash scripts/fuzz.sh
 log "all checks passed"

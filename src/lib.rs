@@ -30,6 +30,11 @@
 //! | [`simulate`] | the detection benchmark (false alarms, delay, versus fixed windows) |
 //! | [`logging`], [`clock`] | log set-up and error chains; the one place the wall clock is read |
 //!
+//! The default `kafka` feature gates everything that links librdkafka: [`ingest`]'s Kafka source,
+//! `daemon`, `demo`, `kafka_produce`, `traffic`'s producer and the binary. Without it the library
+//! still decodes, gates, keeps state, detects, contains and replays; the fuzz targets build it
+//! so.
+//!
 //! Dependency rules: `state`, `detect`, `contain::ladder` and `contain::latch` import no I/O;
 //! `contain` knows nothing of Kafka; `ingest` knows nothing of detection or actions; `admin`
 //! reads state only through published snapshots and the containment handle.
@@ -38,11 +43,14 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod contain;
+#[cfg(feature = "kafka")]
 pub mod daemon;
+#[cfg(feature = "kafka")]
 pub mod demo;
 pub mod detect;
 pub mod event;
 pub mod ingest;
+#[cfg(feature = "kafka")]
 pub mod kafka_produce;
 pub mod logging;
 pub mod metrics;
