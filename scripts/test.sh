@@ -35,6 +35,23 @@ install_system_packages() {
   fi
 }
 
+# The deploy/ tests (tests/it/deploy.rs): kubectl (its built-in kustomize renders deploy/k8s;
+# the package comes from the Kubernetes/Cloud SDK apt repository this machine kind has, Debian's
+# own kubernetes-client is too old for kustomize v5), systemd-analyze (package systemd) verifies
+# the unit, docker-compose validates the compose stack without a daemon, promtool and amtool
+# check its Prometheus and Alertmanager configs.
+install_deploy_tools() {
+  local missing=()
+  for pkg in kubectl systemd docker-compose prometheus prometheus-alertmanager; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing the deploy tests' tools: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+}
+
 install_tansu() {
   if [ -x "$TANSU" ]; then
     return
@@ -149,6 +166,7 @@ start_tansu() {
 }
 
 install_system_packages
+install_deploy_tools
 install_python_packages
 install_tansu
 mkdir -p "$SERVICES"
