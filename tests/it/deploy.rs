@@ -7,8 +7,8 @@
 //! Beyond "it parses", each test checks that the pieces agree with each other: the port driftd
 //! listens on is the one probed, published and scraped; the state directory is the volume; a
 //! secret the config reads is a file the unit or the pod provides. The tools come from
-//! `scripts/test.sh` (kubectl, systemd, docker-compose, prometheus, prometheus-alertmanager);
-//! a missing one fails the test with how to install it.
+//! `scripts/test.sh` (kubectl, systemd, docker-compose, prometheus, prometheus-alertmanager from
+//! Debian; kubernetes-validate from PyPI); a missing one fails the test with how to install it.
 
 mod compose;
 mod k8s;

@@ -1,5 +1,5 @@
-//! `deploy/k8s` as `kubectl kustomize` renders it (the base and the example overlay): the pod's
-//! security settings, its config (through `driftd check-config`) agreeing with the mounts,
+//! `deploy/k8s` as `kubectl kustomize` renders it (the base and the example overlay): valid
+//! against the Kubernetes API's schemas (kubernetes-validate, strict), the pod's security settings, its config (through `driftd check-config`) agreeing with the mounts,
 //! probes, Service and ServiceMonitor, the selectors, RBAC granting exactly what the config's
 //! `argo_rollouts` targets use, the PrometheusRule carrying deploy/prometheus's rules, and the
 //! Argo Rollouts / Flagger manifests of deploy/rollouts pointing at the rendered Service.
@@ -23,6 +23,42 @@ impl Render {
         Render {
             objects: yaml_docs(&text),
         }
+    }
+
+    /// Validates the render against the Kubernetes API's schemas (strict: an unknown field is
+    /// an error). kubernetes-validate has no schema for the Prometheus Operator's kinds: their
+    /// fields are checked by hand in [`check_driftd`].
+    fn of_validated(dir: &str) -> Render {
+        let r = Render::of(dir);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let text: Vec<String> = r
+            .objects
+            .iter()
+            .map(|o| serde_norway::to_string(o).unwrap())
+            .collect();
+        std::fs::write(file.path(), text.join("---\n")).unwrap();
+        let out = std::process::Command::new("python3")
+            .args(["-m", "kubernetes_validate", "--strict", "--quiet"])
+            .arg(file.path())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{dir}: the Kubernetes schemas refuse the render (kubernetes-validate from PyPI; \
+             scripts/test.sh installs it):\n{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let unchecked: Vec<&str> = said
+            .lines()
+            .filter(|l| l.contains("Couldn't find schema"))
+            .collect();
+        assert_eq!(
+            unchecked.len(),
+            2,
+            "only ServiceMonitor and PrometheusRule: {unchecked:?}"
+        );
+        r
     }
 
     fn all(&self, kind: &str) -> Vec<&Value> {
@@ -314,14 +350,14 @@ fn rollout_targets(config: &toml::Table) -> BTreeSet<(String, String)> {
 
 #[test]
 fn the_base_renders_hardened_and_consistent() {
-    let r = Render::of("base");
+    let r = Render::of_validated("base");
     let config = check_driftd(&r, "base");
     assert_eq!(rollout_grants(&r), rollout_targets(&config));
 }
 
 #[test]
 fn the_example_overlay_renders_hardened_and_grants_exactly_its_rollout_targets() {
-    let r = Render::of("overlays/example");
+    let r = Render::of_validated("overlays/example");
     let config = check_driftd(&r, "overlays/example");
     let targets = rollout_targets(&config);
     assert!(!targets.is_empty(), "the example aborts a rollout");
