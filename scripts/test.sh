@@ -37,6 +37,29 @@ install_system_packages() {
   fi
 }
 
+# The deploy/ tests (tests/it/deploy.rs): kubectl (its built-in kustomize renders deploy/k8s;
+# the package comes from the Kubernetes/Cloud SDK apt repository this machine kind has, Debian's
+# own kubernetes-client is too old for kustomize v5), systemd-analyze (package systemd) verifies
+# the unit, docker-compose validates the compose stack without a daemon, promtool and amtool
+# check its Prometheus and Alertmanager configs; kubernetes-validate (PyPI) holds the Kubernetes
+# API schemas the rendered manifests are validated against.
+install_deploy_tools() {
+  local missing=()
+  for pkg in kubectl systemd docker-compose prometheus prometheus-alertmanager; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing the deploy tests' tools: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+  # The Kubernetes API's schemas, offline: the rendered manifests are validated against them.
+  if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+    log "installing kubernetes-validate (PyPI)"
+    python3 -m pip install -q kubernetes-validate==1.37.0
+  fi
+}
+
 install_tansu() {
   if [ -x "$TANSU" ]; then
     return
@@ -151,6 +174,7 @@ start_tansu() {
 }
 
 install_system_packages
+install_deploy_tools
 install_python_packages
 install_tansu
 mkdir -p "$SERVICES"

@@ -1,5 +1,5 @@
 //! The gate as its callers read it: the Argo Rollouts AnalysisTemplates and the Flagger Canary
-//! in `docs/rollouts/` are run, the way Argo and Flagger run them, against a driftd consuming a
+//! in `deploy/rollouts/` are run, the way Argo and Flagger run them, against a driftd consuming a
 //! stream with one deployment of each kind — contained, passing, short of evidence, and a name
 //! it has never seen — and each must come out as the docs say.
 //!
@@ -19,11 +19,11 @@ use serde_json::Value;
 use super::daemon::{self, InProcess};
 use super::support;
 
-const DOCS_HOST: &str = "http://driftd.driftd.svc.cluster.local:9464";
+const DOCS_HOST: &str = "http://driftd.driftd.svc.cluster.local:8787";
 
-/// The YAML documents of a file under `docs/rollouts/`, as JSON values.
+/// The YAML documents of a file under `deploy/rollouts/`, as JSON values.
 fn documents(file: &str) -> Vec<Value> {
-    let path = format!("{}/docs/rollouts/{file}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/deploy/rollouts/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap();
     serde_norway::Deserializer::from_str(&text)
         .map(|doc| {
@@ -136,6 +136,12 @@ async fn flagger_passes(hook: &Value, admin: &str, deployment: &str) -> bool {
         .await
         .unwrap()
         .status();
+    // Flagger's docs ask a 2xx of most hooks but HTTP 200 of confirm-promotion (and
+    // confirm-traffic-increase): the gate lets a canary through with 200 and nothing else.
+    assert!(
+        !status.is_success() || status == reqwest::StatusCode::OK,
+        "{url}: {status}"
+    );
     status.is_success()
 }
 
@@ -247,6 +253,13 @@ async fn the_documented_argo_and_flagger_wiring_reads_every_decision_as_document
     assert_eq!(canary["apiVersion"], "flagger.app/v1beta1");
     assert_eq!(canary["kind"], "Canary");
     let hooks = canary["spec"]["analysis"]["webhooks"].as_array().unwrap();
+    let mut kinds: Vec<&str> = hooks.iter().map(|h| h["type"].as_str().unwrap()).collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        ["confirm-promotion", "pre-rollout", "rollout"],
+        "every hook of the Canary is one this test calls, once"
+    );
     let hook = |kind: &str| {
         hooks
             .iter()
@@ -254,7 +267,7 @@ async fn the_documented_argo_and_flagger_wiring_reads_every_decision_as_document
             .unwrap_or_else(|| panic!("a {kind} webhook"))
     };
     // (deployment, background analysis, promotion analysis, Flagger pre-rollout, rollout,
-    // confirm-promotion): what the comments in docs/rollouts/ promise.
+    // confirm-promotion): what the comments in deploy/rollouts/ promise.
     let table = [
         ("support-bot", Failed, Failed, false, false, false),
         ("search-assist", Successful, Successful, true, true, true),

@@ -19,6 +19,8 @@ mod contain_restart_e2e;
 mod corpus;
 mod daemon;
 #[cfg(feature = "e2e")]
+mod deploy;
+#[cfg(feature = "e2e")]
 mod evidence_restart_e2e;
 mod gate;
 #[cfg(feature = "e2e")]
