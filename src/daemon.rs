@@ -26,7 +26,7 @@ use crate::signals::{Controls, Reload};
 /// Why the daemon could not start or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// A secret the daemon itself needs (the admin token) could not be read.
+    /// A secret the daemon itself needs (the admin or an operator token) could not be read.
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// Containment could not start (state directory, latch file, target secrets).
@@ -60,6 +60,8 @@ pub async fn run(
         metrics.clone(),
         controls.shutdown.clone(),
     ));
+    // Tokens are read (and judged) before anything is started that would need stopping.
+    let identities = Arc::new(admin::auth::Identities::from_config(&config)?);
     // Alerts and release commands link to the address the admin server really listens on.
     let admin_bound = listener.local_addr().map_err(DaemonError::Listener)?;
     let (contain, changes, contain_task) = crate::contain::start(
@@ -70,18 +72,11 @@ pub async fn run(
         controls.shutdown.clone(),
     )?;
     pipeline.set_change_sink(changes);
-    let token = config
-        .containment
-        .admin_token
-        .as_ref()
-        .map(crate::config::admin_token)
-        .transpose()?
-        .map(Arc::new);
     let admin_state = AdminState {
         metrics: metrics.clone(),
         snapshots,
         contain: Some(contain.clone()),
-        token,
+        identities,
     };
     let contain_task = supervise(
         "containment",

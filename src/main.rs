@@ -71,10 +71,15 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    /// Release a contained deployment (asks a running driftd).
+    /// Ask a running driftd to release a contained deployment; it takes effect once the
+    /// policy's approvers approved it (an approver's request is its approval).
     Release(OperatorArgs),
     /// Contain a deployment by hand (asks a running driftd).
     Contain(OperatorArgs),
+    /// Approve the pending release of a deployment, or promoting its canary version.
+    Approve(ApproveArgs),
+    /// Show the identity and roles a running driftd gives your token.
+    Whoami(ClientArgs),
     /// Run the whole daemon on an in-process Kafka with a drifting canary.
     Demo {
         /// How long to produce traffic.
@@ -138,22 +143,46 @@ impl ConfigArgs {
 }
 
 #[derive(Args)]
-struct OperatorArgs {
+struct ClientArgs {
     /// Base URL of the driftd admin server.
     #[arg(long, default_value = "http://127.0.0.1:8787")]
     admin_url: String,
+    /// File holding your bearer token (of `admin.operators`, or the admin token); default: the
+    /// DRIFTD_ADMIN_TOKEN environment variable.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct OperatorArgs {
+    #[command(flatten)]
+    client: ClientArgs,
     /// The deployment.
     #[arg(long)]
     deployment: String,
-    /// Who is asking (recorded in the audit log).
-    #[arg(long)]
-    operator: String,
     /// Why (recorded in the audit log).
     #[arg(long)]
     reason: String,
-    /// File holding the admin bearer token; default: the DRIFTD_ADMIN_TOKEN environment variable.
+    /// A comment naming who is asking; the audit log records the identity of the token.
     #[arg(long)]
-    token_file: Option<PathBuf>,
+    operator: Option<String>,
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["release", "promotion"]))]
+struct ApproveArgs {
+    #[command(flatten)]
+    request: OperatorArgs,
+    /// Approve the pending release.
+    #[arg(long)]
+    release: bool,
+    /// Approve promoting the canary version.
+    #[arg(long)]
+    promotion: bool,
+    /// With --promotion: the canary version you looked at (refused if driftd now sees another);
+    /// default: the one driftd sees.
+    #[arg(long, requires = "promotion")]
+    model_version: Option<String>,
 }
 
 #[derive(Args)]
@@ -227,8 +256,13 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run { config } => run(config),
         Command::Replay { config, input } => replay(config, &input),
         Command::Gen(args) => generate(args),
-        Command::Release(args) => operator_request(args, "release"),
-        Command::Contain(args) => operator_request(args, "contain"),
+        Command::Release(args) => operator_request(&args, "release", None),
+        Command::Contain(args) => operator_request(&args, "contain", None),
+        Command::Approve(a) => match a.release {
+            true => operator_request(&a.request, "release/approve", None),
+            false => operator_request(&a.request, "promotion/approve", a.model_version),
+        },
+        Command::Whoami(client) => whoami(&client),
         Command::Simulate {
             config,
             runs,
@@ -316,38 +350,71 @@ fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn operator_request(a: OperatorArgs, action: &str) -> anyhow::Result<ExitCode> {
-    // Read the way the server reads its own token, so the same file works on both sides.
-    let source = match &a.token_file {
-        Some(f) => SecretSource::File(f.clone()),
-        None => SecretSource::Env("DRIFTD_ADMIN_TOKEN".into()),
-    };
-    let token = source
-        .resolve()
-        .map_err(anyhow::Error::msg)
-        .context("give --token-file or set DRIFTD_ADMIN_TOKEN")?;
-    let url = format!(
-        "{}/v1/deployments/{}/{action}",
-        a.admin_url.trim_end_matches('/'),
-        a.deployment
-    );
-    let (status, body) = runtime()?.block_on(async {
-        let resp = reqwest::Client::new()
-            .post(&url)
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"operator": a.operator, "reason": a.reason}))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        anyhow::Ok((resp.status(), resp.text().await.unwrap_or_default()))
-    })?;
-    println!("{body}");
-    if status.is_success() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("driftd: {action} refused: HTTP {status}");
-        Ok(ExitCode::from(1))
+impl ClientArgs {
+    /// The token, read the way the server reads its own, so the same file works on both sides.
+    fn token(&self) -> anyhow::Result<String> {
+        let source = match &self.token_file {
+            Some(f) => SecretSource::File(f.clone()),
+            None => SecretSource::Env("DRIFTD_ADMIN_TOKEN".into()),
+        };
+        source
+            .resolve()
+            .map_err(anyhow::Error::msg)
+            .context("give --token-file or set DRIFTD_ADMIN_TOKEN")
     }
+
+    /// Sends `request` with the token; prints the body; exit 1 unless 2xx.
+    fn send(
+        &self,
+        what: &str,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<ExitCode> {
+        let token = self.token()?;
+        let (status, body) = runtime()?.block_on(async {
+            let resp = request
+                .bearer_auth(&token)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {url}"))?;
+            anyhow::Ok((resp.status(), resp.text().await.unwrap_or_default()))
+        })?;
+        println!("{body}");
+        if status.is_success() {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            eprintln!("driftd: {what} refused: HTTP {status}");
+            Ok(ExitCode::from(1))
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.admin_url.trim_end_matches('/'))
+    }
+}
+
+fn operator_request(
+    a: &OperatorArgs,
+    action: &str,
+    model_version: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let url = a
+        .client
+        .url(&format!("/v1/deployments/{}/{action}", a.deployment));
+    let mut body = serde_json::json!({"reason": a.reason});
+    if let Some(o) = &a.operator {
+        body["operator"] = o.as_str().into();
+    }
+    if let Some(v) = model_version {
+        body["model_version"] = v.into();
+    }
+    let request = reqwest::Client::new().post(&url).json(&body);
+    a.client.send(action, &url, request)
+}
+
+fn whoami(client: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let url = client.url("/v1/whoami");
+    client.send("whoami", &url, reqwest::Client::new().get(&url))
 }
 
 fn replay(args: ConfigArgs, input: &str) -> anyhow::Result<ExitCode> {

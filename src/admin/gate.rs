@@ -8,8 +8,12 @@
 //! three routes over the same decision:
 //!
 //! - `/v1/gate/{d}` — "may it keep running?": non-2xx only when contained (503) or unknown (404);
-//! - `/v1/gate/{d}/promotion` — "is there evidence it is good?": 2xx only on `pass`;
+//! - `/v1/gate/{d}/promotion` — "may it be promoted?": 2xx only on `pass`;
 //! - `/v1/gate/{d}/decision` — always 200, the decision in the body, for Argo Rollouts.
+//!
+//! Under a policy with `promotion = "approval"`, `pass` also needs an approver's approval of
+//! the canary version now seen (a new version needs a new one): passing evidence without it is
+//! `awaiting_approval`, which keeps promotion waiting and lets the canary run on.
 //!
 //! Nothing that reads as a pass unless detection said pass: a deployment driftd has never seen
 //! is `unknown`, one without enough evidence is `insufficient`. A verdict containment holds as
@@ -19,6 +23,7 @@
 use axum::http::StatusCode;
 use serde::Serialize;
 
+use crate::config::PromotionMode;
 use crate::contain::latch::{Incident, Latch, Phase};
 use crate::detect::{DeploymentView, MetricVerdicts, VerdictState};
 
@@ -38,7 +43,11 @@ pub enum Decision {
     Warn,
     /// Not enough events yet on some metric, or no canary traffic at all.
     Insufficient,
-    /// Every metric passed with enough events, and no signal is raised.
+    /// Every metric passed with enough events and no signal is raised, but the policy asks an
+    /// approver to approve promoting this canary version, and none has.
+    AwaitingApproval,
+    /// Every metric passed with enough events, no signal is raised (and, where the policy
+    /// asks, an approver approved promoting this canary version).
     Pass,
 }
 
@@ -51,6 +60,7 @@ impl Decision {
             Decision::Fail => "fail",
             Decision::Warn => "warn",
             Decision::Insufficient => "insufficient",
+            Decision::AwaitingApproval => "awaiting_approval",
             Decision::Pass => "pass",
         }
     }
@@ -90,8 +100,13 @@ pub struct Verdict {
 }
 
 /// The one rule. `view` is the deployment's detection state (absent if no event of it was
-/// applied), `latch` its containment latch (absent if containment never saw it).
-pub fn decide(view: Option<&DeploymentView>, latch: Option<&Latch>) -> Verdict {
+/// applied), `latch` its containment latch (absent if containment never saw it), `promotion`
+/// what its policy asks before a promotion.
+pub fn decide(
+    view: Option<&DeploymentView>,
+    latch: Option<&Latch>,
+    promotion: PromotionMode,
+) -> Verdict {
     if let Some(l) = latch.filter(|l| l.gate_closed()) {
         let reason = l
             .incident
@@ -166,6 +181,21 @@ pub fn decide(view: Option<&DeploymentView>, latch: Option<&Latch>) -> Verdict {
             &mut worst,
         );
     }
+    if worst == Decision::Pass && promotion == PromotionMode::Approval {
+        let approved = latch
+            .and_then(|l| l.promotion_approval.as_ref())
+            .is_some_and(|a| Some(&a.model_version) == view.canary_version.as_ref());
+        if !approved {
+            note(
+                Decision::AwaitingApproval,
+                format!(
+                    "every metric passes; promoting canary version {} awaits an approver (driftd approve --promotion)",
+                    view.canary_version.as_deref().unwrap_or("?")
+                ),
+                &mut worst,
+            );
+        }
+    }
     for held in latch.iter().flat_map(|l| l.stale.values()) {
         // Says why a failing canary is not contained; the decision stays what detection says.
         reasons.push(format!(
@@ -192,7 +222,8 @@ fn rank(d: Decision) -> u8 {
         Decision::Fail => 2,
         Decision::Warn => 3,
         Decision::Insufficient => 4,
-        Decision::Pass => 5,
+        Decision::AwaitingApproval => 5,
+        Decision::Pass => 6,
     }
 }
 

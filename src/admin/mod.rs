@@ -13,16 +13,27 @@
 //!   under `stale` the verdicts containment holds as too old to act on;
 //! - `GET` or `POST /v1/gate/{deployment}`, `…/promotion`, `…/decision` — the gate, one
 //!   decision spelled for each kind of caller (see [`gate`]); public, without operator input;
-//! - `GET /v1/deployments` — every deployment's containment latch (bearer token);
-//! - `POST /v1/deployments/{deployment}/release` and `/contain` — body
-//!   `{"operator": "...", "reason": "..."}`, `Authorization: Bearer <containment.admin_token>`;
-//!   403 when no token is configured, 401 for a missing or wrong one (compared in constant time);
+//! - `GET /v1/deployments` — every deployment's containment latch, pending release included
+//!   (`viewer`);
+//! - `POST /v1/deployments/{deployment}/contain` (`operator`) and `…/release` (`operator` or
+//!   `approver`: a request, which takes effect once the policy's `release_approvals` approvers
+//!   approved it; an approver's request is its approval unless `separate_requester`) — body
+//!   `{"reason": "...", "operator": "..."}`, where `operator` is optional and only a comment;
+//! - `POST /v1/deployments/{deployment}/release/approve` and `…/promotion/approve`
+//!   (`approver`) — body `{"reason": "..."}`, for a promotion also `"model_version"` (default:
+//!   the canary version driftd sees now);
+//! - `GET /v1/approvals` — pending releases and promotion approvals (`viewer`);
+//! - `GET /v1/whoami` — the identity and roles of the bearer token (any identity);
 //! - `GET /v1/audit[?limit=N&after=SEQ|before=SEQ]` — one page of the audit log, oldest first
-//!   (bearer token; at most 1000 records, read at a cost bounded by the page).
+//!   (`viewer`; at most 1000 records, read at a cost bounded by the page).
 //!
-//! The routes that change containment or show operator names and reasons need the token;
-//! the rest (metrics, health, cohorts, verdicts, gate) are for scrapers and rollout controllers
-//! and carry no operator input.
+//! The routes that change containment or show operator names and reasons need an identity
+//! ([`auth`]: `Authorization: Bearer <token>` of one of `admin.operators`, or
+//! `containment.admin_token`, which holds every role): 403 when none is configured, 401 for a
+//! missing, unknown or wrong token, 403 for a known one without the role. Every record they
+//! cause names the authenticated identity. The rest (metrics, health, cohorts, verdicts, gate)
+//! are for scrapers and rollout controllers, which cannot send a token, and carry no operator
+//! input.
 //!
 //! Owns request handling only. It reads cohort state through the published snapshot (a `watch`
 //! channel), never by locking the hot path, and it must not mutate anything itself: release and
@@ -33,7 +44,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -41,14 +52,17 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::contain::audit::page::Cursor;
+use crate::config::PromotionMode;
 use crate::contain::latch::Latch;
-use crate::contain::{ContainHandle, Request};
+use crate::contain::ContainHandle;
 use crate::metrics::Metrics;
 use crate::pipeline::Published;
 
+pub mod auth;
 pub mod gate;
+mod operator;
 
+use auth::Identities;
 use gate::Route;
 
 /// Why the admin server could not start.
@@ -73,8 +87,8 @@ pub struct AdminState {
     pub snapshots: watch::Receiver<Arc<Published>>,
     /// Containment, when running (not in replay).
     pub contain: Option<ContainHandle>,
-    /// Bearer token of the mutating routes; `None` disables them.
-    pub token: Option<Arc<String>>,
+    /// The identities of the routes that need one (none configured: those answer 403).
+    pub identities: Arc<Identities>,
 }
 
 /// Binds the admin listener (port 0 picks a free port; see `local_addr`).
@@ -105,10 +119,26 @@ pub fn router(state: AdminState) -> Router {
             "/v1/gate/{deployment}/decision",
             get(decision).post(decision),
         )
-        .route("/v1/deployments", get(deployments))
-        .route("/v1/deployments/{deployment}/release", post(release))
-        .route("/v1/deployments/{deployment}/contain", post(contain))
-        .route("/v1/audit", get(audit))
+        .route("/v1/deployments", get(operator::deployments))
+        .route(
+            "/v1/deployments/{deployment}/release",
+            post(operator::release),
+        )
+        .route(
+            "/v1/deployments/{deployment}/release/approve",
+            post(operator::approve_release),
+        )
+        .route(
+            "/v1/deployments/{deployment}/promotion/approve",
+            post(operator::approve_promotion),
+        )
+        .route(
+            "/v1/deployments/{deployment}/contain",
+            post(operator::contain),
+        )
+        .route("/v1/approvals", get(operator::approvals))
+        .route("/v1/whoami", get(operator::whoami))
+        .route("/v1/audit", get(operator::audit))
         .with_state(state)
 }
 
@@ -217,42 +247,6 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-/// Compares without an early exit, so the time taken does not reveal how much of a guess was
-/// right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = u8::from(a.len() != b.len());
-    for (i, x) in a.iter().enumerate() {
-        diff |= x ^ b.get(i).copied().unwrap_or(!x);
-    }
-    diff == 0
-}
-
-/// `Some(response)` when the request must be refused: the mutating routes, and the reads that
-/// show operator names and reasons (`/v1/deployments`, `/v1/audit`).
-fn refuse(s: &AdminState, headers: &HeaderMap) -> Option<Response> {
-    let Some(expected) = &s.token else {
-        return Some(error(
-            StatusCode::FORBIDDEN,
-            "this route needs containment.admin_token to be set (it changes containment, or shows operator names and reasons)",
-        ));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => None,
-        _ => Some(
-            (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
-            )
-                .into_response(),
-        ),
-    }
-}
-
 fn not_running() -> Response {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -270,7 +264,11 @@ async fn gate(s: AdminState, deployment: String, route: Route) -> Response {
         .contain
         .as_ref()
         .and_then(|c| c.latches().get(&deployment).cloned());
-    let verdict = gate::decide(view, latch.as_ref());
+    let promotion = s
+        .contain
+        .as_ref()
+        .map_or(PromotionMode::Evidence, |c| c.promotion_mode(&deployment));
+    let verdict = gate::decide(view, latch.as_ref(), promotion);
     let closed = latch.as_ref().is_some_and(Latch::gate_closed);
     let release = s.contain.as_ref().map(|c| c.release_command(&deployment));
     let incident = latch.as_ref().and_then(|l| l.incident.as_ref()).map(|i| {
@@ -284,6 +282,18 @@ async fn gate(s: AdminState, deployment: String, route: Route) -> Response {
             "severity": i.severity,
         })
     });
+    // Public: how far a pending release has come, not who approved it or why.
+    let pending = latch
+        .as_ref()
+        .and_then(|l| l.pending_release.as_ref())
+        .map(|p| {
+            serde_json::json!({
+                "summary": format!("release pending {}/{}, expires at {}", p.approvals.len(), p.needed, p.expires_at),
+                "approvals": p.approvals.len(),
+                "needed": p.needed,
+                "expires_at": p.expires_at,
+            })
+        });
     let body = serde_json::json!({
         "deployment": deployment,
         "decision": verdict.decision,
@@ -295,6 +305,11 @@ async fn gate(s: AdminState, deployment: String, route: Route) -> Response {
         "release_command": release.filter(|_| closed),
         "metrics": view.map(|d| &d.metrics),
         "stale": latch.as_ref().map(|l| l.stale.values().collect::<Vec<_>>()).unwrap_or_default(),
+        "release_pending": pending,
+        "promotion": {
+            "mode": promotion,
+            "approved_version": latch.as_ref().and_then(|l| l.promotion_approval.as_ref()).map(|a| &a.model_version),
+        },
     });
     (route.status(verdict.decision), Json(body)).into_response()
 }
@@ -311,161 +326,9 @@ async fn decision(State(s): State<AdminState>, Path(d): Path<String>) -> Respons
     gate(s, d, Route::Decision).await
 }
 
-async fn deployments(State(s): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Some(r) = refuse(&s, &headers) {
-        return r;
-    }
-    match &s.contain {
-        Some(c) => Json(&*c.latches()).into_response(),
-        None => not_running(),
-    }
-}
-
-#[derive(Deserialize)]
-struct OperatorRequest {
-    operator: String,
-    reason: String,
-}
-
-async fn operator_request(
-    s: AdminState,
-    headers: HeaderMap,
-    body: Result<Json<OperatorRequest>, axum::extract::rejection::JsonRejection>,
-    make: impl FnOnce(String, String) -> Request,
-) -> Response {
-    if let Some(r) = refuse(&s, &headers) {
-        return r;
-    }
-    let Some(c) = &s.contain else {
-        return not_running();
-    };
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("body must be {{\"operator\": ..., \"reason\": ...}}: {e}"),
-            )
-        }
-    };
-    let (operator, reason) = (
-        body.operator.trim().to_string(),
-        body.reason.trim().to_string(),
-    );
-    if operator.is_empty() || reason.is_empty() || operator.len() > 128 || reason.len() > 1024 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "operator (1-128 chars) and reason (1-1024 chars) are required",
-        );
-    }
-    match c.request(make(operator, reason)).await {
-        Ok(latch) => Json(latch).into_response(),
-        Err(e) => error(StatusCode::CONFLICT, e),
-    }
-}
-
-async fn release(
-    State(s): State<AdminState>,
-    Path(deployment): Path<String>,
-    headers: HeaderMap,
-    body: Result<Json<OperatorRequest>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    operator_request(s, headers, body, |operator, reason| Request::Release {
-        deployment,
-        operator,
-        reason,
-    })
-    .await
-}
-
-async fn contain(
-    State(s): State<AdminState>,
-    Path(deployment): Path<String>,
-    headers: HeaderMap,
-    body: Result<Json<OperatorRequest>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    operator_request(s, headers, body, |operator, reason| Request::Contain {
-        deployment,
-        operator,
-        reason,
-    })
-    .await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditQuery {
-    limit: Option<usize>,
-    after: Option<u64>,
-    before: Option<u64>,
-}
-
-/// Records per `/v1/audit` page unless `limit` says otherwise, and the most it may say.
-const AUDIT_PAGE: usize = 100;
-const AUDIT_PAGE_MAX: usize = 1000;
-
-async fn audit(
-    State(s): State<AdminState>,
-    headers: HeaderMap,
-    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    if let Some(r) = refuse(&s, &headers) {
-        return r;
-    }
-    let Some(c) = &s.contain else {
-        return not_running();
-    };
-    let q = match query {
-        Ok(Query(q)) => q,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("query parameters are limit, after and before (integers): {e}"),
-            )
-        }
-    };
-    let limit = q.limit.unwrap_or(AUDIT_PAGE);
-    if !(1..=AUDIT_PAGE_MAX).contains(&limit) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("limit must be between 1 and {AUDIT_PAGE_MAX}"),
-        );
-    }
-    let cursor = match (q.after, q.before) {
-        (Some(_), Some(_)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "give after (page forwards) or before (page backwards), not both",
-            )
-        }
-        (Some(a), None) => Cursor::After(a),
-        (None, Some(b)) => Cursor::Before(b),
-        (None, None) => Cursor::Latest,
-    };
-    match c.audit_page(cursor, limit) {
-        Ok(page) => Json(page).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the audit log");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot read the audit log; see driftd's log",
-            )
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{constant_time_eq, readiness, Metrics};
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
-    }
+    use super::{readiness, Metrics};
 
     #[test]
     fn a_dead_task_keeps_readiness_down_even_after_an_assignment() {

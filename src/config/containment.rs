@@ -18,8 +18,9 @@ use super::{invalid, targets, ConfigError, SecretSource, TargetConfig};
 pub struct ContainmentConfig {
     /// Directory of the latch state (`containment.json`) and the audit log (`audit.log`).
     pub state_dir: PathBuf,
-    /// Bearer token of the mutating admin routes (release, contain), from `{ env = … }` or
-    /// `{ file = … }`. Unset: those routes answer 403.
+    /// The single shared bearer token of earlier versions, from `{ env = … }` or
+    /// `{ file = … }`: one identity, `admin`, holding every role (see `admin.operators` for
+    /// named ones). Unset and no operators: the routes that need an identity answer 403.
     pub admin_token: Option<SecretSource>,
     /// The audit log is rotated when it grows past this many bytes.
     pub audit_max_bytes: u64,
@@ -91,6 +92,17 @@ pub enum TriggerState {
     Fail,
 }
 
+/// What the promotion gate (`/v1/gate/{d}/promotion`) needs before it says promote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromotionMode {
+    /// Every metric passes with enough evidence.
+    #[default]
+    Evidence,
+    /// That, and an approver approved promoting this canary version.
+    Approval,
+}
+
 /// One policy: which verdicts climb which rung of the ladder, for which deployments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +133,23 @@ pub struct PolicyConfig {
     /// Containment targets (names): flags, rollouts, webhooks.
     #[serde(default)]
     pub contain: Vec<String>,
+    /// Distinct identities holding `approver` that must approve a release before it takes
+    /// effect; until then the deployment stays contained. 1 (the default): one approver's
+    /// release request releases at once.
+    #[serde(default = "one")]
+    pub release_approvals: u32,
+    /// A pending release expires this long after it was requested; approvals count only while
+    /// it is pending.
+    #[serde(default = "hour", with = "humantime_serde")]
+    pub approval_window: Duration,
+    /// The identity that requested a release cannot approve it (its request is not counted
+    /// as its approval).
+    #[serde(default)]
+    pub separate_requester: bool,
+    /// `evidence` (default): the promotion gate opens on `pass`; `approval`: on `pass` and an
+    /// approver's approval of the canary version.
+    #[serde(default)]
+    pub promotion: PromotionMode,
 }
 
 fn all() -> Vec<String> {
@@ -134,6 +163,34 @@ fn fail_only() -> Vec<TriggerState> {
 }
 fn yes() -> bool {
     true
+}
+fn one() -> u32 {
+    1
+}
+fn hour() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl PolicyConfig {
+    /// A policy with every field but its name at the default a config file gets by leaving the
+    /// field out.
+    pub fn named(name: &str) -> PolicyConfig {
+        PolicyConfig {
+            name: name.into(),
+            deployments: all(),
+            metrics: all(),
+            mode: enforce(),
+            alert_on: fail_only(),
+            contain_on: fail_only(),
+            alert_on_signals: yes(),
+            alerts: Vec::new(),
+            contain: Vec::new(),
+            release_approvals: one(),
+            approval_window: hour(),
+            separate_requester: false,
+            promotion: PromotionMode::default(),
+        }
+    }
 }
 
 impl ContainmentConfig {
@@ -154,15 +211,8 @@ impl ContainmentConfig {
             return self.policies.clone();
         }
         vec![PolicyConfig {
-            name: "default".into(),
-            deployments: all(),
-            metrics: all(),
-            mode: enforce(),
-            alert_on: fail_only(),
-            contain_on: fail_only(),
-            alert_on_signals: yes(),
             alerts: self.alert_targets(),
-            contain: Vec::new(),
+            ..PolicyConfig::named("default")
         }]
     }
 
@@ -218,6 +268,18 @@ impl ContainmentConfig {
                         ));
                     }
                 }
+            }
+            if !(1..=10).contains(&p.release_approvals) {
+                return Err(invalid(
+                    format!("containment.policies[{n}].release_approvals"),
+                    "must be between 1 and 10",
+                ));
+            }
+            if p.approval_window < Duration::from_secs(1) {
+                return Err(invalid(
+                    format!("containment.policies[{n}].approval_window"),
+                    "must be at least 1s",
+                ));
             }
             if p.deployments.is_empty() || p.metrics.is_empty() {
                 return Err(invalid(

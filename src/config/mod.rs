@@ -16,6 +16,7 @@ mod containment;
 mod detection;
 mod ingest;
 mod kafka;
+mod operators;
 mod persist;
 mod secret;
 mod service;
@@ -27,10 +28,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use containment::{ContainmentConfig, PolicyConfig, PolicyMode, TriggerState};
+pub use containment::{ContainmentConfig, PolicyConfig, PolicyMode, PromotionMode, TriggerState};
 pub use detection::{AlarmState, DeploymentDetection, DetectionConfig, SelfBaselineConfig};
 pub use ingest::IngestConfig;
 pub use kafka::{KafkaConfig, StartFrom};
+pub use operators::{
+    read_token, read_tokens, OperatorConfig, ResolvedOperator, Role, ADMIN_TOKEN_IDENTITY,
+    MIN_ADMIN_TOKEN_LEN,
+};
 pub use persist::PersistConfig;
 pub use secret::SecretSource;
 pub use service::{AdminConfig, LogConfig, LogFormat, ShutdownConfig};
@@ -65,8 +70,8 @@ pub enum ConfigError {
         /// What is wrong and what would be accepted.
         reason: String,
     },
-    /// A secret the config refers to (in `kafka.secrets`, `containment.admin_token` or a
-    /// target's token or key) could not be read when it was needed, at start-up. Validation
+    /// A secret the config refers to (in `kafka.secrets`, `containment.admin_token`, an
+    /// operator's token in `admin.operators`, or a target's token or key) could not be read when it was needed, at start-up. Validation
     /// never reads secrets, so a config that passes `check-config` can still fail here on a
     /// host that lacks them.
     #[error(
@@ -74,13 +79,14 @@ pub enum ConfigError {
     )]
     Secret {
         /// The config key that refers to the secret: `kafka.secrets."<librdkafka property>"`,
-        /// `containment.admin_token` or `containment.targets.<target name>`.
+        /// `containment.admin_token`, `admin.operators[N].token` or
+        /// `containment.targets.<target name>`.
         property: String,
         /// Which variable or file could not be read, and why (never the secret itself).
         reason: String,
     },
-    /// A secret was read but is too weak to guard what it guards (the admin token releases
-    /// contained canaries).
+    /// A secret was read but is too weak to guard what it guards (an admin or operator token
+    /// releases contained canaries): too short, or the same value as another identity's.
     #[error(
         "the secret of `{property}` is refused: {reason}; use a random token of at least {min} characters, e.g. `openssl rand -hex 32`"
     )]
@@ -92,28 +98,6 @@ pub enum ConfigError {
         /// The least length accepted.
         min: usize,
     },
-}
-
-/// The shortest admin token driftd accepts.
-pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
-
-/// The admin token from `source`, refused when it cannot be read or is shorter than
-/// [`MIN_ADMIN_TOKEN_LEN`] (an empty file would otherwise let anyone holding an empty bearer
-/// token release a contained canary).
-pub fn admin_token(source: &SecretSource) -> Result<String, ConfigError> {
-    let property = "containment.admin_token";
-    let token = source.resolve().map_err(|reason| ConfigError::Secret {
-        property: property.into(),
-        reason,
-    })?;
-    if token.chars().count() < MIN_ADMIN_TOKEN_LEN {
-        return Err(ConfigError::WeakSecret {
-            property: property.into(),
-            reason: format!("it has {} characters", token.chars().count()),
-            min: MIN_ADMIN_TOKEN_LEN,
-        });
-    }
-    Ok(token)
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -149,7 +133,7 @@ pub struct Config {
     pub detection: DetectionConfig,
     /// What happens when a canary fails: policies, action targets, latch, audit.
     pub containment: ContainmentConfig,
-    /// The admin HTTP server (metrics, health, cohorts).
+    /// The admin HTTP server (metrics, health, cohorts, gate) and the operators of its API.
     pub admin: AdminConfig,
     /// Log format and level.
     pub log: LogConfig,
@@ -230,9 +214,38 @@ impl Config {
         state::validate_metrics(&self.metrics)?;
         self.detection.validate(&self.windows, &self.metrics)?;
         self.containment.validate()?;
+        self.admin.validate(self.containment.admin_token.as_ref())?;
+        self.validate_approvers()?;
         self.shutdown.validate()?;
         self.log.validate()?;
         self.persist.validate()?;
+        Ok(())
+    }
+
+    /// A policy asking more distinct approvers than the config has could never release: refused
+    /// here rather than found out during an incident. (Without any identity no release can be
+    /// asked for at all, which the API says with 403.)
+    fn validate_approvers(&self) -> Result<(), ConfigError> {
+        let approvers = usize::from(self.containment.admin_token.is_some())
+            + self
+                .admin
+                .operators
+                .iter()
+                .filter(|o| o.roles().contains(&Role::Approver))
+                .count();
+        let has_identities =
+            self.containment.admin_token.is_some() || !self.admin.operators.is_empty();
+        for (n, p) in self.containment.policies.iter().enumerate() {
+            if has_identities && p.release_approvals as usize > approvers {
+                return Err(invalid(
+                    format!("containment.policies[{n}].release_approvals"),
+                    format!(
+                        "asks {} distinct approvers, but only {approvers} identities hold the approver role (admin.operators, containment.admin_token)",
+                        p.release_approvals
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! The `[admin]`, `[log]` and `[shutdown]` sections: how the daemon serves, logs and stops.
 //!
-//! Owns their schema, defaults and validation. It must not bind a socket or install a
+//! Owns their schema, defaults and validation (the operators of `[admin]` in
+//! [`super::operators`]). It must not bind a socket or install a
 //! subscriber: `admin`, `logging` and `signals` do that with these settings.
 
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, ConfigError};
+use super::{invalid, operators, ConfigError, OperatorConfig, SecretSource};
 
 /// Admin HTTP server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,13 +17,25 @@ use super::{invalid, ConfigError};
 pub struct AdminConfig {
     /// Listen address of `/metrics`, `/healthz`, `/readyz` and `/v1/*`.
     pub addr: SocketAddr,
+    /// Named identities of the admin API, each with its own token and roles (`viewer`,
+    /// `operator`, `approver`). `containment.admin_token`, when set, is one more identity,
+    /// `admin`, holding every role. None of either: the routes that need an identity answer 403.
+    pub operators: Vec<OperatorConfig>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            operators: Vec::new(),
         }
+    }
+}
+
+impl AdminConfig {
+    /// The `[admin]` rules; `admin_token` is `containment.admin_token`, the other identity.
+    pub(super) fn validate(&self, admin_token: Option<&SecretSource>) -> Result<(), ConfigError> {
+        operators::validate(&self.operators, admin_token)
     }
 }
 

@@ -75,6 +75,7 @@ fn the_admin_token_is_read_like_every_secret_and_refused_when_short() {
         std::fs::write(&p, text).unwrap();
         SecretSource::File(p)
     };
+    let admin_token = |s: &SecretSource| read_token("containment.admin_token", s);
     let good = "0123456789abcdef0123456789abcdef";
     assert_eq!(
         admin_token(&file("crlf", &format!("{good}\r\n"))).unwrap(),

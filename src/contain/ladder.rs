@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::latch::{action_key, Incident, Latch, Op, Phase, Release, Severity};
 use crate::config::{ContainmentConfig, PolicyConfig, PolicyMode, TriggerState};
 use crate::detect::{Change, Signal, Verdict, VerdictState};
+pub use approval::{ApprovalKind, ApprovalNote, ApprovalStep, Outcome, Requester};
 
 /// One action to carry out.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,8 +49,12 @@ pub struct Transition {
     pub to: Phase,
     /// Why.
     pub why: String,
-    /// The operator, for manual transitions.
+    /// The authenticated identity, for manual transitions.
     pub operator: Option<String>,
+    /// The operator name the request body gave, when it differs from `operator`: a comment,
+    /// never who acted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stated_operator: Option<String>,
     /// The incident.
     pub incident: Option<String>,
 }
@@ -78,6 +83,23 @@ pub enum LadderError {
     /// guards the release path rather than panicking).
     #[error("deployment `{0}` is contained without an incident; fix or move aside the latch state in containment.state_dir")]
     NoIncident(String),
+    /// An approval of a release nobody asked for (or whose request lapsed).
+    #[error("no release of `{0}` is pending (a request lapses after the policy's approval_window); ask for one with `driftd release`")]
+    NothingPending(String),
+    /// `separate_requester`: the requester approving their own release.
+    #[error("`{identity}` requested this release of `{deployment}` and its policy has separate_requester = true: another approver must approve it")]
+    OwnRequest {
+        /// Deployment.
+        deployment: String,
+        /// The requester.
+        identity: String,
+    },
+    /// An approval from an identity without the `approver` role.
+    #[error("`{0}` does not hold the approver role")]
+    NotApprover(String),
+    /// A promotion approval where the policy promotes on evidence alone.
+    #[error("the policy of `{0}` promotes on evidence alone (promotion = \"evidence\"); there is nothing to approve")]
+    PromotionByEvidence(String),
 }
 
 /// All latches plus the policies that drive them.
@@ -448,12 +470,24 @@ impl Ladder {
         Ok(out)
     }
 
-    /// A human releases a contained deployment.
+    /// A human releases a contained deployment alone (one approver's request, or the release
+    /// its approvals completed: see [`approval`]).
     pub fn release(
         &mut self,
         deployment: &str,
         operator: &str,
         reason: &str,
+        now: &str,
+    ) -> Result<Decision, LadderError> {
+        self.release_approved(deployment, operator, reason, &[operator.to_string()], now)
+    }
+
+    fn release_approved(
+        &mut self,
+        deployment: &str,
+        operator: &str,
+        reason: &str,
+        approved_by: &[String],
         now: &str,
     ) -> Result<Decision, LadderError> {
         let alerts = self
@@ -507,7 +541,9 @@ impl Ladder {
             reason: reason.to_string(),
             at: now.to_string(),
             incident: incident.id,
+            approved_by: approved_by.to_vec(),
         });
+        latch.pending_release = None;
         Ok(out)
     }
 
@@ -560,9 +596,11 @@ fn transition(
         to,
         why: why.to_string(),
         operator: operator.map(str::to_string),
+        stated_operator: None,
         incident: incident.map(|i| i.id.clone()),
     }
 }
 
+pub mod approval;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,8 @@
 //! The latch: what containment persists per deployment, and the rule read from it.
 //!
 //! Everything here is written to `containment.json` (by [`super::store`]) and read back at
-//! start-up, so its serialised form is a file format: field names, enum spellings and the
+//! start-up — pending releases and approvals included, so a restart between two approvals loses
+//! neither — so its serialised form is a file format: field names, enum spellings and the
 //! idempotency keys in [`Latch::done`] (spelled by [`action_key`]) must stay readable by the next
 //! driftd, or a restart would forget a containment or redo a done action. The transitions that
 //! change a latch live in [`super::ladder`].
@@ -85,6 +86,73 @@ pub struct Release {
     pub at: String,
     /// The incident released.
     pub incident: String,
+    /// The approvers whose approvals made it take effect (the requester alone, when one
+    /// approver's request sufficed). Absent in releases written before approvals existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approved_by: Vec<String>,
+}
+
+/// One approval, or the release request it came with: who (the authenticated identity, never a
+/// name from a request body), when and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The authenticated identity.
+    pub identity: String,
+    /// Wall-clock time (RFC 3339).
+    pub at: String,
+    /// The reason given.
+    pub reason: String,
+    /// The operator name the request body gave, when it differs from `identity`: a comment,
+    /// never who acted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stated_operator: Option<String>,
+}
+
+/// A release asked for and not yet approved by enough approvers; the deployment stays
+/// contained meanwhile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingRelease {
+    /// The contained incident it would release.
+    pub incident: String,
+    /// Who asked, when and why.
+    pub requested: Approval,
+    /// Distinct approvers so far, in order (the request itself when it counts as one).
+    pub approvals: Vec<Approval>,
+    /// How many distinct approvers the policy asks (`release_approvals`).
+    pub needed: u32,
+    /// When it lapses unless approved (`requested.at` + `approval_window`, RFC 3339).
+    pub expires_at: String,
+    /// The alerts raised for the request and each approval, by id: resolved when the release
+    /// takes effect or lapses.
+    #[serde(default)]
+    pub alerts: BTreeMap<String, Incident>,
+}
+
+impl PendingRelease {
+    /// "release pending 1/2, approved by alice, expires at …", for people.
+    pub fn summary(&self) -> String {
+        let by: Vec<&str> = self.approvals.iter().map(|a| a.identity.as_str()).collect();
+        format!(
+            "release pending {}/{}, {}, expires at {}",
+            self.approvals.len(),
+            self.needed,
+            if by.is_empty() {
+                format!("requested by {}, not yet approved", self.requested.identity)
+            } else {
+                format!("approved by {}", by.join(", "))
+            },
+            self.expires_at
+        )
+    }
+}
+
+/// An approver's approval to promote one canary version (`promotion = "approval"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromotionApproval {
+    /// The canary version approved; any other version needs its own approval.
+    pub model_version: String,
+    /// Who, when, why.
+    pub approval: Approval,
 }
 
 /// One deployment's latch, persisted. Every field has a default so a state file written by an
@@ -111,6 +179,12 @@ pub struct Latch {
     /// `model_version/metric/source`: shown, not acted on until fresh events confirm them.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub stale: BTreeMap<String, Stale>,
+    /// A release waiting for approvals (see [`PendingRelease`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_release: Option<PendingRelease>,
+    /// The latest promotion approval (see [`PromotionApproval`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promotion_approval: Option<PromotionApproval>,
 }
 
 /// A `warn` or `fail` verdict whose evidence was older than `containment.max_evidence_age`

@@ -24,9 +24,12 @@ mod catchup;
 pub mod ladder;
 pub mod latch;
 pub mod providers;
+mod requests;
 pub mod retry;
 pub mod stale;
 pub mod store;
+
+pub use requests::Request;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -37,12 +40,12 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, PolicyConfig, PromotionMode};
 use crate::detect::Change;
 use crate::event::format_rfc3339_ms;
 use crate::metrics::Metrics;
 use crate::pipeline::Published;
-use audit::{ActionResult, AttemptDetail, AuditLog, AuditRecord, RequestKind};
+use audit::{ActionResult, AttemptDetail, AuditLog, AuditRecord};
 use ladder::{Action, Decision, Ladder};
 use latch::{action_key, Incident, Latch, Op, Phase, Severity};
 use providers::{Context, Target};
@@ -63,29 +66,6 @@ pub enum ContainError {
     Http(String),
 }
 
-/// An operator request.
-#[derive(Debug, Clone)]
-pub enum Request {
-    /// Contain by hand.
-    Contain {
-        /// Deployment.
-        deployment: String,
-        /// Who.
-        operator: String,
-        /// Why.
-        reason: String,
-    },
-    /// Release a containment.
-    Release {
-        /// Deployment.
-        deployment: String,
-        /// Who.
-        operator: String,
-        /// Why.
-        reason: String,
-    },
-}
-
 type Reply = oneshot::Sender<Result<Latch, String>>;
 
 /// What the admin server uses: requests in, latch view out.
@@ -97,6 +77,7 @@ pub struct ContainHandle {
     audit_keep: usize,
     external_url: String,
     reloads: mpsc::UnboundedSender<ReloadNote>,
+    policies: Arc<Vec<PolicyConfig>>,
 }
 
 /// A config reload to audit (see [`ContainHandle::config_reload`]).
@@ -154,6 +135,11 @@ impl ContainHandle {
             loaded_hash,
             detail,
         });
+    }
+
+    /// What the promotion gate of `deployment` needs (its policy's `promotion`).
+    pub fn promotion_mode(&self, deployment: &str) -> PromotionMode {
+        ladder::approval::promotion_mode(&self.policies, deployment)
     }
 
     /// The command an operator runs to release `deployment` through this driftd.
@@ -248,6 +234,7 @@ pub fn start(
         audit_path: audit.path().to_path_buf(),
         audit_keep: c.audit_keep,
         external_url,
+        policies: Arc::new(c.effective_policies()),
     };
     let mut controller = Controller {
         ladder: Ladder::new(c, latches),
@@ -285,6 +272,8 @@ pub fn start(
         }
         let mut resend = tokio::time::interval(repeat);
         resend.tick().await;
+        // Pending releases lapse on the wall clock, to the second.
+        let mut lapse = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             tokio::select! {
                 biased;
@@ -302,6 +291,7 @@ pub fn start(
                 _ = resend.tick() => {
                     controller.resend_alerts();
                 }
+                _ = lapse.tick() => controller.expire_releases(crate::clock::wall_ms()),
             }
         }
     });
@@ -309,7 +299,7 @@ pub fn start(
 }
 
 impl Controller {
-    fn record(&mut self, record: AuditRecord) {
+    pub(super) fn record(&mut self, record: AuditRecord) {
         if let Err(e) = self.audit.append(&now(), &record) {
             tracing::error!(error = %crate::logging::chain(&e), "audit log write failed");
         }
@@ -352,47 +342,6 @@ impl Controller {
         self.received.insert(deployment.clone(), Instant::now());
         let out = self.ladder.on_change(change, &now());
         self.apply(out);
-    }
-
-    fn on_request(&mut self, request: Request) -> Result<Latch, String> {
-        let (deployment, result) = match &request {
-            Request::Contain {
-                deployment,
-                operator,
-                reason,
-            } => (
-                deployment.clone(),
-                self.ladder.contain(deployment, operator, reason, &now()),
-            ),
-            Request::Release {
-                deployment,
-                operator,
-                reason,
-            } => (
-                deployment.clone(),
-                self.ladder.release(deployment, operator, reason, &now()),
-            ),
-        };
-        match result {
-            Ok(out) => {
-                self.received.insert(deployment.clone(), Instant::now());
-                self.apply(out);
-                Ok(self.ladder.latch(&deployment).cloned().unwrap_or_default())
-            }
-            Err(e) => {
-                let (request, operator) = match request {
-                    Request::Contain { operator, .. } => (RequestKind::Contain, operator),
-                    Request::Release { operator, .. } => (RequestKind::Release, operator),
-                };
-                self.record(AuditRecord::RequestRefused {
-                    deployment,
-                    request,
-                    operator,
-                    error: e.to_string(),
-                });
-                Err(e.to_string())
-            }
-        }
     }
 
     fn apply(&mut self, out: Decision) {
@@ -606,7 +555,8 @@ impl Controller {
     }
 
     /// Alertmanager forgets alerts that are not re-sent; keep the open ones alive: the open
-    /// incident of every suspect or contained deployment, and every raised signal alert.
+    /// incident of every suspect or contained deployment, every raised signal alert and the
+    /// alerts of pending releases.
     /// Returns how many were re-sent.
     fn resend_alerts(&mut self) -> usize {
         let now = now();
@@ -616,7 +566,12 @@ impl Controller {
                 (Phase::Contained | Phase::Suspect, Some(incident)) => Some(incident),
                 _ => None,
             };
-            for incident in open.into_iter().chain(latch.signal_alerts.values()) {
+            let approvals = latch.pending_release.iter().flat_map(|p| p.alerts.values());
+            for incident in open
+                .into_iter()
+                .chain(latch.signal_alerts.values())
+                .chain(approvals)
+            {
                 for (name, target) in &self.targets {
                     let severity = [Severity::Critical, Severity::Warning]
                         .into_iter()

@@ -123,6 +123,7 @@ pub(super) fn demo_config(
             alert_on_signals: true,
             alerts: vec!["oncall-webhook".into()],
             contain: vec![format!("{dep}-flag")],
+            ..PolicyConfig::named("")
         });
     }
     c

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use driftd::config::{Config, PolicyConfig, PolicyMode, SecretSource, TargetConfig, TriggerState};
+use driftd::contain::ladder::Requester;
 use driftd::contain::latch::Phase;
 use driftd::contain::providers::webhook::{signing_key, webhook_id, webhook_signature};
 use driftd::contain::{self, ContainHandle, Request};
@@ -132,6 +133,7 @@ fn enforce_policy(alerts: &[&str], contain: &[&str]) -> PolicyConfig {
         alert_on_signals: true,
         alerts: alerts.iter().map(|s| s.to_string()).collect(),
         contain: contain.iter().map(|s| s.to_string()).collect(),
+        ..PolicyConfig::named("")
     }
 }
 
@@ -379,7 +381,7 @@ async fn vendor_apis_are_called_as_documented_with_retries_once_per_incident() {
         .handle
         .request(Request::Release {
             deployment: "support-bot".into(),
-            operator: "ana".into(),
+            by: Requester::approver("ana"),
             reason: "verified".into(),
         })
         .await
@@ -463,7 +465,7 @@ async fn open_alerts_are_re_sent_to_alertmanager_until_resolved() {
     r.handle
         .request(Request::Release {
             deployment: "support-bot".into(),
-            operator: "ana".into(),
+            by: Requester::approver("ana"),
             reason: "ok".into(),
         })
         .await
@@ -581,7 +583,7 @@ async fn a_release_withdraws_a_containment_that_is_still_retrying() {
     r.handle
         .request(Request::Release {
             deployment: "support-bot".into(),
-            operator: "ana".into(),
+            by: Requester::approver("ana"),
             reason: "re-enabled by hand".into(),
         })
         .await

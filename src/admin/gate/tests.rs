@@ -1,6 +1,7 @@
 use axum::http::StatusCode;
 
 use super::*;
+use crate::config::PromotionMode;
 use crate::contain::latch::Severity;
 use crate::detect::{Source, Verdict as Evidence};
 use crate::event::Arm;
@@ -86,27 +87,29 @@ use crate::detect::VerdictState::{Fail, Insufficient, Pass, Warn};
 
 #[test]
 fn only_every_metric_passing_reads_as_pass() {
-    let d = |states: &[VerdictState]| decide(Some(&view(states)), None).decision;
+    let d = |states: &[VerdictState]| {
+        decide(Some(&view(states)), None, PromotionMode::Evidence).decision
+    };
     assert_eq!(d(&[Pass, Pass, Pass]), Decision::Pass);
     assert_eq!(d(&[Pass, Insufficient, Pass]), Decision::Insufficient);
     assert_eq!(d(&[Pass, Warn, Insufficient]), Decision::Warn);
     assert_eq!(d(&[Fail, Warn, Insufficient]), Decision::Fail);
     assert_eq!(d(&[]), Decision::Insufficient, "no metric evaluated");
-    let pass = decide(Some(&view(&[Pass, Pass])), None);
+    let pass = decide(Some(&view(&[Pass, Pass])), None, PromotionMode::Evidence);
     assert!(pass.reasons.is_empty());
-    let warn = decide(Some(&view(&[Pass, Warn])), None);
+    let warn = decide(Some(&view(&[Pass, Warn])), None, PromotionMode::Evidence);
     assert_eq!(warn.reasons.len(), 1);
     assert!(warn.reasons[0].starts_with("m1 canary_vs_control warn"));
 }
 
 #[test]
 fn a_name_never_seen_is_unknown_not_a_pass() {
-    let v = decide(None, None);
+    let v = decide(None, None, PromotionMode::Evidence);
     assert_eq!(v.decision, Decision::Unknown);
     assert!(v.reasons[0].contains("check the name"));
     // Known to containment (a latch loaded at start-up) but no event applied yet.
     assert_eq!(
-        decide(None, Some(&Latch::default())).decision,
+        decide(None, Some(&Latch::default()), PromotionMode::Evidence).decision,
         Decision::Insufficient
     );
 }
@@ -115,38 +118,55 @@ fn a_name_never_seen_is_unknown_not_a_pass() {
 fn no_canary_traffic_or_a_suspect_experiment_is_not_a_pass() {
     let mut v = view(&[Pass, Pass]);
     v.canary_version = None;
-    assert_eq!(decide(Some(&v), None).decision, Decision::Insufficient);
+    assert_eq!(
+        decide(Some(&v), None, PromotionMode::Evidence).decision,
+        Decision::Insufficient
+    );
 
     let mut v = view(&[Pass, Pass]);
     v.sample_ratio_mismatch = true;
-    let srm = decide(Some(&v), None);
+    let srm = decide(Some(&v), None, PromotionMode::Evidence);
     assert_eq!(srm.decision, Decision::Warn);
     assert!(srm.reasons[0].contains("sample ratio mismatch"));
 
     let mut v = view(&[Pass, Pass]);
     v.telemetry_absent = vec![Arm::Canary];
-    let absent = decide(Some(&v), None);
+    let absent = decide(Some(&v), None, PromotionMode::Evidence);
     assert_eq!(absent.decision, Decision::Warn);
     assert_eq!(absent.reasons, ["telemetry absent from the canary arm"]);
 }
 
 #[test]
 fn containment_wins_and_a_dry_run_or_released_fail_stays_fail() {
-    let closed = decide(Some(&view(&[Pass, Fail])), Some(&contained(false)));
+    let closed = decide(
+        Some(&view(&[Pass, Fail])),
+        Some(&contained(false)),
+        PromotionMode::Evidence,
+    );
     assert_eq!(closed.decision, Decision::Contained);
     assert!(closed.reasons[0].starts_with("refusal canary_vs_control fail"));
     // Contained by hand before any event: still contained.
     assert_eq!(
-        decide(None, Some(&contained(false))).decision,
+        decide(None, Some(&contained(false)), PromotionMode::Evidence).decision,
         Decision::Contained
     );
     // Dry run: the gate stays open, the evidence still fails.
     assert_eq!(
-        decide(Some(&view(&[Pass, Fail])), Some(&contained(true))).decision,
+        decide(
+            Some(&view(&[Pass, Fail])),
+            Some(&contained(true)),
+            PromotionMode::Evidence
+        )
+        .decision,
         Decision::Fail
     );
     assert_eq!(
-        decide(Some(&view(&[Pass, Pass])), Some(&contained(true))).decision,
+        decide(
+            Some(&view(&[Pass, Pass])),
+            Some(&contained(true)),
+            PromotionMode::Evidence
+        )
+        .decision,
         Decision::Fail,
         "a dry-run incident stands even once the evidence reads pass"
     );
@@ -155,11 +175,21 @@ fn containment_wins_and_a_dry_run_or_released_fail_stays_fail() {
         ..contained(false)
     };
     assert_eq!(
-        decide(Some(&view(&[Pass, Fail])), Some(&released)).decision,
+        decide(
+            Some(&view(&[Pass, Fail])),
+            Some(&released),
+            PromotionMode::Evidence
+        )
+        .decision,
         Decision::Fail
     );
     assert_eq!(
-        decide(Some(&view(&[Pass, Pass])), Some(&released)).decision,
+        decide(
+            Some(&view(&[Pass, Pass])),
+            Some(&released),
+            PromotionMode::Evidence
+        )
+        .decision,
         Decision::Pass
     );
 }
@@ -172,7 +202,7 @@ fn a_self_baseline_alarm_is_the_reason_when_it_is_the_worse_source() {
         metric: "m0".into(),
         ..evidence(Fail, Source::SelfBaseline)
     });
-    let out = decide(Some(&v), None);
+    let out = decide(Some(&v), None, PromotionMode::Evidence);
     assert_eq!(out.decision, Decision::Fail);
     assert!(out.reasons[0].starts_with("m0 self_baseline fail"));
 }
@@ -187,7 +217,7 @@ fn a_manual_containment_shows_no_operator_input() {
         )),
         ..Latch::default()
     };
-    let out = decide(None, Some(&latch));
+    let out = decide(None, Some(&latch), PromotionMode::Evidence);
     assert_eq!(out.reasons, ["contained by hand"]);
 }
 

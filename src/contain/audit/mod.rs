@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::ladder::Transition;
+use super::ladder::{ApprovalNote, Transition};
 use super::latch::{Op, Release};
 use super::store::StoreError;
 
@@ -37,11 +37,17 @@ pub enum AuditRecord {
         deployment: String,
         /// What was asked.
         request: RequestKind,
-        /// Who asked.
+        /// Who asked: the authenticated identity.
         operator: String,
+        /// The operator name the request body gave, when it differs: a comment only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stated_operator: Option<String>,
         /// Why it was refused.
         error: String,
     },
+    /// A step of a release or promotion approval: requested, approved, unchanged, released,
+    /// expired.
+    Approval(ApprovalNote),
     /// A phase change.
     Transition {
         /// From, to, why, who.
@@ -118,8 +124,12 @@ pub enum AuditRecord {
 pub enum RequestKind {
     /// Contain by hand.
     Contain,
-    /// Release.
+    /// Release (a request, which may wait for approvals).
     Release,
+    /// Approve the pending release.
+    ApproveRelease,
+    /// Approve promoting a canary version.
+    ApprovePromotion,
 }
 
 /// How an action went, in [`AuditRecord::Action`].
@@ -323,6 +333,7 @@ mod tests {
             to: Phase::Released,
             why: "released by ana: ok".into(),
             operator: Some("ana".into()),
+            stated_operator: None,
             incident: Some("svc:v1".into()),
         };
         let release = Release {
@@ -330,6 +341,7 @@ mod tests {
             reason: "ok".into(),
             at: "t2".into(),
             incident: "svc:v1".into(),
+            approved_by: Vec::new(),
         };
         let cases = [
             (
@@ -343,6 +355,7 @@ mod tests {
                     deployment: "svc".into(),
                     request: RequestKind::Release,
                     operator: "ana".into(),
+                    stated_operator: None,
                     error: "deployment `svc` is not contained; nothing to release".into(),
                 },
                 json!({"event": "request_refused", "deployment": "svc", "request": "release", "operator": "ana", "error": "deployment `svc` is not contained; nothing to release"}),

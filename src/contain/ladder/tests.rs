@@ -60,6 +60,7 @@ fn config(mode: PolicyMode) -> ContainmentConfig {
             alert_on_signals: true,
             alerts: vec!["am".into()],
             contain: vec!["flag".into()],
+            ..PolicyConfig::named("")
         }],
         ..ContainmentConfig::default()
     }

@@ -154,9 +154,10 @@ pub fn alertmanager_alert(a: &Action, ctx: &Context, now: &str) -> Value {
     let d = &a.incident.deployment;
     let mut alert = json!({
         "labels": {
-            "alertname": match a.severity {
-                Severity::Critical => "DriftdCanaryContained",
-                Severity::Warning => "DriftdCanarySuspect",
+            "alertname": match (a.severity, metric_of(a).as_str()) {
+                (_, "release_approval") => "DriftdReleasePending",
+                (Severity::Critical, _) => "DriftdCanaryContained",
+                (Severity::Warning, _) => "DriftdCanarySuspect",
             },
             "deployment": d,
             "metric": metric_of(a),

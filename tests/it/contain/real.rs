@@ -93,7 +93,7 @@ async fn real_alertmanager_gets_the_alert_and_its_resolution_and_flagd_evaluates
     r.handle
         .request(Request::Release {
             deployment: deployment.clone(),
-            operator: "ana".into(),
+            by: Requester::approver("ana"),
             reason: "checked".into(),
         })
         .await
