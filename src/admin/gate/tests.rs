@@ -237,3 +237,56 @@ fn each_route_spells_each_decision_as_its_callers_read_status_codes() {
         assert_eq!(serde_json::to_value(d).unwrap(), d.as_str());
     }
 }
+
+/// `promotion = "approval"`: passing evidence alone keeps promotion waiting; the approval of
+/// this canary version opens it; a new version needs a new approval; a `fail` after the
+/// approval withholds promotion.
+#[test]
+fn promotion_needs_evidence_and_an_approval_of_this_version() {
+    use crate::contain::latch::{Approval, PromotionApproval};
+    let approved = |version: &str| Latch {
+        promotion_approval: Some(PromotionApproval {
+            model_version: version.into(),
+            approval: Approval {
+                identity: "alice".into(),
+                at: "2026-11-29T05:00:00.000Z".into(),
+                reason: "dashboards look fine".into(),
+                stated_operator: None,
+            },
+        }),
+        ..Latch::default()
+    };
+    let mode = PromotionMode::Approval;
+    let waiting = decide(Some(&view(&[Pass, Pass])), None, mode);
+    assert_eq!(waiting.decision, Decision::AwaitingApproval);
+    assert!(waiting.reasons[0].contains("ft-1"), "{:?}", waiting.reasons);
+    assert_eq!(
+        Route::Promotion.status(waiting.decision),
+        StatusCode::PRECONDITION_FAILED
+    );
+    assert_eq!(Route::Containment.status(waiting.decision), StatusCode::OK);
+    assert_eq!(Route::Decision.status(waiting.decision), StatusCode::OK);
+    assert_eq!(waiting.decision.as_str(), "awaiting_approval");
+
+    let pass = decide(Some(&view(&[Pass, Pass])), Some(&approved("ft-1")), mode);
+    assert_eq!(pass.decision, Decision::Pass);
+    assert_eq!(Route::Promotion.status(pass.decision), StatusCode::OK);
+
+    let mut next = view(&[Pass, Pass]);
+    next.canary_version = Some("ft-2".into());
+    assert_eq!(
+        decide(Some(&next), Some(&approved("ft-1")), mode).decision,
+        Decision::AwaitingApproval,
+        "a new canary version needs its own approval"
+    );
+    for states in [[Pass, Fail], [Pass, Warn], [Pass, Insufficient]] {
+        let v = decide(Some(&view(&states)), Some(&approved("ft-1")), mode);
+        assert_ne!(v.decision, Decision::Pass, "{states:?}");
+        assert_ne!(Route::Promotion.status(v.decision), StatusCode::OK);
+    }
+    assert_eq!(
+        decide(Some(&view(&[Pass, Pass])), None, PromotionMode::Evidence).decision,
+        Decision::Pass,
+        "the default promotes on evidence, as before"
+    );
+}

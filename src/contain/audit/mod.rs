@@ -377,6 +377,21 @@ mod tests {
                 json!({"event": "transition", "transition": transition, "evidence": null, "release": null}),
             ),
             (
+                AuditRecord::Approval(ApprovalNote {
+                    deployment: "svc".into(),
+                    kind: super::super::ladder::ApprovalKind::Release,
+                    step: super::super::ladder::ApprovalStep::Approved,
+                    identity: Some("bob".into()),
+                    stated_operator: Some("carol".into()),
+                    reason: Some("checked".into()),
+                    subject: "svc:v1".into(),
+                    approved_by: vec!["alice".into(), "bob".into()],
+                    needed: 2,
+                    expires_at: Some("t9".into()),
+                }),
+                json!({"event": "approval", "deployment": "svc", "kind": "release", "step": "approved", "identity": "bob", "stated_operator": "carol", "reason": "checked", "subject": "svc:v1", "approved_by": ["alice", "bob"], "needed": 2, "expires_at": "t9"}),
+            ),
+            (
                 AuditRecord::Ignored {
                     why: "incident svc:v1 was released".into(),
                 },
