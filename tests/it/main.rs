@@ -8,6 +8,7 @@
 //! service is missing.
 
 mod admin;
+mod approve;
 #[cfg(feature = "e2e")]
 mod broker_faults;
 mod cli;
