@@ -411,14 +411,16 @@ impl Ladder {
         out
     }
 
-    /// A human contains a deployment by hand.
+    /// A human contains a deployment by hand: `by` is the authenticated identity; a name its
+    /// request body gave is kept in the evidence as `stated_operator`, a comment.
     pub fn contain(
         &mut self,
         deployment: &str,
-        operator: &str,
+        by: &Requester,
         reason: &str,
         now: &str,
     ) -> Result<Decision, LadderError> {
+        let operator = by.identity.as_str();
         let policy = self.policy(deployment).cloned();
         let latch = self.latches.entry(deployment.to_string()).or_default();
         if latch.phase == Phase::Contained {
@@ -434,7 +436,12 @@ impl Ladder {
                 .unwrap_or_default(),
             opened_at: now.to_string(),
             reason: format!("contained by {operator}: {reason}"),
-            evidence: serde_json::json!({"operator": operator, "reason": reason}),
+            evidence: match &by.stated {
+                None => serde_json::json!({"operator": operator, "reason": reason}),
+                Some(stated) => {
+                    serde_json::json!({"operator": operator, "reason": reason, "stated_operator": stated})
+                }
+            },
             policy: policy.as_ref().map_or("manual".into(), |p| p.name.clone()),
             // A human asked: act even under a dry-run policy.
             dry_run: false,

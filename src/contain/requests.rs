@@ -84,7 +84,7 @@ impl Controller {
                 reason,
             } => self
                 .ladder
-                .contain(deployment, &by.identity, reason, &now)
+                .contain(deployment, by, reason, &now)
                 .map(|decision| Outcome {
                     decision,
                     notes: Vec::new(),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use driftd::traffic::{Drift, DriftMetric, Generator, Sender, TrafficModel};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::daemon::{self, InProcess};
 use super::support;
@@ -293,5 +293,162 @@ async fn the_documented_argo_and_flagger_wiring_reads_every_decision_as_document
         );
         assert_eq!(got, (pre, rollout, confirm), "{dep}: Flagger hooks");
     }
+    d.stop().await;
+}
+
+/// `promotion = "approval"` through the same documented wiring: passing evidence alone keeps
+/// Flagger's confirm-promotion and Argo's promotion analysis waiting (the canary keeps
+/// running); an approver's approval of the canary version lets them through; a new canary
+/// version needs a new approval. (A `fail` after the approval: `admin::gate` unit tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_promotion_approval_the_documented_wiring_waits_for_an_approver() {
+    use super::approve::{call, operators, ALICE, OLGA, VERA};
+    let cluster = daemon::cluster();
+    let brokers = cluster.bootstrap_servers();
+    produce(&brokers).await;
+    let tokens = tempfile::tempdir().unwrap();
+    let d = InProcess::start_with(
+        &brokers,
+        &support::unique("gate-approval"),
+        &format!(
+            "[[containment.policies]]\nname = \"approved-promotions\"\ndeployments = [\"search-assist\"]\npromotion = \"approval\"\n\n[[containment.policies]]\nname = \"rest\"\n\n{}",
+            operators(tokens.path())
+        ),
+    )
+    .await;
+    let start = std::time::Instant::now();
+    while decision(&d, "search-assist").await != "awaiting_approval" {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "search-assist: {}",
+            decision(&d, "search-assist").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "passing evidence after {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    let templates = documents("argo-analysis-templates.yaml");
+    let named = |name: &str| {
+        templates
+            .iter()
+            .find(|t| t["metadata"]["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let (background, promotion) = (named("driftd"), named("driftd-promotion"));
+    let canary = documents("flagger-canary.yaml").remove(0);
+    let hooks = canary["spec"]["analysis"]["webhooks"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let hook = |kind: &str| hooks.iter().find(|h| h["type"] == kind).unwrap().clone();
+    let args = [
+        ("deployment", "search-assist"),
+        ("driftd-url", d.admin.as_str()),
+    ];
+    let wiring = || async {
+        (
+            argo_measure(&background, &background["spec"]["metrics"][0], &args).await,
+            argo_measure(&promotion, &promotion["spec"]["metrics"][0], &args).await,
+            flagger_passes(&hook("rollout"), &d.admin, "search-assist").await,
+            flagger_passes(&hook("confirm-promotion"), &d.admin, "search-assist").await,
+        )
+    };
+    use Measurement::*;
+    assert_eq!(
+        wiring().await,
+        (Successful, Inconclusive, true, false),
+        "evidence alone: the canary runs on, promotion waits"
+    );
+
+    let post = |token: &'static str, body: Value| {
+        let admin = d.admin.clone();
+        async move {
+            call(
+                &admin,
+                reqwest::Method::POST,
+                "/v1/deployments/search-assist/promotion/approve",
+                Some(token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        post(OLGA, json!({"reason": "lgtm"})).await.0,
+        403,
+        "an operator cannot approve"
+    );
+    let (status, body) = post(ALICE, json!({"reason": "lgtm", "model_version": "ft-0"})).await;
+    assert_eq!(status, 409, "not the version driftd sees: {body}");
+    let (status, body) = post(
+        ALICE,
+        json!({"reason": "dashboards and samples look right"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["promotion_approval"]["model_version"],
+        driftd::traffic::CANARY_VERSION
+    );
+    assert_eq!(decision(&d, "search-assist").await, "pass");
+    assert_eq!(
+        wiring().await,
+        (Successful, Successful, true, true),
+        "evidence and an approval: promote"
+    );
+    assert_eq!(
+        decision(&d, "support-bot").await,
+        "contained",
+        "the other policy is untouched"
+    );
+
+    // A new canary version: its own evidence, its own approval.
+    let mut sender = Sender::new(&brokers, daemon::TOPIC, &[]).expect("producer");
+    let mut next = Generator::new(
+        TrafficModel {
+            deployments: 2,
+            seed: 19,
+            ..TrafficModel::default()
+        },
+        None,
+    );
+    let mut sent = 0;
+    while sent < 200 {
+        let g = next.next_event(driftd::clock::wall_ms());
+        if g.key != "search-assist" {
+            continue;
+        }
+        let payload = String::from_utf8(g.payload)
+            .unwrap()
+            .replace(driftd::traffic::CANARY_VERSION, "ft-2026-12-01");
+        sender
+            .send(Some(g.key.as_bytes()), Some(payload.as_bytes()), None)
+            .await;
+        sent += 1;
+    }
+    sender.finish().await.expect("every message acknowledged");
+    let start = std::time::Instant::now();
+    loop {
+        let (_, approvals) = call(
+            &d.admin,
+            reqwest::Method::GET,
+            "/v1/approvals",
+            Some(VERA),
+            None,
+        )
+        .await;
+        let promotion = &approvals["deployments"]["search-assist"]["promotion"];
+        if promotion["canary_version"] == "ft-2026-12-01" {
+            assert_eq!(promotion["approved"], false, "{promotion}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{approvals}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_ne!(decision(&d, "search-assist").await, "pass");
+    assert!(!flagger_passes(&hook("confirm-promotion"), &d.admin, "search-assist").await);
     d.stop().await;
 }

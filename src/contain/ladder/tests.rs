@@ -223,14 +223,16 @@ fn no_policy_contains_at_the_gate_and_alerts_every_alert_target() {
 #[test]
 fn manual_contain_and_double_contain() {
     let mut l = Ladder::new(&config(PolicyMode::DryRun), BTreeMap::new());
-    let out = l.contain("svc", "ana", "looks off", "t1").unwrap();
+    let out = l
+        .contain("svc", &Requester::approver("ana"), "looks off", "t1")
+        .unwrap();
     assert!(
         l.gate_closed("svc"),
         "a human's containment is never dry-run"
     );
     assert!(out.actions.iter().all(|a| !a.dry_run));
     assert_eq!(
-        l.contain("svc", "ana", "again", "t2"),
+        l.contain("svc", &Requester::approver("ana"), "again", "t2"),
         Err(LadderError::AlreadyContained("svc".into()))
     );
 }

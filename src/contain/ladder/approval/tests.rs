@@ -28,7 +28,8 @@ fn ladder(edit: impl FnOnce(&mut PolicyConfig)) -> Ladder {
         ..ContainmentConfig::default()
     };
     let mut l = Ladder::new(&config, BTreeMap::new());
-    l.contain("svc", "ana", "looks off", "t0").unwrap();
+    l.contain("svc", &Requester::approver("ana"), "looks off", "t0")
+        .unwrap();
     l
 }
 
