@@ -381,3 +381,88 @@ async fn roles_decide_who_may_do_what_and_the_audit_names_who_did_it() {
         && r["transition"]["operator"] != "mallory"));
     d.stop().await;
 }
+
+/// No token value reaches the log (at debug level), `/metrics`, the audit log on disk or any
+/// HTTP answer — right tokens, wrong ones and tokens of the wrong role alike.
+#[test]
+fn no_token_value_is_logged_exported_audited_or_answered() {
+    let cluster = support::mock_cluster();
+    let brokers = cluster.bootstrap_servers();
+    let topic = support::unique("it-approve-tokens");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let admin_token = "the-shared-admin-token-0005";
+    std::fs::write(dir.path().join("admin.token"), admin_token).unwrap();
+    let d = support::Driftd::start(&format!(
+        "[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\n\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\n[containment]\nstate_dir = \"{s}\"\nadmin_token = {{ file = \"{t}\" }}\n\n[[containment.policies]]\nname = \"p\"\nrelease_approvals = 2\n\n{ops}",
+        s = dir.path().join("state").display(),
+        t = dir.path().join("admin.token").display(),
+        ops = operators(dir.path()),
+    ));
+    let wrong = "wrong-token-but-long-enough-06";
+    let tokens = [ALICE, BOB, OLGA, VERA, admin_token, wrong];
+    let mut answers = Vec::new();
+    let post = reqwest::Method::POST;
+    let body = || Some(json!({"reason": "tokens test", "operator": "it"}));
+    for (method, path, token) in [
+        (post.clone(), "/v1/deployments/support-bot/contain", OLGA),
+        (post.clone(), "/v1/deployments/support-bot/contain", wrong),
+        (post.clone(), "/v1/deployments/support-bot/release", VERA),
+        (post.clone(), "/v1/deployments/support-bot/release", ALICE),
+        (
+            post.clone(),
+            "/v1/deployments/support-bot/release/approve",
+            admin_token,
+        ),
+        (
+            post.clone(),
+            "/v1/deployments/support-bot/promotion/approve",
+            BOB,
+        ),
+    ] {
+        answers.push((path, d.request(method, path, Some(token), body())));
+    }
+    for path in [
+        "/v1/whoami",
+        "/v1/deployments",
+        "/v1/approvals",
+        "/v1/audit",
+        "/v1/gate/support-bot",
+    ] {
+        for token in [VERA, wrong] {
+            answers.push((
+                path,
+                d.request(reqwest::Method::GET, path, Some(token), None),
+            ));
+        }
+    }
+    assert_eq!(answers[0].1 .0, 200, "{answers:?}");
+    assert_eq!(answers[1].1 .0, 401, "{answers:?}");
+    assert_eq!(
+        answers[4].1 .0, 200,
+        "the admin token approves: {answers:?}"
+    );
+    assert!(
+        answers[4].1 .1.contains("\"released\""),
+        "alice and admin released it: {answers:?}"
+    );
+    let audit = std::fs::read_to_string(dir.path().join("state/audit.log")).unwrap();
+    assert!(audit.contains("\"identity\":\"alice\""), "{audit}");
+    let places = [
+        ("the log", d.log_text()),
+        ("/metrics", d.metrics().text),
+        ("the audit log", audit),
+        (
+            "the latch state",
+            std::fs::read_to_string(dir.path().join("state/containment.json")).unwrap(),
+        ),
+    ];
+    for token in tokens {
+        for (place, text) in &places {
+            assert!(!text.contains(token), "{place} shows a token");
+        }
+        for (path, (_, text)) in &answers {
+            assert!(!text.contains(token), "{path} answers with a token");
+        }
+    }
+}
