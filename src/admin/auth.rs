@@ -16,6 +16,9 @@ use serde::Serialize;
 
 use crate::config::{Config, ConfigError, ResolvedOperator, Role};
 
+/// The answer a refused request gets (boxed: a response is large, and refusals are rare).
+pub type Refusal = Box<Response>;
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Identity {
@@ -68,9 +71,9 @@ impl Identities {
     }
 
     /// The caller of a route open to any identity (`/v1/whoami`), or the refusal to send.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<&Identity, Response> {
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<&Identity, Refusal> {
         if self.entries.is_empty() {
-            return Err(error(
+            return Err(refusal(
                 StatusCode::FORBIDDEN,
                 "this route needs an identity: configure admin.operators (or containment.admin_token)",
             ));
@@ -87,23 +90,25 @@ impl Identities {
             }
         }
         found.ok_or_else(|| {
-            (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                Json(serde_json::json!({ "error": "missing, unknown or wrong bearer token" })),
+            Box::new(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    Json(serde_json::json!({ "error": "missing, unknown or wrong bearer token" })),
+                )
+                    .into_response(),
             )
-                .into_response()
         })
     }
 
     /// The caller of a route that needs one of `roles`, or the refusal to send.
-    pub fn require(&self, headers: &HeaderMap, roles: &[Role]) -> Result<&Identity, Response> {
+    pub fn require(&self, headers: &HeaderMap, roles: &[Role]) -> Result<&Identity, Refusal> {
         let identity = self.authenticate(headers)?;
         if roles.iter().any(|r| identity.has(*r)) {
             return Ok(identity);
         }
         let wanted: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-        Err(error(
+        Err(refusal(
             StatusCode::FORBIDDEN,
             format!(
                 "`{}` does not hold the {} role this route needs",
@@ -114,8 +119,8 @@ impl Identities {
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+fn refusal(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Box::new((status, Json(serde_json::json!({ "error": message.into() }))).into_response())
 }
 
 /// Compares without an early exit, so the time taken does not reveal how much of a guess was
@@ -166,7 +171,7 @@ mod tests {
     fn unknown_is_401_known_without_the_role_403_and_nothing_configured_403() {
         let ids = identities();
         let status =
-            |r: Result<&Identity, Response>| r.map(|i| i.name.clone()).map_err(|e| e.status());
+            |r: Result<&Identity, Refusal>| r.map(|i| i.name.clone()).map_err(|e| e.status());
         assert_eq!(
             status(ids.require(&bearer("approver-token-0000001"), &[Role::Approver])),
             Ok("alice".into())

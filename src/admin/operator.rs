@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
+use super::auth::Refusal;
 use super::{error, not_running, AdminState};
 use crate::config::{PromotionMode, Role};
 use crate::contain::audit::page::Cursor;
@@ -33,12 +34,12 @@ pub(super) struct OperatorRequest {
 fn read_body(
     body: Body,
     identity: &str,
-) -> Result<(String, Option<String>, Option<String>), Response> {
+) -> Result<(String, Option<String>, Option<String>), Refusal> {
     let Json(body) = body.map_err(|e| {
-        error(
+        Box::new(error(
             StatusCode::BAD_REQUEST,
             format!("body must be {{\"reason\": ..., \"operator\": optional comment}}: {e}"),
-        )
+        ))
     })?;
     let reason = body.reason.trim().to_string();
     let stated = body
@@ -53,10 +54,10 @@ fn read_body(
             .as_ref()
             .is_some_and(|v| v.is_empty() || v.len() > 64)
     {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             "reason (1-1024 chars) is required; operator (a comment) at most 128 chars, model_version 1-64",
-        ));
+        )));
     }
     Ok((reason, stated, version))
 }
@@ -66,18 +67,18 @@ async fn operator_request(
     headers: HeaderMap,
     body: Body,
     roles: &[Role],
-    make: impl FnOnce(Requester, String, Option<String>) -> Result<Request, Response>,
+    make: impl FnOnce(Requester, String, Option<String>) -> Result<Request, Refusal>,
 ) -> Response {
     let identity = match s.identities.require(&headers, roles) {
         Ok(i) => i.clone(),
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(c) = &s.contain else {
         return not_running();
     };
     let (reason, stated, version) = match read_body(body, &identity.name) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let by = Requester {
         approver: identity.has(Role::Approver),
@@ -86,7 +87,7 @@ async fn operator_request(
     };
     let request = match make(by, reason, version) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match c.request(request).await {
         Ok(latch) => Json(latch).into_response(),
@@ -162,17 +163,17 @@ pub(super) async fn approve_promotion(
         // moved on since.
         let model_version = match (asked, canary) {
             (Some(a), Some(c)) if a != c => {
-                return Err(error(
+                return Err(Box::new(error(
                     StatusCode::CONFLICT,
                     format!("the canary version of `{deployment}` is now {c}, not {a}: look at its evidence, then approve it"),
-                ))
+                )))
             }
             (_, Some(c)) => c,
             (_, None) => {
-                return Err(error(
+                return Err(Box::new(error(
                     StatusCode::CONFLICT,
                     format!("driftd has seen no canary version of `{deployment}` to approve"),
-                ))
+                )))
             }
         };
         Ok(Request::ApprovePromotion {
@@ -188,13 +189,13 @@ pub(super) async fn approve_promotion(
 pub(super) async fn whoami(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     match s.identities.authenticate(&headers) {
         Ok(identity) => Json(identity).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
 pub(super) async fn deployments(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     if let Err(r) = s.identities.require(&headers, &[Role::Viewer]) {
-        return r;
+        return *r;
     }
     match &s.contain {
         Some(c) => Json(&*c.latches()).into_response(),
@@ -206,7 +207,7 @@ pub(super) async fn deployments(State(s): State<AdminState>, headers: HeaderMap)
 /// lapses) and, under `promotion = "approval"`, the approval against the canary version now.
 pub(super) async fn approvals(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     if let Err(r) = s.identities.require(&headers, &[Role::Viewer]) {
-        return r;
+        return *r;
     }
     let Some(c) = &s.contain else {
         return not_running();
@@ -270,7 +271,7 @@ pub(super) async fn audit(
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     if let Err(r) = s.identities.require(&headers, &[Role::Viewer]) {
-        return r;
+        return *r;
     }
     let Some(c) = &s.contain else {
         return not_running();

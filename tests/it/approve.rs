@@ -333,6 +333,40 @@ async fn roles_decide_who_may_do_what_and_the_audit_names_who_did_it() {
         (200, json!({"name": "olga", "roles": ["operator"]}))
     );
 
+    // The CLI: whoami, and approve needing to say what it approves.
+    let (admin, token_file) = (d.admin.clone(), state.path().join("olga.token"));
+    let cli = move |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftd"))
+            .args(args)
+            .args(["--admin-url", &admin, "--token-file"])
+            .arg(&token_file)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = tokio::task::spawn_blocking({
+        let cli = cli.clone();
+        move || cli(&["whoami"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("\"olga\"") && !text.contains(OLGA), "{text}");
+    let (code, text) = tokio::task::spawn_blocking(move || {
+        cli(&["approve", "--deployment", "support-bot", "--reason", "r"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        code,
+        Some(2),
+        "--release or --promotion is required: {text}"
+    );
+
     // olga contains, writing someone else's name into the body: recorded as a comment.
     let (status, latch) = post(
         &d,
