@@ -18,6 +18,9 @@ mod contain_e2e;
 mod contain_restart_e2e;
 mod corpus;
 mod daemon;
+mod dashboards;
+#[cfg(feature = "e2e")]
+mod dashboards_e2e;
 #[cfg(feature = "e2e")]
 mod evidence_restart_e2e;
 mod gate;
