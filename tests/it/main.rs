@@ -28,6 +28,8 @@ mod gate;
 mod kafka_e2e;
 mod memory;
 mod privacy_corpus;
+#[cfg(feature = "e2e")]
+mod promtool_e2e;
 mod restart;
 #[cfg(feature = "e2e")]
 mod restart_e2e;
