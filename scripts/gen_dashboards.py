@@ -355,7 +355,7 @@ def deployment():
                                 "{{arm}} {{model_version}}"))),
             timeseries("Score quantiles per cohort (score metrics)",
                        "Quantiles over the span, per cohort (not aggregatable across cohorts); empty for rate metrics.",
-                       targets((f"driftd_cohort_window_quantile{{{sel()}}}", "{{arm}} {{model_version}} q{{quantile}}"))),
+                       targets((f"driftd_cohort_window_quantile{{{sel()}}}", "{{arm}} {{model_version}} q{{q}}"))),
             timeline("Experiment signals", "Sample-ratio mismatch and silent arms.",
                      targets((f"max(driftd_sample_ratio_mismatch{{{dep}}})", "sample-ratio mismatch"),
                              (f"max by (arm) (driftd_telemetry_absent{{{dep}}})", "{{arm}} silent")),
