@@ -310,6 +310,7 @@ fn every_dashboard_and_rule_query_returns_data_from_a_drifting_driftd() {
     });
     let contained_at = t0.elapsed();
     gen.join().unwrap();
+    let generated_at = t0.elapsed();
     prom.wait_for(
         &format!(
             "ALERTS{{alertname=\"{FIRING}\",alertstate=\"firing\",deployment=\"{DRIFTING}\"}}"
@@ -445,10 +446,12 @@ fn every_dashboard_and_rule_query_returns_data_from_a_drifting_driftd() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     println!(
         "dashboards e2e: {} dashboard queries and {} rules, {ran} PromQL runs; contained after \
-         {:.1}s, queries from {:.1}s to {:.1}s, released and resolved by {:.1}s",
+         {:.1}s, traffic done at {:.1}s, queries from {:.1}s to {:.1}s, released and resolved by \
+         {:.1}s",
         all.len(),
         loaded.len(),
         contained_at.as_secs_f64(),
+        generated_at.as_secs_f64(),
         queries_at.as_secs_f64(),
         checked_at.as_secs_f64(),
         t0.elapsed().as_secs_f64()
