@@ -297,7 +297,7 @@ fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let config = args.load()?;
     driftd::logging::init(&config.log);
     let rt = runtime()?;
-    let metrics = Arc::new(Metrics::new(&config.hash()));
+    let metrics = Arc::new(Metrics::new(&config));
     let deadline = config.shutdown.deadline;
     let controls = driftd::signals::install(
         config.clone(),
@@ -353,7 +353,7 @@ fn operator_request(a: OperatorArgs, action: &str) -> anyhow::Result<ExitCode> {
 fn replay(args: ConfigArgs, input: &str) -> anyhow::Result<ExitCode> {
     let config = args.load()?;
     driftd::logging::init(&config.log);
-    let metrics = Arc::new(Metrics::new(&config.hash()));
+    let metrics = Arc::new(Metrics::new(&config));
     let (mut pipeline, _snapshots) = Pipeline::new(&config, metrics, false);
     let reader: Box<dyn BufRead> = if input == "-" {
         Box::new(std::io::stdin().lock())

@@ -58,8 +58,9 @@ pub struct IngestContext {
     pub(super) connectivity: Arc<Connectivity>,
     pub(super) start_from: StartFrom,
     pub(super) topic: String,
-    /// Each partition's consumer lag from the latest statistics, for the stall watch.
-    pub(super) lags: Mutex<Vec<(i32, i64)>>,
+    /// Each partition's consumer lag from the latest statistics not yet taken by the control
+    /// loop (`None`: no statistics since).
+    pub(super) lags: Mutex<Option<Vec<(i32, i64)>>>,
 }
 
 impl IngestContext {
@@ -82,22 +83,18 @@ impl ClientContext for IngestContext {
         {
             self.connectivity.reachable();
         }
+        // The control loop, which knows which partitions this process consumes, exports the
+        // lags (`driftd_consumer_lag`) and watches for stalls.
         let mut lags = Vec::new();
-        for (topic, t) in &statistics.topics {
+        if let Some(t) = statistics.topics.get(&self.topic) {
             for (partition, p) in &t.partitions {
                 // Partition -1 is librdkafka's internal "unassigned" queue.
                 if *partition >= 0 && p.consumer_lag >= 0 {
-                    self.metrics
-                        .consumer_lag
-                        .with_label_values(&[topic.as_str(), &partition.to_string()])
-                        .set(p.consumer_lag);
-                    if *topic == self.topic {
-                        lags.push((*partition, p.consumer_lag));
-                    }
+                    lags.push((*partition, p.consumer_lag));
                 }
             }
         }
-        *self.lags.lock().unwrap_or_else(PoisonError::into_inner) = lags;
+        *self.lags.lock().unwrap_or_else(PoisonError::into_inner) = Some(lags);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
