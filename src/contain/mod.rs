@@ -619,7 +619,13 @@ impl Controller {
                 (Phase::Contained | Phase::Suspect, Some(incident)) => Some(incident),
                 _ => None,
             };
-            for incident in open.into_iter().chain(latch.signal_alerts.values()) {
+            // A dry-run incident's alerts were never sent: "done" only records the would-be
+            // action.
+            for incident in open
+                .into_iter()
+                .chain(latch.signal_alerts.values())
+                .filter(|i| !i.dry_run)
+            {
                 for (name, target) in &self.targets {
                     let severity = [Severity::Critical, Severity::Warning]
                         .into_iter()
