@@ -33,7 +33,7 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(batch.len() as u64));
     group.bench_function("process_10k_events", |b| {
         b.iter_batched(
-            || Pipeline::new(&config, Arc::new(Metrics::new("bench")), false).0,
+            || Pipeline::new(&config, Arc::new(Metrics::new(&config)), false).0,
             |mut p| {
                 for e in &batch {
                     p.process(0, Some(e));
@@ -58,7 +58,7 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
 
-    let (mut p, _rx) = Pipeline::new(&config, Arc::new(Metrics::new("bench")), false);
+    let (mut p, _rx) = Pipeline::new(&config, Arc::new(Metrics::new(&config)), false);
     for e in &batch {
         p.process(0, Some(e));
     }

@@ -52,7 +52,7 @@ fn generator(cohorts: usize, seed: u64) -> Generator {
 /// real hot path from generated events spread over one window span; and the time of its
 /// last event.
 fn state(cohorts: usize) -> (Pipeline, i64) {
-    let (mut p, _rx) = Pipeline::new(&config(), Arc::new(Metrics::new("bench")), false);
+    let (mut p, _rx) = Pipeline::new(&config(), Arc::new(Metrics::new(&config())), false);
     let mut g = generator(cohorts, 1);
     let events = cohorts * EVENTS_PER_COHORT;
     let step = (SPAN_MS / events as i64).max(1);

@@ -27,7 +27,7 @@ as_root() {
 
 install_system_packages() {
   local missing=()
-  for pkg in pkg-config libssl-dev zlib1g-dev make gcc g++ prometheus-alertmanager openssl; do
+  for pkg in pkg-config libssl-dev zlib1g-dev make gcc g++ prometheus-alertmanager prometheus openssl; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   if [ "${#missing[@]}" -gt 0 ]; then

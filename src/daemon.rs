@@ -241,7 +241,7 @@ mod tests {
     /// flowing and `/readyz` said 200.
     #[tokio::test]
     async fn a_task_that_dies_before_shutdown_is_counted_and_readiness_drops() {
-        let metrics = Arc::new(Metrics::new("test"));
+        let metrics = Arc::new(Metrics::new(&Config::default()));
         metrics.ready.set(1);
         let (stop, shutdown) = watch::channel(false);
         let dying = tokio::spawn(async { panic!("injected") });
@@ -258,7 +258,7 @@ mod tests {
         assert_eq!(metrics.ready.get(), 0);
 
         // Ending because shutdown was asked for is not a failure.
-        let metrics = Arc::new(Metrics::new("test"));
+        let metrics = Arc::new(Metrics::new(&Config::default()));
         stop.send_replace(true);
         supervise("admin", tokio::spawn(async {}), metrics.clone(), shutdown)
             .await

@@ -331,7 +331,7 @@ fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let config = args.load()?;
     driftd::logging::init(&config.log);
     let rt = runtime()?;
-    let metrics = Arc::new(Metrics::new(&config.hash()));
+    let metrics = Arc::new(Metrics::new(&config));
     let deadline = config.shutdown.deadline;
     let controls = driftd::signals::install(
         config.clone(),
@@ -420,7 +420,7 @@ fn whoami(client: &ClientArgs) -> anyhow::Result<ExitCode> {
 fn replay(args: ConfigArgs, input: &str) -> anyhow::Result<ExitCode> {
     let config = args.load()?;
     driftd::logging::init(&config.log);
-    let metrics = Arc::new(Metrics::new(&config.hash()));
+    let metrics = Arc::new(Metrics::new(&config));
     let (mut pipeline, _snapshots) = Pipeline::new(&config, metrics, false);
     let reader: Box<dyn BufRead> = if input == "-" {
         Box::new(std::io::stdin().lock())

@@ -7,18 +7,33 @@
 //! `cohorts.max_cohorts`; payload text never becomes a label because cohort keys passed the
 //! privacy gate and the contract's character rules.
 //!
-//! Every series here is documented in the README's metrics reference; keep them in step.
+//! Conventions: every counter whose label values are known at start-up (outcomes, reasons,
+//! kinds, the configured providers) exists at 0 from the start, so `increase()` sees the first
+//! failure; a name has one meaning (rates and score means are separate families); no series is
+//! ever NaN — one without a value (an empty window, a test without data) is absent; a series
+//! goes when its subject goes (evicted cohort, revoked partition). On Linux the `process_*`
+//! series of the process collector are exported too.
+//!
+//! Every `driftd_*` family here is documented in the README's metrics reference; a unit test
+//! (`reference_tests.rs`) fails when the two differ.
 
+mod contain;
+mod kafka;
 mod publish;
+#[cfg(test)]
+mod reference_tests;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 
 use prometheus::{
-    exponential_buckets, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter,
-    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec,
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::detect::Change;
+use crate::config::Config;
+use crate::detect::{SignalKind, Source, VerdictState};
 use crate::event::Reason;
 use crate::privacy::PiiKind;
 
@@ -76,9 +91,14 @@ pub struct Metrics {
     watermark: Gauge,
     cohort_events: IntCounterVec,
     cohort_window_events: IntGaugeVec,
-    cohort_window_value: GaugeVec,
+    cohort_window_rate: GaugeVec,
+    cohort_window_mean: GaugeVec,
     cohort_window_quantile: GaugeVec,
-    cohort_baseline_value: GaugeVec,
+    cohort_baseline_rate: GaugeVec,
+    cohort_baseline_mean: GaugeVec,
+    /// `cohorts.segment_keys`, in config order: one `segment_<key>` label each on the cohort
+    /// series.
+    segment_keys: Vec<String>,
     verdict_state: IntGaugeVec,
     verdict_difference: GaugeVec,
     verdict_p_value: GaugeVec,
@@ -90,7 +110,7 @@ pub struct Metrics {
     contained: IntGaugeVec,
     actions: IntCounterVec,
     stale_changes: IntCounterVec,
-    action_seconds: prometheus::HistogramVec,
+    action_duration: HistogramVec,
     /// 1 once the consumer has an assignment and the config is loaded.
     pub ready: IntGauge,
     /// Background tasks (containment, admin server) that ended before shutdown.
@@ -119,7 +139,18 @@ pub struct Metrics {
 /// (event or dead-letter) is missing or not writable.
 pub const KAFKA_BLOCKS: [&str; 2] = ["authentication", "topic"];
 
-const COHORT_LABELS: [&str; 4] = ["deployment", "model_version", "arm", "segment"];
+/// The `outcome` label values of `driftd_actions_total`.
+pub const ACTION_OUTCOMES: [&str; 4] = ["success", "failure", "dry_run", "withdrawn"];
+
+/// The label names of the per-cohort series: deployment, model version, arm, and
+/// `segment_<key>` for each of `segment_keys` (config validation keeps these valid label names).
+fn cohort_label_names(segment_keys: &[String]) -> Vec<String> {
+    ["deployment", "model_version", "arm"]
+        .into_iter()
+        .map(str::to_string)
+        .chain(segment_keys.iter().map(|k| format!("segment_{k}")))
+        .collect()
+}
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
     registry
@@ -129,19 +160,39 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 }
 
 impl Metrics {
-    /// Creates and registers every metric. `config_hash` labels `driftd_config_info`.
-    pub fn new(config_hash: &str) -> Metrics {
+    /// Creates and registers every metric for `config`: its hash labels `driftd_config_info`,
+    /// its `cohorts.segment_keys` are the cohort series' segment labels, its action targets'
+    /// providers get their `driftd_actions_total` series at 0, and `containment.retry_for`
+    /// sets the top bucket of `driftd_action_duration_seconds`.
+    pub fn new(config: &Config) -> Metrics {
+        let config_hash = config.hash();
+        let segment_keys = config.cohorts.segment_keys.clone();
+        let cohort_labels = cohort_label_names(&segment_keys);
+        let cohort = |extra: &[&str]| -> Vec<String> {
+            cohort_labels
+                .iter()
+                .cloned()
+                .chain(extra.iter().map(|s| s.to_string()))
+                .collect()
+        };
         let r = Registry::new();
+        // The collector reads /proc/self: CPU, resident memory, open file descriptors, threads.
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("the process collector registers once");
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             register(
                 &r,
                 IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
             )
         };
-        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+        let gauge_vec = |name: &str, help: &str, labels: &[String]| {
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
             register(
                 &r,
-                GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+                GaugeVec::new(Opts::new(name, help), &labels).expect("valid metric"),
             )
         };
         let int_gauge_vec = |name: &str, help: &str, labels: &[&str]| {
@@ -150,6 +201,8 @@ impl Metrics {
                 IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
             )
         };
+        let owned =
+            |labels: &[&str]| -> Vec<String> { labels.iter().map(|s| s.to_string()).collect() };
         let events = counter_vec(
             "driftd_events_total",
             "Events consumed, by outcome (applied to cohort state, or rejected).",
@@ -181,7 +234,7 @@ impl Metrics {
             "Always 1; labelled with a hash of the effective config.",
             &["hash"],
         );
-        config_info.with_label_values(&[config_hash]).set(1);
+        config_info.with_label_values(&[&config_hash]).set(1);
         // Label values of closed sets are created up front so every series exists from start.
         let m = Metrics {
             events_applied: events.with_label_values(&["applied"]),
@@ -285,28 +338,39 @@ impl Metrics {
             cohort_events: counter_vec(
                 "driftd_cohort_events_total",
                 "Events applied per cohort since start.",
-                &COHORT_LABELS,
+                &cohort(&[]).iter().map(String::as_str).collect::<Vec<_>>(),
             ),
             cohort_window_events: int_gauge_vec(
                 "driftd_cohort_window_events",
-                "Events in the rolling window, per cohort and metric (window = span | recent).",
-                &[COHORT_LABELS.as_slice(), &["metric", "window"]].concat(),
+                "Events in the rolling window, per cohort and metric (window = span | recent); 0 when empty.",
+                &cohort(&["metric", "window"]).iter().map(String::as_str).collect::<Vec<_>>(),
             ),
-            cohort_window_value: gauge_vec(
-                "driftd_cohort_window_value",
-                "Rate (share true) or mean score in the rolling window, per cohort and metric.",
-                &[COHORT_LABELS.as_slice(), &["metric", "window"]].concat(),
+            cohort_window_rate: gauge_vec(
+                "driftd_cohort_window_rate",
+                "Share of the window's events (0..1) flagged by a rate or tail metric, per cohort; absent while the window is empty.",
+                &cohort(&["metric", "window"]),
+            ),
+            cohort_window_mean: gauge_vec(
+                "driftd_cohort_window_mean",
+                "Mean score of the window's events for a score metric, per cohort; absent while the window is empty.",
+                &cohort(&["metric", "window"]),
             ),
             cohort_window_quantile: gauge_vec(
                 "driftd_cohort_window_quantile",
-                "Score quantiles over the full rolling window, per cohort and score metric.",
-                &[COHORT_LABELS.as_slice(), &["metric", "quantile"]].concat(),
+                "Score quantile (q = 0.5, 0.9, 0.99) over the cohort's full rolling window. Per cohort: quantiles of different cohorts cannot be averaged or summed; absent while the window is empty.",
+                &cohort(&["metric", "q"]),
             ),
-            cohort_baseline_value: gauge_vec(
-                "driftd_cohort_baseline_value",
-                "Long-run exponentially weighted baseline (rate or mean), per cohort and metric.",
-                &[COHORT_LABELS.as_slice(), &["metric"]].concat(),
+            cohort_baseline_rate: gauge_vec(
+                "driftd_cohort_baseline_rate",
+                "Long-run exponentially weighted share (0..1) of a rate or tail metric, per cohort; absent before the first event.",
+                &cohort(&["metric"]),
             ),
+            cohort_baseline_mean: gauge_vec(
+                "driftd_cohort_baseline_mean",
+                "Long-run exponentially weighted mean score of a score metric, per cohort; absent before the first event.",
+                &cohort(&["metric"]),
+            ),
+            segment_keys,
             verdict_state: int_gauge_vec(
                 "driftd_verdict_state",
                 "1 for the current state of each (deployment, metric, source), 0 for the others; source = canary_vs_control | self_baseline | combined.",
@@ -314,13 +378,13 @@ impl Metrics {
             ),
             verdict_difference: gauge_vec(
                 "driftd_verdict_difference",
-                "Canary minus control of the current canary-vs-control test: the estimate and the confidence-sequence bounds.",
-                &["deployment", "metric", "bound"],
+                "Canary minus control of the current canary-vs-control test: the estimate and the confidence-sequence bounds; a bound is absent while it is unbounded or the test has no data.",
+                &owned(&["deployment", "metric", "bound"]),
             ),
             verdict_p_value: gauge_vec(
                 "driftd_verdict_p_value",
-                "Always-valid p-value of the canary-vs-control test in the worse direction.",
-                &["deployment", "metric"],
+                "Always-valid p-value of the canary-vs-control test in the worse direction; absent while the test has no data.",
+                &owned(&["deployment", "metric"]),
             ),
             verdict_events: int_gauge_vec(
                 "driftd_verdict_events",
@@ -362,15 +426,15 @@ impl Metrics {
                 "Verdict and signal changes containment did not act on because their evidence was older than containment.max_evidence_age, by kind (verdict, signal).",
                 &["kind"],
             ),
-            action_seconds: register(
+            action_duration: register(
                 &r,
-                prometheus::HistogramVec::new(
+                HistogramVec::new(
                     HistogramOpts::new(
-                        "driftd_action_seconds",
-                        "Wall-clock time from the verdict (or request) reaching containment to the action completing, retries included.",
+                        "driftd_action_duration_seconds",
+                        "Wall-clock time from the verdict (or request) reaching containment to the action completing, retries included, by provider and op (contain, trigger, resolve).",
                     )
-                    .buckets(exponential_buckets(0.005, 2.0, 14).expect("valid buckets")),
-                    &["provider"],
+                    .buckets(contain::action_buckets(&config.containment)),
+                    &["provider", "op"],
                 )
                 .expect("valid metric"),
             ),
@@ -473,6 +537,26 @@ impl Metrics {
         for outcome in ["success", "failure", "restart_required"] {
             m.config_reloads.with_label_values(&[outcome]);
         }
+        for outcome in ["success", "failure"] {
+            m.offset_commits.with_label_values(&[outcome]);
+        }
+        for kind in ["verdict", "signal"] {
+            m.stale_changes.with_label_values(&[kind]);
+        }
+        for kind in SignalKind::ALL {
+            m.signals_raised.with_label_values(&[kind.as_str()]);
+        }
+        for source in Source::ALL {
+            for state in VerdictState::ALL {
+                m.verdict_changes
+                    .with_label_values(&[source.as_str(), state.as_str()]);
+            }
+        }
+        for target in &config.containment.targets {
+            for outcome in ACTION_OUTCOMES {
+                m.actions.with_label_values(&[target.provider(), outcome]);
+            }
+        }
         m
     }
 
@@ -498,84 +582,10 @@ impl Metrics {
         self.rejected_by_reason[&reason].get()
     }
 
-    /// Sets (`Some(instruction)`) or clears (`None`) what blocks Kafka consumption for
-    /// `reason`, one of [`KAFKA_BLOCKS`]. The instruction must not hold a secret.
-    pub fn kafka_block(&self, reason: &'static str, instruction: Option<String>) {
-        let mut detail = self
-            .kafka_block_detail
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.kafka_blocked
-            .with_label_values(&[reason])
-            .set(i64::from(instruction.is_some()));
-        match instruction {
-            Some(i) => detail.insert(reason, i),
-            None => detail.remove(reason),
-        };
-    }
-
-    /// Whether Kafka consumption is blocked for `reason` now.
-    pub fn kafka_blocked(&self, reason: &str) -> bool {
-        self.kafka_blocked.with_label_values(&[reason]).get() == 1
-    }
-
-    /// The instructions of what blocks Kafka consumption now (empty when nothing does).
-    pub fn kafka_blocks(&self) -> Vec<String> {
-        self.kafka_block_detail
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect()
-    }
-
     /// Replaces the config hash label after a successful reload.
     pub fn set_config_hash(&self, hash: &str) {
         self.config_info.reset();
         self.config_info.with_label_values(&[hash]).set(1);
-    }
-
-    /// Counts a verdict or signal change.
-    pub fn count_change(&self, change: &Change) {
-        match change {
-            Change::Verdict(v) => self
-                .verdict_changes
-                .with_label_values(&[v.source.as_str(), v.state.as_str()])
-                .inc(),
-            Change::Signal(s) if s.active => self
-                .signals_raised
-                .with_label_values(&[s.kind.as_str()])
-                .inc(),
-            Change::Signal(_) => {}
-        }
-    }
-
-    /// Sets whether a deployment is contained.
-    pub fn set_contained(&self, deployment: &str, contained: bool) {
-        self.contained
-            .with_label_values(&[deployment])
-            .set(i64::from(contained));
-    }
-
-    /// Counts a change not acted on because its evidence was stale; `kind` is `verdict` or
-    /// `signal`.
-    pub fn count_stale(&self, kind: &'static str) {
-        self.stale_changes.with_label_values(&[kind]).inc();
-    }
-
-    /// Counts an action outcome and, when given, its latency.
-    pub fn count_action(
-        &self,
-        provider: &str,
-        outcome: &str,
-        elapsed: Option<std::time::Duration>,
-    ) {
-        self.actions.with_label_values(&[provider, outcome]).inc();
-        if let Some(e) = elapsed {
-            self.action_seconds
-                .with_label_values(&[provider])
-                .observe(e.as_secs_f64());
-        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -54,9 +54,10 @@ fn subject() -> &'static Subject {
     static SUBJECT: OnceLock<Subject> = OnceLock::new();
     SUBJECT.get_or_init(|| {
         let mut g = driftd::traffic::Generator::new(driftd::traffic::TrafficModel::default(), None);
+        let config = Config::parse(CONFIG).expect("the fuzz target's config is valid");
         Subject {
-            config: Config::parse(CONFIG).expect("the fuzz target's config is valid"),
-            metrics: Arc::new(Metrics::new("fuzz")),
+            metrics: Arc::new(Metrics::new(&config)),
+            config,
             events: (0..16)
                 .map(|i| g.next_event(1_800_000_000_000 + i * 7_000).payload)
                 .collect(),

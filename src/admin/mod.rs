@@ -332,7 +332,7 @@ mod tests {
 
     #[test]
     fn a_dead_task_keeps_readiness_down_even_after_an_assignment() {
-        let m = Metrics::new("test");
+        let m = Metrics::new(&crate::config::Config::default());
         assert!(readiness(&m).unwrap_err().contains("partition assignment"));
         m.ready.set(1);
         assert!(readiness(&m).is_ok());

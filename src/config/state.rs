@@ -218,6 +218,12 @@ impl CohortConfig {
                     "must be 1–64 characters",
                 ));
             }
+            if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(invalid(
+                    format!("cohorts.segment_keys[{n}]"),
+                    format!("`{key}` must be letters, digits and `_` only: it becomes the Prometheus label `segment_{key}`"),
+                ));
+            }
             if self.segment_keys[..n].contains(key) {
                 return Err(invalid(
                     format!("cohorts.segment_keys[{n}]"),

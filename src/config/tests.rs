@@ -125,3 +125,17 @@ fn event_time_and_expiry_limits_are_checked_with_the_field_named() {
         std::time::Duration::from_secs(7200)
     );
 }
+
+#[test]
+fn a_segment_key_that_cannot_be_a_label_name_is_refused_with_its_field() {
+    for key in ["user-tier", "app.locale", "région"] {
+        let err = Config::parse(&format!(
+            "[cohorts]\nsegment_keys = [\"locale\", \"{key}\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cohorts.segment_keys[1]"), "{err}");
+        assert!(err.contains("segment_"), "{err}");
+    }
+    assert!(Config::parse("[cohorts]\nsegment_keys = [\"user_tier\", \"Locale2\"]\n").is_ok());
+}

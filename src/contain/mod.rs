@@ -10,8 +10,9 @@
 //! critical alerts of a contained deployment not yet done are redone at start-up, while the
 //! alerts already raised are re-sent then (the same alerts, kept firing). Every action
 //! counts in `driftd_actions_total{provider, outcome}` (`success`, `failure` once retries are
-//! exhausted, `dry_run`) and, when attempted, `driftd_action_seconds`. A containment action
-//! that finally fails also raises a critical alert of its own on every alert target.
+//! exhausted, `dry_run`, `withdrawn`) and, when attempted,
+//! `driftd_action_duration_seconds{provider, op}`. A containment action that finally fails
+//! also raises a critical alert of its own on every alert target.
 //!
 //! A change whose evidence is older than `containment.max_evidence_age` is never acted on
 //! ([`stale`]): it is held, and acted on only once the published snapshot shows fresh events of
@@ -391,7 +392,8 @@ impl Controller {
                 .unwrap_or_else(Instant::now);
             if action.dry_run {
                 tracing::warn!(deployment = %action.incident.deployment, target = %action.target, op = action.op.as_str(), "dry-run: would act");
-                self.metrics.count_action(target.provider, "dry_run", None);
+                self.metrics
+                    .count_action(target.provider, action.op, "dry_run", None);
                 self.record(AuditRecord::Action {
                     key: action.key.clone(),
                     target: action.target.clone(),
@@ -469,7 +471,8 @@ impl Controller {
             self.running.remove(&action.key);
         }
         if withdrawn {
-            self.metrics.count_action(provider, "withdrawn", None);
+            self.metrics
+                .count_action(provider, action.op, "withdrawn", None);
             self.record(AuditRecord::Action {
                 key: action.key.clone(),
                 target: action.target.clone(),
@@ -504,7 +507,7 @@ impl Controller {
         match error {
             None => {
                 self.metrics
-                    .count_action(provider, "success", Some(elapsed));
+                    .count_action(provider, action.op, "success", Some(elapsed));
                 tracing::info!(target = %action.target, op = action.op.as_str(), deployment = %action.incident.deployment, elapsed_ms = elapsed.as_millis() as u64, "action done");
                 self.ladder
                     .mark_done(&action.incident.deployment, &action.key);
@@ -514,7 +517,7 @@ impl Controller {
             }
             Some(e) => {
                 self.metrics
-                    .count_action(provider, "failure", Some(elapsed));
+                    .count_action(provider, action.op, "failure", Some(elapsed));
                 tracing::error!(target = %action.target, op = action.op.as_str(), deployment = %action.incident.deployment, error = %e, "action failed after retries");
                 if action.op == Op::Contain {
                     self.alert_action_failure(&action, &e);
@@ -567,10 +570,13 @@ impl Controller {
                 _ => None,
             };
             let approvals = latch.pending_release.iter().flat_map(|p| p.alerts.values());
+            // A dry-run incident's alerts were never sent: "done" only records the would-be
+            // action.
             for incident in open
                 .into_iter()
                 .chain(latch.signal_alerts.values())
                 .chain(approvals)
+                .filter(|i| !i.dry_run)
             {
                 for (name, target) in &self.targets {
                     let severity = [Severity::Critical, Severity::Warning]

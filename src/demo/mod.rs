@@ -116,7 +116,7 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
         &files,
         receiver_addr,
     );
-    let metrics = Arc::new(Metrics::new(&config.hash()));
+    let metrics = Arc::new(Metrics::new(&config));
     let (pipeline, snapshots) = Pipeline::new(&config, metrics.clone(), true);
     let (handle, controls) = crate::signals::channel();
     let daemon = tokio::spawn(crate::daemon::run(

@@ -57,6 +57,9 @@ pub enum Source {
 }
 
 impl Source {
+    /// All sources, for metric labels.
+    pub const ALL: [Source; 2] = [Source::CanaryVsControl, Source::SelfBaseline];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -152,6 +155,13 @@ pub enum SignalKind {
 }
 
 impl SignalKind {
+    /// All kinds, for metric labels.
+    pub const ALL: [SignalKind; 3] = [
+        SignalKind::SampleRatioMismatch,
+        SignalKind::TelemetryAbsent,
+        SignalKind::CohortOverflow,
+    ];
+
     /// The label value, as in metrics, audit records and incident ids.
     pub fn as_str(self) -> &'static str {
         match self {

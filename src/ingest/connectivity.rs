@@ -333,7 +333,7 @@ mod tests {
         kafka
             .properties
             .insert("sasl.username".into(), "svc-driftd".into());
-        let metrics = Arc::new(Metrics::new("test"));
+        let metrics = Arc::new(Metrics::new(&crate::config::Config::default()));
         let c = Connectivity::new(&kafka, metrics.clone());
         c.error(
             "consumer",

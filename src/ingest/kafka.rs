@@ -187,45 +187,48 @@ impl KafkaSource {
         self.watch_stalls();
     }
 
-    /// Forgets `partition`'s progress and stall state (revoked, or left by a reconnect).
+    /// Forgets `partition`'s progress, stall state and series (revoked, or left by a
+    /// reconnect).
     fn revoked(&mut self, partition: i32) {
         self.progress.revoked(partition);
-        if self.stalls.forget(partition).is_some() {
-            self.metrics
-                .partition_stalled
-                .with_label_values(&[self.topic.as_str(), &partition.to_string()])
-                .set(0);
-        }
+        self.stalls.forget(partition);
+        self.metrics.forget_partition(&self.topic, partition);
         self.metrics
             .partitions_stalled
             .set(self.stalls.stalled() as i64);
     }
 
-    /// Reports partitions whose lag grows while nothing is received from them.
+    /// Exports the lags of the partitions consumed now and reports those whose lag grows while
+    /// nothing is received from them.
     fn watch_stalls(&mut self) {
-        let lags = std::mem::take(
-            &mut *self
-                .consumer
-                .context()
-                .lags
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let Some(lags) = self
+            .consumer
+            .context()
+            .lags
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        // Statistics may still list a partition revoked since: its series are gone already.
+        let lags: Vec<(i32, i64)> = lags
+            .into_iter()
+            .filter(|(p, _)| self.progress.active(*p))
+            .collect();
+        self.metrics.set_consumer_lags(&self.topic, &lags);
         let now = crate::clock::wall_ms();
         for (partition, lag) in lags {
-            let transition = match self.progress.active(partition) {
-                true => {
-                    let received = self.received.get(partition as usize).copied();
-                    self.stalls
-                        .observe(partition, received.unwrap_or(0), Some(lag), now)
-                }
-                false => self.stalls.forget(partition),
-            };
+            let received = self.received.get(partition as usize).copied();
+            let transition = self
+                .stalls
+                .observe(partition, received.unwrap_or(0), Some(lag), now);
+            self.metrics.set_partition_stalled(
+                &self.topic,
+                partition,
+                transition.map(|t| t.stalled),
+            );
             let Some(t) = transition else { continue };
-            self.metrics
-                .partition_stalled
-                .with_label_values(&[self.topic.as_str(), &partition.to_string()])
-                .set(i64::from(t.stalled));
             match t.stalled {
                 true => tracing::error!(partition, lag = t.lag, "partition stalled: its lag grows and nothing has been received from it for kafka.stall_after; check the broker (leader, fetch errors) and this consumer's log"),
                 false => tracing::info!(partition, lag = t.lag, "partition consuming again"),

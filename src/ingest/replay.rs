@@ -157,7 +157,7 @@ mod tests {
     }
 
     fn pipeline(config: &Config) -> Pipeline {
-        Pipeline::new(config, Arc::new(Metrics::new("test")), false).0
+        Pipeline::new(config, Arc::new(Metrics::new(config)), false).0
     }
 
     #[test]
@@ -253,7 +253,7 @@ mod tests {
 
         let mut config = Config::default();
         config.ingest.max_message_bytes = limit;
-        let metrics = Arc::new(Metrics::new("test"));
+        let metrics = Arc::new(Metrics::new(&config));
         let mut p = Pipeline::new(&config, metrics.clone(), false).0;
         let valid = crate::traffic::Generator::new(TrafficModel::default(), None)
             .next_event(1_795_928_400_000)

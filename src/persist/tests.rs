@@ -7,7 +7,11 @@ use crate::pipeline::Pipeline;
 use crate::traffic::{Generator, TrafficModel};
 
 fn state(events: u64) -> PartitionState {
-    let (mut p, _) = Pipeline::new(&Config::default(), Arc::new(Metrics::new("t")), false);
+    let (mut p, _) = Pipeline::new(
+        &Config::default(),
+        Arc::new(Metrics::new(&Config::default())),
+        false,
+    );
     let mut g = Generator::new(TrafficModel::default(), None);
     for i in 0..events {
         let e = g.next_event(1_800_000_000_000 + i as i64 * 10);

@@ -32,7 +32,7 @@ fn events(n: u64, seed: u64) -> Vec<(i32, Vec<u8>)> {
 
 fn pipeline() -> Pipeline {
     let config = Config::default();
-    let (mut p, _) = Pipeline::new(&config, Arc::new(Metrics::new("t")), false);
+    let (mut p, _) = Pipeline::new(&config, Arc::new(Metrics::new(&config)), false);
     p.collect_changes(true);
     p
 }
@@ -126,7 +126,12 @@ mod event_time {
     use super::*;
 
     fn live() -> Pipeline {
-        Pipeline::new(&Config::default(), Arc::new(Metrics::new("t")), true).0
+        Pipeline::new(
+            &Config::default(),
+            Arc::new(Metrics::new(&Config::default())),
+            true,
+        )
+        .0
     }
 
     fn at(g: &mut Generator, t_ms: i64) -> Vec<u8> {
@@ -278,7 +283,7 @@ mod cohorts_come_and_go {
     fn a_new_canary_version_beyond_the_cap_raises_cohort_overflow_until_idle_cohorts_make_room() {
         let mut config = Config::default();
         config.cohorts.max_cohorts = 4;
-        let metrics = Arc::new(Metrics::new("t"));
+        let metrics = Arc::new(Metrics::new(&config));
         let (mut p, _) = Pipeline::new(&config, metrics.clone(), false);
         p.collect_changes(true);
         let t0 = 1_800_000_000_000;

@@ -1,8 +1,9 @@
 //! The long-run EWMA: an exponentially weighted mean and variance in event time.
 //!
-//! Reported per cohort and metric (the `baseline` of `/v1/cohorts` and
-//! `driftd_cohort_baseline_value`) for an operator to read; nothing alarms on it. The baseline
-//! that alarms is the self-baseline CUSUM in `detect::cusum`, which learns its own reference.
+//! Reported per cohort and metric (the `baseline` of `/v1/cohorts`, and
+//! `driftd_cohort_baseline_rate` or `driftd_cohort_baseline_mean`) for an operator to read;
+//! nothing alarms on it. The baseline that alarms is the self-baseline CUSUM in
+//! `detect::cusum`, which learns its own reference.
 //!
 //! Weights decay with event time, not with event count, so a cohort that goes quiet keeps its
 //! mean and a busy cohort does not forget faster than a slow one. Decay is applied per

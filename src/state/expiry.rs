@@ -31,8 +31,8 @@ pub struct CohortLabels {
     pub model_version: String,
     /// Arm.
     pub arm: Arm,
-    /// Segment, `key=value` pairs joined by commas.
-    pub segment: String,
+    /// The allow-listed segment values present on the cohort's events, as (key, value).
+    pub segment: Vec<(String, String)>,
 }
 
 impl CohortTable {
@@ -98,9 +98,8 @@ impl CohortTable {
                 .segment_keys
                 .iter()
                 .zip(&key.segment)
-                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
-                .collect::<Vec<_>>()
-                .join(","),
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
+                .collect(),
         }
     }
 }

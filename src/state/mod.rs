@@ -447,17 +447,6 @@ pub struct CohortView {
     pub metrics: Vec<MetricView>,
 }
 
-impl CohortView {
-    /// The segment as one label value, `key=value` pairs joined by commas.
-    pub fn segment_label(&self) -> String {
-        self.segment
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-}
-
 /// One metric of one cohort.
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricView {

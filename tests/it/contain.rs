@@ -102,7 +102,7 @@ impl Running {
         let (handle, changes, task) = contain::start(
             config,
             config.admin.addr,
-            Arc::new(Metrics::new("test")),
+            Arc::new(Metrics::new(config)),
             snapshots_rx,
             rx,
         )

@@ -92,7 +92,7 @@ impl InProcess {
         let path = dir.join("driftd.toml");
         std::fs::write(&path, toml).unwrap();
         let config = Config::load(&path).expect("the test config is valid");
-        let metrics = Arc::new(Metrics::new(&config.hash()));
+        let metrics = Arc::new(Metrics::new(&config));
         let pipeline = Pipeline::new(&config, metrics.clone(), true);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = format!("http://{}", listener.local_addr().unwrap());

@@ -65,7 +65,11 @@ pub fn produce(brokers: &str, topic: &str, messages: &[(String, Vec<u8>)]) {
 /// through the pipeline: (index of the message that made it, n_canary, n_control), and the
 /// evidence at the end of the stream.
 pub fn reference(messages: &[(String, Vec<u8>)]) -> (Option<(usize, u64, u64)>, Vec<Value>) {
-    let (mut p, _) = Pipeline::new(&Config::default(), Arc::new(Metrics::new("ref")), false);
+    let (mut p, _) = Pipeline::new(
+        &Config::default(),
+        Arc::new(Metrics::new(&Config::default())),
+        false,
+    );
     p.collect_changes(true);
     let mut fail = None;
     for (i, (_, payload)) in messages.iter().enumerate() {

@@ -19,6 +19,9 @@ mod contain_e2e;
 mod contain_restart_e2e;
 mod corpus;
 mod daemon;
+mod dashboards;
+#[cfg(feature = "e2e")]
+mod dashboards_e2e;
 #[cfg(feature = "e2e")]
 mod deploy;
 #[cfg(feature = "e2e")]
@@ -28,6 +31,8 @@ mod gate;
 mod kafka_e2e;
 mod memory;
 mod privacy_corpus;
+#[cfg(feature = "e2e")]
+mod promtool_e2e;
 mod restart;
 #[cfg(feature = "e2e")]
 mod restart_e2e;

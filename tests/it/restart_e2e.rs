@@ -116,7 +116,7 @@ fn kill_9_while_consuming_loses_no_event_counts_none_twice_and_keeps_the_evidenc
 
     // The reference: one uninterrupted pass, in production order, through the pipeline.
     let config = Config::default();
-    let (mut reference, _) = Pipeline::new(&config, Arc::new(Metrics::new("ref")), false);
+    let (mut reference, _) = Pipeline::new(&config, Arc::new(Metrics::new(&config)), false);
     for (_, payload) in &stream.messages {
         reference.process(0, Some(payload));
     }

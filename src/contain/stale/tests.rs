@@ -32,7 +32,11 @@ fn drifting() -> Generator {
 
 /// A live pipeline (event age judged by the wall clock, as in the daemon).
 fn pipeline() -> Pipeline {
-    let (mut p, _) = Pipeline::new(&Config::default(), Arc::new(Metrics::new("t")), true);
+    let (mut p, _) = Pipeline::new(
+        &Config::default(),
+        Arc::new(Metrics::new(&Config::default())),
+        true,
+    );
     p.collect_changes(true);
     p
 }

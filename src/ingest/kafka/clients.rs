@@ -104,7 +104,7 @@ pub(super) fn clients(
             connectivity: connectivity.clone(),
             start_from,
             topic: k.topic.clone(),
-            lags: Mutex::new(Vec::new()),
+            lags: Mutex::new(None),
         })
         .map_err(|e| redact.error(e))?;
     let dead_letter = DeadLetter::new(config, connectivity)?;

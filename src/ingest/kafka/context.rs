@@ -58,8 +58,9 @@ pub struct IngestContext {
     pub(super) connectivity: Arc<Connectivity>,
     pub(super) start_from: StartFrom,
     pub(super) topic: String,
-    /// Each partition's consumer lag from the latest statistics, for the stall watch.
-    pub(super) lags: Mutex<Vec<(i32, i64)>>,
+    /// Each partition's consumer lag from the latest statistics not yet taken by the control
+    /// loop (`None`: no statistics since).
+    pub(super) lags: Mutex<Option<Vec<(i32, i64)>>>,
 }
 
 impl IngestContext {
@@ -72,6 +73,30 @@ fn partitions(tpl: &rdkafka::TopicPartitionList) -> Vec<i32> {
     tpl.elements().iter().map(|e| e.partition()).collect()
 }
 
+/// Messages between a partition's end and driftd's processing: the offset after the last message
+/// handed to driftd or, before the first one, the fetch position, else the committed offset.
+/// `None` while neither the end nor a position is known. librdkafka's own `consumer_lag` counts
+/// from the committed offset, which driftd holds back to its last snapshot: it was missing for
+/// the first `persist.interval` of every start and then counted messages long applied. The end
+/// is the last stable offset (what a `read_committed` consumer can read) when librdkafka has it.
+fn processing_lag(
+    last_stable: i64,
+    high_watermark: i64,
+    handed_over: i64,
+    fetch_position: i64,
+    committed: i64,
+) -> Option<i64> {
+    let end = if last_stable >= 0 {
+        last_stable
+    } else {
+        high_watermark
+    };
+    let position = [handed_over, fetch_position, committed]
+        .into_iter()
+        .find(|o| *o >= 0)?;
+    (end >= 0).then(|| (end - position).max(0))
+}
+
 impl ClientContext for IngestContext {
     fn stats(&self, statistics: Statistics) {
         // librdkafka's internal pseudo-broker is no sign of a reachable cluster.
@@ -82,22 +107,25 @@ impl ClientContext for IngestContext {
         {
             self.connectivity.reachable();
         }
+        // The control loop, which knows which partitions this process consumes, exports the
+        // lags (`driftd_consumer_lag`) and watches for stalls.
         let mut lags = Vec::new();
-        for (topic, t) in &statistics.topics {
+        if let Some(t) = statistics.topics.get(&self.topic) {
             for (partition, p) in &t.partitions {
                 // Partition -1 is librdkafka's internal "unassigned" queue.
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    self.metrics
-                        .consumer_lag
-                        .with_label_values(&[topic.as_str(), &partition.to_string()])
-                        .set(p.consumer_lag);
-                    if *topic == self.topic {
-                        lags.push((*partition, p.consumer_lag));
-                    }
+                let lag = processing_lag(
+                    p.ls_offset,
+                    p.hi_offset,
+                    p.app_offset,
+                    p.next_offset,
+                    p.committed_offset,
+                );
+                if let (true, Some(lag)) = (*partition >= 0, lag) {
+                    lags.push((*partition, lag));
                 }
             }
         }
-        *self.lags.lock().unwrap_or_else(PoisonError::into_inner) = lags;
+        *self.lags.lock().unwrap_or_else(PoisonError::into_inner) = Some(lags);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -180,5 +208,36 @@ pub(super) fn commit<C: ConsumerContext>(
             metrics.offset_commits.with_label_values(&["failure"]).inc();
             tracing::warn!(error = %e, why, "offset commit failed; those events will be re-consumed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::processing_lag;
+
+    #[test]
+    fn lag_counts_from_what_was_handed_over_not_from_the_commit() {
+        // 1,000 messages, 900 handed to driftd, the last commit (a snapshot) at 100.
+        assert_eq!(processing_lag(1_000, 1_000, 900, 950, 100), Some(100));
+    }
+
+    #[test]
+    fn before_the_first_message_the_fetch_position_then_the_commit_count() {
+        assert_eq!(processing_lag(1_000, 1_000, -1001, 400, 100), Some(600));
+        assert_eq!(processing_lag(1_000, 1_000, -1001, -1001, 100), Some(900));
+    }
+
+    #[test]
+    fn the_last_stable_offset_is_the_end_when_known() {
+        assert_eq!(processing_lag(800, 1_000, 700, 700, -1001), Some(100));
+        assert_eq!(processing_lag(-1, 1_000, 700, 700, -1001), Some(300));
+    }
+
+    #[test]
+    fn unknown_end_or_position_reports_nothing_and_lag_is_never_negative() {
+        assert_eq!(processing_lag(-1, -1, 700, 700, 700), None);
+        assert_eq!(processing_lag(1_000, 1_000, -1001, -1001, -1001), None);
+        // Statistics can see a position past a stale end.
+        assert_eq!(processing_lag(1_000, 1_000, 1_010, 1_010, 900), Some(0));
     }
 }
