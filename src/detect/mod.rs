@@ -6,7 +6,8 @@
 //! (deployment, metric):
 //! - **canary vs control** ([`sequential`]): an anytime-valid one-sided test of the difference
 //!   between the deployment's current canary model_version and its control arm, counted from
-//!   the moment that canary version first appeared. A new canary version starts a new test; the
+//!   the moment that canary version first appeared. The confidence bounds it reports invert
+//!   the same statistic at the same `αₘ`, so a verdict's bound and its state cannot disagree. A new canary version starts a new test; the
 //!   old verdicts go to the deployment's history.
 //! - **self-baseline** ([`cusum`]): each cohort against the reference it learned in warm-up;
 //!   catches drift without a control arm and drift that hits both arms. This CUSUM is the only

@@ -97,9 +97,12 @@ pub struct Verdict {
     /// Difference canary − control (canary vs control), or cohort mean since monitoring began
     /// (self-baseline).
     pub estimate: Option<f64>,
-    /// Confidence-sequence lower bound of the difference.
+    /// Lower confidence-sequence bound of the difference, one-sided at `alpha` (canary vs
+    /// control; absent until both arms have `min_events`). On the harmful side (higher is
+    /// worse) it inverts the test that decides: it is ≥ 0 exactly when `p_value ≤ alpha`.
     pub ci_low: Option<f64>,
-    /// Confidence-sequence upper bound of the difference.
+    /// Upper confidence-sequence bound of the difference, one-sided at `alpha`; the harmful
+    /// side when lower is worse (≤ 0 exactly when `p_value ≤ alpha`).
     pub ci_high: Option<f64>,
     /// Always-valid p-value (canary vs control).
     pub p_value: Option<f64>,
