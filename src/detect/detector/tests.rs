@@ -266,3 +266,54 @@ fn a_gap_in_both_arms_raises_no_absence() {
         "{out:?}"
     );
 }
+
+/// A self-baseline verdict reports the cohort's mean since monitoring began (the reference was
+/// set), not a recent window: known values, 5% through warm-up and 4,000 monitored events,
+/// then 25% until the alarm.
+#[test]
+fn a_self_baseline_verdict_reports_the_mean_since_monitoring_began() {
+    let mut c = Config::default();
+    c.detection.self_baseline.warmup = std::time::Duration::from_secs(60);
+    let mut d = Detector::new(&c);
+    let mut out = Vec::new();
+    let (kc, kk) = (key(Arm::Canary, "v1"), key(Arm::Control, "base"));
+    let canary = |i: i64| {
+        let every = if i <= 6_000 + 4_000 { 20 } else { 4 };
+        f64::from(u8::from(i % every == 0))
+    };
+    let mut alarm = None;
+    for i in 0..20_000i64 {
+        let t = i * 10;
+        d.observe(0, &kc, &[canary(i), 0.0, 0.3, 0.0], t, &mut out);
+        d.observe(
+            1,
+            &kk,
+            &[f64::from(u8::from(i % 20 == 0)), 0.0, 0.3, 0.0],
+            t + 5,
+            &mut out,
+        );
+        alarm = out.iter().find_map(|c| match c {
+            Change::Verdict(v) if v.source == Source::SelfBaseline && v.metric == "refusal" => {
+                Some((i, v.clone()))
+            }
+            _ => None,
+        });
+        if alarm.is_some() {
+            break;
+        }
+    }
+    let (at, v) = alarm.expect("the rise to 25% alarms");
+    assert_eq!(v.arm, Some(Arm::Canary));
+    // Warm-up ends on the event 60 s after the first (i = 6,000); monitoring starts after it.
+    let monitored: Vec<f64> = (6_001..=at).map(canary).collect();
+    let since = monitored.iter().sum::<f64>() / monitored.len() as f64;
+    let recent = (at - 99..=at).map(canary).sum::<f64>() / 100.0;
+    println!(
+        "alarm after {} monitored events: estimate {:?}, mean since monitoring {since:.6}, last 100 {recent:.4}",
+        monitored.len(),
+        v.estimate
+    );
+    assert!((v.estimate.unwrap() - since).abs() < 1e-12, "{v:?}");
+    assert!((since - recent).abs() > 0.05, "the two differ here");
+    assert!((v.reference.unwrap() - 0.05).abs() < 1e-3, "{v:?}");
+}
