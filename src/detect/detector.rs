@@ -361,7 +361,12 @@ impl Detector {
                 model_version: current.unwrap_or(&c.model_version).to_string(),
                 metric: rule.name.clone(),
                 source: Source::SelfBaseline,
-                state: self.on_alarm,
+                // A degraded control says nothing against the canary (which may be relatively
+                // better): it alerts, it never fails the canary.
+                state: match c.arm {
+                    Arm::Canary => self.on_alarm,
+                    Arm::Control => self.on_alarm.min(VerdictState::Warn),
+                },
                 at: format_rfc3339_ms(t_ms),
                 events_seen: self.events_seen,
                 n_canary: test.canary.n,
@@ -380,7 +385,8 @@ impl Detector {
                 segment: Some(c.segment.clone()),
                 reference: Some(reference.value()),
             };
-            if dep.alarms[m].is_none() {
+            // The first alarm stands, unless a worse one follows (the canary's after control's).
+            if dep.alarms[m].as_ref().is_none_or(|a| v.state > a.state) {
                 out.push(Change::Verdict(v.clone()));
                 dep.alarms[m] = Some(v);
             }

@@ -317,3 +317,55 @@ fn a_self_baseline_verdict_reports_the_mean_since_monitoring_began() {
     assert!((since - recent).abs() > 0.05, "the two differ here");
     assert!((v.reference.unwrap() - 0.05).abs() < 1e-3, "{v:?}");
 }
+
+/// Regression (issue 14, item 2): a control cohort's self-baseline alarm failed the canary,
+/// which here is relatively better. It is a warn ("control degraded"); the canary's own
+/// alarm, when the canary drifts too, still fails it.
+#[test]
+fn a_degraded_control_warns_and_never_fails_the_canary() {
+    let mut c = Config::default();
+    c.detection.self_baseline.warmup = std::time::Duration::from_secs(60);
+    let mut d = Detector::new(&c);
+    let mut out = Vec::new();
+    let mut rng = SmallRng::seed_from_u64(11);
+    let (kc, kk) = (key(Arm::Canary, "v1"), key(Arm::Control, "base"));
+    let mut step = |d: &mut Detector, i: i64, p_canary: f64, p_control: f64| {
+        let mut r = |p: f64| f64::from(u8::from(rng.random_bool(p)));
+        let (a, b) = ([r(p_canary), 0.0, 0.3, 0.0], [r(p_control), 0.0, 0.3, 0.0]);
+        d.observe(0, &kc, &a, i * 10, &mut out);
+        d.observe(1, &kk, &b, i * 10 + 5, &mut out);
+    };
+    for i in 0..40_000i64 {
+        step(&mut d, i, 0.05, if i < 20_000 { 0.05 } else { 0.15 });
+    }
+    let snap = d.snapshot();
+    let refusal = &snap[0].metrics[0];
+    let alarm = refusal.self_baseline.as_ref().expect("control's alarm");
+    assert_eq!(
+        (alarm.arm, alarm.state),
+        (Some(Arm::Control), VerdictState::Warn)
+    );
+    assert!(
+        alarm.headline().contains("control degraded"),
+        "{}",
+        alarm.headline()
+    );
+    assert_ne!(refusal.canary_vs_control.state, VerdictState::Fail);
+    assert_eq!(
+        refusal.state,
+        VerdictState::Warn,
+        "combined: a warning, not a fail"
+    );
+    // Now the canary degrades as well: its own alarm fails it and replaces control's.
+    for i in 40_000..60_000i64 {
+        step(&mut d, i, 0.15, 0.15);
+    }
+    let snap = d.snapshot();
+    let refusal = &snap[0].metrics[0];
+    let alarm = refusal.self_baseline.as_ref().expect("canary's alarm");
+    assert_eq!(
+        (alarm.arm, alarm.state),
+        (Some(Arm::Canary), VerdictState::Fail)
+    );
+    assert_eq!(refusal.state, VerdictState::Fail);
+}
