@@ -378,7 +378,7 @@ impl Metrics {
             ),
             verdict_difference: gauge_vec(
                 "driftd_verdict_difference",
-                "Canary minus control of the current canary-vs-control test: the estimate and the confidence-sequence bounds; a bound is absent while it is unbounded or the test has no data.",
+                "Canary minus control of the current canary-vs-control test: the estimate and its confidence-sequence bounds, each one-sided at the metric's alpha from the test's own mixture (the harmful-side bound excludes 0 exactly when the test is significant, as every fail is); absent until both arms have min_events.",
                 &owned(&["deployment", "metric", "bound"]),
             ),
             verdict_p_value: gauge_vec(

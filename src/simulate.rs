@@ -300,8 +300,8 @@ fn run_lifetime(config: &Config, opts: &SimOptions, scenario: &Scenario, seed: u
                     Source::CanaryVsControl => 0,
                     Source::SelfBaseline => 1,
                 };
-                // Self-baseline alarms on control are the "both arms" case; with a canary-only
-                // drift they count like any other alarm.
+                // Only fails count: a control cohort's self-baseline alarm is a warn (control
+                // degraded), so drift in both arms is detected by the canary's own alarm.
                 for k in [method, 2] {
                     first[k][m].get_or_insert(at);
                 }

@@ -69,7 +69,8 @@ pub struct SelfBaselineConfig {
     /// event rate it sets the CUSUM threshold (`h = ln(rate × period)`).
     #[serde(with = "humantime_serde")]
     pub false_alarm_period: Duration,
-    /// Verdict state an alarm raises: `fail` (contain) or `warn` (look).
+    /// Verdict state an alarm of a canary cohort raises: `fail` (contain) or `warn` (look). A
+    /// control cohort's alarm is always a `warn` (control degraded): it never fails a canary.
     pub on_alarm: AlarmState,
 }
 

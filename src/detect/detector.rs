@@ -7,15 +7,14 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::cusum::{CusumPhase, SelfBaseline, Tuning};
-use super::sequential::{self, evaluate};
 use super::srm;
 use super::verdict::{
     Change, DeploymentView, MetricVerdicts, Signal, SignalKind, Source, Verdict, VerdictState,
 };
 use crate::config::{AlarmState, Config, MetricKind, Worse};
 use crate::event::{format_rfc3339_ms, Arm};
-use crate::state::window::Moments;
 use crate::state::CohortKey;
+use ab::{ab_verdict, fresh_tests, next_state, Subject, Test};
 
 /// A metric's detection rule, resolved from config.
 #[derive(Debug, Clone)]
@@ -28,16 +27,6 @@ struct Rule {
     min_events: u64,
     tau: f64,
     tuning: Tuning,
-}
-
-/// One metric's canary-vs-control test for the current canary version.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-struct Test {
-    canary: Moments,
-    control: Moments,
-    /// Running minimum of the always-valid p-value (over times with enough events).
-    p_value: f64,
-    state: VerdictState,
 }
 
 /// One deployment: its current canary version's tests, its alarms and signals, its history.
@@ -223,7 +212,7 @@ impl Detector {
                 let state = next_state(rule, test);
                 if state != test.state {
                     test.state = state;
-                    // The confidence sequence is only needed for the evidence of a change.
+                    // The confidence bounds are only needed for the evidence of a change.
                     out.push(Change::Verdict(ab_verdict(
                         subject,
                         rule,
@@ -372,7 +361,12 @@ impl Detector {
                 model_version: current.unwrap_or(&c.model_version).to_string(),
                 metric: rule.name.clone(),
                 source: Source::SelfBaseline,
-                state: self.on_alarm,
+                // A degraded control says nothing against the canary (which may be relatively
+                // better): it alerts, it never fails the canary.
+                state: match c.arm {
+                    Arm::Canary => self.on_alarm,
+                    Arm::Control => self.on_alarm.min(VerdictState::Warn),
+                },
                 at: format_rfc3339_ms(t_ms),
                 events_seen: self.events_seen,
                 n_canary: test.canary.n,
@@ -391,7 +385,8 @@ impl Detector {
                 segment: Some(c.segment.clone()),
                 reference: Some(reference.value()),
             };
-            if dep.alarms[m].is_none() {
+            // The first alarm stands, unless a worse one follows (the canary's after control's).
+            if dep.alarms[m].as_ref().is_none_or(|a| v.state > a.state) {
                 out.push(Change::Verdict(v.clone()));
                 dep.alarms[m] = Some(v);
             }
@@ -478,104 +473,6 @@ impl Detector {
     }
 }
 
-/// One test per metric, none with any evidence yet (p-value 1).
-fn fresh_tests(metrics: usize) -> Vec<Test> {
-    let fresh = Test {
-        p_value: 1.0,
-        ..Test::default()
-    };
-    vec![fresh; metrics]
-}
-
-/// The state of `test` after its latest event, updating its running p-value: the hot path's
-/// decision, without the confidence sequence.
-fn next_state(rule: &Rule, test: &mut Test) -> VerdictState {
-    // A decided test and one without enough events need no arithmetic: most events of a
-    // failed canary, and the first of every canary, cost nothing here.
-    if test.state == VerdictState::Fail {
-        return VerdictState::Fail;
-    }
-    if test.canary.n < rule.min_events || test.control.n < rule.min_events {
-        return VerdictState::Insufficient;
-    }
-    let (estimate, log_lr) = sequential::worse_log_lr(
-        &test.canary,
-        &test.control,
-        rule.binary,
-        rule.worse_up,
-        rule.tau,
-    );
-    test.p_value = test.p_value.min((-log_lr).exp().min(1.0));
-    let worse = if rule.worse_up { estimate } else { -estimate };
-    let threshold = (1.0 / rule.alpha).ln();
-    if test.p_value <= rule.alpha && worse >= rule.min_effect {
-        VerdictState::Fail
-    } else if (log_lr >= threshold / 2.0 && worse >= rule.min_effect) || test.p_value <= rule.alpha
-    {
-        VerdictState::Warn
-    } else if test.state == VerdictState::Warn
-        && log_lr >= threshold / 4.0
-        && worse >= rule.min_effect / 2.0
-    {
-        // Hysteresis: a warning ends when the evidence has clearly fallen back, not on the
-        // first event that dips under the line (that would flap alerts).
-        VerdictState::Warn
-    } else {
-        VerdictState::Pass
-    }
-}
-
-fn finite(x: f64) -> Option<f64> {
-    x.is_finite().then_some(x)
-}
-
-/// Where a verdict belongs: deployment name and canary version.
-struct Subject<'a>(&'a str, Option<&'a str>);
-
-/// The canary-vs-control verdict of `test` with its full evidence, confidence sequence
-/// included: the one place the test is evaluated for a verdict (the hot path decides with the
-/// cheaper [`next_state`] and calls this only when the state changes).
-fn ab_verdict(
-    subject: Subject<'_>,
-    rule: &Rule,
-    test: &Test,
-    t_ms: i64,
-    events_seen: u64,
-) -> Verdict {
-    let ev = evaluate(
-        &test.canary,
-        &test.control,
-        rule.binary,
-        rule.worse_up,
-        rule.tau,
-        rule.alpha,
-    );
-    Verdict {
-        deployment: subject.0.to_string(),
-        model_version: subject.1.unwrap_or_default().to_string(),
-        metric: rule.name.clone(),
-        source: Source::CanaryVsControl,
-        state: test.state,
-        at: format_rfc3339_ms(t_ms),
-        events_seen,
-        n_canary: test.canary.n,
-        n_control: test.control.n,
-        canary_value: test.canary.mean(),
-        control_value: test.control.mean(),
-        estimate: (test.canary.n > 0 && test.control.n > 0).then_some(ev.estimate),
-        ci_low: finite(ev.ci_low),
-        ci_high: finite(ev.ci_high),
-        p_value: Some(test.p_value),
-        statistic: ev.log_lr,
-        threshold: (1.0 / rule.alpha).ln(),
-        min_effect: rule.min_effect,
-        alpha: Some(rule.alpha),
-        arm: None,
-        segment: None,
-        reference: None,
-    }
-}
-
 fn srm_signal(dep: &Deployment, threshold: f64, t_ms: i64, events_seen: u64) -> Signal {
     let (k, n0) = (dep.tests[0].canary.n, dep.tests[0].control.n);
     Signal {
@@ -621,6 +518,7 @@ fn absent_signal(
     }
 }
 
+mod ab;
 mod overflow;
 pub mod part;
 

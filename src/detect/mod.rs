@@ -6,7 +6,8 @@
 //! (deployment, metric):
 //! - **canary vs control** ([`sequential`]): an anytime-valid one-sided test of the difference
 //!   between the deployment's current canary model_version and its control arm, counted from
-//!   the moment that canary version first appeared. A new canary version starts a new test; the
+//!   the moment that canary version first appeared. The confidence bounds it reports invert
+//!   the same statistic at the same `αₘ`, so a verdict's bound and its state cannot disagree. A new canary version starts a new test; the
 //!   old verdicts go to the deployment's history.
 //! - **self-baseline** ([`cusum`]): each cohort against the reference it learned in warm-up;
 //!   catches drift without a control arm and drift that hits both arms. This CUSUM is the only
@@ -27,8 +28,9 @@
 //! `min_effect`; it ends only when `Λ` falls under `αₘ^(-1/4)` or the effect under half the
 //! floor, so it does not flap), `fail` (always-valid `p ≤ αₘ` in the worse direction *and*
 //! estimate beyond `min_effect`; latched for the canary version, as a sequential test's decision
-//! is final). A self-baseline alarm raises `detection.self_baseline.on_alarm` (`fail` or `warn`)
-//! for the rest of the canary version.
+//! is final). A self-baseline alarm of a canary cohort raises `detection.self_baseline.on_alarm`
+//! (`fail` or `warn`) for the rest of the canary version; one of a control cohort is a `warn`
+//! ("control degraded"), never a `fail`: a degraded control is no evidence against the canary.
 //!
 //! Pure: no I/O, no wall clock; event time and counts come from the caller, so `replay`
 //! reproduces the daemon's decisions exactly. Must not know about Kafka, HTTP, metrics or

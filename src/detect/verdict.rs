@@ -97,9 +97,12 @@ pub struct Verdict {
     /// Difference canary − control (canary vs control), or cohort mean since monitoring began
     /// (self-baseline).
     pub estimate: Option<f64>,
-    /// Confidence-sequence lower bound of the difference.
+    /// Lower confidence-sequence bound of the difference, one-sided at `alpha` (canary vs
+    /// control; absent until both arms have `min_events`). On the harmful side (higher is
+    /// worse) it inverts the test that decides: it is ≥ 0 exactly when `p_value ≤ alpha`.
     pub ci_low: Option<f64>,
-    /// Confidence-sequence upper bound of the difference.
+    /// Upper confidence-sequence bound of the difference, one-sided at `alpha`; the harmful
+    /// side when lower is worse (≤ 0 exactly when `p_value ≤ alpha`).
     pub ci_high: Option<f64>,
     /// Always-valid p-value (canary vs control).
     pub p_value: Option<f64>,
@@ -122,7 +125,7 @@ pub struct Verdict {
 impl Verdict {
     /// One line for people (incident reasons, alerts): metric, source, state, events per arm,
     /// the estimate to four decimals and the p-value in scientific notation; `n/a` where the
-    /// detector has none.
+    /// detector has none; a control cohort's self-baseline alarm says "control degraded".
     pub fn headline(&self) -> String {
         let estimate = self
             .estimate
@@ -130,8 +133,13 @@ impl Verdict {
         let p = self
             .p_value
             .map_or_else(|| "n/a".to_string(), |p| format!("{p:.2e}"));
+        let control = if self.source == Source::SelfBaseline && self.arm == Some(Arm::Control) {
+            ", control degraded"
+        } else {
+            ""
+        };
         format!(
-            "{} {} {} (n {}/{}, estimate {estimate}, p {p})",
+            "{} {} {}{control} (n {}/{}, estimate {estimate}, p {p})",
             self.metric,
             self.source.as_str(),
             self.state.as_str(),
@@ -287,6 +295,19 @@ mod tests {
         assert_eq!(
             verdict(Some(-0.0606), Some(0.002_4)).headline(),
             "tone self_baseline fail (n 11965/12180, estimate -0.0606, p 2.40e-3)"
+        );
+    }
+
+    #[test]
+    fn a_control_alarm_reads_as_control_degraded() {
+        let v = Verdict {
+            state: VerdictState::Warn,
+            arm: Some(Arm::Control),
+            ..verdict(Some(0.12), None)
+        };
+        assert_eq!(
+            v.headline(),
+            "tone self_baseline warn, control degraded (n 11965/12180, estimate 0.1200, p n/a)"
         );
     }
 }

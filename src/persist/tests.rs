@@ -57,7 +57,7 @@ fn every_kind_of_damage_is_named_and_the_previous_snapshot_is_used() {
     let last = flipped.len() - 1;
     flipped[last] ^= 0x40;
     let mut newer = good.clone();
-    newer[8] = 2;
+    newer[8] = u8::try_from(VERSION + 1).unwrap();
     let mut trailing = good.clone();
     trailing.push(0);
     let cases: [(&str, Vec<u8>); 7] = [
@@ -85,7 +85,7 @@ fn every_kind_of_damage_is_named_and_the_previous_snapshot_is_used() {
     let version = decode(
         &{
             let mut b = good.clone();
-            b[8] = 2;
+            b[8] = 3;
             b
         },
         Path::new("x"),
@@ -93,7 +93,7 @@ fn every_kind_of_damage_is_named_and_the_previous_snapshot_is_used() {
     .unwrap_err();
     assert_eq!(
         version.to_string(),
-        "snapshot x has format version 2; this driftd reads version 1 only (written by a newer driftd? it is not used)"
+        "snapshot x has format version 3; this driftd reads version 2 only (written by a newer driftd? it is not used)"
     );
     // Both damaged: nothing to use, two failures.
     std::fs::write(s.path(0, Generation::Previous), b"DRIFTSNP").unwrap();

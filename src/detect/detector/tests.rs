@@ -266,3 +266,106 @@ fn a_gap_in_both_arms_raises_no_absence() {
         "{out:?}"
     );
 }
+
+/// A self-baseline verdict reports the cohort's mean since monitoring began (the reference was
+/// set), not a recent window: known values, 5% through warm-up and 4,000 monitored events,
+/// then 25% until the alarm.
+#[test]
+fn a_self_baseline_verdict_reports_the_mean_since_monitoring_began() {
+    let mut c = Config::default();
+    c.detection.self_baseline.warmup = std::time::Duration::from_secs(60);
+    let mut d = Detector::new(&c);
+    let mut out = Vec::new();
+    let (kc, kk) = (key(Arm::Canary, "v1"), key(Arm::Control, "base"));
+    let canary = |i: i64| {
+        let every = if i <= 6_000 + 4_000 { 20 } else { 4 };
+        f64::from(u8::from(i % every == 0))
+    };
+    let mut alarm = None;
+    for i in 0..20_000i64 {
+        let t = i * 10;
+        d.observe(0, &kc, &[canary(i), 0.0, 0.3, 0.0], t, &mut out);
+        d.observe(
+            1,
+            &kk,
+            &[f64::from(u8::from(i % 20 == 0)), 0.0, 0.3, 0.0],
+            t + 5,
+            &mut out,
+        );
+        alarm = out.iter().find_map(|c| match c {
+            Change::Verdict(v) if v.source == Source::SelfBaseline && v.metric == "refusal" => {
+                Some((i, v.clone()))
+            }
+            _ => None,
+        });
+        if alarm.is_some() {
+            break;
+        }
+    }
+    let (at, v) = alarm.expect("the rise to 25% alarms");
+    assert_eq!(v.arm, Some(Arm::Canary));
+    // Warm-up ends on the event 60 s after the first (i = 6,000); monitoring starts after it.
+    let monitored: Vec<f64> = (6_001..=at).map(canary).collect();
+    let since = monitored.iter().sum::<f64>() / monitored.len() as f64;
+    let recent = (at - 99..=at).map(canary).sum::<f64>() / 100.0;
+    println!(
+        "alarm after {} monitored events: estimate {:?}, mean since monitoring {since:.6}, last 100 {recent:.4}",
+        monitored.len(),
+        v.estimate
+    );
+    assert!((v.estimate.unwrap() - since).abs() < 1e-12, "{v:?}");
+    assert!((since - recent).abs() > 0.05, "the two differ here");
+    assert!((v.reference.unwrap() - 0.05).abs() < 1e-3, "{v:?}");
+}
+
+/// Regression (issue 14, item 2): a control cohort's self-baseline alarm failed the canary,
+/// which here is relatively better. It is a warn ("control degraded"); the canary's own
+/// alarm, when the canary drifts too, still fails it.
+#[test]
+fn a_degraded_control_warns_and_never_fails_the_canary() {
+    let mut c = Config::default();
+    c.detection.self_baseline.warmup = std::time::Duration::from_secs(60);
+    let mut d = Detector::new(&c);
+    let mut out = Vec::new();
+    let mut rng = SmallRng::seed_from_u64(11);
+    let (kc, kk) = (key(Arm::Canary, "v1"), key(Arm::Control, "base"));
+    let mut step = |d: &mut Detector, i: i64, p_canary: f64, p_control: f64| {
+        let mut r = |p: f64| f64::from(u8::from(rng.random_bool(p)));
+        let (a, b) = ([r(p_canary), 0.0, 0.3, 0.0], [r(p_control), 0.0, 0.3, 0.0]);
+        d.observe(0, &kc, &a, i * 10, &mut out);
+        d.observe(1, &kk, &b, i * 10 + 5, &mut out);
+    };
+    for i in 0..40_000i64 {
+        step(&mut d, i, 0.05, if i < 20_000 { 0.05 } else { 0.15 });
+    }
+    let snap = d.snapshot();
+    let refusal = &snap[0].metrics[0];
+    let alarm = refusal.self_baseline.as_ref().expect("control's alarm");
+    assert_eq!(
+        (alarm.arm, alarm.state),
+        (Some(Arm::Control), VerdictState::Warn)
+    );
+    assert!(
+        alarm.headline().contains("control degraded"),
+        "{}",
+        alarm.headline()
+    );
+    assert_ne!(refusal.canary_vs_control.state, VerdictState::Fail);
+    assert_eq!(
+        refusal.state,
+        VerdictState::Warn,
+        "combined: a warning, not a fail"
+    );
+    // Now the canary degrades as well: its own alarm fails it and replaces control's.
+    for i in 40_000..60_000i64 {
+        step(&mut d, i, 0.15, 0.15);
+    }
+    let snap = d.snapshot();
+    let refusal = &snap[0].metrics[0];
+    let alarm = refusal.self_baseline.as_ref().expect("canary's alarm");
+    assert_eq!(
+        (alarm.arm, alarm.state),
+        (Some(Arm::Canary), VerdictState::Fail)
+    );
+    assert_eq!(refusal.state, VerdictState::Fail);
+}
