@@ -337,8 +337,9 @@ def deployment():
                        targets((arm_value("span"), "{{arm}} (span)"),
                                (arm_value("recent"), "{{arm}} (recent)"))),
             timeseries("Canary − control with confidence bounds",
-                       "The estimate and its always-valid confidence sequence; the test fails when the "
-                       "interval is past min_effect in the worse direction.",
+                       "The estimate and its always-valid confidence bounds (each one-sided at the "
+                       "metric's alpha); the test fails when the harmful-side bound excludes 0 and the "
+                       "estimate is past min_effect in the worse direction.",
                        targets((f"driftd_verdict_difference{{{sel()}}}", "{{bound}}")),
                        overrides=[{"matcher": {"id": "byName", "options": "ci_high"},
                                    "properties": [{"id": "custom.fillBelowTo", "value": "ci_low"},
