@@ -297,9 +297,19 @@ fn drift_is_contained_released_only_with_the_right_token_and_audited_in_order() 
             && alerted < released
             && released < resolved
     );
+    // The release is the authenticated identity's (`containment.admin_token` is `admin`);
+    // the `--operator` given on the command line is only a comment beside it.
     let rel = &records[released];
-    assert_eq!(rel["release"]["operator"], "ana");
+    assert_eq!(rel["release"]["operator"], "admin");
+    assert_eq!(rel["release"]["approved_by"], serde_json::json!(["admin"]));
     assert_eq!(rel["release"]["reason"], "false alarm, verified by hand");
+    assert!(
+        records.iter().any(|r| r["event"] == "approval"
+            && r["step"] == "released"
+            && r["identity"] == "admin"
+            && r["stated_operator"] == "ana"),
+        "the approval record names the identity, with the stated operator as a comment"
+    );
     assert!(
         records[contained]["evidence"]["p_value"].is_number(),
         "evidence recorded"
