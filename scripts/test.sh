@@ -25,38 +25,21 @@ as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# Besides the build tools: Alertmanager and Prometheus (promtool, amtool) for the alert and
+# dashboard tests, and for the deploy/ tests (tests/it/deploy.rs) kubectl (its built-in
+# kustomize renders deploy/k8s; the package comes from the Kubernetes/Cloud SDK apt repository
+# this machine kind has, Debian's own kubernetes-client is too old for kustomize v5),
+# systemd-analyze (package systemd) and docker-compose (validates the stack without a daemon).
 install_system_packages() {
   local missing=()
-  for pkg in pkg-config libssl-dev zlib1g-dev make gcc g++ prometheus-alertmanager prometheus openssl; do
+  for pkg in pkg-config libssl-dev zlib1g-dev make gcc g++ prometheus-alertmanager prometheus openssl \
+    kubectl systemd docker-compose; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing system packages: ${missing[*]}"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-  fi
-}
-
-# The deploy/ tests (tests/it/deploy.rs): kubectl (its built-in kustomize renders deploy/k8s;
-# the package comes from the Kubernetes/Cloud SDK apt repository this machine kind has, Debian's
-# own kubernetes-client is too old for kustomize v5), systemd-analyze (package systemd) verifies
-# the unit, docker-compose validates the compose stack without a daemon, promtool and amtool
-# check its Prometheus and Alertmanager configs; kubernetes-validate (PyPI) holds the Kubernetes
-# API schemas the rendered manifests are validated against.
-install_deploy_tools() {
-  local missing=()
-  for pkg in kubectl systemd docker-compose prometheus prometheus-alertmanager; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing the deploy tests' tools: ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-  fi
-  # The Kubernetes API's schemas, offline: the rendered manifests are validated against them.
-  if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
-    log "installing kubernetes-validate (PyPI)"
-    python3 -m pip install -q kubernetes-validate==1.37.0
   fi
 }
 
@@ -79,6 +62,11 @@ install_python_packages() {
   if ! python3 -c 'import standardwebhooks, bcrypt' 2>/dev/null; then
     log "installing the Standard Webhooks reference library and bcrypt (PyPI)"
     python3 -m pip install -q standardwebhooks bcrypt
+  fi
+  # The Kubernetes API's schemas, offline: the rendered manifests are validated against them.
+  if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+    log "installing kubernetes-validate (PyPI)"
+    python3 -m pip install -q kubernetes-validate==1.37.0
   fi
 }
 
@@ -174,7 +162,6 @@ start_tansu() {
 }
 
 install_system_packages
-install_deploy_tools
 install_python_packages
 install_tansu
 mkdir -p "$SERVICES"

@@ -83,9 +83,9 @@ fn key<'a>(config: &'a toml::Table, dotted: &str) -> Option<&'a toml::Value> {
 }
 
 /// The port of `admin.addr` (driftd's default when unset).
-fn admin_port(config: &toml::Table) -> u16 {
+fn admin_addr(config: &toml::Table) -> std::net::SocketAddr {
     let addr = key(config, "admin.addr").map_or("127.0.0.1:8787", |v| v.as_str().unwrap());
-    addr.parse::<std::net::SocketAddr>().unwrap().port()
+    addr.parse().unwrap()
 }
 
 /// Every `{ file = "…" }` secret reference of a config, with the key that holds it.

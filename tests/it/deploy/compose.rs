@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{admin_port, check_config, key, repo, run_ok, yaml_docs};
+use super::{admin_addr, check_config, key, repo, run_ok, yaml_docs};
 
 const DIR: &str = "deploy/compose";
 
@@ -137,17 +137,12 @@ fn the_compose_stack_validates_and_its_parts_agree() {
         &std::fs::read_to_string(source_of(driftd, config_path)).unwrap(),
         "deploy/compose/driftd.toml",
     );
-    let addr: std::net::SocketAddr = key(&config, "admin.addr")
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = admin_addr(&config);
     assert!(
         addr.ip().is_unspecified(),
         "reachable from the other containers"
     );
-    let port = admin_port(&config);
+    let port = addr.port();
     assert!(
         driftd["ports"]
             .as_array()

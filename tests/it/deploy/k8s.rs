@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{admin_port, check_config, key, repo, run_ok, secret_files, yaml_docs};
+use super::{admin_addr, check_config, key, repo, run_ok, secret_files, yaml_docs};
 
 /// The rendered objects of a kustomization under deploy/k8s.
 struct Render {
@@ -216,17 +216,12 @@ fn check_driftd(r: &Render, label: &str) -> toml::Table {
         );
     }
 
-    let addr: std::net::SocketAddr = key(&config, "admin.addr")
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = admin_addr(&config);
     assert!(
         addr.ip().is_unspecified(),
         "{label}: admin.addr {addr} is not reachable through the Service"
     );
-    let port = admin_port(&config);
+    let port = addr.port();
     let ports = c["ports"].as_array().unwrap();
     let named = ports
         .iter()
