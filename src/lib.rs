@@ -27,6 +27,7 @@
 //! | [`signals`] | SIGTERM/SIGINT drain, SIGHUP reload |
 //! | [`kafka_produce`] | enqueueing a record, waiting while the producer's queue is full |
 //! | [`traffic`], [`demo`] | the synthetic traffic model and producer (`driftd gen`); the one-command demo |
+//! | [`report`] | `driftd report`: one incident's post-incident report (Markdown or HTML) from the audit log |
 //! | [`simulate`] | the detection benchmark (false alarms, delay, versus fixed windows) |
 //! | [`logging`], [`clock`] | log set-up and error chains; the one place the wall clock is read |
 //!
@@ -57,6 +58,7 @@ pub mod metrics;
 pub mod persist;
 pub mod pipeline;
 pub mod privacy;
+pub mod report;
 pub mod signals;
 pub mod simulate;
 pub mod state;

@@ -80,6 +80,9 @@ enum Command {
     Approve(ApproveArgs),
     /// Show the identity and roles a running driftd gives your token.
     Whoami(ClientArgs),
+    /// Write one incident's post-incident report (timeline, evidence at each decision, actions,
+    /// release, config hash) from a running driftd's audit log or from the audit files.
+    Report(ReportArgs),
     /// Run the whole daemon on an in-process Kafka with a drifting canary.
     Demo {
         /// How long to produce traffic.
@@ -186,6 +189,33 @@ struct ApproveArgs {
 }
 
 #[derive(Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The deployment.
+    #[arg(long)]
+    deployment: String,
+    /// The incident (`deployment:version`); default: the deployment's latest.
+    #[arg(long)]
+    incident: Option<String>,
+    /// Read this audit log (`audit.log` under `containment.state_dir`, with its rotated
+    /// generations) instead of asking the admin server.
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
+    /// Markdown to paste into a review, or one standalone HTML page.
+    #[arg(long, value_enum, default_value = "md")]
+    format: ReportFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    /// Markdown.
+    Md,
+    /// HTML.
+    Html,
+}
+
+#[derive(Args)]
 struct GenArgs {
     /// Bootstrap servers.
     #[arg(long, default_value = "127.0.0.1:9092")]
@@ -263,6 +293,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             false => operator_request(&a.request, "promotion/approve", a.model_version),
         },
         Command::Whoami(client) => whoami(&client),
+        Command::Report(args) => report(&args),
         Command::Simulate {
             config,
             runs,
@@ -415,6 +446,31 @@ fn operator_request(
 fn whoami(client: &ClientArgs) -> anyhow::Result<ExitCode> {
     let url = client.url("/v1/whoami");
     client.send("whoami", &url, reqwest::Client::new().get(&url))
+}
+
+fn report(a: &ReportArgs) -> anyhow::Result<ExitCode> {
+    use driftd::report;
+    let records = match &a.audit_log {
+        Some(path) => report::source::read_files(path)?,
+        None => {
+            let token = a.client.token()?;
+            runtime()?.block_on(report::source::fetch(&a.client.admin_url, &token))?
+        }
+    };
+    let doc = report::build(
+        &records,
+        &a.deployment,
+        a.incident.as_deref(),
+        &a.client.admin_url,
+    )?;
+    print!(
+        "{}",
+        match a.format {
+            ReportFormat::Md => report::render::markdown(&doc),
+            ReportFormat::Html => report::render::html(&doc),
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn replay(args: ConfigArgs, input: &str) -> anyhow::Result<ExitCode> {

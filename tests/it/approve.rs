@@ -413,6 +413,49 @@ async fn roles_decide_who_may_do_what_and_the_audit_names_who_did_it() {
     assert!(records.iter().all(|r| r["operator"] != "mallory"
         && r["identity"] != "mallory"
         && r["transition"]["operator"] != "mallory"));
+
+    // The post-incident report from the admin API: a viewer may read it, an operator may not.
+    let report = |token: &str, format: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftd"))
+            .args(["report", "--deployment", "support-bot", "--format", format])
+            .args(["--admin-url", &d.admin, "--token-file"])
+            .arg(state.path().join(format!("{token}.token")))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, md, err) = tokio::task::block_in_place(|| report("vera", "md"));
+    assert_eq!(code, Some(0), "{err}");
+    for shown in [
+        "incident report: support-bot",
+        "decision: healthy → contained | olga |",
+        "release approval: requested | olga |",
+        "No test evidence: a manual decision by olga, reason: test (the request named mallory)",
+        "Not released as of the last record",
+        "driftd release --admin-url",
+    ] {
+        assert!(md.contains(shown), "report lacks `{shown}`:\n{md}");
+    }
+    assert!(
+        !md.contains("mallory |"),
+        "a stated name is never who acted: {md}"
+    );
+    let (code, html, _) = tokio::task::block_in_place(|| report("vera", "html"));
+    assert_eq!(code, Some(0));
+    assert!(
+        html.starts_with("<!doctype html>") && html.contains("<td>olga</td>"),
+        "{html}"
+    );
+    let (code, _, err) = tokio::task::block_in_place(|| report("olga", "md"));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("HTTP 403") && err.contains("viewer role"),
+        "{err}"
+    );
     d.stop().await;
 }
 

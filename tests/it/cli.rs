@@ -196,6 +196,55 @@ fn demo_runs_to_completion_and_shows_the_drift() {
         stdout.contains("detection: support-bot FAILED on refusal, search-assist did not fail"),
         "{stdout}"
     );
+    // The post-incident report of the demo's incident, from its audit files: every record of
+    // support-bot's incident, in order.
+    let audit = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("audit log: "))
+        .expect("the demo prints its audit log");
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let out = driftd()
+        .args([
+            "report",
+            "--deployment",
+            "support-bot",
+            "--audit-log",
+            audit,
+        ])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seqs: Vec<u64> = report
+        .split("## Timeline")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(" | ").nth(1)?.parse().ok())
+        .collect();
+    let expected: Vec<u64> = records
+        .iter()
+        .filter(|r| r.to_string().contains("support-bot"))
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, expected, "{report}");
+    assert!(report.contains("decision: healthy → contained"), "{report}");
+    assert!(
+        report.contains("decision: contained → released"),
+        "{report}"
+    );
+    assert!(report.contains("Reason: demo: drift confirmed"), "{report}");
     for shown in [
         "support-bot    contained  gate /v1/gate/support-bot -> 503",
         "search-assist  healthy    gate /v1/gate/search-assist -> 200",

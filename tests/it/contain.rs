@@ -242,6 +242,15 @@ async fn vendor_apis_are_called_as_documented_with_retries_once_per_incident() {
         .as_str()
         .unwrap()
         .contains("driftd release"));
+    // The person paged lands on the deployment's page first.
+    assert!(
+        first["links"][0]["href"]
+            .as_str()
+            .unwrap()
+            .ends_with("/ui/deployments/support-bot"),
+        "{}",
+        first["links"]
+    );
 
     let unleash = v.requests("/api/admin/projects");
     assert_eq!(unleash.len(), 3, "two 503s retried, then success");
@@ -306,6 +315,10 @@ async fn vendor_apis_are_called_as_documented_with_retries_once_per_incident() {
         "receivers can verify the id, the time and the body"
     );
     assert_eq!(hook[0].json()["op"], "contain");
+    assert!(hook[0].json()["page_url"]
+        .as_str()
+        .unwrap()
+        .ends_with("/ui/deployments/support-bot"));
 
     // The failed containment action raises its own critical alert.
     wait_for("action-failure page", || {
@@ -322,10 +335,9 @@ async fn vendor_apis_are_called_as_documented_with_retries_once_per_incident() {
     })
     .await;
     let slack = v.requests("/slack/hook");
-    assert!(slack[0].json()["text"]
-        .as_str()
-        .unwrap()
-        .contains("driftd release"));
+    let text = slack[0].json()["text"].as_str().unwrap().to_string();
+    assert!(text.contains("driftd release"), "{text}");
+    assert!(text.contains("/ui/deployments/support-bot|"), "{text}");
 
     // Idempotent: the same incident again changes nothing.
     let before = settled(&v).await;

@@ -175,10 +175,12 @@ fn a_contained_deployment_stays_contained_across_kill_9_without_a_second_flip_or
     assert_eq!(alerts.len(), 1, "one alert: {alerts:?}");
     let alert = alerts[0].clone();
     assert_eq!(alert["labels"]["severity"], "critical");
-    assert!(alert["generatorURL"]
-        .as_str()
-        .unwrap()
-        .starts_with(&d.admin));
+    let generator = alert["generatorURL"].as_str().unwrap();
+    assert_eq!(
+        generator,
+        format!("{}/ui/deployments/{deployment}", d.admin),
+        "the real Alertmanager keeps the link to the deployment's page"
+    );
     let flag_before = file_state(&flags);
     // `/v1/cohorts` is published every `publish_interval`: the gate can close before the
     // events behind the fail show there.

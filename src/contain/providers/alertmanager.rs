@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::{
-    build_client, classify, metric_of, read_ca, release_command, secret, ActionError, Context,
+    build_client, classify, deployment_page, metric_of, read_ca, release_command, secret,
+    ActionError, Context,
 };
 use crate::config::{BasicAuth, ConfigError, SecretSource, TlsConfig};
 use crate::contain::ladder::Action;
@@ -170,9 +171,10 @@ pub fn alertmanager_alert(a: &Action, ctx: &Context, now: &str) -> Value {
             "evidence": a.incident.evidence.to_string(),
             "runbook_url": ctx.runbook_url,
             "release_command": release_command(&ctx.external_url, d),
+            "page_url": deployment_page(&ctx.external_url, d),
         },
         "startsAt": a.incident.opened_at,
-        "generatorURL": format!("{}/v1/verdicts?deployment={d}", ctx.external_url),
+        "generatorURL": deployment_page(&ctx.external_url, d),
     });
     if a.op == Op::Resolve {
         alert["endsAt"] = now.into();

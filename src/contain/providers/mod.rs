@@ -11,6 +11,10 @@
 //! | LaunchDarkly | `PATCH /api/v2/flags/{p}/{f}`, semantic patch `turnFlagOff` | — |
 //! | Argo Rollouts | merge-patch `{"status":{"abort":true}}` on the Rollout's status subresource | — |
 //!
+//! Every alert links to the deployment's on-call page (`{external_url}/ui/deployments/{d}`,
+//! [`deployment_page`]): Alertmanager's `generatorURL` and a `page_url` annotation, PagerDuty's
+//! first `links` entry, a line of the Slack message, `page_url` in the webhook body.
+//!
 //! Release resolves alerts; it does not turn flags back on or resume rollouts — that stays a
 //! human decision in the flag or rollout tool. Errors say whether a retry can help (timeouts,
 //! connection errors, 429, 5xx: see [`super::retry`]) or not (other 4xx, a flag file without the
@@ -245,6 +249,21 @@ fn metric_of(a: &Action) -> String {
         .to_string()
 }
 
+/// The on-call page of this deployment on driftd's admin server at `external_url`: every alert
+/// links here, so the person paged lands on the evidence, the timeline and the release form.
+pub fn deployment_page(external_url: &str, deployment: &str) -> String {
+    let mut path = String::with_capacity(deployment.len());
+    for b in deployment.bytes() {
+        // Event deployments are already URL-safe; a name given to `contain` need not be.
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            path.push(b as char);
+        } else {
+            path.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("{external_url}/ui/deployments/{path}")
+}
+
 /// The command that releases this deployment, for driftd's admin server at `external_url`.
 pub fn release_command(external_url: &str, deployment: &str) -> String {
     format!(
@@ -336,7 +355,10 @@ pub async fn execute(t: &Target, a: &Action, ctx: &Context, now: &str) -> Result
                         "runbook_url": ctx.runbook_url,
                     },
                 });
-                body["links"] = json!([{ "href": format!("{}/v1/verdicts?deployment={d}", ctx.external_url), "text": "driftd verdicts" }]);
+                body["links"] = json!([
+                    { "href": deployment_page(&ctx.external_url, d), "text": "driftd: evidence and release" },
+                    { "href": format!("{}/v1/verdicts?deployment={d}", ctx.external_url), "text": "driftd verdicts (JSON)" },
+                ]);
             }
             classify(http.post(url).json(&body).send().await, now_ms)
         }
@@ -345,11 +367,12 @@ pub async fn execute(t: &Target, a: &Action, ctx: &Context, now: &str) -> Result
                 format!(":white_check_mark: driftd: {d} released (incident {})", a.incident.id)
             } else {
                 format!(
-                    ":rotating_light: driftd: canary *{}* of *{d}* {} — {}\nEvidence: `{}`\nRelease: `{}`",
+                    ":rotating_light: driftd: canary *{}* of *{d}* {} — {}\nEvidence: `{}`\nPage: <{}|evidence and release>\nRelease: `{}`",
                     a.incident.model_version,
                     if a.severity == Severity::Critical { "contained" } else { "suspect" },
                     a.incident.reason,
                     a.incident.evidence,
+                    deployment_page(&ctx.external_url, d),
                     release_command(&ctx.external_url, d)
                 )
             };
@@ -362,6 +385,7 @@ pub async fn execute(t: &Target, a: &Action, ctx: &Context, now: &str) -> Result
                 "severity": a.severity.as_str(),
                 "idempotency_key": a.key,
                 "incident": a.incident,
+                "page_url": deployment_page(&ctx.external_url, d),
             }))
             .expect("JSON value serialises");
             let mut request = http
@@ -426,6 +450,18 @@ mod tests {
             b = b.header("retry-after", v);
         }
         classify(Ok(reqwest::Response::from(b.body("").unwrap())), now_ms)
+    }
+
+    #[test]
+    fn the_page_link_escapes_what_a_url_path_cannot_hold() {
+        assert_eq!(
+            deployment_page("https://driftd.example.com", "support-bot.v2"),
+            "https://driftd.example.com/ui/deployments/support-bot.v2"
+        );
+        assert_eq!(
+            deployment_page("http://h:1", "a b/c?d"),
+            "http://h:1/ui/deployments/a%20b%2Fc%3Fd"
+        );
     }
 
     #[test]
