@@ -66,6 +66,8 @@ pub struct Metrics {
     pii_by_kind: HashMap<PiiKind, IntCounter>,
     /// Events folded into the overflow cohort.
     pub events_overflow: IntCounter,
+    /// Events whose Kafka message key is not their deployment.
+    pub events_misrouted: IntCounter,
     /// Cohorts evicted for being idle.
     pub cohorts_evicted: IntCounter,
     /// 1 while a partition is stalled (`kafka.stall_after`).
@@ -252,6 +254,14 @@ impl Metrics {
                 IntCounter::new(
                     "driftd_events_overflow_total",
                     "Events folded into the overflow cohort because cohorts.max_cohorts was reached.",
+                )
+                .expect("valid metric"),
+            ),
+            events_misrouted: register(
+                &r,
+                IntCounter::new(
+                    "driftd_events_misrouted_total",
+                    "Events whose Kafka message key is not their deployment (applied; the deployment's state may be split across partitions).",
                 )
                 .expect("valid metric"),
             ),

@@ -36,6 +36,9 @@ pub struct Published {
 pub enum Outcome {
     /// Counted into cohort state.
     Applied,
+    /// Counted into cohort state, though its message key is not its deployment (see
+    /// [`Pipeline::process_keyed`]).
+    Misrouted,
     /// Not counted; the source decides whether to dead-letter it.
     Rejected(Rejection),
 }
@@ -139,10 +142,34 @@ impl Pipeline {
     /// (a deployment's events share one: the message key is the deployment), so state can be
     /// snapshotted per partition.
     pub fn process(&mut self, partition: i32, payload: Option<&[u8]>) -> Outcome {
+        self.process_inner(partition, None, payload)
+    }
+
+    /// As [`Pipeline::process`], for a Kafka message with key `key`: an event whose key is not
+    /// its deployment (a null key included) is applied all the same, counted in
+    /// `driftd_events_misrouted_total` and answered [`Outcome::Misrouted`]. Its deployment's
+    /// events then arrive on more than one partition, which one consumer still applies in full,
+    /// but which replicas would split.
+    pub fn process_keyed(
+        &mut self,
+        partition: i32,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) -> Outcome {
+        self.process_inner(partition, Some(key), payload)
+    }
+
+    fn process_inner(
+        &mut self,
+        partition: i32,
+        key: Option<Option<&[u8]>>,
+        payload: Option<&[u8]>,
+    ) -> Outcome {
         let started = Instant::now();
         let outcome = match self.decoder.decode(payload) {
             Ok(event) => {
                 let emitted_at_ms = event.emitted_at_ms;
+                let misrouted = key.is_some_and(|k| k != Some(event.deployment.as_bytes()));
                 let now_ms = self.live.then(crate::clock::wall_ms);
                 let admitted = match now_ms {
                     Some(now) => self.future.admit_live(emitted_at_ms, now),
@@ -168,7 +195,10 @@ impl Pipeline {
                                 .event_age_seconds
                                 .observe((now - emitted_at_ms).max(0) as f64 / 1000.0);
                         }
-                        Outcome::Applied
+                        match misrouted {
+                            true => Outcome::Misrouted,
+                            false => Outcome::Applied,
+                        }
                     }
                     Err(reason) => Outcome::Rejected(Rejection {
                         reason,
@@ -183,6 +213,11 @@ impl Pipeline {
             Outcome::Applied => {
                 self.totals.applied += 1;
                 self.metrics.events_applied.inc();
+            }
+            Outcome::Misrouted => {
+                self.totals.applied += 1;
+                self.metrics.events_applied.inc();
+                self.metrics.events_misrouted.inc();
             }
             Outcome::Rejected(r) => {
                 self.totals.rejected += 1;

@@ -461,8 +461,26 @@ async fn process(
     pipeline: &mut Pipeline,
     msg: &BorrowedMessage<'_>,
 ) -> Option<Pending> {
-    match pipeline.process(msg.partition(), msg.payload()) {
+    match pipeline.process_keyed(msg.partition(), msg.key(), msg.payload()) {
         Outcome::Applied => None,
+        Outcome::Misrouted => {
+            // The first and every 100,000th at warn, the rest at debug: a keyless producer
+            // makes every message misrouted, and the counter carries the rate. Never the key.
+            if metrics.events_misrouted.get() % 100_000 == 1 {
+                tracing::warn!(
+                    partition = msg.partition(),
+                    offset = msg.offset(),
+                    "event's message key is not its deployment: applied, but its deployment's events are spread over partitions, which replicas would split; key messages by deployment (driftd_events_misrouted_total counts them)"
+                );
+            } else {
+                tracing::debug!(
+                    partition = msg.partition(),
+                    offset = msg.offset(),
+                    "misrouted event"
+                );
+            }
+            None
+        }
         Outcome::Rejected(rejection) => {
             tracing::debug!(
                 reason = rejection.reason.as_str(),

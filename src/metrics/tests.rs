@@ -239,6 +239,7 @@ fn every_counter_with_known_label_values_is_exported_at_zero_from_start() {
     assert!(missing.is_empty(), "not at 0 from start: {missing:#?}");
     for plain in [
         "driftd_events_overflow_total",
+        "driftd_events_misrouted_total",
         "driftd_cohorts_evicted_total",
         "driftd_snapshots_written_total",
         "driftd_snapshot_restores_total",

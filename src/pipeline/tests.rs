@@ -254,6 +254,42 @@ mod event_time {
     }
 }
 
+/// A message keyed by something other than its deployment is applied all the same, and counted.
+#[test]
+fn a_misrouted_event_is_applied_and_counted_and_a_keyless_one_too() {
+    let config = Config::default();
+    let metrics = Arc::new(Metrics::new(&config));
+    let (mut keyed, _) = Pipeline::new(&config, metrics.clone(), false);
+    let (mut plain, _) = Pipeline::new(&config, Arc::new(Metrics::new(&config)), false);
+    let mut g = Generator::new(TrafficModel::default(), Some(30));
+    let mut misrouted = 0;
+    for i in 0..30u64 {
+        let e = g.next_event(1_800_000_000_000 + i as i64 * 20);
+        let key = match i % 3 {
+            0 => Some(e.key.as_bytes().to_vec()),
+            1 => Some(b"another-deployment".to_vec()),
+            _ => None,
+        };
+        let want = match i % 3 {
+            0 => Outcome::Applied,
+            _ => Outcome::Misrouted,
+        };
+        misrouted += u64::from(want == Outcome::Misrouted);
+        assert_eq!(
+            keyed.process_keyed(0, key.as_deref(), Some(&e.payload)),
+            want
+        );
+        assert_eq!(plain.process(0, Some(&e.payload)), Outcome::Applied);
+    }
+    assert_eq!(metrics.events_misrouted.get(), misrouted);
+    assert_eq!(keyed.totals().applied, 30);
+    assert_eq!(
+        state(&mut keyed),
+        state(&mut plain),
+        "the same state either way"
+    );
+}
+
 /// Issue 7, item 5: cohorts that come and go, and a full table that is never silent.
 mod cohorts_come_and_go {
     use super::*;

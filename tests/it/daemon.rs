@@ -208,6 +208,11 @@ async fn in_process_every_event_counted_once_bad_ones_dead_lettered_offsets_comm
     let body: serde_json::Value = flagger.json().await.unwrap();
     assert_eq!(body["open"], true);
     let m = d.metrics().await;
+    assert_eq!(
+        m.sum("driftd_events_misrouted_total", &[]),
+        0.0,
+        "every message is keyed by its deployment"
+    );
     for (reason, n) in &expected.per_reason {
         assert_eq!(
             m.sum("driftd_events_rejected_total", &[("reason", reason)]) as u64,
@@ -317,4 +322,30 @@ async fn in_process_stop_part_way_and_restart_counts_each_event_once() {
     let committed =
         blocking(move || support::committed_offsets(&brokers, &group, TOPIC, PARTITIONS)).await;
     assert_eq!(committed, ends);
+}
+
+/// A producer that keys by something else, or not at all: every event is applied, and the ones
+/// whose key is not their deployment are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_misrouted_and_keyless_events_are_applied_and_counted() {
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    let mut sender = driftd::traffic::Sender::new(&brokers, TOPIC, &[]).expect("producer");
+    let mut g = driftd::traffic::Generator::new(driftd::traffic::TrafficModel::default(), None);
+    for i in 0..300u64 {
+        let e = g.next_event(driftd::clock::wall_ms());
+        let key: Option<&[u8]> = match i % 3 {
+            0 => Some(e.key.as_bytes()),
+            1 => Some(b"not-the-deployment"),
+            _ => None,
+        };
+        sender.send(key, Some(&e.payload), None).await;
+    }
+    sender.finish().await.expect("every message acknowledged");
+    let d = InProcess::start(&brokers, &support::unique("misrouted")).await;
+    d.wait_metrics(Duration::from_secs(60), "every event applied", |m| {
+        applied(m) == 300 && m.sum("driftd_events_misrouted_total", &[]) as u64 == 200
+    })
+    .await;
+    assert_eq!(d.stop().await.applied, 300);
 }
