@@ -349,3 +349,56 @@ async fn in_process_misrouted_and_keyless_events_are_applied_and_counted() {
     .await;
     assert_eq!(d.stop().await.applied, 300);
 }
+
+/// Issue 9, item 5: under cooperative-sticky assignment a second member takes some partitions
+/// from the first by an incremental revoke; the first stays ready for the partitions it keeps,
+/// and is never unready meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_revoke_leaves_the_member_ready_for_the_partitions_it_keeps() {
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    let mut expected = Expected::default();
+    produce(&brokers, TOPIC, 600, 0, 0, 3, &mut expected).await;
+    let group = support::unique("coop");
+    let cooperative = "\"partition.assignment.strategy\" = \"cooperative-sticky\"\n";
+    let (dir1, dir2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = InProcess::start_in(&brokers, &group, dir1.path(), cooperative).await;
+    first
+        .wait_metrics(Duration::from_secs(60), "every event consumed", |m| {
+            applied(m) == 600
+        })
+        .await;
+    assert!(first.get("/readyz").await.is_some(), "ready alone");
+    let watch = {
+        let admin = first.admin.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut unready = 0;
+            for _ in 0..150 {
+                let status = client
+                    .get(format!("{admin}/readyz"))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                unready += u32::from(status != 200);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            unready
+        })
+    };
+    let second = InProcess::start_in(&brokers, &group, dir2.path(), cooperative).await;
+    let start = tokio::time::Instant::now();
+    while second.get("/readyz").await.is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the second member never got partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let unready = watch.await.unwrap();
+    println!("first member unready in {unready} of 150 probes while the second joined");
+    assert_eq!(unready, 0, "the first member stayed ready for what it kept");
+    second.stop().await;
+    first.stop().await;
+}

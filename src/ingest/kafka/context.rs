@@ -178,11 +178,17 @@ impl ConsumerContext for IngestContext {
                     partitions = tpl.count(),
                     "partitions revoked; offsets committed"
                 );
-                self.metrics.ready.set(0);
-                match cooperative {
+                let unassigned = match cooperative {
                     true => consumer.incremental_unassign(tpl),
                     false => consumer.unassign(),
+                };
+                // An incremental revoke leaves the other partitions with this consumer, which
+                // stays ready for them: one replica's rebalance must not take the whole fleet
+                // out of service. Not ready only once nothing is left.
+                if consumer.assignment().map_or(true, |a| a.count() == 0) {
+                    self.metrics.ready.set(0);
                 }
+                unassigned
             }
             other => {
                 tracing::error!(error = %RDKafkaErrorCode::from(other), "rebalance failed");
