@@ -1,0 +1,204 @@
+//! The hot path stage by stage, and whole, at few and at many cohorts: where an event's time
+//! goes, and whether it grows with the number of cohorts.
+//!
+//! - `decode_gate`: message bytes → validated event, privacy gate included (`Decoder::decode`);
+//! - `gate`: the privacy gate alone (`privacy::scan` of every string an event carries);
+//! - `cohort_update`: a decoded event into cohort state (`CohortTable::apply`);
+//! - `detector_step`: one applied event through detection (`Detector::observe`);
+//! - `process/{16,10000}_cohorts`: the whole per-event path (`Pipeline::process`), the same code
+//!   `run`, `replay` and the demo use, into a table already holding that many cohorts (one
+//!   deployment makes 16);
+//! - `publish/{100,1000,10000}_cohorts`: one publication (metrics, `/v1/cohorts`, `/v1/verdicts`).
+//!
+//! Events are realistic: both arms, several deployments, segment keys `locale` and `channel`
+//! (16 cohorts per deployment). Run: `cargo bench --bench stages`; figures in the README.
+
+use std::sync::Arc;
+
+use criterion::{criterion_main, BatchSize, Criterion, Throughput};
+use driftd::config::Config;
+use driftd::detect::Detector;
+use driftd::event::{Decoder, Event};
+use driftd::metrics::Metrics;
+use driftd::pipeline::Pipeline;
+use driftd::state::{Applied, CohortKey, CohortTable};
+use driftd::traffic::{Generator, TrafficModel};
+
+const START_MS: i64 = 1_795_928_400_000;
+/// Cohorts per generated deployment: 2 arms × 4 locales × 2 channels.
+const PER_DEPLOYMENT: usize = 16;
+const BATCH: usize = 10_000;
+
+fn config() -> Config {
+    let mut config = Config::default();
+    config.cohorts.segment_keys = vec!["locale".into(), "channel".into()];
+    config.cohorts.max_cohorts = 200_000;
+    config
+}
+
+/// `n` events spread over the deployments that make up about `cohorts` cohorts, 1 ms apart.
+fn payloads(cohorts: usize, n: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut g = Generator::new(
+        TrafficModel {
+            deployments: cohorts.div_ceil(PER_DEPLOYMENT),
+            seed,
+            ..TrafficModel::default()
+        },
+        None,
+    );
+    (0..n)
+        .map(|i| g.next_event(START_MS + i as i64).payload)
+        .collect()
+}
+
+/// A pipeline that has seen every cohort of `cohorts` (about 20 events each), so the measured
+/// events land in a full table; and the time after its last event.
+fn warmed(cohorts: usize) -> (Pipeline, i64) {
+    let config = config();
+    let (mut p, _) = Pipeline::new(&config, Arc::new(Metrics::new(&config)), false);
+    let n = cohorts * 20;
+    for e in &payloads(cohorts, n, 1) {
+        p.process(0, Some(e));
+    }
+    (p, START_MS + n as i64)
+}
+
+fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        serde_json::Value::Object(o) => o.iter().for_each(|(k, x)| {
+            out.push(k.clone());
+            strings(x, out)
+        }),
+        _ => {}
+    }
+}
+
+fn stages(c: &mut Criterion) {
+    let config = config();
+    let batch = payloads(80, BATCH, 2);
+    let decoder = Decoder::new(&config);
+    let events: Vec<Event> = batch
+        .iter()
+        .map(|e| decoder.decode(Some(e)).expect("generated events are valid"))
+        .collect();
+
+    let mut group = c.benchmark_group("stage");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("decode_gate", |b| {
+        b.iter(|| {
+            batch
+                .iter()
+                .filter(|e| decoder.decode(Some(e)).is_ok())
+                .count()
+        })
+    });
+    let texts: Vec<Vec<String>> = batch
+        .iter()
+        .map(|e| {
+            let mut out = Vec::new();
+            strings(&serde_json::from_slice(e).expect("JSON"), &mut out);
+            out
+        })
+        .collect();
+    group.bench_function("gate", |b| {
+        b.iter(|| {
+            texts
+                .iter()
+                .flatten()
+                .filter(|s| driftd::privacy::scan(s).is_some())
+                .count()
+        })
+    });
+    let signals = decoder.signals().to_vec();
+    group.bench_function("cohort_update", |b| {
+        b.iter_batched(
+            || (CohortTable::new(&config, &signals), events.clone()),
+            |(mut table, events)| {
+                for e in events {
+                    let _ = table.apply(0, e);
+                }
+                table
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    // What detection is given per event, recorded from the real table.
+    let mut table = CohortTable::new(&config, &signals);
+    let steps: Vec<(usize, CohortKey, Vec<f64>, i64)> = events
+        .iter()
+        .filter_map(|e| {
+            let t = e.emitted_at_ms;
+            match table.apply(0, e.clone()) {
+                Ok(Applied::Cohort(i)) => {
+                    Some((i, table.key(i).clone(), table.last_values().to_vec(), t))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    group.bench_function("detector_step", |b| {
+        b.iter_batched(
+            || (Detector::new(&config), Vec::new()),
+            |(mut detector, mut out)| {
+                for (i, key, values, t) in &steps {
+                    detector.observe(*i, key, values, *t, &mut out);
+                    out.clear();
+                }
+                detector
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("process");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    // Each sample builds its table afresh (200,000 events at 10,000 cohorts).
+    group.sample_size(10);
+    for cohorts in [16usize, 10_000] {
+        let t0 = warmed(cohorts).1;
+        let measured: Vec<Vec<u8>> = {
+            let mut g = Generator::new(
+                TrafficModel {
+                    deployments: cohorts.div_ceil(PER_DEPLOYMENT),
+                    seed: 3,
+                    ..TrafficModel::default()
+                },
+                None,
+            );
+            (0..BATCH)
+                .map(|i| g.next_event(t0 + i as i64).payload)
+                .collect()
+        };
+        group.bench_function(format!("{cohorts}_cohorts"), |b| {
+            b.iter_batched(
+                || warmed(cohorts).0,
+                |mut p| {
+                    for e in &measured {
+                        p.process(0, Some(e));
+                    }
+                    p
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("publish");
+    for cohorts in [100usize, 1_000, 10_000] {
+        let (mut p, _) = warmed(cohorts);
+        group.bench_function(format!("{cohorts}_cohorts"), |b| b.iter(|| p.publish()));
+    }
+    group.finish();
+}
+
+/// Runs the benchmarks. What `criterion_group!` would generate, written out because the macro
+/// gives the function no doc comment and `missing_docs` is on.
+pub fn benches() {
+    stages(&mut Criterion::default().configure_from_args());
+}
+
+criterion_main!(benches);
