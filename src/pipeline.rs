@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::detect::trajectory::{TrajectoryPart, Trajectories};
+use crate::detect::trajectory::{Trajectories, TrajectoryPart};
 use crate::detect::{Change, DeploymentView, DetectPart, DetectPartError, Detector};
 use crate::event::{Decoder, Reason, Rejection};
 use crate::metrics::Metrics;
@@ -228,9 +228,10 @@ impl Pipeline {
         );
         // Event time, not the publication cadence, decides when evidence is sampled: a replay
         // builds the same trajectory.
-        let due = self.trajectories.advance(t_ms);
-        self.trajectories
-            .record_changes(&self.changes[first_new..]);
+        let due = self
+            .trajectories
+            .advance(&self.table.key(cohort).deployment, t_ms);
+        self.trajectories.record_changes(&self.changes[first_new..]);
         if due {
             self.trajectories.sample(&self.detector.snapshot());
         }
@@ -330,9 +331,11 @@ impl Pipeline {
     pub fn export_partition(&self, partition: i32) -> PartitionState {
         let (cohorts, indices) = self.table.export(partition);
         let detect = self.detector.export(&indices);
-        let trajectories = self
-            .trajectories
-            .export(indices.iter().map(|&i| self.table.key(i).deployment.as_str()));
+        let trajectories = self.trajectories.export(
+            indices
+                .iter()
+                .map(|&i| self.table.key(i).deployment.as_str()),
+        );
         PartitionState {
             cohorts,
             detect,

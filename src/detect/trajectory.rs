@@ -141,38 +141,65 @@ impl Series {
 #[derive(Debug, Clone, Default)]
 pub struct Trajectories {
     by_deployment: BTreeMap<String, Vec<Arc<Series>>>,
+    clocks: BTreeMap<String, Clock>,
     clock_ms: i64,
     sampled_tick: i64,
 }
 
+/// One deployment's event time: its points are stamped with it, so a deployment whose
+/// partition is read late (a backlog) still spreads over its own time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Clock {
+    now_ms: i64,
+    sampled_tick: i64,
+}
+
 impl Trajectories {
-    /// Advances the event-time clock to `t_ms`; true when a new sampling tick began (then the
-    /// caller passes a detector snapshot to [`Trajectories::sample`]).
-    pub fn advance(&mut self, t_ms: i64) -> bool {
+    /// Advances the event-time clocks with an event of `deployment` at `t_ms`; true when the
+    /// current evidence is due to be sampled (then the caller passes a detector snapshot to
+    /// [`Trajectories::sample`]): once per [`SAMPLE_MS`] of the largest event time, and once per
+    /// [`SAMPLE_MS`] of a deployment's own time while it is more than two behind (catching up
+    /// on a backlog) — not once per deployment, which would build a snapshot per deployment.
+    pub fn advance(&mut self, deployment: &str, t_ms: i64) -> bool {
         self.clock_ms = self.clock_ms.max(t_ms);
+        let clock = match self.clocks.get_mut(deployment) {
+            Some(c) => c,
+            None => self.clocks.entry(deployment.to_string()).or_default(),
+        };
+        clock.now_ms = clock.now_ms.max(t_ms);
         let tick = self.clock_ms.div_euclid(SAMPLE_MS);
-        let due = tick > self.sampled_tick;
-        if due {
+        if tick > self.sampled_tick {
             self.sampled_tick = tick;
+            return true;
         }
-        due
+        clock.now_ms.div_euclid(SAMPLE_MS) > clock.sampled_tick
+            && self.clock_ms - clock.now_ms >= 2 * SAMPLE_MS
+    }
+
+    fn now(&self, deployment: &str) -> i64 {
+        self.clocks
+            .get(deployment)
+            .map_or(self.clock_ms, |c| c.now_ms)
     }
 
     /// Records the verdict changes among `changes` as change points.
     pub fn record_changes(&mut self, changes: &[Change]) {
         for c in changes {
             if let Change::Verdict(v) = c {
-                let t = self.clock_ms;
+                let t = self.now(&v.deployment);
                 self.series(v).push(Point::of(v, t, true));
             }
         }
     }
 
-    /// Records the current canary-vs-control evidence of every deployment in `views`, and
-    /// forgets the deployments no longer there.
+    /// Records the current canary-vs-control evidence of every deployment in `views` at its
+    /// own time, and forgets the deployments no longer there.
     pub fn sample(&mut self, views: &[DeploymentView]) {
-        let t = self.clock_ms;
         for d in views {
+            let t = self.now(&d.deployment);
+            if let Some(c) = self.clocks.get_mut(&d.deployment) {
+                c.sampled_tick = c.now_ms.div_euclid(SAMPLE_MS);
+            }
             for m in &d.metrics {
                 let v = &m.canary_vs_control;
                 if v.model_version.is_empty() {
@@ -181,8 +208,9 @@ impl Trajectories {
                 self.series(v).push(Point::of(v, t, false));
             }
         }
-        self.by_deployment
-            .retain(|name, _| views.iter().any(|d| &d.deployment == name));
+        let gone = |name: &String| views.iter().any(|d| &d.deployment == name);
+        self.by_deployment.retain(|name, _| gone(name));
+        self.clocks.retain(|name, _| gone(name));
     }
 
     /// The series for `v`'s test, started afresh when its canary version is new.
@@ -222,12 +250,26 @@ impl Trajectories {
         out
     }
 
-    /// Puts back saved trajectories; a deployment already in memory keeps its own.
+    /// Puts back saved trajectories; a deployment already in memory keeps its own. A restored
+    /// deployment's clock resumes from its newest point.
     pub fn import(&mut self, part: TrajectoryPart) {
         for (d, list) in part.deployments {
+            if self.by_deployment.contains_key(&d) {
+                continue;
+            }
+            let newest = list
+                .iter()
+                .filter_map(|s| s.points.last())
+                .map(|p| p.t_ms)
+                .max();
+            if let Some(t) = newest {
+                self.clocks.entry(d.clone()).or_insert(Clock {
+                    now_ms: t,
+                    sampled_tick: t.div_euclid(SAMPLE_MS),
+                });
+            }
             self.by_deployment
-                .entry(d)
-                .or_insert_with(|| list.into_iter().map(Arc::new).collect());
+                .insert(d, list.into_iter().map(Arc::new).collect());
         }
     }
 }
@@ -285,7 +327,10 @@ mod tests {
             assert!(s.points.len() < MAX_POINTS);
         }
         assert!(s.points.len() >= MAX_POINTS / 2 - 1, "{}", s.points.len());
-        assert!(s.points[0].t_ms < s.width_ms, "the start stays within the first bucket");
+        assert!(
+            s.points[0].t_ms < s.width_ms,
+            "the start stays within the first bucket"
+        );
         assert!(s.points.last().unwrap().t_ms > (n - 1 - s.width_ms / SAMPLE_MS) * SAMPLE_MS);
         let crossing: Vec<_> = s.points.iter().filter(|p| p.changed).collect();
         assert_eq!(crossing.len(), 1);
@@ -295,11 +340,38 @@ mod tests {
 
     #[test]
     fn sampling_follows_event_time_and_a_new_version_starts_afresh() {
+        let view = |name: &str| DeploymentView {
+            deployment: name.into(),
+            canary_version: None,
+            metrics: Vec::new(),
+            sample_ratio_mismatch: false,
+            srm: None,
+            telemetry_absent: Vec::new(),
+            history: Vec::new(),
+        };
+        let both = [view("svc"), view("late")];
         let mut t = Trajectories::default();
-        assert!(t.advance(1_500));
-        assert!(!t.advance(1_900));
-        assert!(!t.advance(900), "late events do not move the clock back");
-        assert!(t.advance(2_000));
+        assert!(t.advance("svc", 1_500));
+        assert!(!t.advance("svc", 1_900));
+        assert!(
+            !t.advance("svc", 900),
+            "late events do not move the clock back"
+        );
+        assert!(t.advance("svc", 2_000));
+        assert!(t.advance("svc", 10_000));
+        // `late` is read from a backlog: sampled on its own time, once per tick of it, while it
+        // is behind; once close to the rest, with them.
+        assert!(t.advance("late", 3_000));
+        t.sample(&both);
+        assert!(!t.advance("late", 3_500));
+        assert!(t.advance("late", 4_000));
+        t.sample(&both);
+        assert!(
+            !t.advance("late", 8_500),
+            "close enough: sampled with the rest"
+        );
+        assert!(!t.advance("svc", 10_500));
+        assert!(t.advance("svc", 11_000));
         let v = verdict(VerdictState::Fail, 0.3);
         t.record_changes(&[Change::Verdict(v.clone())]);
         assert_eq!(t.of("svc")[0].points.len(), 1);

@@ -303,8 +303,8 @@ pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
     let mut body = postcard::to_stdvec(snapshot).expect("snapshot state serialises");
     // The evidence trajectories follow the snapshot in the body: a file without them (written
     // before they existed) still decodes.
-    let trajectories = postcard::to_stdvec(snapshot.state.trajectories())
-        .expect("trajectories serialise");
+    let trajectories =
+        postcard::to_stdvec(snapshot.state.trajectories()).expect("trajectories serialise");
     body.extend_from_slice(&trajectories);
     let mut out = Vec::with_capacity(HEADER + body.len());
     out.extend_from_slice(MAGIC);

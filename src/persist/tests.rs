@@ -165,7 +165,9 @@ fn trajectories_survive_a_snapshot_and_one_written_without_them_still_loads() {
         .iter()
         .next()
         .expect("30 s of events are sampled");
-    assert!(series.iter().all(|s| s.points.len() >= 25), "{series:?}");
+    // One point per second of the deployment's own event time, give or take the second the
+    // sample fell in.
+    assert!(series.iter().all(|s| s.points.len() >= 14), "{series:?}");
     let s = store(Path::new("unused"));
     let back = decode(&s.encode(0, 7, saved.clone()), Path::new("p0.snap")).unwrap();
     // Debug forms: absent values are NaN, which `==` never matches.
@@ -177,7 +179,13 @@ fn trajectories_survive_a_snapshot_and_one_written_without_them_still_loads() {
         false,
     );
     p.import_partition(0, back.state).unwrap();
-    let restored: Vec<_> = p.publish().trajectories.of(name).iter().map(|s| (**s).clone()).collect();
+    let restored: Vec<_> = p
+        .publish()
+        .trajectories
+        .of(name)
+        .iter()
+        .map(|s| (**s).clone())
+        .collect();
     assert_eq!(format!("{restored:?}"), format!("{series:?}"));
 
     let mut old = decode(&s.encode(0, 7, saved), Path::new("p0.snap")).unwrap();

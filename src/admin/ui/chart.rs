@@ -59,15 +59,15 @@ impl Scale {
         TOP + (self.y1 - v) / (self.y1 - self.y0) * (H - TOP - BOTTOM)
     }
 
-    /// A horizontal line at `v` with a label.
-    fn hline(&self, v: f64, class: &str, label: &str) -> String {
+    /// A horizontal line at `v` with a label above it (below it when `below`).
+    fn hline(&self, v: f64, class: &str, label: &str, below: bool) -> String {
         let y = self.y(v);
+        let ty = if below { y + 11.0 } else { y - 3.0 };
         format!(
             r#"<line class="{class}" x1="{LEFT}" x2="{x2:.1}" y1="{y:.1}" y2="{y:.1}"/><text class="label" x="{tx:.1}" y="{ty:.1}" text-anchor="end">{label}</text>
 "#,
             x2 = W - RIGHT,
             tx = W - RIGHT - 2.0,
-            ty = y - 3.0,
         )
     }
 
@@ -114,13 +114,14 @@ fn svg_open(id: &str, title: &str, desc: &str) -> String {
 }
 
 /// The crossings: a vertical line where the verdict changed, with the state it changed to.
-fn crossings(s: &Scale, points: &[&Point]) -> String {
+fn crossings(s: &Scale, series: &Series, points: &[&Point]) -> String {
     let mut out = String::new();
-    for p in points.iter().filter(|p| p.changed) {
+    for (i, p) in points.iter().filter(|p| p.changed).enumerate() {
         let x = s.x(p.t_ms);
         out.push_str(&format!(
-            r#"<line class="crossing" data-state="{st}" data-t="{t}" data-estimate="{e}" data-ci-low="{lo}" data-ci-high="{hi}" x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{y2:.1}"><title>verdict {st} at {t}</title></line><text class="label crossing-label" x="{tx:.1}" y="{ty:.1}">→ {st}</text>
+            r#"<line class="crossing" data-source="{source}" data-state="{st}" data-t="{t}" data-estimate="{e}" data-ci-low="{lo}" data-ci-high="{hi}" x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{y2:.1}"><title>verdict {st} at {t}</title></line><text class="label crossing-label" x="{tx:.1}" y="{ty:.1}">→ {st}</text>
 "#,
+            source = series.source.as_str(),
             st = p.state.as_str(),
             t = format_rfc3339_ms(p.t_ms),
             e = p.estimate,
@@ -128,7 +129,8 @@ fn crossings(s: &Scale, points: &[&Point]) -> String {
             hi = p.ci_high,
             y2 = H - BOTTOM,
             tx = x + 3.0,
-            ty = TOP + 22.0,
+            // Staggered: changes close in time would write over each other.
+            ty = TOP + 12.0 + (i % 3) as f64 * 13.0,
         ));
     }
     out
@@ -177,9 +179,9 @@ pub(super) fn canary_vs_control(id: &str, series: &Series) -> Option<String> {
         upper.join(" "),
         lower.join(" ")
     ));
-    out.push_str(&s.hline(0.0, "zero", "0"));
-    out.push_str(&s.hline(m, "min-effect", &format!("+min_effect {m}")));
-    out.push_str(&s.hline(-m, "min-effect", &format!("−min_effect {m}")));
+    out.push_str(&s.hline(0.0, "zero", "0", false));
+    out.push_str(&s.hline(m, "min-effect", &format!("+min_effect {m}"), false));
+    out.push_str(&s.hline(-m, "min-effect", &format!("−min_effect {m}"), true));
     let line: Vec<String> = points
         .iter()
         .map(|p| format!("{:.1},{:.1}", s.x(p.t_ms), s.y(p.estimate as f64)))
@@ -188,7 +190,7 @@ pub(super) fn canary_vs_control(id: &str, series: &Series) -> Option<String> {
         "<polyline class=\"estimate\" points=\"{}\"/>\n",
         line.join(" ")
     ));
-    out.push_str(&crossings(&s, &points));
+    out.push_str(&crossings(&s, series, &points));
     out.push_str("</svg>\n");
     Some(out)
 }
@@ -213,7 +215,12 @@ pub(super) fn self_baseline(id: &str, series: &Series) -> Option<String> {
         ),
     );
     out.push_str(&s.frame());
-    out.push_str(&s.hline(threshold, "threshold", &format!("threshold {threshold:.2}")));
+    out.push_str(&s.hline(
+        threshold,
+        "threshold",
+        &format!("threshold {threshold:.2}"),
+        false,
+    ));
     let line: Vec<String> = points
         .iter()
         .map(|p| format!("{:.1},{:.1}", s.x(p.t_ms), s.y(p.statistic as f64)))
@@ -231,7 +238,7 @@ pub(super) fn self_baseline(id: &str, series: &Series) -> Option<String> {
             format_rfc3339_ms(p.t_ms)
         ));
     }
-    out.push_str(&crossings(&s, &points));
+    out.push_str(&crossings(&s, series, &points));
     out.push_str("</svg>\n");
     Some(out)
 }

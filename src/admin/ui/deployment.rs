@@ -100,7 +100,11 @@ fn entry(r: &Value) -> Option<(&'static str, String)> {
         ),
         "request_refused" => (
             "refused",
-            format!("{} request refused: {}", esc(s(r, "request")), esc(s(r, "error"))),
+            format!(
+                "{} request refused: {}",
+                esc(s(r, "request")),
+                esc(s(r, "error"))
+            ),
         ),
         "stale" => (
             "stale",
@@ -152,7 +156,11 @@ fn timeline(c: &Containment) -> String {
     )
 }
 
-fn series<'a>(list: &'a [std::sync::Arc<Series>], metric: &str, source: Source) -> Option<&'a Series> {
+fn series<'a>(
+    list: &'a [std::sync::Arc<Series>],
+    metric: &str,
+    source: Source,
+) -> Option<&'a Series> {
     list.iter()
         .map(|s| &**s)
         .find(|s| s.metric == metric && s.source == source)
@@ -212,7 +220,9 @@ fn metric_section(i: usize, m: &MetricVerdicts, list: &[std::sync::Arc<Series>])
         me = v.min_effect,
         cv = num(v.canary_value),
         ctl = num(v.control_value),
-        p = v.p_value.map_or_else(|| "n/a".to_string(), |p| format!("{p:.2e}")),
+        p = v
+            .p_value
+            .map_or_else(|| "n/a".to_string(), |p| format!("{p:.2e}")),
         alpha = num(v.alpha),
     )
 }
@@ -248,19 +258,17 @@ pub(super) fn render(v: &View, deployment: &str, c: &Containment) -> String {
     let version = view
         .and_then(|d| d.canary_version.as_deref())
         .map_or_else(|| "—".to_string(), esc);
-    let incident = latch
-        .and_then(|l| l.incident.as_ref())
-        .map_or_else(
-            || "none".to_string(),
-            |i| {
-                format!(
-                    "{} opened {} — {}",
-                    esc(&i.id),
-                    esc(&i.opened_at),
-                    esc(&super::super::gate::public_reason(i))
-                )
-            },
-        );
+    let incident = latch.and_then(|l| l.incident.as_ref()).map_or_else(
+        || "none".to_string(),
+        |i| {
+            format!(
+                "{} opened {} — {}",
+                esc(&i.id),
+                esc(&i.opened_at),
+                esc(&super::super::gate::public_reason(i))
+            )
+        },
+    );
     let closed = latch.is_some_and(|l| l.gate_closed());
     let mut signals = Vec::new();
     if let Some(d) = view {

@@ -58,7 +58,10 @@ pub fn routes() -> Router<AdminState> {
         .route("/", get(overview_page))
         .route("/ui/", get(overview_page))
         .route("/ui/deployments/{deployment}", get(deployment_page))
-        .route("/ui/assets/ui.css", get(|| async { asset(CSS, "text/css") }))
+        .route(
+            "/ui/assets/ui.css",
+            get(|| async { asset(CSS, "text/css") }),
+        )
         .route(
             "/ui/assets/ui.js",
             get(|| async { asset(JS, "text/javascript") }),
@@ -133,7 +136,10 @@ fn headers(mut r: Response, content_type: &'static str) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }

@@ -65,7 +65,7 @@ fn view() -> View {
             VerdictState::Pass
         };
         let v = verdict(HOSTILE, state, s as f64 / 1000.0);
-        assert!(t.advance(t0 + s * 1000));
+        assert!(t.advance(HOSTILE, t0 + s * 1000));
         if s == 30 {
             t.record_changes(&[Change::Verdict(v.clone())]);
         }
@@ -120,7 +120,9 @@ fn no_raw_markup(html: &str) {
 fn the_overview_lists_contained_first_with_states_as_text_and_escapes_names() {
     let html = overview::render(&view());
     no_raw_markup(&html);
-    let hostile = html.find("data-phase=\"contained\"").expect("contained row");
+    let hostile = html
+        .find("data-phase=\"contained\"")
+        .expect("contained row");
     let quiet = html.find("data-phase=\"healthy\"").expect("healthy row");
     assert!(hostile < quiet, "contained first");
     assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&quot;&amp;bot"));
@@ -155,14 +157,26 @@ fn the_deployment_page_draws_the_crossing_where_the_verdict_changed() {
     assert_eq!(html.matches("class=\"crossing\"").count(), 1, "{html}");
     let at = crate::event::format_rfc3339_ms(T0 + 30_000);
     assert!(
-        html.contains(&format!("data-state=\"fail\" data-t=\"{at}\"")),
+        html.contains(&format!(
+            "data-source=\"canary_vs_control\" data-state=\"fail\" data-t=\"{at}\""
+        )),
         "{html}"
     );
-    let events: Vec<_> = html.match_indices("data-event=\"").map(|(i, _)| &html[i + 12..i + 20]).collect();
-    assert_eq!(events, ["transiti", "action\" ", "transiti"], "other deployments left out");
+    let events: Vec<_> = html
+        .match_indices("data-event=\"")
+        .map(|(i, _)| &html[i + 12..i + 20])
+        .collect();
+    assert_eq!(
+        events,
+        ["transiti", "action\" ", "transiti"],
+        "other deployments left out"
+    );
     assert!(html.contains("contain on flag (flagd): success, attempt 1, 12 ms after the decision"));
     assert!(html.contains("refusal fail &lt;x&gt;"));
-    assert!(!html.contains("secret reason") && !html.contains("alice"), "operator input is not public");
+    assert!(
+        !html.contains("secret reason") && !html.contains("alice"),
+        "operator input is not public"
+    );
     assert!(html.contains("driftd release --deployment &lt;script&gt;"));
     assert!(html.contains("+min_effect 0.02"));
     assert!(html.contains("class=\"band\""));
@@ -179,7 +193,9 @@ fn an_unknown_deployment_is_named_escaped() {
 async fn pages_and_assets_carry_a_strict_policy_and_no_sniffing() {
     let (_tx, rx) = tokio::sync::watch::channel(Arc::new(Published::default()));
     let state = crate::admin::AdminState {
-        metrics: Arc::new(crate::metrics::Metrics::new(&crate::config::Config::default())),
+        metrics: Arc::new(crate::metrics::Metrics::new(
+            &crate::config::Config::default(),
+        )),
         snapshots: rx,
         contain: None,
         identities: Arc::new(Default::default()),
@@ -192,7 +208,11 @@ async fn pages_and_assets_carry_a_strict_policy_and_no_sniffing() {
         ("/ui/", 200, "text/html; charset=utf-8"),
         ("/ui/assets/ui.css", 200, "text/css"),
         ("/ui/assets/ui.js", 200, "text/javascript"),
-        ("/ui/deployments/%3Cscript%3E", 404, "text/html; charset=utf-8"),
+        (
+            "/ui/deployments/%3Cscript%3E",
+            404,
+            "text/html; charset=utf-8",
+        ),
     ] {
         let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
         assert_eq!(r.status().as_u16(), status, "{path}");
