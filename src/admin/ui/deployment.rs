@@ -2,7 +2,8 @@
 //! audit records, the release command, and the release and contain form.
 //!
 //! Owns this page's HTML only; reads the [`View`] and the audit records it is given. Public
-//! facts only: a manual transition or request shows that an operator acted, not who or why.
+//! facts only: a manual transition or request shows that an operator acted, not who or why, and
+//! an action's error (which can name internal hosts) is left to the audit log.
 
 use serde_json::Value;
 
@@ -73,9 +74,10 @@ fn entry(r: &Value) -> Option<(&'static str, String)> {
             let attempt = r["attempt"]
                 .as_u64()
                 .map_or(String::new(), |a| format!(", attempt {a}"));
-            let error = match r["error"].as_str() {
-                Some(e) => format!(": {}", esc(e)),
-                None => String::new(),
+            // A target's error can name internal hosts: the audit log (viewer) has it.
+            let error = match r["error"].is_null() {
+                true => "",
+                false => " (its error: in the audit log)",
             };
             (
                 "action",
@@ -100,11 +102,7 @@ fn entry(r: &Value) -> Option<(&'static str, String)> {
         ),
         "request_refused" => (
             "refused",
-            format!(
-                "{} request refused: {}",
-                esc(s(r, "request")),
-                esc(s(r, "error"))
-            ),
+            format!("an operator's {} request was refused", esc(s(r, "request"))),
         ),
         "stale" => (
             "stale",
@@ -122,9 +120,8 @@ fn entry(r: &Value) -> Option<(&'static str, String)> {
         "action_failure_alert" => (
             "action-failed",
             format!(
-                "action {} failed for good: {}",
-                esc(s(r, "failed")),
-                esc(s(r, "error"))
+                "action {} failed for good; the alert targets were told",
+                esc(s(r, "failed"))
             ),
         ),
         _ => return None,
