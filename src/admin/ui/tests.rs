@@ -144,6 +144,9 @@ fn the_deployment_page_draws_the_crossing_where_the_verdict_changed() {
                     "transition": {"deployment": HOSTILE, "from": "healthy", "to": "contained", "why": "refusal fail <x>", "operator": null}}),
                 serde_json::json!({"event": "action", "seq": 2, "at": "2026-11-30T00:00:31Z", "incident": format!("{HOSTILE}:v2"),
                     "target": "flag", "provider": "flagd", "op": "contain", "result": "success", "attempt": 1, "error": null, "elapsed_ms": 12}),
+                serde_json::json!({"event": "action", "seq": 2, "at": "2026-11-30T00:00:31Z", "incident": format!("{HOSTILE}:v2"),
+                    "target": "am", "provider": "alertmanager", "op": "alert", "result": "retrying", "attempt": 1,
+                    "error": "connect to am.internal.corp:9093 refused", "elapsed_ms": 3}),
                 serde_json::json!({"event": "transition", "seq": 3, "at": "2026-11-30T00:09:00Z",
                     "transition": {"deployment": "other", "from": "healthy", "to": "contained", "why": "x", "operator": null}}),
                 serde_json::json!({"event": "transition", "seq": 4, "at": "2026-11-30T00:10:00Z",
@@ -168,8 +171,15 @@ fn the_deployment_page_draws_the_crossing_where_the_verdict_changed() {
         .collect();
     assert_eq!(
         events,
-        ["transiti", "action\" ", "transiti"],
+        ["transiti", "action\" ", "action\" ", "transiti"],
         "other deployments left out"
+    );
+    assert!(html.contains(
+        "alert on am (alertmanager): retrying, attempt 1, 3 ms after the decision (its error: in the audit log)"
+    ));
+    assert!(
+        !html.contains("internal.corp"),
+        "a target's error stays in the audit log"
     );
     assert!(html.contains("contain on flag (flagd): success, attempt 1, 12 ms after the decision"));
     assert!(html.contains("refusal fail &lt;x&gt;"));
