@@ -29,11 +29,12 @@ as_root() {
 # dashboard tests, and for the deploy/ tests (tests/it/deploy.rs) kubectl (its built-in
 # kustomize renders deploy/k8s; the package comes from the Kubernetes/Cloud SDK apt repository
 # this machine kind has, Debian's own kubernetes-client is too old for kustomize v5),
-# systemd-analyze (package systemd) and docker-compose (validates the stack without a daemon).
+# systemd-analyze (package systemd) and docker-compose (validates the stack without a daemon);
+# chromium and chromium-driver for the on-call page's browser test (tests/it/ui_e2e.rs).
 install_system_packages() {
   local missing=()
   for pkg in pkg-config libssl-dev zlib1g-dev make gcc g++ prometheus-alertmanager prometheus openssl \
-    kubectl systemd docker-compose; do
+    kubectl systemd docker-compose chromium chromium-driver; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   if [ "${#missing[@]}" -gt 0 ]; then
@@ -62,6 +63,12 @@ install_python_packages() {
   if ! python3 -c 'import standardwebhooks, bcrypt' 2>/dev/null; then
     log "installing the Standard Webhooks reference library and bcrypt (PyPI)"
     python3 -m pip install -q standardwebhooks bcrypt
+  fi
+  # Selenium drives Debian's chromium through chromium-driver, both given by path (its driver
+  # manager downloads nothing then).
+  if ! python3 -c 'import selenium' 2>/dev/null; then
+    log "installing selenium (PyPI)"
+    python3 -m pip install -q selenium==4.51.0
   fi
   # The Kubernetes API's schemas, offline: the rendered manifests are validated against them.
   if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::detect::trajectory::{Trajectories, TrajectoryPart};
 use crate::detect::{Change, DeploymentView, DetectPart, DetectPartError, Detector};
 use crate::event::{Decoder, Reason, Rejection};
 use crate::metrics::Metrics;
@@ -29,6 +30,9 @@ pub struct Published {
     pub cohorts: Snapshot,
     /// Verdicts, signals and history per deployment.
     pub deployments: Vec<DeploymentView>,
+    /// The evidence over time, for the on-call page's charts.
+    #[serde(skip)]
+    pub trajectories: Trajectories,
 }
 
 /// What happened to one message.
@@ -68,6 +72,7 @@ pub struct Pipeline {
     decoder: Decoder,
     table: CohortTable,
     detector: Detector,
+    trajectories: Trajectories,
     changes: Vec<Change>,
     collect_changes: bool,
     change_sink: Option<tokio::sync::mpsc::UnboundedSender<Change>>,
@@ -85,9 +90,23 @@ pub struct Pipeline {
 pub struct PartitionState {
     cohorts: CohortsPart,
     detect: DetectPart,
+    /// Stored after the rest of the snapshot body by `crate::persist`, so snapshots written
+    /// before trajectories existed still load.
+    #[serde(skip)]
+    trajectories: TrajectoryPart,
 }
 
 impl PartitionState {
+    /// The trajectories of its deployments.
+    pub fn trajectories(&self) -> &TrajectoryPart {
+        &self.trajectories
+    }
+
+    /// Sets the trajectories (read from a snapshot).
+    pub fn set_trajectories(&mut self, trajectories: TrajectoryPart) {
+        self.trajectories = trajectories;
+    }
+
     /// Number of cohorts held.
     pub fn cohorts(&self) -> usize {
         self.cohorts.len()
@@ -119,11 +138,13 @@ impl Pipeline {
         let (snapshots, rx) = watch::channel(Arc::new(Published {
             cohorts: table.snapshot(),
             deployments: detector.snapshot(),
+            trajectories: Trajectories::default(),
         }));
         let pipeline = Pipeline {
             decoder,
             table,
             detector,
+            trajectories: Trajectories::default(),
             changes: Vec::new(),
             collect_changes: false,
             change_sink: None,
@@ -240,6 +261,15 @@ impl Pipeline {
             t_ms,
             &mut self.changes,
         );
+        // Event time, not the publication cadence, decides when evidence is sampled: a replay
+        // builds the same trajectory.
+        let due = self
+            .trajectories
+            .advance(&self.table.key(cohort).deployment, t_ms);
+        self.trajectories.record_changes(&self.changes[first_new..]);
+        if due {
+            self.trajectories.sample(&self.detector.snapshot());
+        }
         self.changed(first_new);
     }
 
@@ -308,6 +338,7 @@ impl Pipeline {
         let published = Arc::new(Published {
             cohorts: self.table.snapshot(),
             deployments: self.detector.snapshot(),
+            trajectories: self.trajectories.clone(),
         });
         self.metrics
             .publish_snapshot(&published.cohorts, &mut self.events_published);
@@ -335,7 +366,16 @@ impl Pipeline {
     pub fn export_partition(&self, partition: i32) -> PartitionState {
         let (cohorts, indices) = self.table.export(partition);
         let detect = self.detector.export(&indices);
-        PartitionState { cohorts, detect }
+        let trajectories = self.trajectories.export(
+            indices
+                .iter()
+                .map(|&i| self.table.key(i).deployment.as_str()),
+        );
+        PartitionState {
+            cohorts,
+            detect,
+            trajectories,
+        }
     }
 
     /// Puts back the saved state of `partition` (read from a snapshot): its cohorts and
@@ -352,6 +392,7 @@ impl Pipeline {
         let placed = self.table.import(partition, state.cohorts)?;
         let mut again = Vec::new();
         self.detector.import(state.detect, &placed, &mut again)?;
+        self.trajectories.import(state.trajectories);
         for change in again {
             if let Some(sink) = &self.change_sink {
                 let _ = sink.send(change.clone());

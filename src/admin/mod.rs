@@ -25,7 +25,8 @@
 //! - `GET /v1/approvals` — pending releases and promotion approvals (`viewer`);
 //! - `GET /v1/whoami` — the identity and roles of the bearer token (any identity);
 //! - `GET /v1/audit[?limit=N&after=SEQ|before=SEQ]` — one page of the audit log, oldest first
-//!   (`viewer`; at most 1000 records, read at a cost bounded by the page).
+//!   (`viewer`; at most 1000 records, read at a cost bounded by the page);
+//! - `GET /`, `/ui/`, `/ui/deployments/{deployment}` — the on-call page (see [`ui`]).
 //!
 //! The routes that change containment or show operator names and reasons need an identity
 //! ([`auth`]: `Authorization: Bearer <token>` of one of `admin.operators`, or
@@ -61,6 +62,7 @@ use crate::pipeline::Published;
 pub mod auth;
 pub mod gate;
 mod operator;
+pub mod ui;
 
 use auth::Identities;
 use gate::Route;
@@ -139,6 +141,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/approvals", get(operator::approvals))
         .route("/v1/whoami", get(operator::whoami))
         .route("/v1/audit", get(operator::audit))
+        .merge(ui::routes())
         .with_state(state)
 }
 

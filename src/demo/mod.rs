@@ -153,6 +153,10 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
         "driftd demo: in-process Kafka at {}, topic {TOPIC} (3 partitions)",
         cluster.bootstrap_servers()
     )?;
+    writeln!(
+        out,
+        "  on-call page: http://{admin_addr}/ (open it in a browser while the demo runs)"
+    )?;
     writeln!(out, "  metrics:  curl http://{admin_addr}/metrics")?;
     writeln!(out, "  cohorts:  curl http://{admin_addr}/v1/cohorts")?;
     writeln!(

@@ -93,6 +93,11 @@ pub(super) async fn show_containment_and_release(
     for alert in received.lock().expect("receiver lock").iter() {
         writeln!(out, "    webhook receiver got: {alert}")?;
     }
+    writeln!(
+        out,
+        "  on-call page (evidence over time, timeline, release form): {admin}{}",
+        crate::admin::ui::deployment_path("support-bot")
+    )?;
     writeln!(out, "  release (what on-call runs once they have looked):")?;
     writeln!(
         out,

@@ -40,6 +40,7 @@ pub mod cusum;
 mod detector;
 pub mod sequential;
 pub mod srm;
+pub mod trajectory;
 mod verdict;
 
 pub use detector::part::{DetectPart, DetectPartError};

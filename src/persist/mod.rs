@@ -300,7 +300,12 @@ fn sanitize(topic: &str) -> String {
 
 /// The bytes of a snapshot file.
 pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
-    let body = postcard::to_stdvec(snapshot).expect("snapshot state serialises");
+    let mut body = postcard::to_stdvec(snapshot).expect("snapshot state serialises");
+    // The evidence trajectories follow the snapshot in the body: a file without them (written
+    // before they existed) still decodes.
+    let trajectories =
+        postcard::to_stdvec(snapshot.state.trajectories()).expect("trajectories serialise");
+    body.extend_from_slice(&trajectories);
     let mut out = Vec::with_capacity(HEADER + body.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -359,10 +364,17 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Snapshot, PersistError> {
     if crc32fast::hash(body) != crc {
         return Err(PersistError::Checksum { path: path() });
     }
-    postcard::from_bytes(body).map_err(|e| PersistError::Decode {
+    let undecodable = |e: postcard::Error| PersistError::Decode {
         path: path(),
         message: e.to_string(),
-    })
+    };
+    let (mut snapshot, rest) = postcard::take_from_bytes::<Snapshot>(body).map_err(undecodable)?;
+    if !rest.is_empty() {
+        snapshot
+            .state
+            .set_trajectories(postcard::from_bytes(rest).map_err(undecodable)?);
+    }
+    Ok(snapshot)
 }
 
 #[cfg(test)]

@@ -153,3 +153,52 @@ fn topic_names_cannot_leave_the_snapshot_directory() {
     assert_eq!(sanitize(".."), "_..");
     assert_eq!(sanitize("a/../b"), "a_.._b");
 }
+
+/// The on-call page's charts survive a restart, and a snapshot written before trajectories
+/// existed (its body ends after the state) still loads, without them.
+#[test]
+fn trajectories_survive_a_snapshot_and_one_written_without_them_still_loads() {
+    let saved = state(3_000);
+    let (name, series) = saved
+        .trajectories()
+        .deployments
+        .iter()
+        .next()
+        .expect("30 s of events are sampled");
+    // One point per second of the deployment's own event time, give or take the second the
+    // sample fell in.
+    assert!(series.iter().all(|s| s.points.len() >= 14), "{series:?}");
+    let s = store(Path::new("unused"));
+    let back = decode(&s.encode(0, 7, saved.clone()), Path::new("p0.snap")).unwrap();
+    // Debug forms: absent values are NaN, which `==` never matches.
+    let text = |t: &crate::detect::trajectory::TrajectoryPart| format!("{t:?}");
+    assert_eq!(text(back.state.trajectories()), text(saved.trajectories()));
+    let (mut p, _) = Pipeline::new(
+        &Config::default(),
+        Arc::new(Metrics::new(&Config::default())),
+        false,
+    );
+    p.import_partition(0, back.state).unwrap();
+    let restored: Vec<_> = p
+        .publish()
+        .trajectories
+        .of(name)
+        .iter()
+        .map(|s| (**s).clone())
+        .collect();
+    assert_eq!(format!("{restored:?}"), format!("{series:?}"));
+
+    let mut old = decode(&s.encode(0, 7, saved), Path::new("p0.snap")).unwrap();
+    old.state.set_trajectories(Default::default());
+    let body = postcard::to_stdvec(&old).unwrap();
+    let mut file = Vec::new();
+    file.extend_from_slice(MAGIC);
+    file.extend_from_slice(&VERSION.to_le_bytes());
+    file.extend_from_slice(&0u16.to_le_bytes());
+    file.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    file.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    file.extend_from_slice(&body);
+    let loaded = decode(&file, Path::new("p0.snap")).unwrap();
+    assert_eq!(loaded.state.cohorts(), old.state.cohorts());
+    assert!(loaded.state.trajectories().deployments.is_empty());
+}

@@ -396,3 +396,32 @@ mod cohorts_come_and_go {
         assert!(cohorts.contains(&"svc/v2".to_string()), "{cohorts:?}");
     }
 }
+
+/// The on-call page's trajectories follow event time only: the same events give the same
+/// trajectory however often the snapshot is published (a daemon's wall-clock cadence), so a
+/// replay draws what the daemon drew.
+#[test]
+fn the_same_events_give_the_same_trajectories_whatever_the_publication_cadence() {
+    let input = events(6_000, 11);
+    let (mut often, mut once) = (pipeline(), pipeline());
+    for (i, (partition, payload)) in input.iter().enumerate() {
+        often.process(*partition, Some(payload));
+        once.process(*partition, Some(payload));
+        if i % 7 == 0 {
+            often.publish();
+        }
+    }
+    let drawn = |p: &mut Pipeline| {
+        let published = p.publish();
+        let names: Vec<String> = published
+            .deployments
+            .iter()
+            .map(|d| d.deployment.clone())
+            .collect();
+        let t = &published.trajectories;
+        assert_eq!(names.len(), 4);
+        assert!(names.iter().all(|n| t.of(n).len() == 4), "every metric");
+        format!("{:?}", t.export(names.iter().map(String::as_str)))
+    };
+    assert_eq!(drawn(&mut often), drawn(&mut once));
+}

@@ -252,6 +252,8 @@ fn demo_runs_to_completion_and_shows_the_drift() {
         "search-assist-canary -> on",
         "webhook receiver got: trigger critical for support-bot (signature verified)",
         "driftd release --admin-url",
+        "on-call page: http://127.0.0.1:",
+        "/ui/deployments/support-bot",
         "release with a wrong token -> 401; with the right token -> 200; gate now -> 200",
         "webhook receiver got: resolve critical for support-bot (signature verified)",
     ] {

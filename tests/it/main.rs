@@ -47,3 +47,5 @@ mod support;
 mod tansu;
 #[cfg(feature = "e2e")]
 mod topics_e2e;
+#[cfg(feature = "e2e")]
+mod ui_e2e;
