@@ -22,7 +22,7 @@
 //! | [`detect`] | verdict types and the detector: canary-vs-control tests, self-baseline CUSUM, SRM, absence — pure, event-time |
 //! | [`contain`] | latch (persisted) and ladder (transitions) — pure; retries, providers, latch store, audit log, the containment task |
 //! | [`metrics`] | every `driftd_*` Prometheus series |
-//! | [`admin`] | the HTTP server: metrics, health, cohorts, verdicts, gate, release/contain, audit |
+//! | [`admin`] | the HTTP server: metrics, health, cohorts, verdicts, gate, release/contain, audit, the on-call pages |
 //! | [`daemon`] | `driftd run`: start-up order, the control loop (shutdown, reload, publication, next message), shutdown |
 //! | [`signals`] | SIGTERM/SIGINT drain, SIGHUP reload |
 //! | [`kafka_produce`] | enqueueing a record, waiting while the producer's queue is full |
