@@ -78,7 +78,7 @@ pub fn summarise(outcomes: &[Outcome], floor: u64, resamples: usize) -> DelaySum
     let mut rng = SmallRng::seed_from_u64(0x5eed_0014);
     let mut medians = Vec::with_capacity(resamples);
     let mut sample = vec![0u64; delays.len()];
-    for _ in 0..resamples {
+    for _ in 0..if delays.is_empty() { 0 } else { resamples } {
         for s in sample.iter_mut() {
             *s = delays[rng.random_range(0..delays.len())];
         }
@@ -212,6 +212,8 @@ mod tests {
         assert_eq!(s.median_se, None, "some resamples' medians are ∞");
         o[4] = Outcome::Censored;
         assert_eq!(summarise(&o, 300, 200).median, None, "not reached");
+        // A scenario run with no lifetimes (`--runs 0`, to time the A/A alone) has no median.
+        assert_eq!(summarise(&[], 300, 200).median, None);
     }
 
     /// All detected at 1..=1000: the median is 500; the bootstrap SE of a median of a uniform
