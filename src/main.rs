@@ -55,9 +55,12 @@ enum Command {
         /// Config whose detection settings are benchmarked (defaults without one).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Lifetimes per scenario.
-        #[arg(long, default_value_t = 1000)]
+        /// Lifetimes per drift scenario.
+        #[arg(long, default_value_t = 2000)]
         runs: usize,
+        /// Lifetimes of the A/A scenario (10,000 or more to read a family-wise rate near 0.01).
+        #[arg(long, default_value_t = 2000)]
+        aa_runs: usize,
         /// Events per arm per lifetime.
         #[arg(long, default_value_t = 50_000)]
         events_per_arm: u64,
@@ -297,6 +300,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Simulate {
             config,
             runs,
+            aa_runs,
             events_per_arm,
             seed,
             threads,
@@ -308,6 +312,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             };
             let opts = driftd::simulate::SimOptions {
                 runs,
+                aa_runs,
                 events_per_arm,
                 seed,
                 threads,

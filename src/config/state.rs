@@ -135,8 +135,9 @@ pub struct MetricConfig {
     /// Events per arm before a verdict other than `insufficient`. Default `detection.min_events`.
     #[serde(default)]
     pub min_events: Option<u64>,
-    /// Scale τ of the test's normal mixture: the effect size it is most sensitive to.
-    /// Default: 2 × `min_effect`.
+    /// Scale `s` of the canary-vs-control test's mixture: its prior puts equal weight on
+    /// worse-direction effects of ½, 1, 3⁄2 and 5⁄2 × `s`. Default: 2 × `min_effect` (effects of
+    /// 1, 2, 3 and 5 × `min_effect`).
     #[serde(default)]
     pub mixture_scale: Option<f64>,
     /// Shift the self-baseline CUSUM is tuned to detect. Default: 3 × `min_effect`.
@@ -170,7 +171,7 @@ impl MetricConfig {
         })
     }
 
-    /// The effective mixture scale τ.
+    /// The effective mixture scale.
     pub fn mixture_scale(&self) -> f64 {
         self.mixture_scale.unwrap_or(2.0 * self.min_effect())
     }

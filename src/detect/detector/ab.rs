@@ -89,7 +89,7 @@ pub(super) fn next_state(rule: &Rule, test: &mut Test) -> VerdictState {
 pub(super) struct Subject<'a>(pub(super) &'a str, pub(super) Option<&'a str>);
 
 /// The reported bounds `(ci_low, ci_high)` of the difference: both one-sided at `αₘ` from the
-/// half-normal mixture, the harmful one the inversion of the test itself. It is the tighter of
+/// test's discrete mixture, the harmful one the inversion of the test itself. It is the tighter of
 /// now and the moment of the smallest p-value (a time-uniform sequence may be intersected over
 /// time), so it excludes 0 exactly when `p ≤ αₘ`; where rounding at the critical value could
 /// put it on the other side of 0, the test's own comparison decides. The other side is the

@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::detect::Detector;
 use proptest::prelude::*;
 
-/// The default refusal rule (rate, worse up, `min_effect` 0.01, τ = 0.02, αₘ = 0.0025), or its
+/// The default refusal rule (rate, worse up, `min_effect` 0.01, mixture scale 0.02, αₘ = 0.0025), or its
 /// mirror image with lower worse.
 fn rule(worse_up: bool) -> Rule {
     let d = Detector::new(&Config::default());
@@ -61,8 +61,9 @@ fn check(rule: &Rule, test: &Test) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// The example: V ≈ 4e-5 and an estimate just past the critical value 0.0239 (5% →
-/// 7.39% over 2,900 events per arm, as close above the line as whole counts go). It fails; the
+/// The example: V ≈ 4e-5 and an estimate just past the critical value (0.0236 for the
+/// discrete mixture; 5% → 7.4% over 2,900 events per arm, as close above the line as whole
+/// counts go). It fails; the
 /// two-sided sequence at αₘ that was reported before put its lower end below 0, the bound
 /// reported now is past 0.
 #[test]
@@ -90,6 +91,7 @@ fn a_fail_at_the_line_carries_a_bound_past_zero() {
         (d - 0.0239).abs() < 0.001 && (var - 4e-5).abs() < 2e-6,
         "{d} {var}"
     );
+    // The first version's two-sided half-normal radius (τ = the mixture scale, 0.02).
     let t2 = rule.tau * rule.tau;
     let old_radius = (2.0 * var * (var + t2) / t2
         * ((1.0 / rule.alpha).ln() + 0.5 * ((var + t2) / var).ln()))

@@ -1,0 +1,280 @@
+//! One simulated canary lifetime: the real [`Detector`] and the comparison methods on the same
+//! streams, recording when each first fails each metric.
+//!
+//! Owns the comparison methods (the group-sequential fixed-window test, the naive threshold and
+//! the oracle SPRT) and the per-event loop. Must not summarise: [`super::stats`] does.
+
+use crate::config::{Config, MetricKind, Worse};
+use crate::detect::sequential::{mean, observation_variance};
+use crate::detect::{Change, Detector, Source, VerdictState};
+use crate::event::Arm;
+use crate::state::window::Moments;
+use crate::state::CohortKey;
+use crate::traffic::Sampler;
+
+use super::{Scenario, SimOptions, METHODS, METRICS};
+
+/// Per method (in [`METHODS`] order) and metric: events per arm when it first failed.
+pub(super) type FirstAlarms = [[Option<u64>; 4]; METHODS.len()];
+
+/// What a lifetime needs from the config, resolved once per scenario.
+#[derive(Debug, Clone)]
+pub(super) struct Plan {
+    /// Per metric: rate (0/1) or score.
+    binary: [bool; 4],
+    /// Per metric: higher is worse.
+    worse_up: [bool; 4],
+    /// Per metric: `min_effect`.
+    min_effect: [f64; 4],
+    /// Per metric: the O'Brien–Fleming constant of the fixed-window looks at its αₘ.
+    obf: [f64; 4],
+    /// Looks of the fixed-window test in a lifetime.
+    looks: u64,
+    /// Per metric: `ln(1/αₘ)`, the oracle's threshold.
+    threshold: [f64; 4],
+    /// Per metric: `min_events`, the floor the oracle shares with driftd's test.
+    min_events: [u64; 4],
+    /// The oracle's effect in the worse direction, for a drift from the start.
+    oracle_effect: Option<f64>,
+}
+
+impl Plan {
+    /// The plan of `scenario` under `config`.
+    pub(super) fn new(config: &Config, opts: &SimOptions, scenario: &Scenario) -> Plan {
+        let alphas = config.metric_alphas();
+        let looks = opts.events_per_arm / opts.window.max(1);
+        let each = |f: &dyn Fn(usize) -> f64| -> [f64; 4] { std::array::from_fn(f) };
+        let m = &config.metrics;
+        // One boundary per distinct αₘ (by default all four share one).
+        let mut obf = [0.0; 4];
+        for i in 0..4 {
+            obf[i] = match (0..i).find(|&j| alphas[j] == alphas[i]) {
+                Some(j) => obf[j],
+                None => super::stats::obrien_fleming(looks as usize, alphas[i]),
+            };
+        }
+        Plan {
+            binary: std::array::from_fn(|i| m[i].kind != MetricKind::Score),
+            worse_up: std::array::from_fn(|i| m[i].worse == Worse::Up),
+            min_effect: each(&|i| m[i].min_effect()),
+            obf,
+            looks,
+            threshold: each(&|i| (1.0 / alphas[i]).ln()),
+            min_events: std::array::from_fn(|i| {
+                m[i].min_events.unwrap_or(config.detection.min_events)
+            }),
+            oracle_effect: scenario
+                .drift
+                .filter(|d| d.onset == 0.0)
+                .map(|d| scenario.worse_effect(d)),
+        }
+    }
+
+    /// The `min_events` floor of metric `m`.
+    pub(super) fn floor(&self, m: usize) -> u64 {
+        self.min_events[m]
+    }
+}
+
+/// Running sums of one arm for a comparison method.
+#[derive(Debug, Clone, Copy, Default)]
+struct Win {
+    n: u64,
+    sum: f64,
+    sumsq: f64,
+}
+
+impl Win {
+    fn push(&mut self, x: f64) {
+        self.n += 1;
+        self.sum += x;
+        self.sumsq += x * x;
+    }
+    fn mean(&self) -> f64 {
+        self.sum / self.n.max(1) as f64
+    }
+    fn var(&self) -> f64 {
+        let n = self.n.max(2) as f64;
+        ((self.sumsq - self.sum * self.sum / n) / (n - 1.0)).max(1e-12)
+    }
+}
+
+/// One-sided z-statistic that canary is worse than control: the pooled two-proportion test for
+/// rates, Welch's for scores.
+fn z_statistic(canary: &Win, control: &Win, binary: bool, worse_up: bool) -> f64 {
+    let d = canary.mean() - control.mean();
+    let (n1, n0) = (canary.n as f64, control.n as f64);
+    let var = if binary {
+        let p = (canary.sum + control.sum) / (n1 + n0);
+        (p * (1.0 - p) * (1.0 / n1 + 1.0 / n0)).max(1e-12)
+    } else {
+        canary.var() / n1 + control.var() / n0
+    };
+    (if worse_up { d } else { -d }) / var.sqrt()
+}
+
+/// The oracle's log-likelihood ratio of effect `theta` against 0 on the arms' difference, in
+/// the same Gaussian approximation as driftd's test (same estimate, same plug-in variance).
+fn oracle_log_lr(
+    canary: &Moments,
+    control: &Moments,
+    binary: bool,
+    worse_up: bool,
+    theta: f64,
+) -> f64 {
+    let v = observation_variance(canary, binary) / canary.n.max(1) as f64
+        + observation_variance(control, binary) / control.n.max(1) as f64;
+    let d = mean(canary) - mean(control);
+    let d = if worse_up { d } else { -d };
+    theta * d / v - theta * theta / (2.0 * v)
+}
+
+/// Runs one lifetime of `scenario` with traffic seed `seed`.
+pub(super) fn run(
+    config: &Config,
+    opts: &SimOptions,
+    plan: &Plan,
+    scenario: &Scenario,
+    seed: u64,
+) -> FirstAlarms {
+    let mut sampler = Sampler::new(scenario.traffic(seed), Some(opts.events_per_arm));
+    let mut detector = Detector::new(config);
+    let key = |arm, version: &str| CohortKey {
+        deployment: "sim".into(),
+        model_version: version.into(),
+        arm,
+        segment: vec![],
+    };
+    let keys = [key(Arm::Canary, "canary"), key(Arm::Control, "control")];
+    let step_ms = 1000.0 / opts.rate_per_arm;
+    let mut first: FirstAlarms = [[None; 4]; METHODS.len()];
+    let mut cumulative = [[Win::default(); 4]; 2];
+    let mut naive = [[Win::default(); 4]; 2];
+    let mut oracle = [Moments::default(); 2];
+    let mut changes = Vec::new();
+    let drifted = scenario.drifted_metric();
+    for i in 0..opts.events_per_arm {
+        let t = (i as f64 * step_ms) as i64;
+        let mut values = [[0.0; 4]; 2];
+        for (a, key) in keys.iter().enumerate() {
+            let (signals, _) = sampler.draw(0, key.arm, i);
+            values[a] = [
+                f64::from(u8::from(signals.refused)),
+                f64::from(u8::from(signals.escalated)),
+                signals.tone,
+                f64::from(u8::from(signals.tone < -0.5)),
+            ];
+            detector.observe(a, key, &values[a], t + a as i64, &mut changes);
+            for m in 0..4 {
+                cumulative[a][m].push(values[a][m]);
+                naive[a][m].push(values[a][m]);
+            }
+        }
+        let n = i + 1;
+        for c in changes.drain(..) {
+            let Change::Verdict(v) = c else { continue };
+            if v.state != VerdictState::Fail {
+                continue;
+            }
+            let m = METRICS
+                .iter()
+                .position(|x| *x == v.metric)
+                .expect("default metrics");
+            let method = match v.source {
+                Source::CanaryVsControl => 0,
+                Source::SelfBaseline => 1,
+            };
+            // Only fails count: a control cohort's self-baseline alarm is a warn (control
+            // degraded), so drift in both arms is detected by the canary's own alarm.
+            for k in [method, 2] {
+                first[k][m].get_or_insert(n);
+            }
+        }
+        if n % opts.window == 0 && n / opts.window <= plan.looks {
+            // O'Brien–Fleming: the boundary on the cumulative z falls as √(looks/k).
+            let bound = (plan.looks as f64 / (n / opts.window) as f64).sqrt();
+            for m in 0..4 {
+                let z = z_statistic(
+                    &cumulative[0][m],
+                    &cumulative[1][m],
+                    plan.binary[m],
+                    plan.worse_up[m],
+                );
+                if z >= plan.obf[m] * bound {
+                    first[3][m].get_or_insert(n);
+                }
+            }
+        }
+        if n % opts.naive_window == 0 {
+            for m in 0..4 {
+                let d = naive[0][m].mean() - naive[1][m].mean();
+                if (if plan.worse_up[m] { d } else { -d }) > 2.0 * plan.min_effect[m] {
+                    first[4][m].get_or_insert(n);
+                }
+                naive[0][m] = Win::default();
+                naive[1][m] = Win::default();
+            }
+        }
+        if let (Some(dm), Some(theta)) = (drifted, plan.oracle_effect) {
+            for (a, arm) in oracle.iter_mut().enumerate() {
+                arm.push(values[a][dm]);
+            }
+            if first[5][dm].is_none()
+                && n >= plan.min_events[dm]
+                && oracle_log_lr(
+                    &oracle[0],
+                    &oracle[1],
+                    plan.binary[dm],
+                    plan.worse_up[dm],
+                    theta,
+                ) >= plan.threshold[dm]
+            {
+                first[5][dm] = Some(n);
+            }
+        }
+        if let Some(dm) = drifted {
+            let oracle_done = plan.oracle_effect.is_none() || first[5][dm].is_some();
+            if oracle_done && first[..5].iter().all(|f| f[dm].is_some()) {
+                break;
+            }
+        }
+    }
+    first
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::sequential::normal_cdf;
+
+    fn window_p_value(canary: &Win, control: &Win, binary: bool, worse_up: bool) -> f64 {
+        1.0 - normal_cdf(z_statistic(canary, control, binary, worse_up))
+    }
+
+    #[test]
+    fn window_test_matches_a_hand_computed_z() {
+        // 60/1000 vs 40/1000: pooled p = 0.05, se = sqrt(0.05·0.95·0.002) = 0.009747,
+        // z = 0.02/0.009747 = 2.0520, one-sided p = 0.02008 (standard normal table).
+        let mut a = Win::default();
+        let mut b = Win::default();
+        for i in 0..1000 {
+            a.push(f64::from(u8::from(i < 60)));
+            b.push(f64::from(u8::from(i < 40)));
+        }
+        assert!((window_p_value(&a, &b, true, true) - 0.02008).abs() < 2e-4);
+    }
+
+    /// The oracle's statistic by hand: 70/1000 vs 50/1000, θ = 0.02. Smoothed variances
+    /// (70.5/1001)(930.5/1001) = 0.065469 and (50.5/1001)(950.5/1001) = 0.047906 over 1000
+    /// each: V = 1.133736e-4; `ln Λ = 0.02·0.02/V − 0.0004/(2V) = 1.764079`.
+    #[test]
+    fn oracle_log_lr_by_hand() {
+        let rate = |k: u64| Moments {
+            n: 1000,
+            sum: k as f64,
+            sumsq: k as f64,
+        };
+        let l = oracle_log_lr(&rate(70), &rate(50), true, true, 0.02);
+        assert!((l - 1.764_079).abs() < 1e-5, "{l}");
+    }
+}

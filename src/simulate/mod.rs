@@ -1,0 +1,404 @@
+//! `driftd simulate`: the detection benchmark.
+//!
+//! Runs the real [`Detector`](crate::detect::Detector) (the code the daemon runs, with the config's detection settings)
+//! over generated canary lifetimes and reports false-alarm rates (A/A) and detection delay
+//! (drift), side by side with, on the same streams:
+//! - **fixed window**: the way interval-based canary analysis (Kayenta, Argo Rollouts, Flagger)
+//!   looks every `window` events per arm, made honest as a group-sequential test: a one-sided
+//!   two-proportion z-test (rates) or Welch z-test (tone) on the cumulative data at each look,
+//!   against O'Brien–Fleming boundaries whose overall level is the metric's αₘ;
+//! - **naive threshold**: fail when the canary's last `naive_window` events are worse than
+//!   control's by more than twice the metric's `min_effect`;
+//! - **oracle**: for a drift from the start, the SPRT that knows the effect (likelihood ratio
+//!   of the true effect against 0 in the same Gaussian approximation, threshold `1/αₘ`, from
+//!   the same `min_events` floor): the physical limit the other rows are read against. The
+//!   late-drift oracle (a CUSUM that knows both rates) has a row slot, not yet a value.
+//!
+//! Honesty rules ([`stats`]): delay counts from the onset; an alarm before it is an early false
+//! alarm, never a detection; medians and p90 are over every lifetime, undetected ones as ∞.
+//!
+//! Each lifetime is one deployment with equally many events per arm (canary and control in
+//! turn); every event's signals are drawn by the same [`Sampler`](crate::traffic::Sampler) that
+//! `driftd gen` and the demo produce from, with the default [`TrafficModel`] (refusal 5%,
+//! escalation 2%, tone ~ N(0.3, 0.3) clamped to [-1, 1]); `tone_tail` = tone < −0.5. Lifetime
+//! `r` uses seed `seed + r`: deterministic for a seed whatever the number of threads. This module
+//! owns the benchmark only; it must not be used by the daemon.
+
+mod lifetime;
+mod report;
+pub mod stats;
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::traffic::{Drift, DriftMetric, TrafficModel};
+use lifetime::{FirstAlarms, Plan};
+pub use report::markdown;
+use stats::{classify, summarise, DelaySummary};
+
+/// Benchmark settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimOptions {
+    /// Canary lifetimes per drift scenario.
+    pub runs: usize,
+    /// Lifetimes of the A/A scenario (its family-wise rate near 0.01 needs many).
+    pub aa_runs: usize,
+    /// Events per arm in one lifetime.
+    pub events_per_arm: u64,
+    /// Event rate per arm (sets event time, which the self-baseline thresholds depend on).
+    pub rate_per_arm: f64,
+    /// Events per arm between two looks of the fixed-window test.
+    pub window: u64,
+    /// Events per arm in the naive rule's window.
+    pub naive_window: u64,
+    /// Seed of lifetime 0; lifetime `i` uses `seed + i`.
+    pub seed: u64,
+    /// Worker threads.
+    pub threads: usize,
+    /// Bootstrap resamples for the standard error of a median.
+    pub bootstrap: usize,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            runs: 2000,
+            aa_runs: 2000,
+            events_per_arm: 50_000,
+            rate_per_arm: 100.0,
+            window: 6_000,
+            naive_window: 1_000,
+            seed: 1,
+            threads: 2,
+            bootstrap: 400,
+        }
+    }
+}
+
+/// The metrics of the synthetic model, in the default config's order.
+const METRICS: [&str; 4] = ["refusal", "escalation", "tone", "tone_tail"];
+
+/// A drift in the canary arm.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SimDrift {
+    /// The metric that drifts.
+    pub metric: DriftMetric,
+    /// New rate, or the tone mean shift.
+    pub to: f64,
+    /// Fraction of the lifetime after which it starts.
+    pub onset: f64,
+}
+
+/// A named benchmark case: the traffic of one canary lifetime, with or without a drift.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    /// Name shown in the report.
+    pub name: &'static str,
+    /// `None` for A/A.
+    pub drift: Option<SimDrift>,
+}
+
+impl Scenario {
+    /// The traffic of one lifetime: one deployment, the default rates, the drift (if any) on
+    /// its canary.
+    fn traffic(&self, seed: u64) -> TrafficModel {
+        TrafficModel {
+            deployments: 1,
+            drift: self
+                .drift
+                .iter()
+                .map(|d| Drift {
+                    metric: d.metric,
+                    to: d.to,
+                    at: d.onset,
+                    deployments: 1,
+                })
+                .collect(),
+            seed,
+            ..TrafficModel::default()
+        }
+    }
+
+    /// The column of the drifted metric in [`METRICS`].
+    fn drifted_metric(&self) -> Option<usize> {
+        self.drift.map(|d| match d.metric {
+            DriftMetric::Refusal => 0,
+            DriftMetric::Escalation => 1,
+            DriftMetric::Tone => 2,
+        })
+    }
+
+    /// The drifted metric's mean before and after the drift, and its per-event standard
+    /// deviation for a score (`None` for a rate). Tone's clamping to [-1, 1] is ignored (it
+    /// moves the mean by under 1% of the shift).
+    fn means(&self, d: SimDrift) -> (f64, f64, Option<f64>) {
+        let m = TrafficModel::default();
+        match d.metric {
+            DriftMetric::Refusal => (m.refusal, d.to, None),
+            DriftMetric::Escalation => (m.escalation, d.to, None),
+            DriftMetric::Tone => (m.tone_mean, m.tone_mean + d.to, Some(m.tone_sd)),
+        }
+    }
+
+    /// The drift's effect in the worse direction (every default metric: up is worse, tone down).
+    fn worse_effect(&self, d: SimDrift) -> f64 {
+        let (before, after, _) = self.means(d);
+        (after - before).abs()
+    }
+}
+
+/// The scenarios of the README tables. Tone's shift is 1.5 × its `min_effect` (0.05): at 2×
+/// (−0.1) the `min_events` floor of 300 decided most lifetimes.
+pub fn scenarios() -> Vec<Scenario> {
+    let d = |metric, to, onset| Some(SimDrift { metric, to, onset });
+    let s = |name, drift| Scenario { name, drift };
+    vec![
+        s("A/A (no drift)", None),
+        s(
+            "refusal 5% -> 6.5% (off-grid)",
+            d(DriftMetric::Refusal, 0.065, 0.0),
+        ),
+        s("refusal 5% -> 7%", d(DriftMetric::Refusal, 0.07, 0.0)),
+        s(
+            "refusal 5% -> 8% (off-grid)",
+            d(DriftMetric::Refusal, 0.08, 0.0),
+        ),
+        s("refusal 5% -> 10%", d(DriftMetric::Refusal, 0.10, 0.0)),
+        s("escalation 2% -> 4%", d(DriftMetric::Escalation, 0.04, 0.0)),
+        s(
+            "tone mean -0.075 (sd 0.3)",
+            d(DriftMetric::Tone, -0.075, 0.0),
+        ),
+        s(
+            "refusal 5% -> 10% from half-way",
+            d(DriftMetric::Refusal, 0.10, 0.5),
+        ),
+    ]
+}
+
+/// The methods compared; the last is the oracle (an SPRT from the start, a CUSUM for late
+/// drift).
+pub const METHODS: [&str; 6] = [
+    "driftd (canary vs control)",
+    "driftd (self-baseline)",
+    "driftd (either)",
+    "fixed window (O'Brien-Fleming looks)",
+    "naive threshold",
+    "oracle",
+];
+
+/// Results of one scenario and method.
+#[derive(Debug, Clone, Serialize)]
+pub struct MethodResult {
+    /// Method name.
+    pub method: &'static str,
+    /// A/A: share of lifetimes with a false fail, per metric (config order).
+    pub false_fail_rate: Option<[f64; 4]>,
+    /// A/A: share of lifetimes with any false fail.
+    pub familywise_false_fail_rate: Option<f64>,
+    /// Drift: delays on the drifted metric (`None` for a row not yet measured).
+    pub delay: Option<DelaySummary>,
+}
+
+/// Results of one scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Lifetimes run.
+    pub lifetimes: usize,
+    /// One entry per method.
+    pub methods: Vec<MethodResult>,
+    /// The drifted metric's αₘ.
+    pub metric_alpha: Option<f64>,
+    /// Events per arm a fixed-horizon test at one-sided αₘ and 90% power needs.
+    pub fixed_horizon_n: Option<u64>,
+    /// Wall-clock seconds the scenario took.
+    pub seconds: f64,
+}
+
+/// The whole benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Settings.
+    pub options: SimOptions,
+    /// Family-wise alpha of the config.
+    pub alpha: f64,
+    /// Looks of the fixed-window test per lifetime.
+    pub looks: u64,
+    /// Per scenario.
+    pub scenarios: Vec<ScenarioResult>,
+}
+
+/// Every lifetime of `scenario`, in lifetime order whatever the thread count.
+fn lifetimes(
+    config: &Config,
+    opts: &SimOptions,
+    plan: &Plan,
+    scenario: &Scenario,
+    runs: usize,
+) -> Vec<FirstAlarms> {
+    let threads = opts.threads.max(1);
+    let mut all: Vec<(usize, FirstAlarms)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|w| {
+                s.spawn(move || {
+                    (w..runs)
+                        .step_by(threads)
+                        .map(|r| {
+                            (
+                                r,
+                                lifetime::run(config, opts, plan, scenario, opts.seed + r as u64),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("simulation thread does not panic"))
+            .collect()
+    });
+    all.sort_by_key(|(r, _)| *r);
+    all.into_iter().map(|(_, f)| f).collect()
+}
+
+/// Runs one scenario.
+pub fn run_scenario(config: &Config, opts: &SimOptions, scenario: &Scenario) -> ScenarioResult {
+    let started = Instant::now();
+    let plan = Plan::new(config, opts, scenario);
+    let runs = if scenario.drift.is_some() {
+        opts.runs
+    } else {
+        opts.aa_runs
+    };
+    let all = lifetimes(config, opts, &plan, scenario, runs);
+    let n = all.len().max(1) as f64;
+    let alphas = config.metric_alphas();
+    let onset = scenario
+        .drift
+        .map(|d| (d.onset.clamp(0.0, 1.0) * opts.events_per_arm as f64) as u64);
+    let methods = METHODS
+        .iter()
+        .enumerate()
+        .map(|(k, &method)| match (scenario.drifted_metric(), onset) {
+            (Some(m), Some(onset)) => MethodResult {
+                method,
+                false_fail_rate: None,
+                familywise_false_fail_rate: None,
+                // The late-drift oracle is the other half of issue 14's oracle rows: no value
+                // until it exists.
+                delay: (k + 1 < METHODS.len() || onset == 0).then(|| {
+                    let outcomes: Vec<_> = all.iter().map(|f| classify(f[k][m], onset)).collect();
+                    summarise(&outcomes, plan.floor(m), opts.bootstrap)
+                }),
+            },
+            _ => MethodResult {
+                method,
+                false_fail_rate: (k + 1 < METHODS.len()).then(|| {
+                    std::array::from_fn(|m| {
+                        all.iter().filter(|f| f[k][m].is_some()).count() as f64 / n
+                    })
+                }),
+                familywise_false_fail_rate: (k + 1 < METHODS.len()).then(|| {
+                    all.iter()
+                        .filter(|f| f[k].iter().any(Option::is_some))
+                        .count() as f64
+                        / n
+                }),
+                delay: None,
+            },
+        })
+        .collect();
+    ScenarioResult {
+        scenario: scenario.clone(),
+        lifetimes: all.len(),
+        methods,
+        metric_alpha: scenario.drifted_metric().map(|m| alphas[m]),
+        fixed_horizon_n: scenario.drift.zip(scenario.drifted_metric()).map(|(d, m)| {
+            let (before, after, sd) = scenario.means(d);
+            stats::fixed_horizon_n(before, after, sd, alphas[m], 0.9)
+        }),
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// Runs every scenario.
+pub fn run(config: &Config, opts: &SimOptions) -> Report {
+    Report {
+        options: opts.clone(),
+        alpha: config.detection.alpha,
+        looks: opts.events_per_arm / opts.window.max(1),
+        scenarios: scenarios()
+            .iter()
+            .map(|s| run_scenario(config, opts, s))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small(runs: usize, threads: usize) -> SimOptions {
+        SimOptions {
+            runs,
+            aa_runs: runs,
+            events_per_arm: 4000,
+            window: 1000,
+            threads,
+            bootstrap: 50,
+            ..SimOptions::default()
+        }
+    }
+
+    #[test]
+    fn small_simulation_is_deterministic_and_detects_a_large_drift() {
+        let config = Config::default();
+        let s = Scenario {
+            name: "t",
+            drift: Some(SimDrift {
+                metric: DriftMetric::Refusal,
+                to: 0.15,
+                onset: 0.0,
+            }),
+        };
+        let a = run_scenario(&config, &small(6, 2), &s);
+        let b = run_scenario(&config, &small(6, 1), &s);
+        let (da, db) = (a.methods[0].delay.clone(), b.methods[0].delay.clone());
+        assert_eq!(da, db);
+        assert_eq!(da.expect("measured").detected, 1.0);
+        let oracle = a.methods[5]
+            .delay
+            .clone()
+            .expect("an oracle from the start");
+        assert_eq!(oracle.detected, 1.0);
+        assert!(a.fixed_horizon_n.is_some_and(|n| n > 0));
+    }
+
+    /// A drift half-way: every alarm the comparison methods raise in the first half is early,
+    /// not a detection, and the late oracle's row is an empty slot.
+    #[test]
+    fn late_drift_counts_alarms_before_the_onset_as_early() {
+        let config = Config::default();
+        let s = Scenario {
+            name: "late",
+            drift: Some(SimDrift {
+                metric: DriftMetric::Refusal,
+                to: 0.30,
+                onset: 0.5,
+            }),
+        };
+        let r = run_scenario(&config, &small(8, 2), &s);
+        assert!(r.methods[5].delay.is_none());
+        let ab = r.methods[0].delay.clone().expect("measured");
+        assert!(ab.detected + ab.early > 0.99, "{ab:?}");
+        assert!(
+            ab.median.is_some_and(|m| m <= 2000),
+            "delay from the onset: {ab:?}"
+        );
+    }
+}
