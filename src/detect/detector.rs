@@ -9,12 +9,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use super::cusum::{CusumPhase, SelfBaseline, Tuning};
 use super::srm;
 use super::verdict::{
-    Change, DeploymentView, MetricVerdicts, Signal, SignalKind, Source, Verdict, VerdictState,
+    Change, DeploymentView, MetricVerdicts, Signal, SignalKind, Verdict, VerdictState,
 };
 use crate::config::{AlarmState, Config, MetricKind, Worse};
 use crate::event::{format_rfc3339_ms, Arm};
 use crate::state::CohortKey;
 use ab::{ab_verdict, fresh_tests, next_state, Subject, Test};
+use baseline::{baseline_verdict, Watch};
 
 /// A metric's detection rule, resolved from config.
 #[derive(Debug, Clone)]
@@ -164,7 +165,13 @@ impl Detector {
                 deployment: dep,
                 arm: key.arm,
                 model_version: key.model_version.clone(),
-                segment: String::new(),
+                segment: key
+                    .segment
+                    .iter()
+                    .flatten()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(","),
                 baselines: self
                     .rules
                     .iter()
@@ -225,7 +232,7 @@ impl Detector {
             self.check_srm(dep_i, t_ms, out);
         }
         if self.self_baseline {
-            self.observe_baselines(cohort, key, values, t_ms, out);
+            self.observe_baselines(cohort, values, t_ms, out);
         }
     }
 
@@ -322,7 +329,6 @@ impl Detector {
     fn observe_baselines(
         &mut self,
         cohort: usize,
-        key: &CohortKey,
         values: &[f64],
         t_ms: i64,
         out: &mut Vec<Change>,
@@ -346,45 +352,26 @@ impl Detector {
             else {
                 continue;
             };
-            if c.segment.is_empty() {
-                c.segment = key
-                    .segment
-                    .iter()
-                    .flatten()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(",");
-            }
-            let test = &dep.tests[m];
-            let v = Verdict {
-                deployment: dep.name.clone(),
-                model_version: current.unwrap_or(&c.model_version).to_string(),
-                metric: rule.name.clone(),
-                source: Source::SelfBaseline,
-                // A degraded control says nothing against the canary (which may be relatively
-                // better): it alerts, it never fails the canary.
-                state: match c.arm {
-                    Arm::Canary => self.on_alarm,
-                    Arm::Control => self.on_alarm.min(VerdictState::Warn),
-                },
-                at: format_rfc3339_ms(t_ms),
-                events_seen: self.events_seen,
-                n_canary: test.canary.n,
-                n_control: test.control.n,
-                canary_value: None,
-                control_value: None,
-                estimate: seen.mean(),
-                ci_low: None,
-                ci_high: None,
-                p_value: None,
-                statistic: *statistic,
-                threshold: *threshold,
-                min_effect: rule.min_effect,
-                alpha: None,
-                arm: Some(c.arm),
-                segment: Some(c.segment.clone()),
-                reference: Some(reference.value()),
+            // A degraded control says nothing against the canary (which may be relatively
+            // better): it alerts, it never fails the canary.
+            let state = match c.arm {
+                Arm::Canary => self.on_alarm,
+                Arm::Control => self.on_alarm.min(VerdictState::Warn),
             };
+            let v = baseline_verdict(
+                dep,
+                c,
+                (m, rule),
+                Watch {
+                    state,
+                    reference: reference.value(),
+                    threshold: *threshold,
+                    statistic: *statistic,
+                    mean: seen.mean(),
+                },
+                t_ms,
+                self.events_seen,
+            );
             // The first alarm stands, unless a worse one follows (the canary's after control's).
             if dep.alarms[m].as_ref().is_none_or(|a| v.state > a.state) {
                 out.push(Change::Verdict(v.clone()));
@@ -427,18 +414,79 @@ impl Detector {
         crate::state::expiry::compact(&mut self.cohorts, map);
     }
 
+    /// Per deployment and metric, the canary cohort whose self-baseline CUSUM stands nearest
+    /// its threshold (the largest statistic / threshold), once monitoring.
+    fn nearest_alarms(&self) -> Vec<Vec<Option<(f64, usize)>>> {
+        let mut nearest = vec![vec![None; self.rules.len()]; self.deployments.len()];
+        for (i, c) in self.cohorts.iter().enumerate() {
+            let dep = &self.deployments[c.deployment];
+            if c.arm != Arm::Canary || dep.canary_version.as_deref() != Some(&c.model_version) {
+                continue;
+            }
+            for (m, b) in c.baselines.iter().enumerate() {
+                if let CusumPhase::Monitoring {
+                    threshold,
+                    statistic,
+                    ..
+                } = b.phase()
+                {
+                    let ratio = statistic / threshold.max(f64::MIN_POSITIVE);
+                    let slot = &mut nearest[c.deployment][m];
+                    if slot.is_none_or(|(r, _)| ratio > r) {
+                        *slot = Some((ratio, i));
+                    }
+                }
+            }
+        }
+        nearest
+    }
+
+    /// The self-baseline verdict of cohort `i`'s CUSUM for metric `m` as it stands.
+    fn watch(&self, i: usize, m: usize, alarm: Option<&Verdict>, t_ms: i64) -> Option<Verdict> {
+        let c = &self.cohorts[i];
+        let CusumPhase::Monitoring {
+            reference,
+            threshold,
+            statistic,
+            seen,
+            ..
+        } = c.baselines[m].phase()
+        else {
+            return None;
+        };
+        let watch = Watch {
+            state: alarm.map_or(VerdictState::Pass, |a| a.state),
+            reference: reference.value(),
+            threshold: *threshold,
+            statistic: *statistic,
+            mean: seen.mean(),
+        };
+        let dep = &self.deployments[c.deployment];
+        Some(baseline_verdict(
+            dep,
+            c,
+            (m, &self.rules[m]),
+            watch,
+            t_ms,
+            self.events_seen,
+        ))
+    }
+
     /// Every deployment's current verdicts, signals and history.
     pub fn snapshot(&self) -> Vec<DeploymentView> {
         let t = self.watermark_ms.max(0);
+        let nearest = self.nearest_alarms();
         self.deployments
             .iter()
-            .map(|dep| {
+            .enumerate()
+            .map(|(d, dep)| {
                 let metrics = self
                     .rules
                     .iter()
                     .zip(&dep.tests)
                     .zip(&dep.alarms)
-                    .map(|((rule, test), alarm)| {
+                    .enumerate()
+                    .map(|(m, ((rule, test), alarm))| {
                         let ab = ab_verdict(
                             Subject(&dep.name, dep.canary_version.as_deref()),
                             rule,
@@ -451,6 +499,8 @@ impl Detector {
                             state: alarm.as_ref().map_or(ab.state, |a| a.state.max(ab.state)),
                             canary_vs_control: ab,
                             self_baseline: alarm.clone(),
+                            self_baseline_watch: nearest[d][m]
+                                .and_then(|(_, i)| self.watch(i, m, alarm.as_ref(), t)),
                         }
                     })
                     .collect();
@@ -519,6 +569,7 @@ fn absent_signal(
 }
 
 mod ab;
+mod baseline;
 mod overflow;
 pub mod part;
 

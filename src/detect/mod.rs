@@ -36,6 +36,7 @@
 //! reproduces the daemon's decisions exactly. Must not know about Kafka, HTTP, metrics or
 //! containment.
 
+pub mod arl;
 pub mod cusum;
 mod detector;
 pub mod sequential;

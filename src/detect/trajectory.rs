@@ -192,8 +192,9 @@ impl Trajectories {
         }
     }
 
-    /// Records the current canary-vs-control evidence of every deployment in `views` at its
-    /// own time, and forgets the deployments no longer there.
+    /// Records the current canary-vs-control evidence, and the self-baseline chart nearest its
+    /// threshold, of every deployment in `views` at its own time, and forgets the deployments
+    /// no longer there.
     pub fn sample(&mut self, views: &[DeploymentView]) {
         for d in views {
             let t = self.now(&d.deployment);
@@ -206,6 +207,9 @@ impl Trajectories {
                     continue;
                 }
                 self.series(v).push(Point::of(v, t, false));
+                if let Some(w) = &m.self_baseline_watch {
+                    self.series(w).push(Point::of(w, t, false));
+                }
             }
         }
         let gone = |name: &String| views.iter().any(|d| &d.deployment == name);

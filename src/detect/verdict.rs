@@ -251,6 +251,11 @@ pub struct MetricVerdicts {
     pub canary_vs_control: Verdict,
     /// The latest self-baseline alarm for the current canary version, if any.
     pub self_baseline: Option<Verdict>,
+    /// The self-baseline CUSUM of the canary's cohorts that stands nearest its threshold now
+    /// (statistic, threshold, the cohort's mean and reference; state `pass` until it alarms),
+    /// once one has learned its reference: what the on-call page draws over time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_baseline_watch: Option<Verdict>,
 }
 
 #[cfg(test)]

@@ -128,6 +128,7 @@ pub(super) fn deployment(v: Verdict) -> DeploymentView {
             state: v.state,
             canary_vs_control: v,
             self_baseline: None,
+            self_baseline_watch: None,
         }],
         sample_ratio_mismatch: false,
         srm: None,

@@ -1,10 +1,13 @@
 //! One simulated canary lifetime: the real [`Detector`] and the comparison methods on the same
 //! streams, recording when each first fails each metric.
 //!
-//! Owns the comparison methods (the group-sequential fixed-window test, the naive threshold and
-//! the oracle SPRT) and the per-event loop. Must not summarise: [`super::stats`] does.
+//! Owns the comparison methods (the group-sequential fixed-window test, the naive threshold, the
+//! oracle SPRT for a drift from the start and the oracle CUSUM for a late one) and the per-event
+//! loop. Must not summarise: [`super::stats`] does.
 
 use crate::config::{Config, MetricKind, Worse};
+use crate::detect::arl::{threshold_for_arl, Increments};
+use crate::detect::cusum::Reference;
 use crate::detect::sequential::{mean, observation_variance};
 use crate::detect::{Change, Detector, Source, VerdictState};
 use crate::event::Arm;
@@ -12,7 +15,7 @@ use crate::state::window::Moments;
 use crate::state::CohortKey;
 use crate::traffic::Sampler;
 
-use super::{Scenario, SimOptions, METHODS, METRICS};
+use super::{Scenario, SimDrift, SimOptions, METHODS, METRICS};
 
 /// Per method (in [`METHODS`] order) and metric: events per arm when it first failed.
 pub(super) type FirstAlarms = [[Option<u64>; 4]; METHODS.len()];
@@ -36,6 +39,9 @@ pub(super) struct Plan {
     min_events: [u64; 4],
     /// The oracle's effect in the worse direction, for a drift from the start.
     oracle_effect: Option<f64>,
+    /// For a late drift: the oracle CUSUM's chart, tuned from the known rate (or mean) before
+    /// the drift to the known one after, and its exact-ARL threshold.
+    late_oracle: Option<(Reference, f64)>,
 }
 
 impl Plan {
@@ -67,12 +73,57 @@ impl Plan {
                 .drift
                 .filter(|d| d.onset == 0.0)
                 .map(|d| scenario.worse_effect(d)),
+            late_oracle: scenario
+                .drift
+                .filter(|d| d.onset > 0.0)
+                .map(|d| late_oracle(config, opts, scenario, d)),
         }
     }
 
     /// The `min_events` floor of metric `m`.
     pub(super) fn floor(&self, m: usize) -> u64 {
         self.min_events[m]
+    }
+}
+
+/// The late-drift oracle: a log-likelihood-ratio CUSUM on the canary's values that knows the
+/// metric's mean before and after the drift (not when it starts), with the threshold whose exact
+/// in-control ARL is the self-baseline's budget for one chart — the cohort's event rate × one
+/// `false_alarm_period` — so it is read at the error cost driftd's CUSUM pays.
+fn late_oracle(
+    config: &Config,
+    opts: &SimOptions,
+    scenario: &Scenario,
+    d: SimDrift,
+) -> (Reference, f64) {
+    let (before, after, sd) = scenario.means(d);
+    let arl0 = opts.rate_per_arm
+        * config
+            .detection
+            .self_baseline
+            .false_alarm_period
+            .as_secs_f64();
+    match sd {
+        None => {
+            let chart = Reference::Bernoulli {
+                p0: before,
+                p1: after,
+            };
+            (
+                chart,
+                threshold_for_arl(Increments::bernoulli(before, before, after), arl0),
+            )
+        }
+        Some(sigma) => {
+            let delta = after - before;
+            let chart = Reference::Gaussian {
+                mu0: before,
+                sigma,
+                delta,
+            };
+            let inc = Increments::gaussian(before, sigma, before, sigma, delta);
+            (chart, threshold_for_arl(inc, arl0))
+        }
     }
 }
 
@@ -151,6 +202,7 @@ pub(super) fn run(
     let mut cumulative = [[Win::default(); 4]; 2];
     let mut naive = [[Win::default(); 4]; 2];
     let mut oracle = [Moments::default(); 2];
+    let mut late_cusum = 0.0f64;
     let mut changes = Vec::new();
     let drifted = scenario.drifted_metric();
     for i in 0..opts.events_per_arm {
@@ -232,8 +284,14 @@ pub(super) fn run(
                 first[5][dm] = Some(n);
             }
         }
+        if let (Some(dm), Some((chart, h))) = (drifted, plan.late_oracle) {
+            late_cusum = (late_cusum + chart.increment(values[0][dm])).max(0.0);
+            if late_cusum >= h {
+                first[5][dm].get_or_insert(n);
+            }
+        }
         if let Some(dm) = drifted {
-            let oracle_done = plan.oracle_effect.is_none() || first[5][dm].is_some();
+            let oracle_done = first[5][dm].is_some();
             if oracle_done && first[..5].iter().all(|f| f[dm].is_some()) {
                 break;
             }

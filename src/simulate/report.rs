@@ -35,9 +35,6 @@ fn drift_table(s: &ScenarioResult, out: &mut String) {
             m.method
         };
         let Some(d) = &m.delay else {
-            out.push_str(&format!(
-                "| {label} | - | - | pending (needs the exact-ARL CUSUM) | - | - | - |\n"
-            ));
             continue;
         };
         let median = match (d.median, d.median_se) {

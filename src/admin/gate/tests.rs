@@ -42,6 +42,7 @@ fn metric(name: &str, state: VerdictState) -> MetricVerdicts {
             ..evidence(state, Source::CanaryVsControl)
         },
         self_baseline: None,
+        self_baseline_watch: None,
     }
 }
 

@@ -168,7 +168,8 @@ fn metric_section(i: usize, m: &MetricVerdicts, list: &[std::sync::Arc<Series>])
     let chart = series(list, &m.metric, Source::CanaryVsControl)
         .and_then(|s| chart::canary_vs_control(&format!("ab-{i}"), s))
         .unwrap_or_else(|| "<p>No estimate yet: fewer than min_events per arm.</p>".into());
-    let baseline = match &m.self_baseline {
+    // The alarm when there is one, else the canary's chart nearest its threshold.
+    let baseline = match m.self_baseline.as_ref().or(m.self_baseline_watch.as_ref()) {
         Some(b) => {
             let chart = series(list, &m.metric, Source::SelfBaseline)
                 .and_then(|s| chart::self_baseline(&format!("sb-{i}"), s))
@@ -191,7 +192,7 @@ fn metric_section(i: usize, m: &MetricVerdicts, list: &[std::sync::Arc<Series>])
                 est = num(b.estimate),
             )
         }
-        None => "<p class=\"note\">Self-baseline: no alarm for this canary version.</p>".into(),
+        None => "<p class=\"note\">Self-baseline: no canary cohort has learned its reference yet (warm-up).</p>".into(),
     };
     format!(
         r#"<section class="metric" id="metric-{i}" data-metric="{name}" data-state="{state}" aria-labelledby="metric-{i}-h">

@@ -46,6 +46,7 @@ fn deployment_view(name: &str, v: Verdict) -> DeploymentView {
             state: v.state,
             canary_vs_control: v,
             self_baseline: None,
+            self_baseline_watch: None,
         }],
         sample_ratio_mismatch: false,
         srm: None,

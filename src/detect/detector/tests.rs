@@ -1,6 +1,7 @@
 //! Unit tests of the detector: verdict states, canary versions, SRM, absence, self-baseline.
 
 use super::*;
+use crate::detect::Source;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -301,8 +302,27 @@ fn a_self_baseline_verdict_reports_the_mean_since_monitoring_began() {
         if alarm.is_some() {
             break;
         }
+        // The chart nearest its threshold is in the view once monitoring, still a pass.
+        if i == 8_000 {
+            let view = d.snapshot();
+            let refusal = &view[0].metrics[0];
+            let w = refusal
+                .self_baseline_watch
+                .as_ref()
+                .expect("the canary's chart is watched");
+            assert_eq!(
+                (w.state, w.arm, w.source),
+                (VerdictState::Pass, Some(Arm::Canary), Source::SelfBaseline)
+            );
+            assert!(w.statistic < w.threshold && w.threshold > 0.0, "{w:?}");
+            assert!((w.reference.unwrap() - 0.05).abs() < 1e-3, "{w:?}");
+        }
     }
     let (at, v) = alarm.expect("the rise to 25% alarms");
+    let watched = d.snapshot()[0].metrics[0].self_baseline_watch.clone();
+    let watched = watched.expect("still watched after the alarm");
+    assert_eq!(watched.state, VerdictState::Fail, "the alarm's state");
+    assert!(watched.statistic >= watched.threshold, "{watched:?}");
     assert_eq!(v.arm, Some(Arm::Canary));
     // Warm-up ends on the event 60 s after the first (i = 6,000); monitoring starts after it.
     let monitored: Vec<f64> = (6_001..=at).map(canary).collect();
