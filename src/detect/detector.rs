@@ -342,36 +342,16 @@ impl Detector {
             if !c.baselines[m].push(values[m], t_ms) || !relevant {
                 continue;
             }
-            let CusumPhase::Monitoring {
-                reference,
-                threshold,
-                statistic,
-                seen,
-                ..
-            } = c.baselines[m].phase()
-            else {
-                continue;
-            };
             // A degraded control says nothing against the canary (which may be relatively
             // better): it alerts, it never fails the canary.
             let state = match c.arm {
                 Arm::Canary => self.on_alarm,
                 Arm::Control => self.on_alarm.min(VerdictState::Warn),
             };
-            let v = baseline_verdict(
-                dep,
-                c,
-                (m, rule),
-                Watch {
-                    state,
-                    reference: reference.value(),
-                    threshold: *threshold,
-                    statistic: *statistic,
-                    mean: seen.mean(),
-                },
-                t_ms,
-                self.events_seen,
-            );
+            let Some(watch) = Watch::of(c.baselines[m].phase(), state) else {
+                continue;
+            };
+            let v = baseline_verdict(dep, c, (m, rule), watch, t_ms, self.events_seen);
             // The first alarm stands, unless a worse one follows (the canary's after control's).
             if dep.alarms[m].as_ref().is_none_or(|a| v.state > a.state) {
                 out.push(Change::Verdict(v.clone()));
@@ -444,23 +424,10 @@ impl Detector {
     /// The self-baseline verdict of cohort `i`'s CUSUM for metric `m` as it stands.
     fn watch(&self, i: usize, m: usize, alarm: Option<&Verdict>, t_ms: i64) -> Option<Verdict> {
         let c = &self.cohorts[i];
-        let CusumPhase::Monitoring {
-            reference,
-            threshold,
-            statistic,
-            seen,
-            ..
-        } = c.baselines[m].phase()
-        else {
-            return None;
-        };
-        let watch = Watch {
-            state: alarm.map_or(VerdictState::Pass, |a| a.state),
-            reference: reference.value(),
-            threshold: *threshold,
-            statistic: *statistic,
-            mean: seen.mean(),
-        };
+        let watch = Watch::of(
+            c.baselines[m].phase(),
+            alarm.map_or(VerdictState::Pass, |a| a.state),
+        )?;
         let dep = &self.deployments[c.deployment];
         Some(baseline_verdict(
             dep,

@@ -4,6 +4,8 @@
 //! document's structure. Must not decide what a report says: that is [`super::build`].
 
 use super::{Block, Document};
+// The on-call page's escaping: one rule for every HTML driftd writes.
+use crate::admin::ui::esc;
 
 /// A Markdown table cell: `|` would end the cell and a line break the row.
 fn md_cell(s: &str) -> String {
@@ -68,55 +70,34 @@ pub fn markdown(doc: &Document) -> String {
     out
 }
 
-/// Text safe in HTML element content and in quoted attribute values.
-pub fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;line-height:1.4}\
 table{border-collapse:collapse;margin:.5rem 0;width:100%}th,td{border:1px solid #999;padding:.25rem .5rem;text-align:left;vertical-align:top}\
 th{background:#eee}pre{background:#f4f4f4;padding:.5rem;overflow-x:auto}";
 
 /// The document as one standalone HTML page.
 pub fn html(doc: &Document) -> String {
-    let title = html_escape(&doc.title);
+    let title = esc(&doc.title);
     let mut out = format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{title}</h1>\n"
     );
     for section in &doc.sections {
-        out.push_str(&format!(
-            "<section>\n<h2>{}</h2>\n",
-            html_escape(&section.heading)
-        ));
+        out.push_str(&format!("<section>\n<h2>{}</h2>\n", esc(&section.heading)));
         for block in &section.blocks {
             match block {
-                Block::Para(p) => out.push_str(&format!("<p>{}</p>\n", html_escape(p))),
-                Block::Code(c) => {
-                    out.push_str(&format!("<pre><code>{}</code></pre>\n", html_escape(c)))
-                }
+                Block::Para(p) => out.push_str(&format!("<p>{}</p>\n", esc(p))),
+                Block::Code(c) => out.push_str(&format!("<pre><code>{}</code></pre>\n", esc(c))),
                 Block::Table(header, rows) => {
                     out.push_str("<table>\n<thead><tr>");
                     for h in header {
-                        out.push_str(&format!("<th scope=\"col\">{}</th>", html_escape(h)));
+                        out.push_str(&format!("<th scope=\"col\">{}</th>", esc(h)));
                     }
                     out.push_str("</tr></thead>\n<tbody>\n");
                     for row in rows {
                         out.push_str("<tr>");
                         for cell in row {
-                            out.push_str(&format!("<td>{}</td>", html_escape(cell)));
+                            out.push_str(&format!("<td>{}</td>", esc(cell)));
                         }
                         out.push_str("</tr>\n");
                     }

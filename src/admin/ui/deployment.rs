@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::{chart, esc, num, page, phase_badge, state_badge, View};
+use super::{chart, esc, experiment_signals, num, page, phase_badge, state_badge, View};
 use crate::contain::latch::Phase;
 use crate::detect::trajectory::Series;
 use crate::detect::{MetricVerdicts, Source};
@@ -268,15 +268,7 @@ pub(super) fn render(v: &View, deployment: &str, c: &Containment) -> String {
         },
     );
     let closed = latch.is_some_and(|l| l.gate_closed());
-    let mut signals = Vec::new();
-    if let Some(d) = view {
-        if d.sample_ratio_mismatch {
-            signals.push("sample ratio mismatch".to_string());
-        }
-        for arm in &d.telemetry_absent {
-            signals.push(format!("{} telemetry absent", arm.as_str()));
-        }
-    }
+    let signals = experiment_signals(view);
     let signals = match signals.is_empty() {
         true => "none".into(),
         false => signals.join("; "),

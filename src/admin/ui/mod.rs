@@ -152,6 +152,21 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     headers(body.into_response(), content_type)
 }
 
+/// The experiment's signals raised now (sample-ratio mismatch, a silent arm), as the pages
+/// name them.
+fn experiment_signals(view: Option<&crate::detect::DeploymentView>) -> Vec<String> {
+    let mut signals = Vec::new();
+    if let Some(d) = view {
+        if d.sample_ratio_mismatch {
+            signals.push("sample ratio mismatch".to_string());
+        }
+        for arm in &d.telemetry_absent {
+            signals.push(format!("{} telemetry absent", arm.as_str()));
+        }
+    }
+    signals
+}
+
 /// `s` escaped for HTML text and double- or single-quoted attribute values.
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{ago, deployment_path, esc, page, phase_badge, state_badge, View};
+use super::{ago, deployment_path, esc, experiment_signals, page, phase_badge, state_badge, View};
 use crate::contain::latch::Phase;
 use crate::event::parse_rfc3339_ms;
 
@@ -73,15 +73,7 @@ pub(super) fn render(v: &View) -> String {
                     .collect()
             })
             .unwrap_or_default();
-        let mut signals = Vec::new();
-        if let Some(d) = view {
-            if d.sample_ratio_mismatch {
-                signals.push("sample ratio mismatch".to_string());
-            }
-            for arm in &d.telemetry_absent {
-                signals.push(format!("{} telemetry absent", arm.as_str()));
-            }
-        }
+        let mut signals = experiment_signals(view);
         if let Some(l) = v.latches.get(*name) {
             if !l.stale.is_empty() {
                 signals.push(format!("{} stale verdict(s) held", l.stale.len()));

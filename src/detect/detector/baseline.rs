@@ -2,6 +2,7 @@
 //! the chart nearest its threshold: one builder, so both carry the same evidence.
 
 use super::{CohortDetect, Deployment, Rule};
+use crate::detect::cusum::CusumPhase;
 use crate::detect::verdict::{Source, Verdict, VerdictState};
 use crate::event::format_rfc3339_ms;
 
@@ -17,6 +18,28 @@ pub(super) struct Watch {
     pub(super) statistic: f64,
     /// The cohort's mean since monitoring began.
     pub(super) mean: Option<f64>,
+}
+
+impl Watch {
+    /// Where a chart in `phase` stands, reported as `state`; `None` while it learns.
+    pub(super) fn of(phase: &CusumPhase, state: VerdictState) -> Option<Watch> {
+        match phase {
+            CusumPhase::Monitoring {
+                reference,
+                threshold,
+                statistic,
+                seen,
+                ..
+            } => Some(Watch {
+                state,
+                reference: reference.value(),
+                threshold: *threshold,
+                statistic: *statistic,
+                mean: seen.mean(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// The verdict of cohort `c` (of deployment `dep`) for metric `m` (`rule`), standing at `w`.
