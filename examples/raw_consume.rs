@@ -38,11 +38,13 @@ fn main() -> anyhow::Result<()> {
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky");
-    let consumer: StreamConsumer = cc.create()?;
-    consumer.subscribe(&[topic.as_str()])?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // A StreamConsumer is made inside the runtime it is polled on.
+    let _in_runtime = runtime.enter();
+    let consumer: StreamConsumer = cc.create()?;
+    consumer.subscribe(&[topic.as_str()])?;
     let (mut n, mut bytes) = (0u64, 0u64);
     let mut first: Option<(Instant, f64)> = None;
     runtime.block_on(async {
