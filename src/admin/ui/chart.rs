@@ -60,6 +60,18 @@ impl Scale {
     }
 
     /// A horizontal line at `v` with a label above it (below it when `below`).
+    /// The line through `value` of each point.
+    fn polyline(&self, points: &[&Point], value: impl Fn(&Point) -> f32) -> String {
+        let line: Vec<String> = points
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", self.x(p.t_ms), self.y(value(p) as f64)))
+            .collect();
+        format!(
+            "<polyline class=\"estimate\" points=\"{}\"/>\n",
+            line.join(" ")
+        )
+    }
+
     fn hline(&self, v: f64, class: &str, label: &str, below: bool) -> String {
         let y = self.y(v);
         let ty = if below { y + 11.0 } else { y - 3.0 };
@@ -182,20 +194,14 @@ pub(super) fn canary_vs_control(id: &str, series: &Series) -> Option<String> {
     out.push_str(&s.hline(0.0, "zero", "0", false));
     out.push_str(&s.hline(m, "min-effect", &format!("+min_effect {m}"), false));
     out.push_str(&s.hline(-m, "min-effect", &format!("−min_effect {m}"), true));
-    let line: Vec<String> = points
-        .iter()
-        .map(|p| format!("{:.1},{:.1}", s.x(p.t_ms), s.y(p.estimate as f64)))
-        .collect();
-    out.push_str(&format!(
-        "<polyline class=\"estimate\" points=\"{}\"/>\n",
-        line.join(" ")
-    ));
+    out.push_str(&s.polyline(&points, |p| p.estimate));
     out.push_str(&crossings(&s, series, &points));
     out.push_str("</svg>\n");
     Some(out)
 }
 
-/// The self-baseline CUSUM statistic at each alarm against its threshold.
+/// The self-baseline CUSUM statistic over time (the canary cohort nearest its threshold, then
+/// the alarming one) against its threshold.
 pub(super) fn self_baseline(id: &str, series: &Series) -> Option<String> {
     let points: Vec<&Point> = series.points.iter().collect();
     if points.is_empty() {
@@ -211,7 +217,7 @@ pub(super) fn self_baseline(id: &str, series: &Series) -> Option<String> {
         id,
         &format!("{}: self-baseline CUSUM", series.metric),
         &format!(
-            "The CUSUM statistic at each alarm (dots joined by a solid line) against its threshold {threshold:.2} (dashed)."
+            "The CUSUM statistic over time (dots joined by a solid line) against its threshold {threshold:.2} (dashed)."
         ),
     );
     out.push_str(&s.frame());
@@ -221,14 +227,7 @@ pub(super) fn self_baseline(id: &str, series: &Series) -> Option<String> {
         &format!("threshold {threshold:.2}"),
         false,
     ));
-    let line: Vec<String> = points
-        .iter()
-        .map(|p| format!("{:.1},{:.1}", s.x(p.t_ms), s.y(p.statistic as f64)))
-        .collect();
-    out.push_str(&format!(
-        "<polyline class=\"estimate\" points=\"{}\"/>\n",
-        line.join(" ")
-    ));
+    out.push_str(&s.polyline(&points, |p| p.statistic));
     for p in &points {
         out.push_str(&format!(
             "<circle class=\"alarm\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\"><title>{} at {}</title></circle>\n",

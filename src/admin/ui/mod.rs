@@ -233,10 +233,7 @@ fn phase_badge(p: Phase) -> String {
         Phase::Released => "◆",
         Phase::Healthy => "●",
     };
-    format!(
-        r#"<span class="badge phase-{p}"><span aria-hidden="true">{shape}</span> {p}</span>"#,
-        p = p.as_str()
-    )
+    badge("phase", shape, p.as_str())
 }
 
 /// A verdict state as text with a shape.
@@ -247,9 +244,13 @@ fn state_badge(s: VerdictState) -> String {
         VerdictState::Pass => "✔",
         VerdictState::Insufficient => "○",
     };
+    badge("state", shape, s.as_str())
+}
+
+/// A badge: the name as text, a shape beside it for the eye, a class for the colour.
+fn badge(kind: &str, shape: &str, name: &str) -> String {
     format!(
-        r#"<span class="badge state-{s}"><span aria-hidden="true">{shape}</span> {s}</span>"#,
-        s = s.as_str()
+        r#"<span class="badge {kind}-{name}"><span aria-hidden="true">{shape}</span> {name}</span>"#
     )
 }
 
