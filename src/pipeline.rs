@@ -268,7 +268,11 @@ impl Pipeline {
             .advance(&self.table.key(cohort).deployment, t_ms);
         self.trajectories.record_changes(&self.changes[first_new..]);
         if due {
-            self.trajectories.sample(&self.detector.snapshot());
+            let views = self
+                .detector
+                .snapshot_where(|name| self.trajectories.moved(name));
+            self.trajectories
+                .sample(&views, |name| self.detector.knows(name));
         }
         self.changed(first_new);
     }

@@ -441,11 +441,24 @@ impl Detector {
 
     /// Every deployment's current verdicts, signals and history.
     pub fn snapshot(&self) -> Vec<DeploymentView> {
+        self.snapshot_where(|_| true)
+    }
+
+    /// True when the detector holds deployment `name`.
+    pub fn knows(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// The views of the deployments whose name `wanted` accepts, each as [`Detector::snapshot`]
+    /// builds it: a view's bounds are computed per test, so sampling only the deployments
+    /// that changed keeps the cost off the others.
+    pub fn snapshot_where(&self, wanted: impl Fn(&str) -> bool) -> Vec<DeploymentView> {
         let t = self.watermark_ms.max(0);
         let nearest = self.nearest_alarms();
         self.deployments
             .iter()
             .enumerate()
+            .filter(|(_, dep)| wanted(&dep.name))
             .map(|(d, dep)| {
                 let metrics = self
                     .rules

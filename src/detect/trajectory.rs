@@ -152,6 +152,8 @@ pub struct Trajectories {
 struct Clock {
     now_ms: i64,
     sampled_tick: i64,
+    /// No event since it was last sampled: its evidence is unchanged.
+    sampled: bool,
 }
 
 impl Trajectories {
@@ -167,6 +169,7 @@ impl Trajectories {
             None => self.clocks.entry(deployment.to_string()).or_default(),
         };
         clock.now_ms = clock.now_ms.max(t_ms);
+        clock.sampled = false;
         let tick = self.clock_ms.div_euclid(SAMPLE_MS);
         if tick > self.sampled_tick {
             self.sampled_tick = tick;
@@ -174,6 +177,13 @@ impl Trajectories {
         }
         clock.now_ms.div_euclid(SAMPLE_MS) > clock.sampled_tick
             && self.clock_ms - clock.now_ms >= 2 * SAMPLE_MS
+    }
+
+    /// True when `deployment` had events since it was last sampled (or never was): a
+    /// deployment without one has the same evidence at the same time, so sampling it again
+    /// would replace its last point with an equal one.
+    pub fn moved(&self, deployment: &str) -> bool {
+        self.clocks.get(deployment).is_none_or(|c| !c.sampled)
     }
 
     fn now(&self, deployment: &str) -> i64 {
@@ -193,13 +203,14 @@ impl Trajectories {
     }
 
     /// Records the current canary-vs-control evidence, and the self-baseline chart nearest its
-    /// threshold, of every deployment in `views` at its own time, and forgets the deployments
-    /// no longer there.
-    pub fn sample(&mut self, views: &[DeploymentView]) {
+    /// threshold, of every deployment in `views` at its own time (the caller passes those that
+    /// [`Trajectories::moved`]), and forgets the deployments `known` no longer accepts.
+    pub fn sample(&mut self, views: &[DeploymentView], known: impl Fn(&str) -> bool) {
         for d in views {
             let t = self.now(&d.deployment);
             if let Some(c) = self.clocks.get_mut(&d.deployment) {
                 c.sampled_tick = c.now_ms.div_euclid(SAMPLE_MS);
+                c.sampled = true;
             }
             for m in &d.metrics {
                 let v = &m.canary_vs_control;
@@ -212,9 +223,8 @@ impl Trajectories {
                 }
             }
         }
-        let gone = |name: &String| views.iter().any(|d| &d.deployment == name);
-        self.by_deployment.retain(|name, _| gone(name));
-        self.clocks.retain(|name, _| gone(name));
+        self.by_deployment.retain(|name, _| known(name));
+        self.clocks.retain(|name, _| known(name));
     }
 
     /// The series for `v`'s test, started afresh when its canary version is new.
@@ -270,6 +280,9 @@ impl Trajectories {
                 self.clocks.entry(d.clone()).or_insert(Clock {
                     now_ms: t,
                     sampled_tick: t.div_euclid(SAMPLE_MS),
+                    // Sampled again at the next tick: the restored evidence may be newer than
+                    // the last point.
+                    sampled: false,
                 });
             }
             self.by_deployment
@@ -366,10 +379,10 @@ mod tests {
         // `late` is read from a backlog: sampled on its own time, once per tick of it, while it
         // is behind; once close to the rest, with them.
         assert!(t.advance("late", 3_000));
-        t.sample(&both);
+        t.sample(&both, |_| true);
         assert!(!t.advance("late", 3_500));
         assert!(t.advance("late", 4_000));
-        t.sample(&both);
+        t.sample(&both, |_| true);
         assert!(
             !t.advance("late", 8_500),
             "close enough: sampled with the rest"
@@ -386,7 +399,7 @@ mod tests {
         t.record_changes(&[Change::Verdict(v3)]);
         assert_eq!(t.of("svc").len(), 1);
         assert_eq!(t.of("svc")[0].model_version, "v3");
-        t.sample(&[]);
+        t.sample(&[], |_| false);
         assert!(t.of("svc").is_empty(), "a deployment gone is forgotten");
     }
 

@@ -70,10 +70,13 @@ fn view() -> View {
         if s == 30 {
             t.record_changes(&[Change::Verdict(v.clone())]);
         }
-        t.sample(&[
-            deployment_view(HOSTILE, v),
-            deployment_view("quiet-bot", verdict("quiet-bot", VerdictState::Pass, 0.0)),
-        ]);
+        t.sample(
+            &[
+                deployment_view(HOSTILE, v),
+                deployment_view("quiet-bot", verdict("quiet-bot", VerdictState::Pass, 0.0)),
+            ],
+            |_| true,
+        );
     }
     let published = Published {
         cohorts: Default::default(),
