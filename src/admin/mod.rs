@@ -2,7 +2,9 @@
 //!
 //! Routes:
 //! - `GET /metrics` — Prometheus text exposition of every `driftd_*` series;
-//! - `GET /healthz` — 200 while the process serves requests (liveness);
+//! - `GET /healthz` — liveness: 200 while the process serves requests, 503 once a background
+//!   task (containment) has died, so a supervisor's liveness probe restarts driftd (its state
+//!   comes back from the snapshots, its latches from `containment.json`);
 //! - `GET /readyz` — 200 once the consumer has its partition assignment and the config is
 //!   loaded, 503 before (and while a rebalance has revoked it), and 503 for good once a
 //!   background task (containment, this server) has died;
@@ -104,7 +106,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminError> {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/cohorts", get(cohorts))
         .route("/v1/verdicts", get(verdicts))
@@ -165,6 +167,24 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         s.metrics.render(),
     )
         .into_response()
+}
+
+async fn healthz(State(s): State<AdminState>) -> Response {
+    match liveness(&s.metrics) {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
+}
+
+/// Alive unless a background task died: nothing but a restart brings it back, so the liveness
+/// probe should restart driftd rather than leave a process that consumes events and contains
+/// nothing. Everything else that makes driftd unready (no partitions yet, a broker away, a full
+/// disk) is not cured by a restart and must not fail liveness.
+fn liveness(metrics: &Metrics) -> Result<(), String> {
+    match metrics.task_failures_total() {
+        0 => Ok(()),
+        _ => Err("dead: a background task stopped (driftd_task_failures_total); restart driftd — its state comes back from the snapshots and containment.json\n".into()),
+    }
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
@@ -331,7 +351,17 @@ async fn decision(State(s): State<AdminState>, Path(d): Path<String>) -> Respons
 
 #[cfg(test)]
 mod tests {
-    use super::{readiness, Metrics};
+    use super::{liveness, readiness, Metrics};
+
+    #[test]
+    fn liveness_fails_only_for_a_dead_task() {
+        let m = Metrics::new(&crate::config::Config::default());
+        assert!(liveness(&m).is_ok(), "not ready yet is still alive");
+        m.snapshot_write_failing.set(1);
+        assert!(liveness(&m).is_ok(), "a restart does not free a disk");
+        m.task_failures.with_label_values(&["containment"]).inc();
+        assert!(liveness(&m).unwrap_err().contains("restart driftd"));
+    }
 
     #[test]
     fn a_dead_task_keeps_readiness_down_even_after_an_assignment() {
