@@ -4,7 +4,8 @@
 #   broker cached across runs, the OpenFeature flagd Python provider), starts tansu (sqlite
 #   storage) and Alertmanager on free loopback ports, then runs
 #   cargo fmt --check, cargo clippy -D warnings (all targets, so the benches are compiled too;
-#   and the library without the `kafka` feature, as the fuzz targets build it), every test of
+#   with the default features, as plain `cargo clippy` runs it; with `e2e`; and the library
+#   without the `kafka` feature, as the fuzz targets build it), every test of
 #   both tiers (`--features e2e`: the in-process tier that plain `cargo test` runs, plus the
 #   tests against these services), and every fuzz target for DRIFTD_FUZZ_SECONDS (default 30)
 #   each through scripts/fuzz.sh (nightly Rust and cargo-fuzz installed and the instrumented
@@ -178,6 +179,8 @@ start_alertmanager
 
 log "cargo fmt --check"
 cargo fmt --check
+log "cargo clippy --all-targets -- -D warnings (the default features, as a contributor runs it)"
+cargo clippy --all-targets -- -D warnings
 log "cargo clippy --all-targets --features e2e -- -D warnings"
 cargo clippy --all-targets --features e2e -- -D warnings
 log "cargo clippy --no-default-features --all-targets -- -D warnings (the fuzz targets' build)"

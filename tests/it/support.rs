@@ -111,6 +111,7 @@ pub fn create_topics_as(brokers: &str, props: Props<'_>, topics: &[(&str, i32)])
 }
 
 /// A plain consumer (no group commits) for reading topics back.
+#[cfg(feature = "e2e")]
 pub fn reader(brokers: &str) -> BaseConsumer {
     reader_as(brokers, &[])
 }
@@ -182,7 +183,10 @@ pub struct Driftd {
     child: Child,
     pub admin: String,
     pub log: PathBuf,
-    dir: tempfile::TempDir,
+    /// What it writes to its standard output.
+    stdout: PathBuf,
+    /// Holds the config, logs and state; removed when the test ends.
+    _dir: tempfile::TempDir,
 }
 
 impl Driftd {
@@ -206,11 +210,12 @@ impl Driftd {
         let admin = "\n[admin]\naddr = \"127.0.0.1:0\"\n";
         std::fs::write(&config, format!("{toml}{containment}{admin}")).unwrap();
         let log = dir.path().join("driftd.log");
+        let stdout = dir.path().join("stdout.log");
         let child = Command::new(env!("CARGO_BIN_EXE_driftd"))
             .args(["run", "--config"])
             .arg(&config)
             .envs(env.iter().copied())
-            .stdout(std::fs::File::create(dir.path().join("stdout.log")).unwrap())
+            .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn driftd");
@@ -218,7 +223,8 @@ impl Driftd {
             child,
             admin: String::new(),
             log,
-            dir,
+            stdout,
+            _dir: dir,
         };
         let mut addr = None;
         d.wait_until(Duration::from_secs(30), "admin server listening", || {
@@ -294,8 +300,9 @@ impl Driftd {
             std::thread::sleep(every);
         }
         panic!(
-            "timed out waiting for {what}; driftd log:\n{}",
-            self.log_text()
+            "timed out waiting for {what}; driftd log:\n{}\nstdout:\n{}",
+            self.log_text(),
+            self.stdout_text()
         );
     }
 
@@ -338,10 +345,11 @@ impl Driftd {
 
     /// Everything driftd wrote to its standard output so far.
     pub fn stdout_text(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
     }
 
     /// Sends SIGHUP (reload the config, re-read the Kafka secrets).
+    #[cfg(feature = "e2e")]
     pub fn sighup(&self) {
         let status = Command::new("kill")
             .args(["-HUP", &self.child.id().to_string()])
