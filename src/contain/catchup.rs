@@ -1,6 +1,7 @@
 //! The containment task's side of stale evidence: a stale change is recorded, audited, counted
-//! and shown instead of reaching the ladder, and a held stale verdict is acted on (or dropped)
-//! when the published snapshot says so (the rule and the judgement are in [`super::stale`]).
+//! and shown instead of reaching the ladder, and a held stale verdict or signal is acted on (or
+//! dropped) when the published snapshot says so (the rule and the judgement are in
+//! [`super::stale`]).
 //!
 //! The notice is deliberately low: a `warn` log line per stale change, one audit record, the
 //! `driftd_stale_changes_total{kind}` counter and the `stale` entries in `/v1/deployments`,
@@ -9,10 +10,11 @@
 //! not act on a stale change.
 
 use super::audit::AuditRecord;
-use super::latch::Stale;
-use super::stale::{self, Confirm};
+use super::ladder::signal_alert_id;
+use super::latch::{Stale, StaleSignal};
+use super::stale::{self, Confirm, ConfirmSignal};
 use super::{now, Controller};
-use crate::detect::Change;
+use crate::detect::{Change, Signal};
 use crate::pipeline::Published;
 
 impl Controller {
@@ -24,6 +26,9 @@ impl Controller {
             Change::Signal(s) => (&s.deployment, &s.at, "signal"),
         };
         let Some(age_ms) = stale::stale_change(change, now_ms, self.max_evidence_age_ms) else {
+            if let Change::Signal(s) = change {
+                self.forget_signal(s, "superseded by a fresh change of the same signal");
+            }
             if let Change::Verdict(v) = change {
                 if self
                     .ladder
@@ -52,9 +57,33 @@ impl Controller {
                 self.publish();
                 held
             }
+            Change::Signal(s) if s.active && self.ladder.alerts_on_signals(deployment) => {
+                let held = stale::hold_signal(self.ladder.latch_mut(deployment), s, age_ms, &now());
+                self.persist();
+                self.publish();
+                held
+            }
             _ => false,
         };
-        tracing::warn!(deployment = %deployment, kind, at = %at, age_seconds = age_ms / 1000, held, "stale evidence: recorded, not acted on");
+        // A stale clear of a signal whose alert is open still resolves it: standing down on old
+        // evidence pages no one, and holding it back would leave the alert firing for good.
+        let resolves = match change {
+            Change::Signal(s) if !s.active => {
+                self.forget_signal(s, "cleared");
+                self.ladder
+                    .latch(deployment)
+                    .is_some_and(|l| l.signal_alerts.contains_key(&signal_alert_id(s)))
+            }
+            _ => false,
+        };
+        match resolves {
+            true => {
+                tracing::warn!(deployment = %deployment, kind, at = %at, age_seconds = age_ms / 1000, "stale evidence: a signal cleared; its open alert is resolved")
+            }
+            false => {
+                tracing::warn!(deployment = %deployment, kind, at = %at, age_seconds = age_ms / 1000, held, "stale evidence: recorded, not acted on")
+            }
+        }
         self.record(AuditRecord::Stale {
             deployment: deployment.clone(),
             kind: kind.to_string(),
@@ -64,7 +93,37 @@ impl Controller {
             held,
             change: serde_json::to_value(change).unwrap_or_default(),
         });
-        true
+        !resolves
+    }
+
+    /// Forgets the held stale signals `s` supersedes (see [`stale::forget_signal`]), auditing
+    /// each as never alerted on because of `why`.
+    fn forget_signal(&mut self, s: &Signal, why: &str) {
+        let Some(latch) = self.ladder.latch(&s.deployment) else {
+            return;
+        };
+        if latch.stale_signals.is_empty() {
+            return;
+        }
+        for held in stale::forget_signal(self.ladder.latch_mut(&s.deployment), s) {
+            self.dropped_signal(&s.deployment, &held, why);
+        }
+        self.persist();
+        self.publish();
+    }
+
+    /// A held stale signal that will never be alerted on: logged and audited.
+    fn dropped_signal(&mut self, deployment: &str, held: &StaleSignal, why: &str) {
+        tracing::info!(deployment = %deployment, why = %why, "stale signal dropped, never alerted on");
+        self.record(AuditRecord::Ignored {
+            why: format!(
+                "stale {} of {deployment} {} (event time {}, {:.0}s old when received): never alerted on: {why}",
+                held.kind.as_str(),
+                held.model_version,
+                held.at,
+                held.age_seconds
+            ),
+        });
     }
 
     /// A held stale verdict that will never be acted on: logged and audited.
@@ -95,10 +154,31 @@ impl Controller {
                 }
             }
         }
-        if decided.is_empty() {
+        let mut signals = Vec::new();
+        for (dep, latch) in self.ladder.latches() {
+            for (key, held) in &latch.stale_signals {
+                match stale::confirm_signal(held, dep, published, now_ms, self.max_evidence_age_ms)
+                {
+                    ConfirmSignal::Wait => {}
+                    d => signals.push((dep.clone(), key.clone(), held.clone(), d)),
+                }
+            }
+        }
+        if decided.is_empty() && signals.is_empty() {
             return;
         }
         let mut confirmed = Vec::new();
+        for (dep, key, held, decision) in signals {
+            self.ladder.latch_mut(&dep).stale_signals.remove(&key);
+            match decision {
+                ConfirmSignal::Wait => {}
+                ConfirmSignal::Drop(why) => self.dropped_signal(&dep, &held, &why),
+                ConfirmSignal::Act(s) => {
+                    tracing::warn!(deployment = %dep, at = %s.at, kind = s.kind.as_str(), "stale signal confirmed by fresh events: containment alerts");
+                    confirmed.push(Change::Signal(*s));
+                }
+            }
+        }
         for (dep, key, held, decision) in decided {
             self.ladder.latch_mut(&dep).stale.remove(&key);
             match decision {
@@ -113,7 +193,12 @@ impl Controller {
         self.persist();
         self.publish();
         for change in confirmed {
-            self.on_change(&change);
+            match &change {
+                Change::Verdict(_) => self.on_change(&change),
+                // Re-judging its age would hold it again: an absence keeps the silent arm's
+                // old last event by nature. Its freshness is what the confirmation checked.
+                Change::Signal(s) => self.act_on(&change, &s.deployment.clone()),
+            }
         }
     }
 }

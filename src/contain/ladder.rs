@@ -110,6 +110,12 @@ pub struct Ladder {
     latches: BTreeMap<String, Latch>,
 }
 
+/// The id of the alert a raised signal opens: `deployment:model_version:kind` (one per kind and
+/// canary version, whichever arm is silent).
+pub fn signal_alert_id(s: &Signal) -> String {
+    format!("{}:{}:{}", s.deployment, s.model_version, s.kind.as_str())
+}
+
 fn matches(list: &[String], value: &str) -> bool {
     list.iter().any(|x| x == "*" || x == value)
 }
@@ -159,6 +165,11 @@ impl Ladder {
     pub fn covers(&self, v: &Verdict) -> bool {
         self.policy(&v.deployment)
             .is_some_and(|p| matches(&p.metrics, &v.metric))
+    }
+
+    /// True when a policy alerts on `deployment`'s signals.
+    pub fn alerts_on_signals(&self, deployment: &str) -> bool {
+        self.policy(deployment).is_some_and(|p| p.alert_on_signals)
     }
 
     /// One deployment's latch, to be changed outside the ladder's phases (held stale evidence,
@@ -371,7 +382,7 @@ impl Ladder {
             return out;
         }
         let kind = s.kind.as_str();
-        let id = format!("{}:{}:{kind}", s.deployment, s.model_version);
+        let id = signal_alert_id(s);
         let latch = self.latches.entry(s.deployment.clone()).or_default();
         let incident = Incident {
             id: id.clone(),

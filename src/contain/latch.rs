@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{Source, VerdictState};
+use crate::detect::{SignalKind, Source, VerdictState};
 use crate::event::Arm;
 
 /// Where a deployment stands.
@@ -179,6 +179,10 @@ pub struct Latch {
     /// `model_version/metric/source`: shown, not acted on until fresh events confirm them.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub stale: BTreeMap<String, Stale>,
+    /// Raised signals that arrived stale (see [`StaleSignal`]), by `model_version/kind[/arm]`:
+    /// shown, not alerted on until fresh events confirm them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub stale_signals: BTreeMap<String, StaleSignal>,
     /// A release waiting for approvals (see [`PendingRelease`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_release: Option<PendingRelease>,
@@ -222,6 +226,49 @@ impl Stale {
             self.metric,
             self.source.as_str()
         )
+    }
+}
+
+/// A raised signal (sample-ratio mismatch, absent telemetry) whose evidence was older than
+/// `containment.max_evidence_age` when containment received it. A signal changes only when it
+/// is raised or cleared, so one that stays raised into fresh traffic would bring no new change:
+/// it is held here until the published snapshot shows it still raised with fresh events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StaleSignal {
+    /// Which signal.
+    pub kind: SignalKind,
+    /// The canary version it was raised under.
+    pub model_version: String,
+    /// The silent arm (absent telemetry).
+    pub arm: Option<Arm>,
+    /// Event time of the signal (RFC 3339).
+    pub at: String,
+    /// How far its evidence was behind the wall clock when received, in seconds.
+    pub age_seconds: f64,
+    /// Wall-clock time it was received (RFC 3339).
+    pub received_at: String,
+    /// The pipeline's event count at the signal: a snapshot older than this cannot overrule it.
+    pub events_seen: u64,
+    /// The signal's statistic when raised (SRM: `ln Λ`; absent: seconds of silence, so the
+    /// silent arm's last event is `at` minus it).
+    pub statistic: f64,
+    /// The signal's threshold (SRM: `ln(1/srm_alpha)`; absent: `absent_after` in seconds), kept
+    /// for the evidence of the alert a confirmation raises.
+    pub threshold: f64,
+}
+
+impl StaleSignal {
+    /// The key in [`Latch::stale_signals`]: `model_version/kind[/arm]`.
+    pub fn key(&self) -> String {
+        signal_key(&self.model_version, self.kind, self.arm)
+    }
+}
+
+/// The key of a signal in [`Latch::stale_signals`].
+pub fn signal_key(model_version: &str, kind: SignalKind, arm: Option<Arm>) -> String {
+    match arm {
+        Some(arm) => format!("{model_version}/{}/{}", kind.as_str(), arm.as_str()),
+        None => format!("{model_version}/{}", kind.as_str()),
     }
 }
 

@@ -340,7 +340,13 @@ impl Controller {
         if self.stale_or_forget(change, crate::clock::wall_ms()) {
             return;
         }
-        self.received.insert(deployment.clone(), Instant::now());
+        self.act_on(change, deployment);
+    }
+
+    /// Runs `change` of `deployment` through the ladder, whatever its age: fresh changes, and
+    /// held stale evidence that fresh events confirmed.
+    fn act_on(&mut self, change: &Change, deployment: &str) {
+        self.received.insert(deployment.to_string(), Instant::now());
         let out = self.ladder.on_change(change, &now());
         self.apply(out);
     }

@@ -150,7 +150,7 @@ impl Verdict {
 }
 
 /// Kinds of cohort-level signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SignalKind {
     /// The arms' event split differs from the configured canary share.

@@ -290,3 +290,158 @@ fn only_actionable_warn_and_fail_are_held_and_a_later_pass_forgets() {
         "the stale pass supersedes the stale warn"
     );
 }
+
+/// A live pipeline whose config expects an even split, with `TrafficModel::canary_share`
+/// traffic from `g`.
+fn srm_pipeline() -> Pipeline {
+    let config = Config::parse("[detection]\ncanary_share = 0.5\n").unwrap();
+    let (mut p, _) = Pipeline::new(&config, Arc::new(Metrics::new(&config)), true);
+    p.collect_changes(true);
+    p
+}
+
+fn raised(changes: &[Change], kind: SignalKind) -> Signal {
+    changes
+        .iter()
+        .find_map(|c| match c {
+            Change::Signal(s) if s.kind == kind && s.active => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{} raised: {changes:?}", kind.as_str()))
+}
+
+/// Feeds `n` events of `g`, 100 ms apart from `start_ms`, leaving out those of `skip`.
+fn feed_arm(
+    p: &mut Pipeline,
+    g: &mut Generator,
+    n: i64,
+    start_ms: i64,
+    skip: Option<Arm>,
+) -> Vec<Change> {
+    let skip = skip.map(|a| format!("\"arm\":\"{}\"", a.as_str()));
+    for i in 0..n {
+        let payload = String::from_utf8(g.next_event(start_ms + i * 100).payload).unwrap();
+        if !skip.as_ref().is_some_and(|s| payload.contains(s.as_str())) {
+            p.process(0, Some(payload.as_bytes()));
+        }
+    }
+    p.take_changes()
+}
+
+/// A sample-ratio mismatch raised in two-day-old traffic is held, not alerted on; the
+/// snapshot of that traffic confirms nothing; fresh, still skewed traffic of the same canary
+/// confirms it, dated by the fresh events (so the ladder alerts on it as fresh).
+#[test]
+fn a_stale_sample_ratio_mismatch_is_held_and_confirmed_by_fresh_events() {
+    let now = crate::clock::wall_ms();
+    let old = now - 2 * 24 * 60 * MINUTE;
+    let mut p = srm_pipeline();
+    let mut g = Generator::new(
+        TrafficModel {
+            deployments: 1,
+            canary_share: 0.2,
+            seed: 3,
+            ..TrafficModel::default()
+        },
+        None,
+    );
+    let srm = raised(
+        &feed(&mut p, &mut g, 3000, old, None),
+        SignalKind::SampleRatioMismatch,
+    );
+    let age = stale_change(&Change::Signal(srm.clone()), now, MAX_AGE).expect("stale");
+
+    let mut latch = Latch::default();
+    assert!(hold_signal(&mut latch, &srm, age, "t"));
+    let held = latch.stale_signals.values().next().unwrap().clone();
+    assert_eq!(held.kind, SignalKind::SampleRatioMismatch);
+    assert_eq!(
+        confirm_signal(&held, "support-bot", &p.publish(), now, MAX_AGE),
+        ConfirmSignal::Wait,
+        "old traffic confirms nothing"
+    );
+
+    let fresh = feed(&mut p, &mut g, 200, now - 5_000, None);
+    assert!(
+        !fresh
+            .iter()
+            .any(|c| matches!(c, Change::Signal(s) if s.kind == SignalKind::SampleRatioMismatch)),
+        "a raised signal brings no new change: {fresh:?}"
+    );
+    let ConfirmSignal::Act(s) = confirm_signal(&held, "support-bot", &p.publish(), now, MAX_AGE)
+    else {
+        panic!("fresh skewed traffic confirms the held mismatch");
+    };
+    assert!(s.active);
+    assert_eq!(s.model_version, held.model_version);
+    assert_eq!(
+        stale_change(&Change::Signal(*s.clone()), now, MAX_AGE),
+        None,
+        "{}",
+        s.at
+    );
+    assert!(s.observed_share.unwrap() < 0.3, "{s:?}");
+
+    // A fresh change of the same signal (here its clear) supersedes what was held.
+    let clear = Signal {
+        active: false,
+        ..srm.clone()
+    };
+    assert_eq!(forget_signal(&mut latch, &clear).len(), 1);
+    assert!(latch.stale_signals.is_empty());
+}
+
+/// Absent canary telemetry raised in old traffic: held; fresh control events while the canary
+/// stays silent confirm it (its silence measured up to them); once the canary sends again it is
+/// dropped instead. A stale clear and cohort overflow are never held.
+#[test]
+fn a_stale_absence_is_confirmed_while_the_arm_stays_silent_and_dropped_when_it_sends() {
+    let now = crate::clock::wall_ms();
+    let old = now - 2 * 24 * 60 * MINUTE;
+    let (mut p, mut g) = (pipeline(), drifting());
+    feed_arm(&mut p, &mut g, 600, old, None);
+    let silent = feed_arm(&mut p, &mut g, 6000, old + 60_000, Some(Arm::Canary));
+    let absent = raised(&silent, SignalKind::TelemetryAbsent);
+    assert_eq!(absent.arm, Some(Arm::Canary));
+    let age = stale_change(&Change::Signal(absent.clone()), now, MAX_AGE).expect("stale");
+
+    let mut latch = Latch::default();
+    assert!(hold_signal(&mut latch, &absent, age, "t"));
+    let held = latch.stale_signals.values().next().unwrap().clone();
+    assert_eq!(
+        confirm_signal(&held, "support-bot", &p.publish(), now, MAX_AGE),
+        ConfirmSignal::Wait
+    );
+
+    feed_arm(&mut p, &mut g, 100, now - 20_000, Some(Arm::Canary));
+    let ConfirmSignal::Act(s) = confirm_signal(&held, "support-bot", &p.publish(), now, MAX_AGE)
+    else {
+        panic!("fresh control events with a silent canary confirm the absence");
+    };
+    assert_eq!((s.arm, s.active), (Some(Arm::Canary), true));
+    assert!(
+        s.statistic > 47.0 * 3600.0,
+        "silent for two days: {}",
+        s.statistic
+    );
+    assert_eq!(stale_by(&s.at, now, MAX_AGE), None);
+
+    feed_arm(&mut p, &mut g, 100, now - 5_000, None);
+    assert!(matches!(
+        confirm_signal(&held, "support-bot", &p.publish(), now, MAX_AGE),
+        ConfirmSignal::Drop(why) if why.contains("canary arm sends again")
+    ));
+
+    let mut latch = Latch::default();
+    let cleared = Signal {
+        active: false,
+        ..absent.clone()
+    };
+    assert!(!hold_signal(&mut latch, &cleared, age, "t"));
+    let overflow = Signal {
+        kind: SignalKind::CohortOverflow,
+        ..absent
+    };
+    assert!(!hold_signal(&mut latch, &overflow, age, "t"));
+    assert!(latch.stale_signals.is_empty());
+}

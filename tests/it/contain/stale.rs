@@ -309,3 +309,99 @@ contain = ["flag"]
     );
     d.stop().await;
 }
+
+/// Stale signals: a sample-ratio mismatch raised in two-day-old traffic is held (shown under
+/// `stale_signals`, no alert); fresh traffic with the same skew confirms it and the alert goes
+/// out once — although a raised signal brings no new change. In process, on the mock cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_sample_ratio_mismatch_alerts_once_fresh_traffic_shows_it_still_stands() {
+    let cluster = daemon::cluster();
+    let brokers = cluster.bootstrap_servers();
+    let (am, am_addr) = vendor().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    let skewed = |start_ms: i64, n: i64, seed: u64| {
+        let brokers = brokers.clone();
+        async move {
+            let mut sender = Sender::new(&brokers, daemon::TOPIC, &[]).expect("producer");
+            let mut g = Generator::new(
+                TrafficModel {
+                    deployments: 1,
+                    canary_share: 0.2,
+                    seed,
+                    ..TrafficModel::default()
+                },
+                None,
+            );
+            for i in 0..n {
+                let e = g.next_event(start_ms + i * 100);
+                sender
+                    .send(Some(e.key.as_bytes()), Some(&e.payload), None)
+                    .await;
+            }
+            sender.finish().await.expect("every message acknowledged");
+        }
+    };
+    skewed(driftd::clock::wall_ms() - 2 * 24 * 3600 * 1000, 3_000, 31).await;
+    let extra = format!(
+        r#"
+[detection]
+canary_share = 0.5
+
+[detection.self_baseline]
+enabled = false
+
+[containment]
+admin_token = {{ file = "{d}/token" }}
+
+[[containment.targets]]
+kind = "alertmanager"
+name = "am"
+url = "http://{am_addr}"
+
+[[containment.policies]]
+name = "signals"
+alerts = ["am"]
+alert_on_signals = true
+"#,
+        d = dir.path().display(),
+    );
+    let d = InProcess::start_in(&brokers, &support::unique("stale-srm"), dir.path(), &extra).await;
+    wait(
+        &d,
+        "the mismatch held stale",
+        Duration::from_secs(60),
+        async || {
+            let (_, latches) = get(&d, "/v1/deployments").await;
+            latches["support-bot"]["stale_signals"]
+                .as_object()
+                .is_some_and(|s| s.keys().any(|k| k.ends_with("/sample_ratio_mismatch")))
+        },
+    )
+    .await;
+    assert!(
+        am.requests("/api/v2/alerts").is_empty(),
+        "no alert on old evidence"
+    );
+
+    skewed(driftd::clock::wall_ms() - 300 * 100, 300, 32).await;
+    wait(&d, "the alert", Duration::from_secs(30), async || {
+        !am.requests("/api/v2/alerts").is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let alerts = am.requests("/api/v2/alerts");
+    assert_eq!(alerts.len(), 1, "one alert");
+    let alert = &alerts[0].json()[0];
+    assert_eq!(alert["labels"]["deployment"], "support-bot", "{alert}");
+    assert!(
+        alert.to_string().contains("sample_ratio_mismatch"),
+        "{alert}"
+    );
+    let (_, latches) = get(&d, "/v1/deployments").await;
+    assert!(
+        latches["support-bot"]["stale_signals"].is_null(),
+        "{latches}"
+    );
+    d.stop().await;
+}
