@@ -405,3 +405,57 @@ alert_on_signals = true
     );
     d.stop().await;
 }
+
+/// A stale *clear* of a signal whose alert is open resolves that alert: driftd raised absent
+/// canary telemetry on fresh events, then (e.g. after an outage) learns from old events that
+/// it cleared. Standing down on old evidence pages no one; holding it back would leave the
+/// alert firing for good. The stale clear is still audited as stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_clear_resolves_the_open_signal_alert() {
+    use driftd::config::{Config, TargetConfig};
+    use driftd::detect::{Change, Signal, SignalKind};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (am, addr) = vendor().await;
+    let mut config = Config::default();
+    config.containment.state_dir = dir.path().join("state");
+    config.containment.targets = vec![TargetConfig::Alertmanager {
+        name: "am".into(),
+        url: Some(format!("http://{addr}")),
+        urls: vec![],
+        basic_auth: None,
+        bearer_token: None,
+        tls: None,
+    }];
+    config.containment.policies = vec![super::enforce_policy(&["am"], &[])];
+    let r = super::Running::start(&config);
+    let now = driftd::clock::wall_ms();
+    let absent = |active: bool, at_ms: i64| {
+        Change::Signal(Signal {
+            kind: SignalKind::TelemetryAbsent,
+            deployment: "support-bot".into(),
+            model_version: "ft-1".into(),
+            arm: Some(driftd::event::Arm::Canary),
+            active,
+            at: driftd::event::format_rfc3339_ms(at_ms),
+            events_seen: 9000,
+            n_canary: 2000,
+            n_control: 4000,
+            expected_share: None,
+            observed_share: None,
+            statistic: 400.0,
+            threshold: 300.0,
+        })
+    };
+    r.changes.send(absent(true, now - 1_000)).unwrap();
+    super::wait_for("the alert", || am.requests("/api/v2/alerts").len() == 1).await;
+    assert!(am.requests("/api/v2/alerts")[0].json()[0]["endsAt"].is_null());
+
+    r.changes.send(absent(false, now - 3_600_000)).unwrap();
+    super::wait_for("the resolve", || am.requests("/api/v2/alerts").len() == 2).await;
+    let resolved = am.requests("/api/v2/alerts")[1].json();
+    assert!(resolved[0]["endsAt"].is_string(), "{resolved}");
+    assert_eq!(resolved[0]["labels"]["deployment"], "support-bot");
+    assert!(r.handle.latches()["support-bot"].signal_alerts.is_empty());
+    r.stop().await;
+}
