@@ -137,6 +137,18 @@ fn enforce_policy(alerts: &[&str], contain: &[&str]) -> PolicyConfig {
     }
 }
 
+/// An Alertmanager target `am` at `addr`, without auth or TLS.
+fn alertmanager(addr: SocketAddr) -> TargetConfig {
+    TargetConfig::Alertmanager {
+        name: "am".into(),
+        url: Some(format!("http://{addr}")),
+        urls: vec![],
+        basic_auth: None,
+        bearer_token: None,
+        tls: None,
+    }
+}
+
 fn vendor_config(dir: &std::path::Path, addr: SocketAddr) -> Config {
     let base = format!("http://{addr}");
     let mut c = Config::default();
@@ -456,14 +468,7 @@ async fn open_alerts_are_re_sent_to_alertmanager_until_resolved() {
     let mut config = Config::default();
     config.containment.state_dir = dir.path().join("state");
     config.containment.alert_repeat = Duration::from_secs(1);
-    config.containment.targets = vec![TargetConfig::Alertmanager {
-        name: "am".into(),
-        url: Some(format!("http://{addr}")),
-        urls: vec![],
-        basic_auth: None,
-        bearer_token: None,
-        tls: None,
-    }];
+    config.containment.targets = vec![alertmanager(addr)];
     config.containment.policies = vec![enforce_policy(&["am"], &[])];
     let r = Running::start(&config);
     r.changes.send(fail_verdict("support-bot", "ft-1")).unwrap();

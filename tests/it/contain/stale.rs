@@ -64,6 +64,28 @@ async fn produce(
     sender.finish().await.expect("every message acknowledged");
 }
 
+/// The config both in-process tests share: `detection` settings, self-baseline off, the admin
+/// token from `dir/token` and the Alertmanager stand-in at `am` as target `am`.
+fn containment_head(dir: &std::path::Path, am: std::net::SocketAddr, detection: &str) -> String {
+    format!(
+        r#"
+[detection]
+{detection}
+[detection.self_baseline]
+enabled = false
+
+[containment]
+admin_token = {{ file = "{d}/token" }}
+
+[[containment.targets]]
+kind = "alertmanager"
+name = "am"
+url = "http://{am}"
+"#,
+        d = dir.display(),
+    )
+}
+
 async fn get(d: &InProcess, path: &str) -> (u16, Value) {
     let resp = reqwest::Client::new()
         .get(format!("{}{path}", d.admin))
@@ -120,18 +142,7 @@ async fn two_days_of_drifting_history_are_shown_stale_not_acted_on_then_fresh_dr
     let two_days_ago = driftd::clock::wall_ms() - 2 * 24 * 3600 * 1000;
     produce(&brokers, OLD_EVENTS, 2, two_days_ago, 21, None).await;
     let extra = format!(
-        r#"
-[detection.self_baseline]
-enabled = false
-
-[containment]
-admin_token = {{ file = "{d}/token" }}
-
-[[containment.targets]]
-kind = "alertmanager"
-name = "am"
-url = "http://{am_addr}"
-
+        r#"{head}
 [[containment.targets]]
 kind = "flagd"
 name = "flag"
@@ -144,7 +155,7 @@ name = "canary-guard"
 alerts = ["am"]
 contain = ["flag"]
 "#,
-        d = dir.path().display(),
+        head = containment_head(dir.path(), am_addr, ""),
         flags = flags.display(),
     );
     let d = InProcess::start_in(&brokers, &support::unique("stale"), dir.path(), &extra).await;
@@ -344,27 +355,13 @@ async fn a_stale_sample_ratio_mismatch_alerts_once_fresh_traffic_shows_it_still_
     };
     skewed(driftd::clock::wall_ms() - 2 * 24 * 3600 * 1000, 3_000, 31).await;
     let extra = format!(
-        r#"
-[detection]
-canary_share = 0.5
-
-[detection.self_baseline]
-enabled = false
-
-[containment]
-admin_token = {{ file = "{d}/token" }}
-
-[[containment.targets]]
-kind = "alertmanager"
-name = "am"
-url = "http://{am_addr}"
-
+        r#"{head}
 [[containment.policies]]
 name = "signals"
 alerts = ["am"]
 alert_on_signals = true
 "#,
-        d = dir.path().display(),
+        head = containment_head(dir.path(), am_addr, "canary_share = 0.5\n"),
     );
     let d = InProcess::start_in(&brokers, &support::unique("stale-srm"), dir.path(), &extra).await;
     wait(
@@ -412,21 +409,14 @@ alert_on_signals = true
 /// alert firing for good. The stale clear is still audited as stale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_clear_resolves_the_open_signal_alert() {
-    use driftd::config::{Config, TargetConfig};
+    use driftd::config::Config;
     use driftd::detect::{Change, Signal, SignalKind};
 
     let dir = tempfile::tempdir().unwrap();
     let (am, addr) = vendor().await;
     let mut config = Config::default();
     config.containment.state_dir = dir.path().join("state");
-    config.containment.targets = vec![TargetConfig::Alertmanager {
-        name: "am".into(),
-        url: Some(format!("http://{addr}")),
-        urls: vec![],
-        basic_auth: None,
-        bearer_token: None,
-        tls: None,
-    }];
+    config.containment.targets = vec![super::alertmanager(addr)];
     config.containment.policies = vec![super::enforce_policy(&["am"], &[])];
     let r = super::Running::start(&config);
     let now = driftd::clock::wall_ms();
