@@ -21,6 +21,17 @@ pub struct PersistConfig {
     pub interval: Duration,
     /// Where snapshots are written; unset: `snapshots/` under `containment.state_dir`.
     pub dir: Option<PathBuf>,
+    /// A compacted Kafka topic every snapshot is also produced to, so that the next owner of a
+    /// partition (another replica) restores its state from it; unset: local files only (one
+    /// replica).
+    pub topic: Option<String>,
+    /// Partitions of `topic` when driftd creates it. Event partition `p` is stored in state
+    /// partition `p % topic_partitions`.
+    pub topic_partitions: i32,
+    /// How long reading one partition's newest snapshot from `topic` may take at assignment;
+    /// past it the local snapshot is used, and the failure counted.
+    #[serde(with = "humantime_serde")]
+    pub topic_read_timeout: Duration,
 }
 
 impl Default for PersistConfig {
@@ -28,6 +39,9 @@ impl Default for PersistConfig {
         PersistConfig {
             interval: Duration::from_secs(30),
             dir: None,
+            topic: None,
+            topic_partitions: 6,
+            topic_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -44,6 +58,31 @@ impl PersistConfig {
             return Err(invalid(
                 "persist.dir",
                 "must not be empty; leave it out for snapshots/ under containment.state_dir",
+            ));
+        }
+        if self.topic.as_ref().is_some_and(|t| {
+            t.is_empty()
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        }) {
+            return Err(invalid(
+                "persist.topic",
+                "must be a Kafka topic name ([a-zA-Z0-9._-]); leave it out for local snapshots only",
+            ));
+        }
+        if !(1..=1000).contains(&self.topic_partitions) {
+            return Err(invalid(
+                "persist.topic_partitions",
+                "must be between 1 and 1000",
+            ));
+        }
+        if self.topic_read_timeout < Duration::from_millis(100)
+            || self.topic_read_timeout > Duration::from_secs(300)
+        {
+            return Err(invalid(
+                "persist.topic_read_timeout",
+                "must be between 100ms and 5m",
             ));
         }
         Ok(())
