@@ -336,7 +336,7 @@ impl StateTopic {
                 let done = open.remove(&write).expect("the assembly just completed");
                 let bytes = done.chunks.into_iter().flatten().flatten().collect();
                 complete.push((done.next, done.last_offset, bytes));
-                complete.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+                complete.sort_by_key(|c| std::cmp::Reverse((c.0, c.1)));
                 complete.truncate(2);
             }
         }
