@@ -88,3 +88,43 @@ impl PersistConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Assignment, Config};
+
+    #[test]
+    fn the_state_topic_is_off_by_default_and_must_be_a_topic_name_of_its_own() {
+        let c = Config::default();
+        assert_eq!(
+            c.persist.topic, None,
+            "single replica: local snapshots only"
+        );
+        let c = Config::parse("[persist]\ntopic = \"driftd.state\"\n").unwrap();
+        assert_eq!(c.persist.topic.as_deref(), Some("driftd.state"));
+        assert_eq!(c.persist.topic_partitions, 6);
+        for bad in ["", "has space", "a/b"] {
+            let e = Config::parse(&format!("[persist]\ntopic = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("persist.topic"), "{e}");
+        }
+        let e = Config::parse("[kafka]\ntopic = \"events\"\n[persist]\ntopic = \"events\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("persist.topic") && e.contains("differ"), "{e}");
+        let e = Config::parse("[persist]\ntopic_read_timeout = \"10m\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("persist.topic_read_timeout"), "{e}");
+    }
+
+    #[test]
+    fn assignment_is_eager_unless_cooperative_sticky_is_chosen() {
+        assert_eq!(Config::default().ingest.assignment, Assignment::Eager);
+        assert_eq!(Assignment::Eager.strategy(), "range,roundrobin");
+        let c = Config::parse("[ingest]\nassignment = \"cooperative-sticky\"\n").unwrap();
+        assert_eq!(c.ingest.assignment.strategy(), "cooperative-sticky");
+        assert!(Config::parse("[ingest]\nassignment = \"sticky\"\n").is_err());
+    }
+}
