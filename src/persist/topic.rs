@@ -123,8 +123,9 @@ impl StateTopic {
         let producer: FutureProducer = pc.create().map_err(client)?;
         let mut reader = cc.clone();
         // Assigned, never subscribed: the group id only satisfies librdkafka, nothing joins
-        // or commits under it.
+        // or commits under it, and the replica's static member id must not be shared.
         reader
+            .remove("group.instance.id")
             .set("group.id", format!("driftd-state-reader-{source}"))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
