@@ -20,6 +20,8 @@
 mod contain;
 mod kafka;
 mod publish;
+mod state_topic;
+pub use state_topic::StateTopicMetrics;
 #[cfg(test)]
 mod reference_tests;
 #[cfg(test)]
@@ -135,6 +137,8 @@ pub struct Metrics {
     /// The operator's instruction for each reason in `kafka_blocked`, for `/readyz`. It names
     /// topics, the SASL mechanism and user, never a secret.
     kafka_block_detail: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
+    /// The state topic's series (`persist.topic`).
+    pub state_topic: StateTopicMetrics,
 }
 
 /// The reasons of `driftd_kafka_blocked`: the brokers refused the credentials, or a topic
@@ -533,6 +537,7 @@ impl Metrics {
                 .expect("valid metric"),
             ),
             kafka_block_detail: std::sync::Mutex::default(),
+            state_topic: state_topic::StateTopicMetrics::new(&r),
             registry: r,
         };
         for reason in KAFKA_BLOCKS {

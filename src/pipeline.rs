@@ -408,6 +408,20 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Drops `partition`'s cohorts, their detection state and series. With a state topic the
+    /// partition has moved to another replica, and its next owner (this one again, perhaps)
+    /// restores the newest state from the topic: the copy held here would be stale.
+    pub fn forget_partition(&mut self, partition: i32) {
+        self.table.forget_partition(partition);
+        if let Some(evicted) = self.table.take_evicted() {
+            self.detector.evict(&evicted.map);
+            compact(&mut self.events_published, &evicted.map);
+            for labels in &evicted.labels {
+                self.metrics.forget_cohort(labels, self.table.specs());
+            }
+        }
+    }
+
     /// Totals since start.
     pub fn totals(&self) -> Totals {
         self.totals

@@ -29,6 +29,39 @@ pub struct IngestConfig {
     pub publish_interval: Duration,
     /// Dead-letter deliveries allowed in flight before consumption waits for them.
     pub max_dead_letters_in_flight: usize,
+    /// How the consumer group hands out partitions. A `partition.assignment.strategy` in
+    /// `kafka.properties` wins over it.
+    pub assignment: Assignment,
+}
+
+/// The consumer group's rebalance protocol.
+///
+/// Eager is the default because tansu 0.6.0, the broker the tests run against, does not
+/// complete cooperative rebalances reliably: with `group.instance.id` set, the leader's second
+/// join round (which hands out the revoked partitions) keeps the generation and the other
+/// member is never asked to rejoin, so those partitions stay unowned; and a driftd restarted
+/// under cooperative-sticky stopped consuming part way (`kafka_e2e::sigterm_part_way…`, 1 of 2
+/// runs). `examples/coop_rebalance.rs` checks a broker without driftd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Assignment {
+    /// Incremental rebalances: a member joining or leaving moves only the partitions that must
+    /// move, and every other member keeps consuming (and stays ready) meanwhile.
+    CooperativeSticky,
+    /// Stop-the-world rebalances (`range,roundrobin`): every member gives up every partition
+    /// and is assigned again.
+    #[default]
+    Eager,
+}
+
+impl Assignment {
+    /// librdkafka's `partition.assignment.strategy` value.
+    pub fn strategy(self) -> &'static str {
+        match self {
+            Assignment::CooperativeSticky => "cooperative-sticky",
+            Assignment::Eager => "range,roundrobin",
+        }
+    }
 }
 
 impl Default for IngestConfig {
@@ -39,6 +72,7 @@ impl Default for IngestConfig {
             max_future_skew: Duration::from_secs(300),
             publish_interval: Duration::from_secs(1),
             max_dead_letters_in_flight: 1000,
+            assignment: Assignment::default(),
         }
     }
 }

@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 pub use containment::{ContainmentConfig, PolicyConfig, PolicyMode, PromotionMode, TriggerState};
 pub use detection::{AlarmState, DeploymentDetection, DetectionConfig, SelfBaselineConfig};
-pub use ingest::IngestConfig;
+pub use ingest::{Assignment, IngestConfig};
 pub use kafka::{KafkaConfig, StartFrom};
 pub use operators::{
     read_token, read_tokens, OperatorConfig, ResolvedOperator, Role, ADMIN_TOKEN_IDENTITY,
@@ -219,6 +219,17 @@ impl Config {
         self.shutdown.validate()?;
         self.log.validate()?;
         self.persist.validate()?;
+        if self
+            .persist
+            .topic
+            .as_deref()
+            .is_some_and(|t| t == self.kafka.topic || t == self.kafka.dead_letter_topic)
+        {
+            return Err(invalid(
+                "persist.topic",
+                "must differ from kafka.topic and kafka.dead_letter_topic: it holds state snapshots",
+            ));
+        }
         Ok(())
     }
 
@@ -308,6 +319,9 @@ impl Config {
         }
         if self.ingest.max_dead_letters_in_flight != new.ingest.max_dead_letters_in_flight {
             changed.push("ingest.max_dead_letters_in_flight");
+        }
+        if self.ingest.assignment != new.ingest.assignment {
+            changed.push("ingest.assignment");
         }
         if self.kafka != new.kafka {
             changed.push("kafka");

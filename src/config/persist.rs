@@ -21,6 +21,17 @@ pub struct PersistConfig {
     pub interval: Duration,
     /// Where snapshots are written; unset: `snapshots/` under `containment.state_dir`.
     pub dir: Option<PathBuf>,
+    /// A compacted Kafka topic every snapshot is also produced to, so that the next owner of a
+    /// partition (another replica) restores its state from it; unset: local files only (one
+    /// replica).
+    pub topic: Option<String>,
+    /// Partitions of `topic` when driftd creates it. Event partition `p` is stored in state
+    /// partition `p % topic_partitions`.
+    pub topic_partitions: i32,
+    /// How long reading one partition's newest snapshot from `topic` may take at assignment;
+    /// past it the local snapshot is used, and the failure counted.
+    #[serde(with = "humantime_serde")]
+    pub topic_read_timeout: Duration,
 }
 
 impl Default for PersistConfig {
@@ -28,6 +39,9 @@ impl Default for PersistConfig {
         PersistConfig {
             interval: Duration::from_secs(30),
             dir: None,
+            topic: None,
+            topic_partitions: 6,
+            topic_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -46,6 +60,71 @@ impl PersistConfig {
                 "must not be empty; leave it out for snapshots/ under containment.state_dir",
             ));
         }
+        if self.topic.as_ref().is_some_and(|t| {
+            t.is_empty()
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        }) {
+            return Err(invalid(
+                "persist.topic",
+                "must be a Kafka topic name ([a-zA-Z0-9._-]); leave it out for local snapshots only",
+            ));
+        }
+        if !(1..=1000).contains(&self.topic_partitions) {
+            return Err(invalid(
+                "persist.topic_partitions",
+                "must be between 1 and 1000",
+            ));
+        }
+        if self.topic_read_timeout < Duration::from_millis(100)
+            || self.topic_read_timeout > Duration::from_secs(300)
+        {
+            return Err(invalid(
+                "persist.topic_read_timeout",
+                "must be between 100ms and 5m",
+            ));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Assignment, Config};
+
+    #[test]
+    fn the_state_topic_is_off_by_default_and_must_be_a_topic_name_of_its_own() {
+        let c = Config::default();
+        assert_eq!(
+            c.persist.topic, None,
+            "single replica: local snapshots only"
+        );
+        let c = Config::parse("[persist]\ntopic = \"driftd.state\"\n").unwrap();
+        assert_eq!(c.persist.topic.as_deref(), Some("driftd.state"));
+        assert_eq!(c.persist.topic_partitions, 6);
+        for bad in ["", "has space", "a/b"] {
+            let e = Config::parse(&format!("[persist]\ntopic = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("persist.topic"), "{e}");
+        }
+        let e = Config::parse("[kafka]\ntopic = \"events\"\n[persist]\ntopic = \"events\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("persist.topic") && e.contains("differ"), "{e}");
+        let e = Config::parse("[persist]\ntopic_read_timeout = \"10m\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("persist.topic_read_timeout"), "{e}");
+    }
+
+    #[test]
+    fn assignment_is_eager_unless_cooperative_sticky_is_chosen() {
+        assert_eq!(Config::default().ingest.assignment, Assignment::Eager);
+        assert_eq!(Assignment::Eager.strategy(), "range,roundrobin");
+        let c = Config::parse("[ingest]\nassignment = \"cooperative-sticky\"\n").unwrap();
+        assert_eq!(c.ingest.assignment.strategy(), "cooperative-sticky");
+        assert!(Config::parse("[ingest]\nassignment = \"sticky\"\n").is_err());
     }
 }

@@ -33,11 +33,13 @@ use super::stall::StallWatch;
 use super::IngestError;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::persist::topic::{StateTopic, TopicError};
 use crate::persist::{PersistError, SnapshotStore};
 use crate::pipeline::{Outcome, Pipeline};
 use context::{commit, IngestContext, Note, Notes};
 
 mod clients;
+mod handover;
 use clients::clients;
 
 /// The receiving end of the consumer, shared with the daemon's control loop.
@@ -60,7 +62,13 @@ struct Write {
     partition: i32,
     next: i64,
     started: Instant,
-    task: tokio::task::JoinHandle<Result<(), PersistError>>,
+    task: tokio::task::JoinHandle<Result<(), WriteError>>,
+}
+
+/// Why a snapshot is not durable: the local file, or (with `persist.topic`) its records.
+enum WriteError {
+    Local(PersistError),
+    Topic(TopicError),
 }
 
 /// The Kafka consumer, its dead-letter producer, the offsets not yet durable and the state
@@ -77,6 +85,8 @@ pub struct KafkaSource {
     notes: Arc<Notes>,
     progress: Progress,
     store: SnapshotStore,
+    /// `persist.topic`: where snapshots also go, and the next owner restores from.
+    state_topic: Option<StateTopic>,
     writes: Vec<Write>,
     /// Messages received per partition (index), skipped ones included: what the stall watch
     /// compares.
@@ -91,6 +101,7 @@ impl KafkaSource {
         let notes = Arc::new(Notes::default());
         let connectivity = Arc::new(Connectivity::new(k, metrics.clone()));
         let (consumer, dead_letter, redact) = clients(config, &metrics, &notes, connectivity)?;
+        let state_topic = handover::state_topic(config)?;
         consumer
             .subscribe(&[k.topic.as_str()])
             .map_err(|e| redact.error(e))?;
@@ -110,6 +121,7 @@ impl KafkaSource {
                 &k.topic,
                 &config.state_fingerprint(),
             ),
+            state_topic,
             writes: Vec::new(),
             received: Vec::new(),
             stalls: StallWatch::new(k.stall_after.as_millis() as i64),
@@ -188,9 +200,14 @@ impl KafkaSource {
     }
 
     /// Forgets `partition`'s progress, stall state and series (revoked, or left by a
-    /// reconnect).
-    fn revoked(&mut self, partition: i32) {
+    /// reconnect). With a state topic its state goes too: the next owner restores the newest
+    /// from the topic, and if that is this process again, so does it.
+    fn revoked(&mut self, partition: i32, pipeline: &mut Pipeline) {
         self.progress.revoked(partition);
+        if self.state_topic.is_some() {
+            self.progress.forget(partition);
+            pipeline.forget_partition(partition);
+        }
         self.stalls.forget(partition);
         self.metrics.forget_partition(&self.topic, partition);
         self.metrics
@@ -249,9 +266,30 @@ impl KafkaSource {
             // seconds at 10,000 cohorts, `benches/snapshot.rs`) and the write are not.
             let state = pipeline.export_partition(partition);
             let store = self.store.clone();
-            let task = tokio::task::spawn_blocking(move || {
-                let bytes = store.encode(partition, next, state);
-                store.write(partition, &bytes)
+            let topic = self.state_topic.clone();
+            let metrics = self.metrics.clone();
+            let task = tokio::spawn(async move {
+                let bytes = tokio::task::spawn_blocking(move || {
+                    let bytes = store.encode(partition, next, state);
+                    store.write(partition, &bytes).map(|()| bytes)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(PersistError::Write {
+                        path: std::path::PathBuf::from("snapshot task"),
+                        source: std::io::Error::other(e.to_string()),
+                    })
+                })
+                .map_err(WriteError::Local)?;
+                // Durable only once the topic holds it too: the next owner restores from there.
+                if let Some(topic) = topic {
+                    let produced = topic
+                        .publish(partition, next, &bytes)
+                        .await
+                        .map_err(WriteError::Topic)?;
+                    metrics.state_topic.bytes.inc_by(produced);
+                }
+                Ok(())
             });
             self.progress.writing(partition, next);
             self.writes.push(Write {
@@ -275,10 +313,10 @@ impl KafkaSource {
             }
             let w = self.writes.swap_remove(i);
             let result = w.task.await.unwrap_or_else(|e| {
-                Err(PersistError::Write {
+                Err(WriteError::Local(PersistError::Write {
                     path: self.store.dir().to_path_buf(),
                     source: std::io::Error::other(e.to_string()),
-                })
+                }))
             });
             match result {
                 Ok(()) => {
@@ -291,7 +329,7 @@ impl KafkaSource {
                         self.store_ceiling(w.partition, ceiling);
                     }
                 }
-                Err(e) => {
+                Err(WriteError::Local(e)) => {
                     self.metrics
                         .snapshot_failures
                         .with_label_values(&[e.reason()])
@@ -299,6 +337,15 @@ impl KafkaSource {
                     self.metrics.snapshot_write_failing.set(1);
                     self.progress.write_failed(w.partition);
                     tracing::error!(partition = w.partition, error = %e, "state snapshot not written; consuming goes on, offsets are not committed past the last snapshot");
+                }
+                Err(WriteError::Topic(e)) => {
+                    self.metrics
+                        .state_topic
+                        .failures
+                        .with_label_values(&["publish"])
+                        .inc();
+                    self.progress.write_failed(w.partition);
+                    tracing::error!(partition = w.partition, error = %e, "state snapshot written locally but not to the state topic; consuming goes on, offsets are not committed past the last snapshot in both");
                 }
             }
         }
@@ -320,15 +367,19 @@ impl KafkaSource {
     }
 
     /// Acts on the rebalances noted since the last message: restores newly assigned
-    /// partitions from their snapshots, snapshots revoked ones.
+    /// partitions from their snapshots (the state topic's or the local one, whichever is
+    /// newer), snapshots revoked ones.
     async fn rebalanced(&mut self, pipeline: &mut Pipeline) {
         for note in self.notes.take() {
             match note {
                 Note::Assigned(partitions) => {
-                    for p in partitions {
-                        if self.progress.assigned(p) {
-                            self.restore(p, pipeline);
-                        }
+                    let new: Vec<i32> = partitions
+                        .into_iter()
+                        .filter(|&p| self.progress.assigned(p))
+                        .collect();
+                    let from_topic = self.read_state_topic(&new).await;
+                    for (p, t) in new.into_iter().zip(from_topic) {
+                        self.restore(p, pipeline, t);
                     }
                     self.metrics.ready.set(1);
                 }
@@ -336,52 +387,9 @@ impl KafkaSource {
                     self.persist(pipeline);
                     self.finish_writes(true).await;
                     for p in partitions {
-                        self.revoked(p);
+                        self.revoked(p, pipeline);
                     }
                 }
-            }
-        }
-    }
-
-    /// Restores `partition`'s state from its newest usable snapshot (none: a clean start from
-    /// the committed offset).
-    fn restore(&mut self, partition: i32, pipeline: &mut Pipeline) {
-        let loaded = self.store.load(partition);
-        for e in &loaded.failures {
-            self.metrics
-                .snapshot_failures
-                .with_label_values(&[e.reason()])
-                .inc();
-            tracing::error!(partition, error = %e, "state snapshot not usable; falling back to the previous one, or to a clean start from the committed offset");
-        }
-        let Some(snapshot) = loaded.snapshot else {
-            tracing::info!(
-                partition,
-                "no state snapshot: starting from the committed offset"
-            );
-            self.progress.restored(partition, None, Vec::new());
-            return;
-        };
-        let (next, cohorts) = (snapshot.next_offset, snapshot.state.cohorts());
-        match pipeline.import_partition(partition, snapshot.state) {
-            Ok(()) => {
-                self.metrics.snapshot_restores.inc();
-                tracing::info!(
-                    partition,
-                    cohorts,
-                    next_offset = next,
-                    written_at = %snapshot.written_at,
-                    "state restored from snapshot; messages before next_offset are skipped"
-                );
-                self.progress.restored(partition, Some(next), loaded.kept);
-            }
-            Err(e) => {
-                self.metrics
-                    .snapshot_failures
-                    .with_label_values(&["shape"])
-                    .inc();
-                tracing::error!(partition, error = %e, "state snapshot does not fit; starting from the committed offset");
-                self.progress.restored(partition, None, Vec::new());
             }
         }
     }

@@ -55,4 +55,9 @@ pub enum IngestError {
         "the Kafka clients were not rebuilt: {0} dead-letter deliveries still in flight; the running clients stay, send SIGHUP again to retry"
     )]
     ReconnectBusy(usize),
+    /// The state topic (`persist.topic`) is not usable: not compacted, or missing and not
+    /// creatable.
+    #[cfg(feature = "kafka")]
+    #[error(transparent)]
+    StateTopic(#[from] crate::persist::topic::TopicError),
 }

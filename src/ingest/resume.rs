@@ -85,6 +85,12 @@ impl Progress {
         }
     }
 
+    /// Forgets `partition` (revoked while a state topic is configured): its state went with
+    /// it, so a later assignment restores it as new.
+    pub fn forget(&mut self, partition: i32) {
+        self.parts.remove(&partition);
+    }
+
     /// Whether the message at `offset` must be processed: false when the state holds it
     /// already (restored from a snapshot, or processed here before a redelivery).
     pub fn admit(&self, partition: i32, offset: i64) -> bool {

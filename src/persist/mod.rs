@@ -239,7 +239,19 @@ impl SnapshotStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(PersistError::Read { path, source }),
         };
-        let snapshot = decode(&bytes, &path)?;
+        self.accept(&bytes, partition, &path).map(Some)
+    }
+
+    /// Decodes snapshot `bytes` of `partition` read from `origin` (a file, or the state topic)
+    /// and checks that they were written for this topic, partition and state configuration.
+    pub fn accept(
+        &self,
+        bytes: &[u8],
+        partition: i32,
+        origin: &Path,
+    ) -> Result<Snapshot, PersistError> {
+        let path = origin.to_path_buf();
+        let snapshot = decode(bytes, &path)?;
         let why = if snapshot.topic != self.topic {
             Some(format!(
                 "topic {} (this driftd reads {})",
@@ -254,7 +266,7 @@ impl SnapshotStore {
         };
         match why {
             Some(why) => Err(PersistError::Incompatible { path, why }),
-            None => Ok(Some(snapshot)),
+            None => Ok(snapshot),
         }
     }
 
@@ -376,6 +388,9 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Snapshot, PersistError> {
     }
     Ok(snapshot)
 }
+
+#[cfg(feature = "kafka")]
+pub mod topic;
 
 #[cfg(test)]
 mod tests;

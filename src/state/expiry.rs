@@ -49,6 +49,19 @@ impl CohortTable {
                 && c.partition == partition
                 && now.saturating_sub(c.last_event_ms) > idle_ms
         };
+        self.remove_where(idle);
+    }
+
+    /// Removes every cohort read from `partition`: the partition moved to another replica,
+    /// which restores its state from the state topic, so what this process holds goes stale.
+    /// The record is kept for [`CohortTable::take_evicted`].
+    pub fn forget_partition(&mut self, partition: i32) {
+        let overflow = self.overflow;
+        self.remove_where(|i, c| Some(i) != overflow && c.partition == partition);
+    }
+
+    fn remove_where(&mut self, idle: impl Fn(usize, &Cohort) -> bool) {
+        let overflow = self.overflow;
         if !self.cohorts.iter().enumerate().any(|(i, c)| idle(i, c)) {
             return;
         }

@@ -41,6 +41,8 @@ mod sasl_e2e;
 mod secrets;
 #[cfg(feature = "e2e")]
 mod start_from_e2e;
+#[cfg(feature = "e2e")]
+mod state_topic_e2e;
 mod stream;
 mod support;
 #[cfg(feature = "e2e")]

@@ -43,7 +43,7 @@ impl KafkaSource {
         self.finish_writes(true).await;
         commit(&*self.consumer, &self.metrics, "reconnect");
         for p in self.progress.known() {
-            self.revoked(p);
+            self.revoked(p, pipeline);
         }
         if let Some(dl) = &self.dead_letter {
             dl.flush(Duration::from_secs(1));
@@ -88,6 +88,12 @@ pub(super) fn clients(
             k.stats_interval.as_millis().to_string(),
         )
         .set("enable.partition.eof", "false");
+    if cc.get("partition.assignment.strategy").is_none() {
+        cc.set(
+            "partition.assignment.strategy",
+            config.ingest.assignment.strategy(),
+        );
+    }
     // A lookback is resolved at assignment; when that fails, `latest` (see `start`).
     let start_from = config.start_from();
     cc.set(

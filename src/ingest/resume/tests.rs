@@ -232,3 +232,27 @@ fn a_quiet_partition_is_snapshotted_once_more_so_its_commit_reaches_the_end() {
     assert_eq!(p.written(0, 20), Some(20));
     assert!(p.due().is_empty(), "nothing more to do");
 }
+
+/// With a state topic, a revoked partition is forgotten: when it comes back another replica
+/// may have processed it meanwhile, so its state is restored again, never kept.
+#[test]
+fn a_forgotten_partition_is_restored_again_when_it_comes_back() {
+    let mut p = Progress::default();
+    assert!(p.assigned(3));
+    p.restored(3, Some(50), vec![50]);
+    p.processed(3, 50);
+    p.revoked(3);
+    p.forget(3);
+    assert!(
+        p.assigned(3),
+        "restore it: its state went with the partition"
+    );
+    assert_eq!(
+        p.ceiling(3),
+        None,
+        "nothing committed from the old progress"
+    );
+    p.restored(3, Some(400), vec![400]);
+    assert!(!p.admit(3, 399) && p.admit(3, 400));
+    assert_eq!(p.ceiling(3), Some(400));
+}
