@@ -35,6 +35,8 @@ pub struct DetectionConfig {
     pub history: usize,
     /// Self-baseline change detection (CUSUM per cohort and metric).
     pub self_baseline: SelfBaselineConfig,
+    /// Late drift: CUSUMs of the canary against the control's running rate or mean.
+    pub late_drift: LateDriftConfig,
     /// Per-deployment overrides, keyed by deployment name.
     pub deployments: BTreeMap<String, DeploymentDetection>,
 }
@@ -49,6 +51,7 @@ impl Default for DetectionConfig {
             absent_after: Duration::from_secs(300),
             history: 20,
             self_baseline: SelfBaselineConfig::default(),
+            late_drift: LateDriftConfig::default(),
             deployments: BTreeMap::new(),
         }
     }
@@ -82,6 +85,27 @@ impl Default for SelfBaselineConfig {
             warmup_events: 1000,
             false_alarm_period: Duration::from_secs(7 * 86_400),
             on_alarm: AlarmState::Fail,
+        }
+    }
+}
+
+/// Late-drift settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LateDriftConfig {
+    /// Run the late-drift CUSUMs (two per metric, tuned to 2× and 5× `min_effect`); an alarm
+    /// fails the canary.
+    pub enabled: bool,
+    /// Control events (since the canary appeared) before the charts start; their thresholds
+    /// carry a margin for the control reference's noise that shrinks as control accumulates.
+    pub min_control_events: u64,
+}
+
+impl Default for LateDriftConfig {
+    fn default() -> Self {
+        LateDriftConfig {
+            enabled: true,
+            min_control_events: 1000,
         }
     }
 }
@@ -163,6 +187,12 @@ impl DetectionConfig {
             return Err(invalid(
                 "detection.self_baseline.false_alarm_period",
                 "must be at least 1m",
+            ));
+        }
+        if self.late_drift.min_control_events < 100 {
+            return Err(invalid(
+                "detection.late_drift.min_control_events",
+                "must be at least 100 (below that the reference is too noisy to chart against)",
             ));
         }
         let mut explicit = 0.0;

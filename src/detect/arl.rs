@@ -14,8 +14,12 @@
 //! between the two grid points around it, which keeps its mean) or normal (Brook & Evans's
 //! midpoint discretisation). The grid is fine enough that the ARL is within 1% of its limit
 //! (see the convergence tests). On top: [`threshold_for_arl`], the inverse, by a bracketed
-//! secant on `ln ARL` (nearly linear in `h`). Pure functions; must not know about cohorts,
-//! config or events. `driftd simulate` uses it for the late-drift oracle's threshold.
+//! secant on `ln ARL` (nearly linear in `h`), and [`memo`] for callers that recompute the same
+//! thresholds. Pure functions, no state but the memo; must not know about cohorts, config or
+//! events.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 use super::sequential::normal_cdf;
 
@@ -236,6 +240,28 @@ fn solve_threshold(f: impl Fn(f64) -> f64, target: f64, start: f64) -> f64 {
         }
     }
     b
+}
+
+/// Memoised threshold computations keyed by quantised inputs.
+///
+/// Thresholds are recomputed for every canary version and cohort; the same inputs recur (the
+/// same metric, a similar reference and budget), and a computation is some milliseconds. The
+/// caller quantises its inputs (conservatively) so that equal keys mean equal thresholds; the
+/// value is a pure function of the key, so the memo cannot change a decision, only its cost.
+pub fn memo(key: [i64; 6], compute: impl FnOnce() -> f64) -> f64 {
+    static MEMO: OnceLock<Mutex<HashMap<[i64; 6], f64>>> = OnceLock::new();
+    let memo = MEMO.get_or_init(Mutex::default);
+    if let Some(h) = memo.lock().ok().and_then(|m| m.get(&key).copied()) {
+        return h;
+    }
+    let h = compute();
+    if let Ok(mut m) = memo.lock() {
+        if m.len() >= 50_000 {
+            m.clear();
+        }
+        m.insert(key, h);
+    }
+    h
 }
 
 #[cfg(test)]

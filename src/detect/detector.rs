@@ -1,5 +1,6 @@
-//! The [`Detector`]: per-deployment canary-vs-control tests, per-cohort self-baseline CUSUMs
-//! and the SRM and absence signals, turned into [`Change`]s as events arrive.
+//! The [`Detector`]: per-deployment canary-vs-control tests and late-drift CUSUMs
+//! ([`late`]), per-cohort self-baseline CUSUMs and the SRM and absence signals, turned into
+//! [`Change`]s as events arrive.
 //!
 //! Owns all mutable detection state of one pipeline; the rest of driftd sees it only through
 //! the changes it appends and its [`Detector::snapshot`]. Must not do I/O or read the clock.
@@ -16,6 +17,7 @@ use crate::event::{format_rfc3339_ms, Arm};
 use crate::state::CohortKey;
 use ab::{ab_verdict, fresh_tests, next_state, Subject, Test};
 use baseline::{baseline_verdict, Watch};
+use late::{Late, LateTuning};
 
 /// A metric's detection rule, resolved from config.
 #[derive(Debug, Clone)]
@@ -28,6 +30,7 @@ struct Rule {
     min_events: u64,
     tau: f64,
     tuning: Tuning,
+    late: LateTuning,
 }
 
 /// One deployment: its current canary version's tests, its alarms and signals, its history.
@@ -39,6 +42,10 @@ struct Deployment {
     tests: Vec<Test>,
     /// Latest self-baseline alarm per metric for the current canary version.
     alarms: Vec<Option<Verdict>>,
+    /// Late-drift charts per metric for the current canary version.
+    late: Vec<Late>,
+    /// Late-drift alarm per metric for the current canary version (latched).
+    late_alarms: Vec<Option<Verdict>>,
     canary_share: Option<f64>,
     srm_active: bool,
     srm_log_lr: f64,
@@ -62,6 +69,7 @@ struct CohortDetect {
 pub struct Detector {
     rules: Vec<Rule>,
     self_baseline: bool,
+    late_drift: bool,
     on_alarm: VerdictState,
     srm_threshold: f64,
     absent_after_ms: i64,
@@ -90,6 +98,10 @@ impl Detector {
     pub fn new(config: &Config) -> Detector {
         let d = &config.detection;
         let alphas = config.metric_alphas();
+        // The deployment's false-alarm budget (one per period) is split evenly between the
+        // rate-budgeted detectors that are on, then over their charts (see `detect`).
+        let late_share = if d.self_baseline.enabled { 0.5 } else { 1.0 };
+        let late_charts = (late::MULTIPLES.len() * config.metrics.len()) as f64;
         let rules = config
             .metrics
             .iter()
@@ -114,12 +126,21 @@ impl Detector {
                         false_alarm_period_ms: d.self_baseline.false_alarm_period.as_millis()
                             as f64,
                     },
+                    late: LateTuning {
+                        binary,
+                        worse_up,
+                        min_effect: m.min_effect(),
+                        min_control: d.late_drift.min_control_events,
+                        periods_per_alarm: late_charts / late_share,
+                        period_ms: d.self_baseline.false_alarm_period.as_millis() as f64,
+                    },
                 }
             })
             .collect();
         Detector {
             rules,
             self_baseline: d.self_baseline.enabled,
+            late_drift: d.late_drift.enabled,
             on_alarm: match d.self_baseline.on_alarm {
                 AlarmState::Fail => VerdictState::Fail,
                 AlarmState::Warn => VerdictState::Warn,
@@ -216,6 +237,18 @@ impl Detector {
                     Arm::Canary => test.canary.push(values[m]),
                     Arm::Control => test.control.push(values[m]),
                 }
+                if arm == Arm::Canary && self.late_drift {
+                    let late = &mut dep.late[m];
+                    if late
+                        .push(&rule.late, values[m], &test.control, t_ms)
+                        .is_some()
+                    {
+                        let subject = Subject(&dep.name, dep.canary_version.as_deref());
+                        let v = late_verdict(subject, rule, test, late, t_ms, self.events_seen);
+                        out.push(Change::Verdict(v.clone()));
+                        dep.late_alarms[m] = Some(v);
+                    }
+                }
                 let state = next_state(rule, test);
                 if state != test.state {
                     test.state = state;
@@ -247,6 +280,8 @@ impl Detector {
             retired: VecDeque::new(),
             tests: fresh_tests(self.rules.len()),
             alarms: vec![None; self.rules.len()],
+            late: vec![Late::default(); self.rules.len()],
+            late_alarms: vec![None; self.rules.len()],
             canary_share: share,
             srm_active: false,
             srm_log_lr: 0.0,
@@ -281,6 +316,9 @@ impl Detector {
             for alarm in dep.alarms.iter_mut().filter_map(Option::take) {
                 dep.history.push_back(alarm);
             }
+            for alarm in dep.late_alarms.iter_mut().filter_map(Option::take) {
+                dep.history.push_back(alarm);
+            }
             while dep.history.len() > self.history * self.rules.len() {
                 dep.history.pop_front();
             }
@@ -291,6 +329,7 @@ impl Detector {
         }
         dep.canary_version = Some(version.to_string());
         dep.tests = fresh_tests(self.rules.len());
+        dep.late = vec![Late::default(); self.rules.len()];
         dep.srm_active = false;
         dep.srm_log_lr = 0.0;
         for (rule, test) in self.rules.iter().zip(&dep.tests) {
@@ -465,8 +504,9 @@ impl Detector {
                     .iter()
                     .zip(&dep.tests)
                     .zip(&dep.alarms)
+                    .zip(&dep.late_alarms)
                     .enumerate()
-                    .map(|(m, ((rule, test), alarm))| {
+                    .map(|(m, (((rule, test), alarm), late))| {
                         let ab = ab_verdict(
                             Subject(&dep.name, dep.canary_version.as_deref()),
                             rule,
@@ -474,13 +514,18 @@ impl Detector {
                             t,
                             self.events_seen,
                         );
+                        let state = [alarm, late]
+                            .into_iter()
+                            .flatten()
+                            .fold(ab.state, |s, a| s.max(a.state));
                         MetricVerdicts {
                             metric: rule.name.clone(),
-                            state: alarm.as_ref().map_or(ab.state, |a| a.state.max(ab.state)),
+                            state,
                             canary_vs_control: ab,
                             self_baseline: alarm.clone(),
                             self_baseline_watch: nearest[d][m]
                                 .and_then(|(_, i)| self.watch(i, m, alarm.as_ref(), t)),
+                            late_drift: late.clone(),
                         }
                     })
                     .collect();
@@ -500,6 +545,46 @@ impl Detector {
                 }
             })
             .collect()
+    }
+}
+
+/// The verdict of a late-drift alarm: the canary's mean over the run that crossed (since the
+/// chart last stood at 0) against the control's running mean, both arms' events, the chart's
+/// statistic and threshold. No confidence bound: a CUSUM has none that would match its decision.
+fn late_verdict(
+    subject: Subject,
+    rule: &Rule,
+    test: &Test,
+    late: &Late,
+    t_ms: i64,
+    events_seen: u64,
+) -> Verdict {
+    let control = test.control.mean();
+    let (canary, _, statistic, threshold) = late.evidence().unwrap_or((0.0, 0, 0.0, 0.0));
+    Verdict {
+        deployment: subject.0.to_string(),
+        model_version: subject.1.unwrap_or_default().to_string(),
+        metric: rule.name.clone(),
+        source: Source::LateDrift,
+        // Evidence against the canary relative to control, within the deployment's budget.
+        state: VerdictState::Fail,
+        at: format_rfc3339_ms(t_ms),
+        events_seen,
+        n_canary: test.canary.n,
+        n_control: test.control.n,
+        canary_value: Some(canary),
+        control_value: control,
+        estimate: control.map(|c| canary - c),
+        ci_low: None,
+        ci_high: None,
+        p_value: None,
+        statistic,
+        threshold,
+        min_effect: rule.min_effect,
+        alpha: None,
+        arm: Some(Arm::Canary),
+        segment: None,
+        reference: control,
     }
 }
 
@@ -550,6 +635,7 @@ fn absent_signal(
 
 mod ab;
 mod baseline;
+mod late;
 mod overflow;
 pub mod part;
 

@@ -233,7 +233,7 @@ pub(super) fn run(
                 .position(|x| *x == v.metric)
                 .expect("default metrics");
             let method = match v.source {
-                Source::CanaryVsControl => 0,
+                Source::CanaryVsControl | Source::LateDrift => 0,
                 Source::SelfBaseline => 1,
             };
             // Only fails count: a control cohort's self-baseline alarm is a warn (control
