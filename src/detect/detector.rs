@@ -244,7 +244,7 @@ impl Detector {
                         .is_some()
                     {
                         let subject = Subject(&dep.name, dep.canary_version.as_deref());
-                        let v = late_verdict(subject, rule, test, late, t_ms, self.events_seen);
+                        let v = late::verdict(subject, rule, test, late, t_ms, self.events_seen);
                         out.push(Change::Verdict(v.clone()));
                         dep.late_alarms[m] = Some(v);
                     }
@@ -545,46 +545,6 @@ impl Detector {
                 }
             })
             .collect()
-    }
-}
-
-/// The verdict of a late-drift alarm: the canary's mean over the run that crossed (since the
-/// chart last stood at 0) against the control's running mean, both arms' events, the chart's
-/// statistic and threshold. No confidence bound: a CUSUM has none that would match its decision.
-fn late_verdict(
-    subject: Subject,
-    rule: &Rule,
-    test: &Test,
-    late: &Late,
-    t_ms: i64,
-    events_seen: u64,
-) -> Verdict {
-    let control = test.control.mean();
-    let (canary, _, statistic, threshold) = late.evidence().unwrap_or((0.0, 0, 0.0, 0.0));
-    Verdict {
-        deployment: subject.0.to_string(),
-        model_version: subject.1.unwrap_or_default().to_string(),
-        metric: rule.name.clone(),
-        source: Source::LateDrift,
-        // Evidence against the canary relative to control, within the deployment's budget.
-        state: VerdictState::Fail,
-        at: format_rfc3339_ms(t_ms),
-        events_seen,
-        n_canary: test.canary.n,
-        n_control: test.control.n,
-        canary_value: Some(canary),
-        control_value: control,
-        estimate: control.map(|c| canary - c),
-        ci_low: None,
-        ci_high: None,
-        p_value: None,
-        statistic,
-        threshold,
-        min_effect: rule.min_effect,
-        alpha: None,
-        arm: Some(Arm::Canary),
-        segment: None,
-        reference: control,
     }
 }
 

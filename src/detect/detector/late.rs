@@ -30,7 +30,11 @@
 //! estimate at every event. What this leaves of the budget is measured, not assumed (the
 //! `late_false_alarms_per_week` test). Pure: no I/O, no clock.
 
+use super::ab::{Subject, Test};
+use super::Rule;
 use crate::detect::arl::{self, Increments};
+use crate::detect::verdict::{Source, Verdict, VerdictState};
+use crate::event::{format_rfc3339_ms, Arm};
 use crate::state::window::Moments;
 
 /// The multiples of `min_effect` the two charts are tuned to.
@@ -183,6 +187,46 @@ impl Late {
             chart.statistic,
             chart.threshold?,
         ))
+    }
+}
+
+/// The verdict of a late-drift alarm: the canary's mean over the run that crossed (since the
+/// chart last stood at 0) against the control's running mean, both arms' events, the chart's
+/// statistic and threshold. No confidence bound: a CUSUM has none that would match its decision.
+pub(super) fn verdict(
+    subject: Subject,
+    rule: &Rule,
+    test: &Test,
+    late: &Late,
+    t_ms: i64,
+    events_seen: u64,
+) -> Verdict {
+    let control = test.control.mean();
+    let (canary, _, statistic, threshold) = late.evidence().unwrap_or((0.0, 0, 0.0, 0.0));
+    Verdict {
+        deployment: subject.0.to_string(),
+        model_version: subject.1.unwrap_or_default().to_string(),
+        metric: rule.name.clone(),
+        source: Source::LateDrift,
+        // Evidence against the canary relative to control, within the deployment's budget.
+        state: VerdictState::Fail,
+        at: format_rfc3339_ms(t_ms),
+        events_seen,
+        n_canary: test.canary.n,
+        n_control: test.control.n,
+        canary_value: Some(canary),
+        control_value: control,
+        estimate: control.map(|c| canary - c),
+        ci_low: None,
+        ci_high: None,
+        p_value: None,
+        statistic,
+        threshold,
+        min_effect: rule.min_effect,
+        alpha: None,
+        arm: Some(Arm::Canary),
+        segment: None,
+        reference: control,
     }
 }
 

@@ -389,3 +389,71 @@ fn a_degraded_control_warns_and_never_fails_the_canary() {
     );
     assert_eq!(refusal.state, VerdictState::Fail);
 }
+
+/// Feeds pairs `from..to` (10 ms apart) with the given canary/control refusal rates.
+fn run_from(
+    d: &mut Detector,
+    range: std::ops::Range<u64>,
+    p: (f64, f64),
+    seed: u64,
+) -> Vec<Change> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let (kc, kk) = (key(Arm::Canary, "v1"), key(Arm::Control, "base"));
+    let mut out = Vec::new();
+    for i in range {
+        let t = i as i64 * 10;
+        let r = |rng: &mut SmallRng, p: f64| f64::from(u8::from(rng.random_bool(p)));
+        let canary = [r(&mut rng, p.0), 0.0, 0.3, 0.0];
+        let control = [r(&mut rng, p.1), 0.0, 0.3, 0.0];
+        d.observe(0, &kc, &canary, t, &mut out);
+        d.observe(1, &kk, &control, t + 5, &mut out);
+    }
+    out
+}
+
+#[test]
+fn a_late_drift_fails_the_canary_the_same_with_or_without_a_snapshot_in_between() {
+    let c = config();
+    let mut whole = Detector::new(&c);
+    let before = run_from(&mut whole, 0..20_000, (0.05, 0.05), 1);
+    assert!(!before
+        .iter()
+        .any(|c| matches!(c, Change::Verdict(v) if v.state == VerdictState::Fail)));
+    let mut restored = Detector::new(&c);
+    let mut reported = Vec::new();
+    restored
+        .import(whole.export(&[0, 1]), &[Some(0), Some(1)], &mut reported)
+        .unwrap();
+    let a = run_from(&mut whole, 20_000..30_000, (0.10, 0.05), 2);
+    let b = run_from(&mut restored, 20_000..30_000, (0.10, 0.05), 2);
+    assert_eq!(
+        a, b,
+        "restored detection state decides as the uninterrupted one"
+    );
+    let alarm = a
+        .iter()
+        .find_map(|c| match c {
+            Change::Verdict(v) if v.source == Source::LateDrift => Some(v.clone()),
+            _ => None,
+        })
+        .expect("late drift caught");
+    println!(
+        "{}: statistic {} ≥ threshold {}",
+        alarm.headline(),
+        alarm.statistic,
+        alarm.threshold
+    );
+    assert_eq!(
+        (alarm.state, alarm.metric.as_str()),
+        (VerdictState::Fail, "refusal")
+    );
+    assert!(alarm.statistic >= alarm.threshold && alarm.estimate.unwrap() > 0.0);
+    assert!(
+        alarm.n_canary > 20_000 && alarm.n_canary < 23_000,
+        "{}",
+        alarm.n_canary
+    );
+    let view = &whole.snapshot()[0].metrics[0];
+    assert_eq!(view.state, VerdictState::Fail);
+    assert_eq!(view.late_drift.as_ref(), Some(&alarm));
+}

@@ -295,10 +295,7 @@ fn late_drift_delays() {
                 .collect()
         });
         let early = results.iter().filter(|r| r.is_err()).count();
-        let mut delays: Vec<u64> = results
-            .iter()
-            .filter_map(|r| r.clone().ok().flatten())
-            .collect();
+        let mut delays: Vec<u64> = results.iter().filter_map(|r| (*r).ok().flatten()).collect();
         delays.sort_unstable();
         let q = |f: f64| delays[((f * delays.len() as f64) as usize).min(delays.len() - 1)] as f64;
         let median = q(0.5);
