@@ -261,7 +261,8 @@ impl Config {
             .filter(|m| m.alpha.is_none())
             .count()
             .max(1);
-        let share = (self.detection.alpha - explicit) / implicit as f64;
+        let tests = self.detection.alpha * (1.0 - self.detection.charts_share());
+        let share = (tests - explicit) / implicit as f64;
         self.metrics
             .iter()
             .map(|m| m.alpha.unwrap_or(share))

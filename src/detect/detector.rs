@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use super::cusum::{CusumPhase, SelfBaseline, Tuning};
+use super::cusum::{Budget, CusumPhase, SelfBaseline, Tuning};
 use super::srm;
 use super::verdict::{
     Change, DeploymentView, MetricVerdicts, Signal, SignalKind, Verdict, VerdictState,
@@ -46,12 +46,64 @@ struct Deployment {
     late: Vec<Late>,
     /// Late-drift alarm per metric for the current canary version (latched).
     late_alarms: Vec<Option<Verdict>>,
+    /// Self-baseline charts handed out so far, for their budget shares ([`Budgets`]).
+    #[serde(default)]
+    ranks: Ranks,
     canary_share: Option<f64>,
     srm_active: bool,
     srm_log_lr: f64,
     last_seen_ms: [i64; 2],
     absent: [bool; 2],
     history: VecDeque<Verdict>,
+}
+
+/// How many cohorts of a deployment have self-baseline charts: control's ever, the current
+/// canary version's since it appeared. The `k`-th gets the `k`-th share of [`rank_weight`].
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Ranks {
+    canary_version: String,
+    canary: u32,
+    control: u32,
+}
+
+/// The share of its arm's self-baseline budget the `k`-th cohort's charts get (`k ≥ 1`):
+/// `6/(π²k²)`, which add up to 1 over any number of cohorts (segments), so the budget holds
+/// however many appear, deterministically, without knowing their number in advance; the
+/// `k`-th pays `ln(π²k²/6)` more threshold than a lone cohort would.
+fn rank_weight(k: u32) -> f64 {
+    6.0 / (std::f64::consts::PI.powi(2) * f64::from(k.max(1)).powi(2))
+}
+
+/// The self-baseline budgets: canary cohorts' charts spend from α (`Events`, the deployment's
+/// budget in canary events per chart of a rank-1 cohort), control cohorts' from their own
+/// rate (`Period`, one false warning per period per deployment).
+#[derive(Debug, Clone, Copy)]
+struct Budgets {
+    /// In-control ARL per chart of a rank-1 canary cohort, in events; `None`: canary cohorts'
+    /// alarms cannot fail (`on_alarm = "warn"`) and are budgeted like control's.
+    canary_events: Option<f64>,
+    /// `false_alarm_period` in milliseconds.
+    period_ms: f64,
+    /// Metrics: each gets an equal part of an arm's budget.
+    metrics: f64,
+}
+
+/// The deployment's chart budget and late drift's weight in it. The charts that can fail a
+/// canary share `α × chart_share`, set in canary events: together an in-control ARL of
+/// `lifetime_events / (α × share)`. Late drift gets 80% of it when the canary's self-baseline
+/// can fail too (all of it when not), over its `2 × metrics` charts; the canary self-baseline
+/// the rest, an equal part per metric, then by cohort rank.
+fn chart_budget(config: &Config) -> (f64, f64) {
+    let d = &config.detection;
+    let sb = &d.self_baseline;
+    let canary_sb_fails = sb.enabled && sb.on_alarm == AlarmState::Fail;
+    let deployment_arl = d.lifetime_events as f64 / (d.alpha * d.charts_share()).max(1e-300);
+    let late_weight = match (d.late_drift.enabled, canary_sb_fails) {
+        (true, true) => 0.8,
+        (true, false) => 1.0,
+        (false, _) => 0.0,
+    };
+    (deployment_arl, late_weight)
 }
 
 /// One cohort's self-baseline CUSUMs (one per metric) and what its alarms are labelled with.
@@ -74,6 +126,7 @@ pub struct Detector {
     srm_threshold: f64,
     absent_after_ms: i64,
     history: usize,
+    budgets: Budgets,
     index: HashMap<String, usize>,
     deployments: Vec<Deployment>,
     cohorts: Vec<CohortDetect>,
@@ -98,10 +151,15 @@ impl Detector {
     pub fn new(config: &Config) -> Detector {
         let d = &config.detection;
         let alphas = config.metric_alphas();
-        // The deployment's false-alarm budget (one per period) is split evenly between the
-        // rate-budgeted detectors that are on, then over their charts (see `detect`).
-        let late_share = if d.self_baseline.enabled { 0.5 } else { 1.0 };
-        let late_charts = (late::MULTIPLES.len() * config.metrics.len()) as f64;
+        let sb = &d.self_baseline;
+        let canary_sb_fails = sb.enabled && sb.on_alarm == AlarmState::Fail;
+        let (deployment_arl, late_weight) = chart_budget(config);
+        let metrics = config.metrics.len().max(1) as f64;
+        let budgets = Budgets {
+            canary_events: canary_sb_fails.then(|| deployment_arl * metrics / (1.0 - late_weight)),
+            period_ms: sb.false_alarm_period.as_millis() as f64,
+            metrics,
+        };
         let rules = config
             .metrics
             .iter()
@@ -122,23 +180,22 @@ impl Detector {
                         worse_up,
                         shift: m.self_baseline_shift(),
                         warmup_events: d.self_baseline.warmup_events,
-                        warmup_ms: d.self_baseline.warmup.as_millis() as i64,
-                        false_alarm_period_ms: d.self_baseline.false_alarm_period.as_millis()
-                            as f64,
+                        // Set per cohort by its arm and rank (`Detector::tuning`).
+                        budget: Budget::Events(f64::INFINITY),
                     },
                     late: LateTuning {
                         binary,
                         worse_up,
                         min_effect: m.min_effect(),
                         min_control: d.late_drift.min_control_events,
-                        periods_per_alarm: late_charts / late_share,
-                        period_ms: d.self_baseline.false_alarm_period.as_millis() as f64,
+                        arl0: Detector::late_chart_arl(config),
                     },
                 }
             })
             .collect();
         Detector {
             rules,
+            budgets,
             self_baseline: d.self_baseline.enabled,
             late_drift: d.late_drift.enabled,
             on_alarm: match d.self_baseline.on_alarm {
@@ -164,6 +221,15 @@ impl Detector {
         }
     }
 
+    /// The in-control run length, in canary events, each late-drift chart is calibrated to:
+    /// its share of the deployment's chart budget (see `detect`). `driftd simulate` reads its
+    /// late-drift oracle at the same cost.
+    pub fn late_chart_arl(config: &Config) -> f64 {
+        let (deployment_arl, late_weight) = chart_budget(config);
+        let late_charts = (late::MULTIPLES.len() * config.metrics.len().max(1)) as f64;
+        deployment_arl * late_charts / late_weight.max(1e-12)
+    }
+
     /// Feeds one event that was applied to cohort `cohort` (index in the cohort table) with
     /// per-metric values `values`, at event time `t_ms`. Changes are appended to `out`.
     pub fn observe(
@@ -182,6 +248,7 @@ impl Detector {
         while self.cohorts.len() <= cohort {
             // Cohort indices are dense and assigned in order, so this runs once per new cohort.
             let dep = self.deployment_index(&key.deployment);
+            let budget = self.cohort_budget(dep, key);
             self.cohorts.push(CohortDetect {
                 deployment: dep,
                 arm: key.arm,
@@ -196,7 +263,7 @@ impl Detector {
                 baselines: self
                     .rules
                     .iter()
-                    .map(|r| SelfBaseline::new(r.tuning))
+                    .map(|r| SelfBaseline::new(Tuning { budget, ..r.tuning }))
                     .collect(),
             });
         }
@@ -239,10 +306,7 @@ impl Detector {
                 }
                 if arm == Arm::Canary && self.late_drift {
                     let late = &mut dep.late[m];
-                    if late
-                        .push(&rule.late, values[m], &test.control, t_ms)
-                        .is_some()
-                    {
+                    if late.push(&rule.late, values[m], &test.control).is_some() {
                         let subject = Subject(&dep.name, dep.canary_version.as_deref());
                         let v = late::verdict(subject, rule, test, late, t_ms, self.events_seen);
                         out.push(Change::Verdict(v.clone()));
@@ -269,6 +333,39 @@ impl Detector {
         }
     }
 
+    /// The budget of each self-baseline chart of a new cohort `key` of deployment `dep`: its
+    /// arm's budget, an equal part per metric, the share of its rank ([`rank_weight`]).
+    fn cohort_budget(&mut self, dep: usize, key: &CohortKey) -> Budget {
+        let d = &mut self.deployments[dep];
+        let retired = d.retired.iter().any(|v| *v == key.model_version);
+        let ranks = &mut d.ranks;
+        let b = self.budgets;
+        let rank = match key.arm {
+            Arm::Control => {
+                ranks.control += 1;
+                ranks.control
+            }
+            // A retired version's late cohort stays quiet: it takes no rank.
+            Arm::Canary if retired => u32::MAX,
+            Arm::Canary => {
+                if ranks.canary_version != key.model_version {
+                    ranks.canary_version = key.model_version.clone();
+                    ranks.canary = 0;
+                }
+                ranks.canary += 1;
+                ranks.canary
+            }
+        };
+        let weight = rank_weight(rank) / b.metrics;
+        match (key.arm, b.canary_events) {
+            (Arm::Canary, Some(arl0)) => Budget::Events(arl0 / rank_weight(rank)),
+            _ => Budget::Period {
+                period_ms: b.period_ms,
+                weight,
+            },
+        }
+    }
+
     fn deployment_index(&mut self, name: &str) -> usize {
         if let Some(&i) = self.index.get(name) {
             return i;
@@ -282,6 +379,7 @@ impl Detector {
             alarms: vec![None; self.rules.len()],
             late: vec![Late::default(); self.rules.len()],
             late_alarms: vec![None; self.rules.len()],
+            ranks: Ranks::default(),
             canary_share: share,
             srm_active: false,
             srm_log_lr: 0.0,

@@ -110,3 +110,4 @@ proptest! {
         prop_assert!(at(p0, h) >= 1.0);
     }
 }
+

@@ -12,7 +12,8 @@
 //! direction (Bernoulli for rates, Gaussian with the control's sd for scores); the small shift is
 //! the quick one for modest drift, the large one for a jump. Threshold: from the exact in-control
 //! ARL (`arl`), at a budget of `arl0` canary events per false alarm per chart (the detector
-//! splits the deployment's budget), **plus a margin for the still-noisy control reference**. The
+//! splits the deployment's budget, in events: no rate estimate), **plus a margin for the
+//! still-noisy control reference** (`cusum::noisy_reference_threshold`). The
 //! chart compares the canary with `p̂`, the control's estimate, not with the true rate `p`; with
 //! `p̂` below `p` (higher-is-worse) the chart's negative in-control drift moves towards zero and
 //! its run length falls from exponential to polynomial in `h`. So the threshold is the exact one
@@ -25,23 +26,21 @@
 //! are off by 3 standard errors or more and gives thresholds ten times Lorden's (`h ≈ 200` after
 //! 1,000 control events): a chart that could never fire. The margin `h(p̂ + Z·se) − h(p̂)`
 //! shrinks like `se ∝ 1/√n_control`: charts start once control has `min_control` events and are
-//! recalibrated each time control's events double, each time with the standard error at the
-//! calibration point (the largest until the next one); the reference itself is the running
-//! estimate at every event. What this leaves of the budget is measured, not assumed (the
+//! recalibrated each time control's events grow by half an octave (×√2), each time with the
+//! standard error at the calibration point (the largest until the next one); a chart whose
+//! margin reaches half its shift (the 2× chart at 1,000 control events) waits for the next
+//! step. The reference itself is the running estimate at every event. What this leaves of the budget is measured, not assumed (the
 //! `late_false_alarms_per_week` test). Pure: no I/O, no clock.
 
 use super::ab::{Subject, Test};
 use super::Rule;
-use crate::detect::arl::{self, Increments};
+use crate::detect::cusum::noisy_reference_threshold;
 use crate::detect::verdict::{Source, Verdict, VerdictState};
 use crate::event::{format_rfc3339_ms, Arm};
 use crate::state::window::Moments;
 
 /// The multiples of `min_effect` the two charts are tuned to.
 pub(super) const MULTIPLES: [f64; 2] = [2.0, 5.0];
-
-/// Standard errors the control reference is assumed off by, in the costly direction.
-const Z: f64 = 1.645;
 
 /// What a metric's charts need from config and the detector's budget split.
 #[derive(Debug, Clone, Copy)]
@@ -51,18 +50,16 @@ pub(super) struct LateTuning {
     pub(super) min_effect: f64,
     /// Control events before the charts start.
     pub(super) min_control: u64,
-    /// In-control run length per chart, in multiples of the canary's events per
-    /// `false_alarm_period` (the detector's share of the deployment budget, see `detect`).
-    pub(super) periods_per_alarm: f64,
-    /// `false_alarm_period` in event-time milliseconds.
-    pub(super) period_ms: f64,
+    /// In-control run length per chart, in canary events: the chart's share of the
+    /// deployment's chart budget (see `detect`).
+    pub(super) arl0: f64,
 }
 
 /// One chart.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Chart {
     pub(super) statistic: f64,
-    /// `None` until the first calibration.
+    /// `None` until the first calibration that keeps the budget.
     pub(super) threshold: Option<f64>,
     /// Canary values since the statistic last left 0 (the run the alarm is about).
     pub(super) run: Moments,
@@ -74,40 +71,22 @@ pub(super) struct Late {
     pub(super) charts: [Chart; 2],
     /// Control events at the last calibration (0: never).
     calibrated_at: u64,
-    /// Event time of the first and latest canary event, for the canary's rate.
-    first_ms: Option<i64>,
-    last_ms: i64,
-    canary_n: u64,
     /// The chart that alarmed (latched for the canary version).
     pub(super) alarmed: Option<usize>,
 }
 
-/// `log2(x)` in steps of `1/steps` octave, rounded by `round`.
-fn quantise(x: f64, steps: f64, round: fn(f64) -> f64) -> i64 {
-    round(x.max(1e-300).log2() * steps) as i64
-}
-
-fn dequantise(q: i64, steps: f64) -> f64 {
-    (q as f64 / steps).exp2()
-}
+/// Recalibration steps: each time control's events grow by this factor (half an octave), so
+/// the margin follows the standard error closely without a calibration per event.
+const STEP: f64 = std::f64::consts::SQRT_2;
 
 impl Late {
-    /// Feeds one canary value at event time `t_ms`, `control` being the control arm's moments
-    /// now. Returns the index of the chart when this value raised the alarm.
-    pub(super) fn push(
-        &mut self,
-        t: &LateTuning,
-        x: f64,
-        control: &Moments,
-        t_ms: i64,
-    ) -> Option<usize> {
-        self.first_ms = Some(self.first_ms.map_or(t_ms, |f| f.min(t_ms)));
-        self.last_ms = self.last_ms.max(t_ms);
-        self.canary_n += 1;
+    /// Feeds one canary value, `control` being the control arm's moments now. Returns the
+    /// index of the chart when this value raised the alarm.
+    pub(super) fn push(&mut self, t: &LateTuning, x: f64, control: &Moments) -> Option<usize> {
         if self.alarmed.is_some() || control.n < t.min_control.max(2) {
             return None;
         }
-        if control.n >= 2 * self.calibrated_at.max(t.min_control.max(2) / 2) {
+        if self.calibrated_at == 0 || control.n as f64 >= STEP * self.calibrated_at as f64 {
             self.calibrate(t, control);
         }
         let (reference, scale) = reference(t, control);
@@ -128,51 +107,20 @@ impl Late {
         None
     }
 
-    /// Sets both charts' thresholds for the control's current standard error and the canary's
-    /// observed rate. Waits (keeps the old thresholds) while the canary's rate is unknown.
+    /// Sets both charts' thresholds for the control's current standard error. A chart whose
+    /// margin leaves no threshold that keeps the budget (the 2× chart while control is short)
+    /// keeps waiting, or keeps its previous threshold.
     fn calibrate(&mut self, t: &LateTuning, control: &Moments) {
-        let Some(first) = self.first_ms else { return };
-        let span = (self.last_ms - first) as f64;
-        if span <= 0.0 || self.canary_n < 2 {
-            return;
-        }
-        let rate_per_ms = (self.canary_n - 1) as f64 / span;
-        let arl0 = rate_per_ms * t.period_ms * t.periods_per_alarm;
-        // Quantised inputs (see `arl::memo`): the events down to a power of two (a larger
-        // standard error), the budget up to a quarter octave (a longer ARL), the reference to a
-        // 32nd of an octave (2%; not conservative either way, and far inside its own error).
-        let n_key = quantise(control.n as f64, 1.0, f64::floor);
-        let n = dequantise(n_key, 1.0);
-        let arl_key = quantise(arl0, 4.0, f64::ceil);
-        let arl0 = dequantise(arl_key, 4.0);
         let (reference, scale) = reference(t, control);
         for (i, chart) in self.charts.iter_mut().enumerate() {
             let shift = MULTIPLES[i] * t.min_effect;
-            let h = if t.binary {
-                let p_key = quantise(reference, 32.0, f64::round);
-                let p = dequantise(p_key, 32.0).min(1.0 - 1e-6);
-                let (signed, worse) = if t.worse_up {
-                    (shift, 1.0)
-                } else {
-                    (-shift, -1.0)
-                };
-                let truth = (p + worse * Z * (p * (1.0 - p) / n).sqrt()).clamp(0.0, 1.0);
-                let p1 = (p + signed).clamp(1e-6, 1.0 - 1e-6);
-                let key = [0, p_key, signed.to_bits() as i64, n_key, arl_key, 0];
-                arl::memo(key, || {
-                    arl::threshold_for_arl(Increments::bernoulli(truth, p, p1), arl0)
-                })
-            } else {
-                // In units of the control's sd the chart depends on the shift and n only.
-                let d_key = quantise(shift / scale, 32.0, f64::round);
-                let d = dequantise(d_key, 32.0);
-                let key = [1, d_key, 0, n_key, arl_key, 0];
-                arl::memo(key, || {
-                    let inc = Increments::gaussian(Z / n.sqrt(), 1.0, 0.0, 1.0, d);
-                    arl::threshold_for_arl(inc, arl0)
-                })
-            };
-            chart.threshold = Some(h);
+            let shift = if t.binary { shift } else { shift / scale };
+            let h = noisy_reference_threshold(
+                t.binary, t.worse_up, reference, shift, control.n, t.arl0,
+            );
+            if h.is_some() {
+                chart.threshold = h;
+            }
         }
         self.calibrated_at = control.n;
     }

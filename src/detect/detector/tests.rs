@@ -185,7 +185,7 @@ fn an_arm_never_seen_is_not_absent_and_does_not_overflow() {
 #[test]
 fn self_baseline_catches_drift_in_both_arms() {
     let mut c = Config::default();
-    c.detection.self_baseline.warmup = std::time::Duration::from_secs(60);
+    c.detection.self_baseline.warmup_events = 6000;
     let mut d = Detector::new(&c);
     let mut out = Vec::new();
     let mut rng = SmallRng::seed_from_u64(9);
@@ -274,7 +274,7 @@ fn a_gap_in_both_arms_raises_no_absence() {
 #[test]
 fn a_self_baseline_verdict_reports_the_mean_since_monitoring_began() {
     let mut c = Config::default();
-    c.detection.self_baseline.warmup = std::time::Duration::from_secs(60);
+    c.detection.self_baseline.warmup_events = 6000;
     let mut d = Detector::new(&c);
     let mut out = Vec::new();
     let (kc, kk) = (key(Arm::Canary, "v1"), key(Arm::Control, "base"));
@@ -324,8 +324,8 @@ fn a_self_baseline_verdict_reports_the_mean_since_monitoring_began() {
     assert_eq!(watched.state, VerdictState::Fail, "the alarm's state");
     assert!(watched.statistic >= watched.threshold, "{watched:?}");
     assert_eq!(v.arm, Some(Arm::Canary));
-    // Warm-up ends on the event 60 s after the first (i = 6,000); monitoring starts after it.
-    let monitored: Vec<f64> = (6_001..=at).map(canary).collect();
+    // Warm-up ends on the 6,000th event (i = 5,999); monitoring starts after it.
+    let monitored: Vec<f64> = (6_000..=at).map(canary).collect();
     let since = monitored.iter().sum::<f64>() / monitored.len() as f64;
     let recent = (at - 99..=at).map(canary).sum::<f64>() / 100.0;
     println!(
@@ -344,7 +344,7 @@ fn a_self_baseline_verdict_reports_the_mean_since_monitoring_began() {
 #[test]
 fn a_degraded_control_warns_and_never_fails_the_canary() {
     let mut c = Config::default();
-    c.detection.self_baseline.warmup = std::time::Duration::from_secs(60);
+    c.detection.self_baseline.warmup_events = 6000;
     let mut d = Detector::new(&c);
     let mut out = Vec::new();
     let mut rng = SmallRng::seed_from_u64(11);
