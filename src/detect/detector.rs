@@ -345,8 +345,9 @@ impl Detector {
                 ranks.control += 1;
                 ranks.control
             }
-            // A retired version's late cohort stays quiet: it takes no rank.
-            Arm::Canary if retired => u32::MAX,
+            // A retired version's late cohort is not under test (its alarms are dropped): it
+            // takes no rank, and its chart's budget is moot.
+            Arm::Canary if retired => 1,
             Arm::Canary => {
                 if ranks.canary_version != key.model_version {
                     ranks.canary_version = key.model_version.clone();

@@ -90,11 +90,7 @@ impl Plan {
 /// metric's mean before and after the drift (not when it starts), with the threshold whose exact
 /// in-control ARL is one late-drift chart's share of the deployment's budget
 /// ([`Detector::late_chart_arl`]), so it is read at the error cost driftd's charts pay.
-fn late_oracle(
-    config: &Config,
-    scenario: &Scenario,
-    d: SimDrift,
-) -> (Reference, f64) {
+fn late_oracle(config: &Config, scenario: &Scenario, d: SimDrift) -> (Reference, f64) {
     let (before, after, sd) = scenario.means(d);
     let arl0 = Detector::late_chart_arl(config);
     match sd {

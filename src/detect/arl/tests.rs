@@ -110,4 +110,3 @@ proptest! {
         prop_assert!(at(p0, h) >= 1.0);
     }
 }
-
