@@ -122,9 +122,7 @@ pub fn noisy_reference_threshold(
         ];
         arl::memo(key, || {
             let inc = Increments::bernoulli(truth, p, p1);
-            arl::has_negative_drift(inc)
-                .then(|| arl::threshold_for_arl(inc, arl0))
-                .unwrap_or(f64::INFINITY)
+            solve(inc, arl0)
         })
     } else {
         let d_key = quantise(shift, 32.0, f64::round);
@@ -132,12 +130,19 @@ pub fn noisy_reference_threshold(
         let key = [1, d_key, 0, n_key, arl_key, 0];
         arl::memo(key, || {
             let inc = Increments::gaussian(Z / n.sqrt(), 1.0, 0.0, 1.0, d);
-            arl::has_negative_drift(inc)
-                .then(|| arl::threshold_for_arl(inc, arl0))
-                .unwrap_or(f64::INFINITY)
+            solve(inc, arl0)
         })
     };
     h.is_finite().then_some(h)
+}
+
+/// The exact threshold, or infinity (memoised as such) when none keeps the budget.
+fn solve(inc: Increments, arl0: f64) -> f64 {
+    if arl::has_negative_drift(inc) {
+        arl::threshold_for_arl(inc, arl0)
+    } else {
+        f64::INFINITY
+    }
 }
 
 /// A chart's false-alarm budget.
