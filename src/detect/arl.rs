@@ -13,10 +13,11 @@
 //! Increments are either two-point (a Bernoulli log-likelihood ratio: each value's mass is split
 //! between the two grid points around it, which keeps its mean) or normal (Brook & Evans's
 //! midpoint discretisation). The grid is fine enough that the ARL is within 1% of its limit
-//! (see the convergence tests). On top: [`threshold_for_arl`], the inverse, by a bracketed
-//! secant on `ln ARL` (nearly linear in `h`), and [`memo`] for callers that recompute the same
-//! thresholds. Pure functions, no state but the memo; must not know about cohorts, config or
-//! events.
+//! (see the convergence tests). On top: [`threshold_for_arl`], the inverse (Siegmund's
+//! approximation as the first guess, Newton steps on a half grid, one or two evaluations on the
+//! default grid; a bracketed secant when that does not apply), and [`memo`] for callers that
+//! recompute the same thresholds. Pure functions, no state but the memo; must not know about
+//! cohorts, config or events. `driftd simulate` uses it for the late-drift oracle's threshold.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
