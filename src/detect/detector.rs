@@ -17,6 +17,7 @@ use crate::event::{format_rfc3339_ms, Arm};
 use crate::state::CohortKey;
 use ab::{ab_verdict, fresh_tests, next_state, Subject, Test};
 use baseline::{baseline_verdict, Watch};
+use budget::{chart_budget, cohort_budget, Budgets, Ranks};
 use late::{Late, LateTuning};
 
 /// A metric's detection rule, resolved from config.
@@ -55,55 +56,6 @@ struct Deployment {
     last_seen_ms: [i64; 2],
     absent: [bool; 2],
     history: VecDeque<Verdict>,
-}
-
-/// How many cohorts of a deployment have self-baseline charts: control's ever, the current
-/// canary version's since it appeared. The `k`-th gets the `k`-th share of [`rank_weight`].
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-struct Ranks {
-    canary_version: String,
-    canary: u32,
-    control: u32,
-}
-
-/// The share of its arm's self-baseline budget the `k`-th cohort's charts get (`k ≥ 1`):
-/// `6/(π²k²)`, which add up to 1 over any number of cohorts (segments), so the budget holds
-/// however many appear, deterministically, without knowing their number in advance; the
-/// `k`-th pays `ln(π²k²/6)` more threshold than a lone cohort would.
-fn rank_weight(k: u32) -> f64 {
-    6.0 / (std::f64::consts::PI.powi(2) * f64::from(k.max(1)).powi(2))
-}
-
-/// The self-baseline budgets: canary cohorts' charts spend from α (`Events`, the deployment's
-/// budget in canary events per chart of a rank-1 cohort), control cohorts' from their own
-/// rate (`Period`, one false warning per period per deployment).
-#[derive(Debug, Clone, Copy)]
-struct Budgets {
-    /// In-control ARL per chart of a rank-1 canary cohort, in events; `None`: canary cohorts'
-    /// alarms cannot fail (`on_alarm = "warn"`) and are budgeted like control's.
-    canary_events: Option<f64>,
-    /// `false_alarm_period` in milliseconds.
-    period_ms: f64,
-    /// Metrics: each gets an equal part of an arm's budget.
-    metrics: f64,
-}
-
-/// The deployment's chart budget and late drift's weight in it. The charts that can fail a
-/// canary share `α × chart_share`, set in canary events: together an in-control ARL of
-/// `lifetime_events / (α × share)`. Late drift gets 80% of it when the canary's self-baseline
-/// can fail too (all of it when not), over its `2 × metrics` charts; the canary self-baseline
-/// the rest, an equal part per metric, then by cohort rank.
-fn chart_budget(config: &Config) -> (f64, f64) {
-    let d = &config.detection;
-    let sb = &d.self_baseline;
-    let canary_sb_fails = sb.enabled && sb.on_alarm == AlarmState::Fail;
-    let deployment_arl = d.lifetime_events as f64 / (d.alpha * d.charts_share()).max(1e-300);
-    let late_weight = match (d.late_drift.enabled, canary_sb_fails) {
-        (true, true) => 0.8,
-        (true, false) => 1.0,
-        (false, _) => 0.0,
-    };
-    (deployment_arl, late_weight)
 }
 
 /// One cohort's self-baseline CUSUMs (one per metric) and what its alarms are labelled with.
@@ -248,7 +200,7 @@ impl Detector {
         while self.cohorts.len() <= cohort {
             // Cohort indices are dense and assigned in order, so this runs once per new cohort.
             let dep = self.deployment_index(&key.deployment);
-            let budget = self.cohort_budget(dep, key);
+            let budget = cohort_budget(&mut self.deployments[dep], self.budgets, key);
             self.cohorts.push(CohortDetect {
                 deployment: dep,
                 arm: key.arm,
@@ -330,40 +282,6 @@ impl Detector {
         }
         if self.self_baseline {
             self.observe_baselines(cohort, values, t_ms, out);
-        }
-    }
-
-    /// The budget of each self-baseline chart of a new cohort `key` of deployment `dep`: its
-    /// arm's budget, an equal part per metric, the share of its rank ([`rank_weight`]).
-    fn cohort_budget(&mut self, dep: usize, key: &CohortKey) -> Budget {
-        let d = &mut self.deployments[dep];
-        let retired = d.retired.iter().any(|v| *v == key.model_version);
-        let ranks = &mut d.ranks;
-        let b = self.budgets;
-        let rank = match key.arm {
-            Arm::Control => {
-                ranks.control += 1;
-                ranks.control
-            }
-            // A retired version's late cohort is not under test (its alarms are dropped): it
-            // takes no rank, and its chart's budget is moot.
-            Arm::Canary if retired => 1,
-            Arm::Canary => {
-                if ranks.canary_version != key.model_version {
-                    ranks.canary_version = key.model_version.clone();
-                    ranks.canary = 0;
-                }
-                ranks.canary += 1;
-                ranks.canary
-            }
-        };
-        let weight = rank_weight(rank) / b.metrics;
-        match (key.arm, b.canary_events) {
-            (Arm::Canary, Some(arl0)) => Budget::Events(arl0 / rank_weight(rank)),
-            _ => Budget::Period {
-                period_ms: b.period_ms,
-                weight,
-            },
         }
     }
 
@@ -694,6 +612,7 @@ fn absent_signal(
 
 mod ab;
 mod baseline;
+mod budget;
 mod late;
 mod overflow;
 pub mod part;
