@@ -5,6 +5,10 @@
 //! - `gate`: the privacy gate alone (`privacy::scan` of every string an event carries);
 //! - `cohort_update`: a decoded event into cohort state (`CohortTable::apply`);
 //! - `detector_step`: one applied event through detection (`Detector::observe`);
+//! - `detector/calibrate`: one CUSUM threshold from the exact in-control ARL
+//!   (`arl::threshold_for_arl`, not memoised), over the eight late-drift charts of the default
+//!   metrics at the default budget with control's margin at 4,096 events (per element: one
+//!   calibration);
 //! - `process/{16,10000}_cohorts`: the whole per-event path (`Pipeline::process`), the same code
 //!   `run`, `replay` and the demo use, into a table already holding that many cohorts (one
 //!   deployment makes 16);
@@ -17,6 +21,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_main, BatchSize, Criterion, Throughput};
 use driftd::config::Config;
+use driftd::detect::arl::{self, Increments};
 use driftd::detect::Detector;
 use driftd::event::{Decoder, Event};
 use driftd::metrics::Metrics;
@@ -153,6 +158,19 @@ fn stages(c: &mut Criterion) {
     });
     group.finish();
 
+    let mut group = c.benchmark_group("detector");
+    let charts = calibrations();
+    group.throughput(Throughput::Elements(charts.len() as u64));
+    group.bench_function("calibrate", |b| {
+        b.iter(|| {
+            charts
+                .iter()
+                .map(|&(inc, arl0)| arl::threshold_for_arl(inc, arl0))
+                .sum::<f64>()
+        })
+    });
+    group.finish();
+
     let mut group = c.benchmark_group("process");
     group.throughput(Throughput::Elements(BATCH as u64));
     // Each sample builds its table afresh (200,000 events at 10,000 cohorts).
@@ -193,6 +211,27 @@ fn stages(c: &mut Criterion) {
         group.bench_function(format!("{cohorts}_cohorts"), |b| b.iter(|| p.publish()));
     }
     group.finish();
+}
+
+/// The eight late-drift charts of the default metrics (refusal 5%, escalation 2%, tone
+/// N(0.3, 0.3), tone_tail 0.4%; 2× and 5× `min_effect`) at the default per-chart budget, each
+/// for a truth 1.645 standard errors of a 4,096-event control worse than the reference.
+fn calibrations() -> Vec<(Increments, f64)> {
+    let config = Config::default();
+    let arl0 = Detector::late_chart_arl(&config);
+    let z = 1.645 / 4096f64.sqrt();
+    let mut charts = Vec::new();
+    for (p, min_effect) in [(0.05f64, 0.01), (0.02, 0.01), (0.0038, 0.02)] {
+        for k in [2.0, 5.0] {
+            let truth = p + z * (p * (1.0 - p)).sqrt();
+            charts.push((Increments::bernoulli(truth, p, p + k * min_effect), arl0));
+        }
+    }
+    for k in [2.0, 5.0] {
+        let d = k * 0.05 / 0.3;
+        charts.push((Increments::gaussian(z, 1.0, 0.0, 1.0, d), arl0));
+    }
+    charts
 }
 
 /// Runs the benchmarks. What `criterion_group!` would generate, written out because the macro

@@ -234,7 +234,12 @@ fn metric_reason(m: &MetricVerdicts) -> Option<(Decision, String)> {
         VerdictState::Warn => Decision::Warn,
         VerdictState::Fail => Decision::Fail,
     };
-    let evidence = match &m.self_baseline {
+    // The worse alarm when it is at least as bad as the test (late drift first on a tie).
+    let alarm = [&m.late_drift, &m.self_baseline]
+        .into_iter()
+        .flatten()
+        .reduce(|a, b| if b.state > a.state { b } else { a });
+    let evidence = match alarm {
         Some(alarm) if alarm.state >= m.canary_vs_control.state => alarm.headline(),
         _ => m.canary_vs_control.headline(),
     };

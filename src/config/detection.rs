@@ -17,8 +17,16 @@ use super::{invalid, ConfigError, MetricConfig, MetricKind, WindowConfig};
 #[serde(deny_unknown_fields, default)]
 pub struct DetectionConfig {
     /// Family-wise false-`fail` budget of one deployment's canary lifetime, across all metrics
-    /// and however often the tests are looked at.
+    /// and every detector that can fail a canary, however often the tests are looked at.
     pub alpha: f64,
+    /// Share of `alpha` spent by the CUSUM charts that can fail a canary (late drift and the
+    /// canary cohorts' self-baseline); the canary-vs-control tests split the rest. Ignored (the
+    /// tests get all of `alpha`) when no chart can fail a canary.
+    pub chart_share: f64,
+    /// Canary events of the lifetime the charts' share is set for: the deployment's charts
+    /// together have an in-control run length of `lifetime_events / (alpha × chart_share)`
+    /// canary events. A longer lifetime spends proportionally more.
+    pub lifetime_events: u64,
     /// Events per arm before a metric's verdict leaves `insufficient` (per-metric override:
     /// `metrics[].min_events`).
     pub min_events: u64,
@@ -35,6 +43,8 @@ pub struct DetectionConfig {
     pub history: usize,
     /// Self-baseline change detection (CUSUM per cohort and metric).
     pub self_baseline: SelfBaselineConfig,
+    /// Late drift: CUSUMs of the canary against the control's running rate or mean.
+    pub late_drift: LateDriftConfig,
     /// Per-deployment overrides, keyed by deployment name.
     pub deployments: BTreeMap<String, DeploymentDetection>,
 }
@@ -43,12 +53,15 @@ impl Default for DetectionConfig {
     fn default() -> Self {
         DetectionConfig {
             alpha: 0.01,
+            chart_share: 0.08,
+            lifetime_events: 50_000,
             min_events: 300,
             canary_share: None,
             srm_alpha: 0.001,
             absent_after: Duration::from_secs(300),
             history: 20,
             self_baseline: SelfBaselineConfig::default(),
+            late_drift: LateDriftConfig::default(),
             deployments: BTreeMap::new(),
         }
     }
@@ -60,13 +73,16 @@ impl Default for DetectionConfig {
 pub struct SelfBaselineConfig {
     /// Run CUSUM change detection on every cohort.
     pub enabled: bool,
-    /// Event time a cohort's reference is learned over before monitoring starts...
-    #[serde(with = "humantime_serde")]
-    pub warmup: Duration,
-    /// ...and the events it needs at least.
+    /// Removed: the warm-up is set in events only (`warmup_events`), so that it cannot learn
+    /// from drifted data; a config that still sets it is refused.
+    #[serde(skip_serializing)]
+    pub warmup: Option<serde::de::IgnoredAny>,
+    /// Events a cohort's reference is learned from before monitoring starts.
     pub warmup_events: u64,
-    /// Expected time between false alarms per cohort and metric; with the cohort's observed
-    /// event rate it sets the CUSUM threshold (`h = ln(rate × period)`).
+    /// Expected time between false "control degraded" warnings per deployment, across its
+    /// control cohorts and metrics (each chart's share at the cohort's warm-up event rate).
+    /// Control alarms never fail a canary, so they are budgeted apart from `alpha`; canary
+    /// cohorts' charts spend from `alpha` (`chart_share`).
     #[serde(with = "humantime_serde")]
     pub false_alarm_period: Duration,
     /// Verdict state an alarm of a canary cohort raises: `fail` (contain) or `warn` (look). A
@@ -78,10 +94,31 @@ impl Default for SelfBaselineConfig {
     fn default() -> Self {
         SelfBaselineConfig {
             enabled: true,
-            warmup: Duration::from_secs(120),
-            warmup_events: 1000,
+            warmup: None,
+            warmup_events: 5000,
             false_alarm_period: Duration::from_secs(7 * 86_400),
             on_alarm: AlarmState::Fail,
+        }
+    }
+}
+
+/// Late-drift settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LateDriftConfig {
+    /// Run the late-drift CUSUMs (two per metric, tuned to 2× and 5× `min_effect`); an alarm
+    /// fails the canary.
+    pub enabled: bool,
+    /// Control events (since the canary appeared) before the charts start; their thresholds
+    /// carry a margin for the control reference's noise that shrinks as control accumulates.
+    pub min_control_events: u64,
+}
+
+impl Default for LateDriftConfig {
+    fn default() -> Self {
+        LateDriftConfig {
+            enabled: true,
+            min_control_events: 1000,
         }
     }
 }
@@ -105,6 +142,18 @@ pub struct DeploymentDetection {
 }
 
 impl DetectionConfig {
+    /// The share of `alpha` the charts spend: `chart_share` when a chart can fail a canary
+    /// (late drift on, or the self-baseline on with `on_alarm = "fail"`), else 0.
+    pub fn charts_share(&self) -> f64 {
+        let sb = &self.self_baseline;
+        let fails = self.late_drift.enabled || (sb.enabled && sb.on_alarm == AlarmState::Fail);
+        if fails {
+            self.chart_share
+        } else {
+            0.0
+        }
+    }
+
     /// The `[detection]` rules, then each metric's detection settings and the alpha budget they
     /// share. The absence timeout is judged against the bucket width, so it needs `windows`.
     pub(super) fn validate(
@@ -152,7 +201,25 @@ impl DetectionConfig {
                 "must be at least one windows.bucket",
             ));
         }
+        if !prob(self.chart_share) {
+            return Err(invalid(
+                "detection.chart_share",
+                "must be between 0 and 1 (exclusive)",
+            ));
+        }
+        if self.lifetime_events < 1000 {
+            return Err(invalid(
+                "detection.lifetime_events",
+                "must be at least 1000 canary events",
+            ));
+        }
         let sb = &self.self_baseline;
+        if sb.warmup.is_some() {
+            return Err(invalid(
+                "detection.self_baseline.warmup",
+                "was removed: the warm-up is set in events only, so it cannot learn from drifted data; set detection.self_baseline.warmup_events instead",
+            ));
+        }
         if sb.warmup_events < 30 {
             return Err(invalid(
                 "detection.self_baseline.warmup_events",
@@ -163,6 +230,12 @@ impl DetectionConfig {
             return Err(invalid(
                 "detection.self_baseline.false_alarm_period",
                 "must be at least 1m",
+            ));
+        }
+        if self.late_drift.min_control_events < 100 {
+            return Err(invalid(
+                "detection.late_drift.min_control_events",
+                "must be at least 100 (below that the reference is too noisy to chart against)",
             ));
         }
         let mut explicit = 0.0;
@@ -197,12 +270,13 @@ impl DetectionConfig {
             }
         }
         let implicit = metrics.iter().filter(|m| m.alpha.is_none()).count();
-        if explicit > self.alpha * (1.0 + 1e-9) || (implicit > 0 && explicit >= self.alpha) {
+        let tests = self.alpha * (1.0 - self.charts_share());
+        if explicit > tests * (1.0 + 1e-9) || (implicit > 0 && explicit >= tests) {
             return Err(invalid(
                 "metrics[].alpha",
                 format!(
-                    "the per-metric alphas add up to {explicit}, leaving nothing of detection.alpha = {} for the rest",
-                    self.alpha
+                    "the per-metric alphas add up to {explicit}, more than the {tests} the canary-vs-control tests have of detection.alpha = {} (detection.chart_share = {} goes to the charts)",
+                    self.alpha, self.chart_share
                 ),
             ));
         }
@@ -219,11 +293,30 @@ mod tests {
         let c = Config::default();
         let alphas = c.metric_alphas();
         assert_eq!(alphas.len(), 4);
-        assert!((alphas.iter().sum::<f64>() - 0.01).abs() < 1e-12);
+        // The charts spend `chart_share` of α; the tests split the rest.
+        assert!((alphas.iter().sum::<f64>() - 0.01 * 0.92).abs() < 1e-12);
         let err = Config::parse(
             "[detection]\nalpha = 0.01\n[[metrics]]\nname = \"r\"\nsignal = \"refused\"\nkind = \"rate\"\nworse = \"up\"\nalpha = 0.02\n",
         )
         .unwrap_err();
         assert!(err.to_string().contains("metrics[].alpha"), "{err}");
+        let mut c = Config::default();
+        c.detection.late_drift.enabled = false;
+        c.detection.self_baseline.on_alarm = super::AlarmState::Warn;
+        let sum: f64 = c.metric_alphas().iter().sum();
+        assert!(
+            (sum - 0.01).abs() < 1e-12,
+            "no chart can fail: the tests get all of α"
+        );
+    }
+
+    #[test]
+    fn removed_warmup_is_refused_naming_its_replacement() {
+        let err = Config::parse("[detection.self_baseline]\nwarmup = \"2m\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("detection.self_baseline.warmup") && text.contains("warmup_events"),
+            "{text}"
+        );
     }
 }

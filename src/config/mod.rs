@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use containment::{ContainmentConfig, PolicyConfig, PolicyMode, PromotionMode, TriggerState};
-pub use detection::{AlarmState, DeploymentDetection, DetectionConfig, SelfBaselineConfig};
+pub use detection::{
+    AlarmState, DeploymentDetection, DetectionConfig, LateDriftConfig, SelfBaselineConfig,
+};
 pub use ingest::{Assignment, IngestConfig};
 pub use kafka::{KafkaConfig, StartFrom};
 pub use operators::{
@@ -270,7 +272,8 @@ impl Config {
             .filter(|m| m.alpha.is_none())
             .count()
             .max(1);
-        let share = (self.detection.alpha - explicit) / implicit as f64;
+        let tests = self.detection.alpha * (1.0 - self.detection.charts_share());
+        let share = (tests - explicit) / implicit as f64;
         self.metrics
             .iter()
             .map(|m| m.alpha.unwrap_or(share))

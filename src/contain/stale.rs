@@ -140,6 +140,7 @@ pub fn confirm(
     let current = match held.source {
         Source::CanaryVsControl => Some(&m.canary_vs_control),
         Source::SelfBaseline => m.self_baseline.as_ref().filter(|a| a.arm == held.arm),
+        Source::LateDrift => m.late_drift.as_ref(),
     };
     let Some(current) = current.filter(|v| v.state >= VerdictState::Warn) else {
         return Confirm::Drop("it no longer warns or fails".into());

@@ -112,7 +112,6 @@ pub async fn run(opts: DemoOptions, out: &mut impl Write) -> Result<(), DemoErro
     let config = setup::demo_config(
         cluster.bootstrap_servers(),
         admin_addr,
-        onset,
         &files,
         receiver_addr,
     );

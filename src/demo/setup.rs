@@ -71,7 +71,6 @@ impl DemoFiles {
 pub(super) fn demo_config(
     brokers: String,
     admin_addr: SocketAddr,
-    onset: Duration,
     files: &DemoFiles,
     receiver: SocketAddr,
 ) -> Config {
@@ -91,8 +90,8 @@ pub(super) fn demo_config(
     c.ingest.publish_interval = Duration::from_millis(500);
     c.admin.addr = admin_addr;
     c.detection.canary_share = Some(0.5);
-    // Learn each cohort's own baseline before the drift starts.
-    c.detection.self_baseline.warmup = onset.mul_f64(0.8).min(Duration::from_secs(10));
+    // Learn each cohort's own baseline before the drift starts (set in events: the warm-up
+    // cannot learn over time that includes the drift).
     c.detection.self_baseline.warmup_events = 300;
     c.log.format = LogFormat::Human;
     c.log.level = "error".into();

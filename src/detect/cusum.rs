@@ -6,13 +6,22 @@
 //! - rates: Bernoulli CUSUM, increment `x·ln(p₁/p₀) + (1−x)·ln((1−p₁)/(1−p₀))`;
 //! - scores: Gaussian CUSUM, increment `(δ/σ₀²)(x − μ₀ − δ/2)` (sign flipped when worse is down).
 //!
-//! `S = max(0, S + increment)` alarms at `S ≥ h`. The threshold is not hand-tuned: for an
-//! LLR CUSUM the in-control average run length satisfies `ARL₀ ≥ eʰ` (Lorden, 1971), so
-//! `h = ln(ARL₀)` with `ARL₀` = the cohort's observed event rate × the configured false-alarm
-//! period (one false alarm per week per cohort by default) keeps false alarms at or below that
-//! budget. This is the baseline that alarms; the long-run EWMA of cohort state is only
-//! reported. Pure: event times come from the caller.
+//! `S = max(0, S + increment)` alarms at `S ≥ h`. The threshold is the exact one (`arl`, not
+//! Lorden's `ln ARL₀`, which is loose by orders of magnitude) for the chart's budget
+//! ([`Budget`]: a canary cohort's share of the deployment's chart budget in events, or a control
+//! cohort's share of one false "control degraded" warning per period), **for a reference off by
+//! `Z` = 1.645 standard errors of its warm-up estimate in the costly direction**
+//! ([`noisy_reference_threshold`]): the chart compares values with `p̂`, not with the true rate,
+//! and a `p̂` below the truth moves the in-control drift towards 0, where the run length falls
+//! from exponential to polynomial in `h` (with an exact `h` and no correction the review measured
+//! 3.8 false alarms a week instead of 0.006). So with probability 95% over the warm-up's sampling
+//! error the chart's conditional in-control ARL is at least its budget (guaranteed conditional
+//! performance, Gandy & Kvaløy 2013, with the normal approximation). The warm-up is set in events
+//! only, so a cohort that appears in a lifetime's middle cannot learn over drifted time. This is
+//! the baseline that alarms; the long-run EWMA of cohort state is only reported. Pure: event
+//! times come from the caller.
 
+use super::arl::{self, Increments};
 use super::sequential;
 use crate::state::window::Moments;
 
@@ -63,9 +72,95 @@ impl Reference {
     }
 }
 
-/// The CUSUM threshold for an in-control average run length of `arl0` events.
-pub fn threshold_for_arl(arl0: f64) -> f64 {
-    arl0.max(std::f64::consts::E).ln()
+/// Standard errors a learned reference is assumed off by, in the costly direction.
+pub const Z: f64 = 1.645;
+
+/// `log2(x)` in steps of `1/steps` octave, rounded by `round`.
+fn quantise(x: f64, steps: f64, round: fn(f64) -> f64) -> i64 {
+    round(x.max(1e-300).log2() * steps) as i64
+}
+
+fn dequantise(q: i64, steps: f64) -> f64 {
+    (q as f64 / steps).exp2()
+}
+
+/// The threshold of an LLR chart tuned from `reference` to `reference + shift` in the worse
+/// direction (`shift > 0`; rates: a rate, scores: the shift in units of the reference's sd),
+/// exact for an in-control ARL of at least `arl0` when the truth is `Z` standard errors of a
+/// reference learned from `n` values worse than the reference. `None` when that truth is at
+/// least half-way to the shift: the chart's in-control drift is not negative and no threshold
+/// keeps the budget (the caller waits for more reference events).
+///
+/// Memoised ([`arl::memo`]) on quantised inputs, each rounded the conservative way where it has
+/// one: `n` down to a half octave (a larger standard error), `arl0` up to a quarter octave; the
+/// reference and a score's shift to a 32nd of an octave (2%, far inside their own error).
+pub fn noisy_reference_threshold(
+    binary: bool,
+    worse_up: bool,
+    reference: f64,
+    shift: f64,
+    n: u64,
+    arl0: f64,
+) -> Option<f64> {
+    let n_key = quantise(n.max(2) as f64, 2.0, f64::floor);
+    let n = dequantise(n_key, 2.0);
+    let arl_key = quantise(arl0, 4.0, f64::ceil);
+    let arl0 = dequantise(arl_key, 4.0);
+    let h = if binary {
+        let p_key = quantise(reference, 32.0, f64::round);
+        let p = dequantise(p_key, 32.0).min(1.0 - 1e-6);
+        let worse = if worse_up { 1.0 } else { -1.0 };
+        let truth = (p + worse * Z * (p * (1.0 - p) / n).sqrt()).clamp(0.0, 1.0);
+        let p1 = (p + worse * shift).clamp(1e-6, 1.0 - 1e-6);
+        let key = [
+            0,
+            p_key,
+            (worse * shift).to_bits() as i64,
+            n_key,
+            arl_key,
+            0,
+        ];
+        arl::memo(key, || {
+            let inc = Increments::bernoulli(truth, p, p1);
+            solve(inc, arl0)
+        })
+    } else {
+        let d_key = quantise(shift, 32.0, f64::round);
+        let d = dequantise(d_key, 32.0);
+        let key = [1, d_key, 0, n_key, arl_key, 0];
+        arl::memo(key, || {
+            let inc = Increments::gaussian(Z / n.sqrt(), 1.0, 0.0, 1.0, d);
+            solve(inc, arl0)
+        })
+    };
+    h.is_finite().then_some(h)
+}
+
+/// The exact threshold, or infinity (memoised as such) when none keeps the budget.
+fn solve(inc: Increments, arl0: f64) -> f64 {
+    if arl::has_negative_drift(inc) {
+        arl::threshold_for_arl(inc, arl0)
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// A chart's false-alarm budget.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Budget {
+    /// In-control ARL in the cohort's own events: a canary cohort's share of its deployment's
+    /// chart budget, set in canary events (a cohort sees at most every canary event, so its
+    /// false-alarm rate per canary event is at most `1/ARL`).
+    Events(f64),
+    /// A control cohort: in-control ARL of the cohort's events in `period_ms` of event time (at
+    /// its warm-up event rate), divided by `weight`, the chart's share of one false warning per
+    /// period per deployment.
+    Period {
+        /// `false_alarm_period` in milliseconds.
+        period_ms: f64,
+        /// The chart's share.
+        weight: f64,
+    },
 }
 
 /// How the detector is tuned.
@@ -77,12 +172,10 @@ pub struct Tuning {
     pub worse_up: bool,
     /// Size of the shift to detect (absolute, in the metric's units).
     pub shift: f64,
-    /// Warm-up needs at least this many events...
+    /// Events the reference is learned from.
     pub warmup_events: u64,
-    /// ...and at least this much event time.
-    pub warmup_ms: i64,
-    /// Expected time between false alarms, in event-time milliseconds.
-    pub false_alarm_period_ms: f64,
+    /// The false-alarm budget.
+    pub budget: Budget,
 }
 
 /// Where a self-baseline CUSUM is: learning its reference, or watching for a shift.
@@ -141,9 +234,14 @@ impl SelfBaseline {
             CusumPhase::Warmup { seen, first_ms } => {
                 seen.push(x);
                 *first_ms = (*first_ms).min(t_ms);
-                let elapsed = t_ms - *first_ms;
-                if seen.n >= t.warmup_events && elapsed >= t.warmup_ms && elapsed > 0 {
-                    let rate_per_ms = seen.n as f64 / elapsed as f64;
+                // Until a threshold keeps the budget, the warm-up goes on (retried as the
+                // events double): the reference's error must shrink below half the shift.
+                let due = seen.n == t.warmup_events
+                    || (seen.n > t.warmup_events && seen.n.is_power_of_two());
+                if due {
+                    // A warm-up within one millisecond: the rate is at most one per ms.
+                    let elapsed = (t_ms - *first_ms).max(1) as f64;
+                    let rate_per_ms = seen.n as f64 / elapsed;
                     let reference = if t.binary {
                         let p0 = ((seen.sum + 0.5) / (seen.n as f64 + 1.0)).clamp(1e-6, 1.0 - 1e-6);
                         let p1 = if t.worse_up {
@@ -166,9 +264,30 @@ impl SelfBaseline {
                             delta,
                         }
                     };
+                    let arl0 = match t.budget {
+                        Budget::Events(arl0) => arl0,
+                        Budget::Period { period_ms, weight } => {
+                            rate_per_ms * period_ms / weight.max(1e-12)
+                        }
+                    };
+                    let shift = match reference {
+                        Reference::Bernoulli { p0, p1 } => (p1 - p0).abs(),
+                        Reference::Gaussian { sigma, delta, .. } => delta.abs() / sigma,
+                    };
+                    let threshold = noisy_reference_threshold(
+                        t.binary,
+                        t.worse_up,
+                        reference.value(),
+                        shift,
+                        seen.n,
+                        arl0,
+                    );
+                    let Some(threshold) = threshold else {
+                        return false;
+                    };
                     self.phase = CusumPhase::Monitoring {
                         reference,
-                        threshold: threshold_for_arl(rate_per_ms * t.false_alarm_period_ms),
+                        threshold,
                         statistic: 0.0,
                         seen: Moments::default(),
                         alarmed: false,
@@ -206,9 +325,12 @@ mod tests {
             binary: true,
             worse_up: true,
             shift: 0.03,
-            warmup_events: 1000,
-            warmup_ms: 10_000,
-            false_alarm_period_ms: 7.0 * 86_400_000.0,
+            warmup_events: 4000,
+            // One false alarm a week at 100 events/s: an ARL of 6.048·10⁷ events.
+            budget: Budget::Period {
+                period_ms: 7.0 * 86_400_000.0,
+                weight: 1.0,
+            },
         }
     }
 
@@ -226,10 +348,24 @@ mod tests {
         assert!((g.increment(0.3) + 0.125).abs() < 1e-12);
     }
 
+    /// The threshold is the exact one for the reference off by `Z` standard errors: its ARL at
+    /// that truth meets the budget; it is above the exact one for a known reference, which is
+    /// below Lorden's `ln ARL₀` (loose); and a reference too noisy for the shift gets none.
     #[test]
-    fn threshold_is_log_of_arl() {
-        // 100 events/s for a week = 60,480,000 events → h = ln(6.048e7) ≈ 17.918
-        assert!((threshold_for_arl(6.048e7) - 17.917_8).abs() < 1e-3);
+    fn threshold_is_exact_with_a_margin_for_the_warmup_noise() {
+        let arl0 = 6.048e7;
+        let h = noisy_reference_threshold(true, true, 0.05, 0.03, 4096, arl0).expect("a threshold");
+        let known = arl::threshold_for_arl(Increments::bernoulli(0.05, 0.05, 0.08), arl0);
+        let truth = 0.05 + Z * (0.05f64 * 0.95 / 4096.0).sqrt();
+        let at_truth = arl::arl(Increments::bernoulli(truth, 0.05, 0.08), h);
+        println!("known reference h {known:.3}, Lorden {:.3}, noisy h {h:.3}, ARL at the truth {at_truth:.3e}", arl0.ln());
+        assert!(known < arl0.ln() && h > known, "{known} {h}");
+        // The reference is quantised to 2%: within that, the ARL at the truth meets the budget.
+        assert!(at_truth >= 0.9 * arl0, "{at_truth}");
+        assert_eq!(
+            noisy_reference_threshold(true, true, 0.05, 0.03, 100, arl0),
+            None
+        );
     }
 
     #[test]
@@ -237,7 +373,7 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(3);
         let mut d = SelfBaseline::new(tuning());
         let mut t = 0;
-        for _ in 0..2000 {
+        for _ in 0..5000 {
             t += 10;
             assert!(!d.push(f64::from(u8::from(rng.random_bool(0.05))), t));
         }
@@ -248,8 +384,10 @@ mod tests {
                 ..
             } => {
                 assert!((reference.value() - 0.05).abs() < 0.015);
-                // 100 events/s over a week
-                assert!((threshold - 17.9).abs() < 0.1, "{threshold}");
+                // 100 events/s over a week, exact for the reference off by Z standard errors.
+                let expected =
+                    noisy_reference_threshold(true, true, reference.value(), 0.03, 4000, 6.048e7);
+                assert_eq!(Some(*threshold), expected);
             }
             p => panic!("still warming up: {p:?}"),
         }

@@ -1,12 +1,13 @@
-//! The [`Detector`]: per-deployment canary-vs-control tests, per-cohort self-baseline CUSUMs
-//! and the SRM and absence signals, turned into [`Change`]s as events arrive.
+//! The [`Detector`]: per-deployment canary-vs-control tests and late-drift CUSUMs
+//! ([`late`]), per-cohort self-baseline CUSUMs and the SRM and absence signals, turned into
+//! [`Change`]s as events arrive.
 //!
 //! Owns all mutable detection state of one pipeline; the rest of driftd sees it only through
 //! the changes it appends and its [`Detector::snapshot`]. Must not do I/O or read the clock.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use super::cusum::{CusumPhase, SelfBaseline, Tuning};
+use super::cusum::{Budget, CusumPhase, SelfBaseline, Tuning};
 use super::srm;
 use super::verdict::{
     Change, DeploymentView, MetricVerdicts, Signal, SignalKind, Verdict, VerdictState,
@@ -16,6 +17,8 @@ use crate::event::{format_rfc3339_ms, Arm};
 use crate::state::CohortKey;
 use ab::{ab_verdict, fresh_tests, next_state, Subject, Test};
 use baseline::{baseline_verdict, Watch};
+use budget::{chart_budget, cohort_budget, Budgets, Ranks};
+use late::{Late, LateTuning};
 
 /// A metric's detection rule, resolved from config.
 #[derive(Debug, Clone)]
@@ -28,6 +31,7 @@ struct Rule {
     min_events: u64,
     tau: f64,
     tuning: Tuning,
+    late: LateTuning,
 }
 
 /// One deployment: its current canary version's tests, its alarms and signals, its history.
@@ -39,6 +43,13 @@ struct Deployment {
     tests: Vec<Test>,
     /// Latest self-baseline alarm per metric for the current canary version.
     alarms: Vec<Option<Verdict>>,
+    /// Late-drift charts per metric for the current canary version.
+    late: Vec<Late>,
+    /// Late-drift alarm per metric for the current canary version (latched).
+    late_alarms: Vec<Option<Verdict>>,
+    /// Self-baseline charts handed out so far, for their budget shares ([`Budgets`]).
+    #[serde(default)]
+    ranks: Ranks,
     canary_share: Option<f64>,
     srm_active: bool,
     srm_log_lr: f64,
@@ -62,10 +73,12 @@ struct CohortDetect {
 pub struct Detector {
     rules: Vec<Rule>,
     self_baseline: bool,
+    late_drift: bool,
     on_alarm: VerdictState,
     srm_threshold: f64,
     absent_after_ms: i64,
     history: usize,
+    budgets: Budgets,
     index: HashMap<String, usize>,
     deployments: Vec<Deployment>,
     cohorts: Vec<CohortDetect>,
@@ -90,6 +103,15 @@ impl Detector {
     pub fn new(config: &Config) -> Detector {
         let d = &config.detection;
         let alphas = config.metric_alphas();
+        let sb = &d.self_baseline;
+        let canary_sb_fails = sb.enabled && sb.on_alarm == AlarmState::Fail;
+        let (deployment_arl, late_weight) = chart_budget(config);
+        let metrics = config.metrics.len().max(1) as f64;
+        let budgets = Budgets {
+            canary_events: canary_sb_fails.then(|| deployment_arl * metrics / (1.0 - late_weight)),
+            period_ms: sb.false_alarm_period.as_millis() as f64,
+            metrics,
+        };
         let rules = config
             .metrics
             .iter()
@@ -110,16 +132,24 @@ impl Detector {
                         worse_up,
                         shift: m.self_baseline_shift(),
                         warmup_events: d.self_baseline.warmup_events,
-                        warmup_ms: d.self_baseline.warmup.as_millis() as i64,
-                        false_alarm_period_ms: d.self_baseline.false_alarm_period.as_millis()
-                            as f64,
+                        // Set per cohort by its arm and rank (`Detector::tuning`).
+                        budget: Budget::Events(f64::INFINITY),
+                    },
+                    late: LateTuning {
+                        binary,
+                        worse_up,
+                        min_effect: m.min_effect(),
+                        min_control: d.late_drift.min_control_events,
+                        arl0: Detector::late_chart_arl(config),
                     },
                 }
             })
             .collect();
         Detector {
             rules,
+            budgets,
             self_baseline: d.self_baseline.enabled,
+            late_drift: d.late_drift.enabled,
             on_alarm: match d.self_baseline.on_alarm {
                 AlarmState::Fail => VerdictState::Fail,
                 AlarmState::Warn => VerdictState::Warn,
@@ -143,6 +173,15 @@ impl Detector {
         }
     }
 
+    /// The in-control run length, in canary events, each late-drift chart is calibrated to:
+    /// its share of the deployment's chart budget (see `detect`). `driftd simulate` reads its
+    /// late-drift oracle at the same cost.
+    pub fn late_chart_arl(config: &Config) -> f64 {
+        let (deployment_arl, late_weight) = chart_budget(config);
+        let late_charts = (late::MULTIPLES.len() * config.metrics.len().max(1)) as f64;
+        deployment_arl * late_charts / late_weight.max(1e-12)
+    }
+
     /// Feeds one event that was applied to cohort `cohort` (index in the cohort table) with
     /// per-metric values `values`, at event time `t_ms`. Changes are appended to `out`.
     pub fn observe(
@@ -161,6 +200,7 @@ impl Detector {
         while self.cohorts.len() <= cohort {
             // Cohort indices are dense and assigned in order, so this runs once per new cohort.
             let dep = self.deployment_index(&key.deployment);
+            let budget = cohort_budget(&mut self.deployments[dep], self.budgets, key);
             self.cohorts.push(CohortDetect {
                 deployment: dep,
                 arm: key.arm,
@@ -175,7 +215,7 @@ impl Detector {
                 baselines: self
                     .rules
                     .iter()
-                    .map(|r| SelfBaseline::new(r.tuning))
+                    .map(|r| SelfBaseline::new(Tuning { budget, ..r.tuning }))
                     .collect(),
             });
         }
@@ -216,6 +256,15 @@ impl Detector {
                     Arm::Canary => test.canary.push(values[m]),
                     Arm::Control => test.control.push(values[m]),
                 }
+                if arm == Arm::Canary && self.late_drift {
+                    let late = &mut dep.late[m];
+                    if late.push(&rule.late, values[m], &test.control).is_some() {
+                        let subject = Subject(&dep.name, dep.canary_version.as_deref());
+                        let v = late::verdict(subject, rule, test, late, t_ms, self.events_seen);
+                        out.push(Change::Verdict(v.clone()));
+                        dep.late_alarms[m] = Some(v);
+                    }
+                }
                 let state = next_state(rule, test);
                 if state != test.state {
                     test.state = state;
@@ -247,6 +296,9 @@ impl Detector {
             retired: VecDeque::new(),
             tests: fresh_tests(self.rules.len()),
             alarms: vec![None; self.rules.len()],
+            late: vec![Late::default(); self.rules.len()],
+            late_alarms: vec![None; self.rules.len()],
+            ranks: Ranks::default(),
             canary_share: share,
             srm_active: false,
             srm_log_lr: 0.0,
@@ -281,6 +333,9 @@ impl Detector {
             for alarm in dep.alarms.iter_mut().filter_map(Option::take) {
                 dep.history.push_back(alarm);
             }
+            for alarm in dep.late_alarms.iter_mut().filter_map(Option::take) {
+                dep.history.push_back(alarm);
+            }
             while dep.history.len() > self.history * self.rules.len() {
                 dep.history.pop_front();
             }
@@ -291,6 +346,7 @@ impl Detector {
         }
         dep.canary_version = Some(version.to_string());
         dep.tests = fresh_tests(self.rules.len());
+        dep.late = vec![Late::default(); self.rules.len()];
         dep.srm_active = false;
         dep.srm_log_lr = 0.0;
         for (rule, test) in self.rules.iter().zip(&dep.tests) {
@@ -465,8 +521,9 @@ impl Detector {
                     .iter()
                     .zip(&dep.tests)
                     .zip(&dep.alarms)
+                    .zip(&dep.late_alarms)
                     .enumerate()
-                    .map(|(m, ((rule, test), alarm))| {
+                    .map(|(m, (((rule, test), alarm), late))| {
                         let ab = ab_verdict(
                             Subject(&dep.name, dep.canary_version.as_deref()),
                             rule,
@@ -474,13 +531,18 @@ impl Detector {
                             t,
                             self.events_seen,
                         );
+                        let state = [alarm, late]
+                            .into_iter()
+                            .flatten()
+                            .fold(ab.state, |s, a| s.max(a.state));
                         MetricVerdicts {
                             metric: rule.name.clone(),
-                            state: alarm.as_ref().map_or(ab.state, |a| a.state.max(ab.state)),
+                            state,
                             canary_vs_control: ab,
                             self_baseline: alarm.clone(),
                             self_baseline_watch: nearest[d][m]
                                 .and_then(|(_, i)| self.watch(i, m, alarm.as_ref(), t)),
+                            late_drift: late.clone(),
                         }
                     })
                     .collect();
@@ -550,6 +612,8 @@ fn absent_signal(
 
 mod ab;
 mod baseline;
+mod budget;
+mod late;
 mod overflow;
 pub mod part;
 

@@ -54,17 +54,24 @@ pub enum Source {
     CanaryVsControl,
     /// A cohort's CUSUM against its own warm-up reference.
     SelfBaseline,
+    /// The late-drift CUSUMs: each canary event against the control's running rate or mean.
+    LateDrift,
 }
 
 impl Source {
     /// All sources, for metric labels.
-    pub const ALL: [Source; 2] = [Source::CanaryVsControl, Source::SelfBaseline];
+    pub const ALL: [Source; 3] = [
+        Source::CanaryVsControl,
+        Source::SelfBaseline,
+        Source::LateDrift,
+    ];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Source::CanaryVsControl => "canary_vs_control",
             Source::SelfBaseline => "self_baseline",
+            Source::LateDrift => "late_drift",
         }
     }
 }
@@ -94,8 +101,9 @@ pub struct Verdict {
     pub canary_value: Option<f64>,
     /// Control mean (rate or score).
     pub control_value: Option<f64>,
-    /// Difference canary − control (canary vs control), or cohort mean since monitoring began
-    /// (self-baseline).
+    /// Difference canary − control (canary vs control; late drift: the canary's mean since the
+    /// alarming chart last stood at 0 − the control's running mean), or cohort mean since
+    /// monitoring began (self-baseline).
     pub estimate: Option<f64>,
     /// Lower confidence-sequence bound of the difference, one-sided at `alpha` (canary vs
     /// control; absent until both arms have `min_events`). On the harmful side (higher is
@@ -118,7 +126,7 @@ pub struct Verdict {
     pub arm: Option<Arm>,
     /// Self-baseline: the segment of the cohort that alarmed (`key=value,…`).
     pub segment: Option<String>,
-    /// Self-baseline: the learned reference value.
+    /// Self-baseline: the learned reference value; late drift: the control's running value.
     pub reference: Option<f64>,
 }
 
@@ -245,7 +253,7 @@ pub struct DeploymentView {
 pub struct MetricVerdicts {
     /// Metric name.
     pub metric: String,
-    /// The worse of the two sources.
+    /// The worst of the sources.
     pub state: VerdictState,
     /// The canary-vs-control test.
     pub canary_vs_control: Verdict,
@@ -256,6 +264,8 @@ pub struct MetricVerdicts {
     /// once one has learned its reference: what the on-call page draws over time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_baseline_watch: Option<Verdict>,
+    /// The late-drift alarm for the current canary version, if any (always a `fail`).
+    pub late_drift: Option<Verdict>,
 }
 
 #[cfg(test)]

@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn decisions_are_identical_across_runs_and_chunkings() {
         let mut config = Config::default();
-        config.detection.self_baseline.warmup = std::time::Duration::from_secs(30);
+        config.detection.self_baseline.warmup_events = 3000;
         let input = input();
         let mut whole = Vec::new();
         let summary = replay(&mut pipeline(&config), input.as_slice(), &mut whole).unwrap();

@@ -159,6 +159,12 @@ impl Metrics {
                             .as_ref()
                             .map_or(VerdictState::Pass, |v| v.state),
                     ),
+                    (
+                        "late_drift",
+                        m.late_drift
+                            .as_ref()
+                            .map_or(VerdictState::Pass, |v| v.state),
+                    ),
                     ("combined", m.state),
                 ];
                 for (source, current) in sources {

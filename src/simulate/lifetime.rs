@@ -76,7 +76,7 @@ impl Plan {
             late_oracle: scenario
                 .drift
                 .filter(|d| d.onset > 0.0)
-                .map(|d| late_oracle(config, opts, scenario, d)),
+                .map(|d| late_oracle(config, scenario, d)),
         }
     }
 
@@ -88,21 +88,11 @@ impl Plan {
 
 /// The late-drift oracle: a log-likelihood-ratio CUSUM on the canary's values that knows the
 /// metric's mean before and after the drift (not when it starts), with the threshold whose exact
-/// in-control ARL is the self-baseline's budget for one chart — the cohort's event rate × one
-/// `false_alarm_period` — so it is read at the error cost driftd's CUSUM pays.
-fn late_oracle(
-    config: &Config,
-    opts: &SimOptions,
-    scenario: &Scenario,
-    d: SimDrift,
-) -> (Reference, f64) {
+/// in-control ARL is one late-drift chart's share of the deployment's budget
+/// ([`Detector::late_chart_arl`]), so it is read at the error cost driftd's charts pay.
+fn late_oracle(config: &Config, scenario: &Scenario, d: SimDrift) -> (Reference, f64) {
     let (before, after, sd) = scenario.means(d);
-    let arl0 = opts.rate_per_arm
-        * config
-            .detection
-            .self_baseline
-            .false_alarm_period
-            .as_secs_f64();
+    let arl0 = Detector::late_chart_arl(config);
     match sd {
         None => {
             let chart = Reference::Bernoulli {
@@ -233,7 +223,7 @@ pub(super) fn run(
                 .position(|x| *x == v.metric)
                 .expect("default metrics");
             let method = match v.source {
-                Source::CanaryVsControl => 0,
+                Source::CanaryVsControl | Source::LateDrift => 0,
                 Source::SelfBaseline => 1,
             };
             // Only fails count: a control cohort's self-baseline alarm is a warn (control

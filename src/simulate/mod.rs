@@ -13,8 +13,8 @@
 //!   of the true effect against 0 in the same Gaussian approximation, threshold `1/αₘ`, from
 //!   the same `min_events` floor); for a late drift, the CUSUM that knows the rate (or mean)
 //!   before and after (not the onset), with the threshold whose exact in-control ARL
-//!   ([`crate::detect::arl`]) is the self-baseline's budget per chart. The physical limit the
-//!   other rows are read against.
+//!   ([`crate::detect::arl`]) is one late-drift chart's share of the deployment's budget. The
+//!   physical limit the other rows are read against.
 //!
 //! Honesty rules ([`stats`]): delay counts from the onset; an alarm before it is an early false
 //! alarm, never a detection; medians and p90 are over every lifetime, undetected ones as ∞.
@@ -176,6 +176,10 @@ pub fn scenarios() -> Vec<Scenario> {
         s(
             "refusal 5% -> 10% from half-way",
             d(DriftMetric::Refusal, 0.10, 0.5),
+        ),
+        s(
+            "refusal 5% -> 7% from half-way",
+            d(DriftMetric::Refusal, 0.07, 0.5),
         ),
     ]
 }

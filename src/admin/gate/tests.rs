@@ -43,6 +43,7 @@ fn metric(name: &str, state: VerdictState) -> MetricVerdicts {
         },
         self_baseline: None,
         self_baseline_watch: None,
+        late_drift: None,
     }
 }
 

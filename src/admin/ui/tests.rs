@@ -47,6 +47,7 @@ fn deployment_view(name: &str, v: Verdict) -> DeploymentView {
             canary_vs_control: v,
             self_baseline: None,
             self_baseline_watch: None,
+            late_drift: None,
         }],
         sample_ratio_mismatch: false,
         srm: None,

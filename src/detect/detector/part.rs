@@ -1,7 +1,8 @@
 //! Detection state taken out of, and put back into, a [`Detector`] a Kafka partition at a time.
 //!
 //! Owns the serialised form of detection state in a state snapshot: each deployment's
-//! canary-vs-control tests, alarms, SRM and absence state and verdict history, and each
+//! canary-vs-control tests, late-drift charts, alarms, SRM and absence state and verdict
+//! history, and each
 //! cohort's self-baseline CUSUMs (which refer to their deployment by position in the part, not
 //! in the detector, so a part can be put into any detector). Putting a part back also re-reports
 //! what it holds that containment acts on — every `warn` or `fail` verdict and every raised
@@ -70,7 +71,11 @@ impl Detector {
     pub fn check(&self, part: &DetectPart) -> Result<(), DetectPartError> {
         let metrics = self.rules.len();
         for d in &part.deployments {
-            if d.tests.len() != metrics || d.alarms.len() != metrics {
+            if d.tests.len() != metrics
+                || d.alarms.len() != metrics
+                || d.late.len() != metrics
+                || d.late_alarms.len() != metrics
+            {
                 return Err(DetectPartError::Shape("metrics per deployment"));
             }
         }
@@ -148,7 +153,7 @@ impl Detector {
                 )));
             }
         }
-        for alarm in dep.alarms.iter().flatten() {
+        for alarm in dep.alarms.iter().chain(&dep.late_alarms).flatten() {
             if alarm.state >= VerdictState::Warn {
                 out.push(Change::Verdict(alarm.clone()));
             }

@@ -185,7 +185,7 @@ fn an_arm_never_seen_is_not_absent_and_does_not_overflow() {
 #[test]
 fn self_baseline_catches_drift_in_both_arms() {
     let mut c = Config::default();
-    c.detection.self_baseline.warmup = std::time::Duration::from_secs(60);
+    c.detection.self_baseline.warmup_events = 6000;
     let mut d = Detector::new(&c);
     let mut out = Vec::new();
     let mut rng = SmallRng::seed_from_u64(9);
@@ -274,7 +274,7 @@ fn a_gap_in_both_arms_raises_no_absence() {
 #[test]
 fn a_self_baseline_verdict_reports_the_mean_since_monitoring_began() {
     let mut c = Config::default();
-    c.detection.self_baseline.warmup = std::time::Duration::from_secs(60);
+    c.detection.self_baseline.warmup_events = 6000;
     let mut d = Detector::new(&c);
     let mut out = Vec::new();
     let (kc, kk) = (key(Arm::Canary, "v1"), key(Arm::Control, "base"));
@@ -324,8 +324,8 @@ fn a_self_baseline_verdict_reports_the_mean_since_monitoring_began() {
     assert_eq!(watched.state, VerdictState::Fail, "the alarm's state");
     assert!(watched.statistic >= watched.threshold, "{watched:?}");
     assert_eq!(v.arm, Some(Arm::Canary));
-    // Warm-up ends on the event 60 s after the first (i = 6,000); monitoring starts after it.
-    let monitored: Vec<f64> = (6_001..=at).map(canary).collect();
+    // Warm-up ends on the 6,000th event (i = 5,999); monitoring starts after it.
+    let monitored: Vec<f64> = (6_000..=at).map(canary).collect();
     let since = monitored.iter().sum::<f64>() / monitored.len() as f64;
     let recent = (at - 99..=at).map(canary).sum::<f64>() / 100.0;
     println!(
@@ -344,7 +344,7 @@ fn a_self_baseline_verdict_reports_the_mean_since_monitoring_began() {
 #[test]
 fn a_degraded_control_warns_and_never_fails_the_canary() {
     let mut c = Config::default();
-    c.detection.self_baseline.warmup = std::time::Duration::from_secs(60);
+    c.detection.self_baseline.warmup_events = 6000;
     let mut d = Detector::new(&c);
     let mut out = Vec::new();
     let mut rng = SmallRng::seed_from_u64(11);
@@ -388,4 +388,72 @@ fn a_degraded_control_warns_and_never_fails_the_canary() {
         (Some(Arm::Canary), VerdictState::Fail)
     );
     assert_eq!(refusal.state, VerdictState::Fail);
+}
+
+/// Feeds pairs `from..to` (10 ms apart) with the given canary/control refusal rates.
+fn run_from(
+    d: &mut Detector,
+    range: std::ops::Range<u64>,
+    p: (f64, f64),
+    seed: u64,
+) -> Vec<Change> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let (kc, kk) = (key(Arm::Canary, "v1"), key(Arm::Control, "base"));
+    let mut out = Vec::new();
+    for i in range {
+        let t = i as i64 * 10;
+        let r = |rng: &mut SmallRng, p: f64| f64::from(u8::from(rng.random_bool(p)));
+        let canary = [r(&mut rng, p.0), 0.0, 0.3, 0.0];
+        let control = [r(&mut rng, p.1), 0.0, 0.3, 0.0];
+        d.observe(0, &kc, &canary, t, &mut out);
+        d.observe(1, &kk, &control, t + 5, &mut out);
+    }
+    out
+}
+
+#[test]
+fn a_late_drift_fails_the_canary_the_same_with_or_without_a_snapshot_in_between() {
+    let c = config();
+    let mut whole = Detector::new(&c);
+    let before = run_from(&mut whole, 0..20_000, (0.05, 0.05), 1);
+    assert!(!before
+        .iter()
+        .any(|c| matches!(c, Change::Verdict(v) if v.state == VerdictState::Fail)));
+    let mut restored = Detector::new(&c);
+    let mut reported = Vec::new();
+    restored
+        .import(whole.export(&[0, 1]), &[Some(0), Some(1)], &mut reported)
+        .unwrap();
+    let a = run_from(&mut whole, 20_000..30_000, (0.10, 0.05), 2);
+    let b = run_from(&mut restored, 20_000..30_000, (0.10, 0.05), 2);
+    assert_eq!(
+        a, b,
+        "restored detection state decides as the uninterrupted one"
+    );
+    let alarm = a
+        .iter()
+        .find_map(|c| match c {
+            Change::Verdict(v) if v.source == Source::LateDrift => Some(v.clone()),
+            _ => None,
+        })
+        .expect("late drift caught");
+    println!(
+        "{}: statistic {} ≥ threshold {}",
+        alarm.headline(),
+        alarm.statistic,
+        alarm.threshold
+    );
+    assert_eq!(
+        (alarm.state, alarm.metric.as_str()),
+        (VerdictState::Fail, "refusal")
+    );
+    assert!(alarm.statistic >= alarm.threshold && alarm.estimate.unwrap() > 0.0);
+    assert!(
+        alarm.n_canary > 20_000 && alarm.n_canary < 23_000,
+        "{}",
+        alarm.n_canary
+    );
+    let view = &whole.snapshot()[0].metrics[0];
+    assert_eq!(view.state, VerdictState::Fail);
+    assert_eq!(view.late_drift.as_ref(), Some(&alarm));
 }
