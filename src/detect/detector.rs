@@ -555,3 +555,7 @@ pub mod part;
 
 #[cfg(test)]
 mod tests;
+mod segments {
+    #[cfg(test)]
+    mod golden;
+}
