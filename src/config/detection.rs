@@ -35,6 +35,8 @@ pub struct DetectionConfig {
     pub history: usize,
     /// Self-baseline change detection (CUSUM per cohort and metric).
     pub self_baseline: SelfBaselineConfig,
+    /// Canary-vs-control tests per segment value (with `cohorts.segment_keys` set).
+    pub segments: SegmentsConfig,
     /// Per-deployment overrides, keyed by deployment name.
     pub deployments: BTreeMap<String, DeploymentDetection>,
 }
@@ -49,6 +51,7 @@ impl Default for DetectionConfig {
             absent_after: Duration::from_secs(300),
             history: 20,
             self_baseline: SelfBaselineConfig::default(),
+            segments: SegmentsConfig::default(),
             deployments: BTreeMap::new(),
         }
     }
@@ -82,6 +85,31 @@ impl Default for SelfBaselineConfig {
             warmup_events: 1000,
             false_alarm_period: Duration::from_secs(7 * 86_400),
             on_alarm: AlarmState::Fail,
+        }
+    }
+}
+
+/// The `[detection.segments]` settings: with `cohorts.segment_keys` set, each metric's
+/// canary-vs-control test also compares the arms within each segment value (a locale, a
+/// channel), inside the metric's share of the budget (`detect` explains how).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SegmentsConfig {
+    /// Segment values (combinations, with several keys) tested separately per deployment, in
+    /// order of first appearance; later ones are counted, not tested alone (the totals still
+    /// include them). It fixes the budget's split, so it must not follow the data. 0 turns
+    /// segment tests off.
+    pub max_tested: usize,
+    /// Share `s` of each metric's budget spent on the segment tests (`1 − s` stays with the
+    /// deployment-level test).
+    pub share: f64,
+}
+
+impl Default for SegmentsConfig {
+    fn default() -> Self {
+        SegmentsConfig {
+            max_tested: 16,
+            share: 0.5,
         }
     }
 }
@@ -163,6 +191,18 @@ impl DetectionConfig {
             return Err(invalid(
                 "detection.self_baseline.false_alarm_period",
                 "must be at least 1m",
+            ));
+        }
+        if self.segments.max_tested > 1024 {
+            return Err(invalid(
+                "detection.segments.max_tested",
+                "must be at most 1024 (each tested value keeps a test per metric per deployment)",
+            ));
+        }
+        if !prob(self.segments.share) {
+            return Err(invalid(
+                "detection.segments.share",
+                "must be between 0 and 1 (exclusive)",
             ));
         }
         let mut explicit = 0.0;

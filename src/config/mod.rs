@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use containment::{ContainmentConfig, PolicyConfig, PolicyMode, PromotionMode, TriggerState};
-pub use detection::{AlarmState, DeploymentDetection, DetectionConfig, SelfBaselineConfig};
+pub use detection::{
+    AlarmState, DeploymentDetection, DetectionConfig, SegmentsConfig, SelfBaselineConfig,
+};
 pub use ingest::IngestConfig;
 pub use kafka::{KafkaConfig, StartFrom};
 pub use operators::{

@@ -47,5 +47,6 @@ mod verdict;
 pub use detector::part::{DetectPart, DetectPartError};
 pub use detector::Detector;
 pub use verdict::{
-    Change, DeploymentView, MetricVerdicts, Signal, SignalKind, Source, Verdict, VerdictState,
+    Change, DeploymentView, MetricVerdicts, SegmentsView, Signal, SignalKind, Source, Verdict,
+    VerdictState,
 };
