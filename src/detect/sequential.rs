@@ -185,7 +185,11 @@ pub fn worse_log_lr_on<const N: usize>(
         return (estimate, variance, 0.0);
     }
     let d = if worse_up { estimate } else { -estimate };
-    (estimate, variance, mixture_log_lr_on(grid, d, variance, scale))
+    (
+        estimate,
+        variance,
+        mixture_log_lr_on(grid, d, variance, scale),
+    )
 }
 
 /// Evaluates the test. `worse_up` orients the one-sided test; `binary` selects the variance.

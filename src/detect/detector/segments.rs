@@ -179,10 +179,10 @@ impl Segments {
 
 /// The largest term: the component that drives `E` (the deployment on ties).
 fn driver(terms: &[(Option<usize>, f64)]) -> (Option<usize>, f64) {
-    terms
-        .iter()
-        .copied()
-        .fold((None, f64::NEG_INFINITY), |b, t| if t.1 > b.1 { t } else { b })
+    terms.iter().copied().fold(
+        (None, f64::NEG_INFINITY),
+        |b, t| if t.1 > b.1 { t } else { b },
+    )
 }
 
 /// The worse-direction value of a difference.
@@ -195,7 +195,12 @@ fn worse(rule: &Rule, d: f64) -> f64 {
 }
 
 /// A component's arms: the deployment's test or slot `k`'s.
-fn arms_of<'a>(test: &'a Test, seg: &'a Segments, m: usize, c: Option<usize>) -> (&'a Moments, &'a Moments) {
+fn arms_of<'a>(
+    test: &'a Test,
+    seg: &'a Segments,
+    m: usize,
+    c: Option<usize>,
+) -> (&'a Moments, &'a Moments) {
     match c {
         None => (&test.canary, &test.control),
         Some(k) => (&seg.arms[m][k].canary, &seg.arms[m][k].control),
@@ -268,7 +273,13 @@ fn critical(rule: &Rule, component: Option<usize>, variance: f64, target: f64) -
 /// it cannot have for `E` (with its null shifted to `θ₀`) to stay below `1/αₘ`. It is ≥ 0
 /// exactly when `E ≥ 1/αₘ`. −∞ when the rest alone reaches `1/αₘ` (the component's effect
 /// then is not what the decision rests on).
-fn bound(rule: &Rule, c: Option<usize>, weight: f64, (estimate, variance): (f64, f64), rest: f64) -> f64 {
+fn bound(
+    rule: &Rule,
+    c: Option<usize>,
+    weight: f64,
+    (estimate, variance): (f64, f64),
+    rest: f64,
+) -> f64 {
     let budget = 1.0 / rule.alpha - rest;
     if !(budget > 0.0) || !variance.is_finite() {
         return f64::NEG_INFINITY;
@@ -279,7 +290,8 @@ fn bound(rule: &Rule, c: Option<usize>, weight: f64, (estimate, variance): (f64,
 /// Metric `m`'s canary-vs-control verdict with segments: the deployment-level verdict, its
 /// state and p-value those of `E`, `statistic` `ln E`, and the estimate, counts, means and
 /// bounds of the component that drives it — the one that made the decision once `p ≤ αₘ`,
-/// else the largest now — with `segment` naming it (none: the deployment's totals). The
+/// the largest now in a `warn`, the deployment's totals otherwise — with `segment` naming it
+/// (none: the totals). The
 /// harmful-side bound inverts `E` for that component, the tighter of now and the moment of
 /// the smallest p-value, so it excludes 0 exactly when `p ≤ αₘ` (where rounding at the
 /// critical value could disagree, the test's comparison decides). It is a bound on that
@@ -305,7 +317,8 @@ pub(super) fn verdict(
     let strongest = seg.strongest[m];
     let c = match strongest {
         Some(s) if significant => s.component,
-        _ => driver(&terms).0,
+        _ if test.state == VerdictState::Warn => driver(&terms).0,
+        _ => None,
     };
     let (w_dep, w_seg) = seg.weights();
     let weight = if c.is_none() { w_dep } else { w_seg };

@@ -76,6 +76,9 @@ fn without_segment_keys_decisions_are_byte_identical() {
     let digest = format!("{:x}", Sha256::digest(&bytes));
     println!("{} bytes, sha256 {digest}", bytes.len());
     let text = String::from_utf8(bytes).expect("JSON");
-    assert!(text.contains(r#""state":"fail""#), "the run must decide something");
+    assert!(
+        text.contains(r#""state":"fail""#),
+        "the run must decide something"
+    );
     assert_eq!(digest, DIGEST);
 }
