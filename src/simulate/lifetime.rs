@@ -211,7 +211,9 @@ pub(super) fn run(
         None => (config, None),
     };
     let mut detector = Detector::new(config);
-    let mut alone = alone_config.map(Detector::new);
+    let mut alone = alone_config
+        .filter(|_| measured(scenario, DEPLOYMENT_ALONE))
+        .map(Detector::new);
     let key = |arm, version: &str, segment: Vec<Option<String>>| CohortKey {
         deployment: "sim".into(),
         model_version: version.into(),

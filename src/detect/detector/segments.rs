@@ -159,30 +159,23 @@ impl Segments {
         (1.0 - self.share, self.share / self.max_tested as f64)
     }
 
-    /// `E` and each looked-at component's weighted term (the deployment's first), for the
-    /// deployment-level `ln Λ` `dep_log_lr`.
-    fn terms(&self, m: usize, rule: &Rule, dep_log_lr: f64) -> (f64, Vec<(Option<usize>, f64)>) {
+    /// `E` and its driver, the looked-at component with the largest weighted term (the
+    /// deployment on ties), with that term; `dep_log_lr` is the deployment-level `ln Λ`. No
+    /// allocation: the hot path calls it after every event.
+    fn evidence(&self, m: usize, rule: &Rule, dep_log_lr: f64) -> (f64, (Option<usize>, f64)) {
         let (w_dep, w_seg) = self.weights();
         let dep = w_dep * dep_log_lr.exp().min(f64::MAX);
-        let mut terms = vec![(None, dep)];
-        let mut e = dep;
+        let (mut e, mut driver) = (dep, (None, dep));
         for (k, a) in self.arms[m].iter().enumerate() {
-            e += w_seg * a.lr;
-            if a.looked(rule) {
-                terms.push((Some(k), w_seg * a.lr));
+            let term = w_seg * a.lr;
+            e += term;
+            if a.looked(rule) && term > driver.1 {
+                driver = (Some(k), term);
             }
         }
         e += w_seg * (self.max_tested - self.arms[m].len()) as f64;
-        (e, terms)
+        (e, driver)
     }
-}
-
-/// The largest term: the component that drives `E` (the deployment on ties).
-fn driver(terms: &[(Option<usize>, f64)]) -> (Option<usize>, f64) {
-    terms.iter().copied().fold(
-        (None, f64::NEG_INFINITY),
-        |b, t| if t.1 > b.1 { t } else { b },
-    )
 }
 
 /// The worse-direction value of a difference.
@@ -243,8 +236,7 @@ pub(super) fn next_state(
             a.lr = l.exp().min(f64::MAX);
         }
     }
-    let (e, terms) = seg.terms(m, rule, dep_log_lr);
-    let (component, term) = driver(&terms);
+    let (e, (component, term)) = seg.evidence(m, rule, dep_log_lr);
     let (canary, control) = arms_of(test, seg, m, component);
     let (estimate, variance) = sequential::estimate_and_variance(canary, control, rule.binary);
     let p = (1.0 / e).min(1.0);
@@ -281,7 +273,7 @@ fn bound(
     rest: f64,
 ) -> f64 {
     let budget = 1.0 / rule.alpha - rest;
-    if !(budget > 0.0) || !variance.is_finite() {
+    if budget.is_nan() || budget <= 0.0 || !variance.is_finite() {
         return f64::NEG_INFINITY;
     }
     worse(rule, estimate) - critical(rule, c, variance, (budget / weight).ln())
@@ -291,10 +283,9 @@ fn bound(
 /// state and p-value those of `E`, `statistic` `ln E`, and the estimate, counts, means and
 /// bounds of the component that drives it — the one that made the decision once `p ≤ αₘ`,
 /// the largest now in a `warn`, the deployment's totals otherwise — with `segment` naming it
-/// (none: the totals). The
-/// harmful-side bound inverts `E` for that component, the tighter of now and the moment of
-/// the smallest p-value, so it excludes 0 exactly when `p ≤ αₘ` (where rounding at the
-/// critical value could disagree, the test's comparison decides). It is a bound on that
+/// (none: the totals). The harmful-side bound inverts `E` for that component, the tighter of
+/// now and the moment of the smallest p-value, so it excludes 0 exactly when `p ≤ αₘ` (where
+/// rounding at the critical value could disagree, the test's comparison decides). It is a bound on that
 /// component's effect at `αₘ` when the other components have none; the other side is the
 /// component's mirror-image mixture at its own weight's share of `αₘ`.
 pub(super) fn verdict(
@@ -312,19 +303,23 @@ pub(super) fn verdict(
     if test.state == VerdictState::Insufficient {
         return v;
     }
-    let (e, terms) = seg.terms(m, rule, v.statistic);
+    let (e, (driver, driver_term)) = seg.evidence(m, rule, v.statistic);
     let significant = test.p_value <= rule.alpha;
     let strongest = seg.strongest[m];
     let c = match strongest {
         Some(s) if significant => s.component,
-        _ if test.state == VerdictState::Warn => driver(&terms).0,
+        _ if test.state == VerdictState::Warn => driver,
         _ => None,
     };
     let (w_dep, w_seg) = seg.weights();
     let weight = if c.is_none() { w_dep } else { w_seg };
     let (canary, control) = arms_of(test, seg, m, c);
     let now = sequential::estimate_and_variance(canary, control, rule.binary);
-    let term = terms.iter().find(|t| t.0 == c).map_or(weight, |t| t.1);
+    let term = match c {
+        _ if c == driver => driver_term,
+        None => w_dep * v.statistic.exp().min(f64::MAX),
+        Some(k) => w_seg * seg.arms[m][k].lr,
+    };
     let mut harmful = bound(rule, c, weight, now, (e - term).max(0.0));
     if let Some(s) = strongest.filter(|s| s.component == c) {
         harmful = harmful.max(bound(rule, c, weight, (s.estimate, s.variance), s.rest));

@@ -203,7 +203,7 @@ fn the_combined_evidence_is_a_martingale_under_the_null() {
             } else {
                 let (_, _, l) =
                     sequential::worse_log_lr(&test.canary, &test.control, false, true, 0.05);
-                seg.terms(0, &rule, l).0
+                seg.evidence(0, &rule, l).0
             };
             hit |= e >= 1.0 / rule.alpha;
             if let Some(k) = looks.iter().position(|&l| l == n) {
