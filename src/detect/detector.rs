@@ -46,8 +46,8 @@ struct Deployment {
     last_seen_ms: [i64; 2],
     absent: [bool; 2],
     history: VecDeque<Verdict>,
-    /// Per-segment tests, when on (`segments`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Per-segment tests, when on (`segments`). Always written: snapshots are postcard, which
+    /// cannot skip a field.
     segments: Option<Segments>,
 }
 
@@ -60,7 +60,6 @@ struct CohortDetect {
     segment: String,
     baselines: Vec<SelfBaseline>,
     /// The deployment's segment-test slot of this cohort's segment value, if it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     slot: Option<usize>,
 }
 
