@@ -70,6 +70,9 @@ enum Command {
         /// Worker threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Only the scenarios whose name contains this (e.g. "segments").
+        #[arg(long)]
+        only: Option<String>,
         /// Also write the full report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -304,6 +307,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             events_per_arm,
             seed,
             threads,
+            only,
             json,
         } => {
             let config = match config {
@@ -316,6 +320,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 events_per_arm,
                 seed,
                 threads,
+                only,
                 ..driftd::simulate::SimOptions::default()
             };
             let report = driftd::simulate::run(&config, &opts);

@@ -45,6 +45,8 @@ pub struct DetectionConfig {
     pub self_baseline: SelfBaselineConfig,
     /// Late drift: CUSUMs of the canary against the control's running rate or mean.
     pub late_drift: LateDriftConfig,
+    /// Canary-vs-control tests per segment value (with `cohorts.segment_keys` set).
+    pub segments: SegmentsConfig,
     /// Per-deployment overrides, keyed by deployment name.
     pub deployments: BTreeMap<String, DeploymentDetection>,
 }
@@ -62,6 +64,7 @@ impl Default for DetectionConfig {
             history: 20,
             self_baseline: SelfBaselineConfig::default(),
             late_drift: LateDriftConfig::default(),
+            segments: SegmentsConfig::default(),
             deployments: BTreeMap::new(),
         }
     }
@@ -119,6 +122,31 @@ impl Default for LateDriftConfig {
         LateDriftConfig {
             enabled: true,
             min_control_events: 1000,
+        }
+    }
+}
+
+/// The `[detection.segments]` settings: with `cohorts.segment_keys` set, each metric's
+/// canary-vs-control test also compares the arms within each segment value (a locale, a
+/// channel), inside the metric's share of the budget (`detect` explains how).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SegmentsConfig {
+    /// Segment values (combinations, with several keys) tested separately per deployment, in
+    /// order of first appearance; later ones are counted, not tested alone (the totals still
+    /// include them). It fixes the budget's split, so it must not follow the data. 0 turns
+    /// segment tests off.
+    pub max_tested: usize,
+    /// Share `s` of each metric's budget spent on the segment tests (`1 − s` stays with the
+    /// deployment-level test).
+    pub share: f64,
+}
+
+impl Default for SegmentsConfig {
+    fn default() -> Self {
+        SegmentsConfig {
+            max_tested: 16,
+            share: 0.5,
         }
     }
 }
@@ -236,6 +264,18 @@ impl DetectionConfig {
             return Err(invalid(
                 "detection.late_drift.min_control_events",
                 "must be at least 100 (below that the reference is too noisy to chart against)",
+            ));
+        }
+        if self.segments.max_tested > 1024 {
+            return Err(invalid(
+                "detection.segments.max_tested",
+                "must be at most 1024 (each tested value keeps a test per metric per deployment)",
+            ));
+        }
+        if !prob(self.segments.share) {
+            return Err(invalid(
+                "detection.segments.share",
+                "must be between 0 and 1 (exclusive)",
             ));
         }
         let mut explicit = 0.0;

@@ -30,7 +30,8 @@ use sha2::{Digest, Sha256};
 
 pub use containment::{ContainmentConfig, PolicyConfig, PolicyMode, PromotionMode, TriggerState};
 pub use detection::{
-    AlarmState, DeploymentDetection, DetectionConfig, LateDriftConfig, SelfBaselineConfig,
+    AlarmState, DeploymentDetection, DetectionConfig, LateDriftConfig, SegmentsConfig,
+    SelfBaselineConfig,
 };
 pub use ingest::{Assignment, IngestConfig};
 pub use kafka::{KafkaConfig, StartFrom};

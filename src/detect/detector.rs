@@ -15,10 +15,11 @@ use super::verdict::{
 use crate::config::{AlarmState, Config, MetricKind, Worse};
 use crate::event::{format_rfc3339_ms, Arm};
 use crate::state::CohortKey;
-use ab::{ab_verdict, fresh_tests, next_state, Subject, Test};
+use ab::{fresh_tests, next_state, Subject, Test};
 use baseline::{baseline_verdict, Watch};
 use budget::{chart_budget, cohort_budget, Budgets, Ranks};
 use late::{Late, LateTuning};
+use segments::{verdict, Segments};
 
 /// A metric's detection rule, resolved from config.
 #[derive(Debug, Clone)]
@@ -56,6 +57,9 @@ struct Deployment {
     last_seen_ms: [i64; 2],
     absent: [bool; 2],
     history: VecDeque<Verdict>,
+    /// Per-segment tests, when on (`segments`). Always written: snapshots are postcard, which
+    /// cannot skip a field.
+    segments: Option<Segments>,
 }
 
 /// One cohort's self-baseline CUSUMs (one per metric) and what its alarms are labelled with.
@@ -66,6 +70,8 @@ struct CohortDetect {
     model_version: String,
     segment: String,
     baselines: Vec<SelfBaseline>,
+    /// The deployment's segment-test slot of this cohort's segment value, if it has one.
+    slot: Option<usize>,
 }
 
 /// All detection state of one pipeline.
@@ -89,6 +95,8 @@ pub struct Detector {
     /// Deployments with a raised `cohort_overflow` signal ([`overflow`]).
     overflowing: BTreeMap<String, CohortKey>,
     max_cohorts: usize,
+    /// Segment tests: `(max_tested, share)`, none when off (no `segment_keys`, or K = 0).
+    segments: Option<(usize, f64)>,
 }
 
 fn arm_index(arm: Arm) -> usize {
@@ -170,6 +178,8 @@ impl Detector {
             watermark_ms: i64::MIN,
             overflowing: BTreeMap::new(),
             max_cohorts: config.cohorts.max_cohorts,
+            segments: (!config.cohorts.segment_keys.is_empty() && d.segments.max_tested > 0)
+                .then_some((d.segments.max_tested, d.segments.share)),
         }
     }
 
@@ -201,26 +211,32 @@ impl Detector {
             // Cohort indices are dense and assigned in order, so this runs once per new cohort.
             let dep = self.deployment_index(&key.deployment);
             let budget = cohort_budget(&mut self.deployments[dep], self.budgets, key);
+            let segment = key
+                .segment
+                .iter()
+                .flatten()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(",");
+            let slot = self.deployments[dep]
+                .segments
+                .as_mut()
+                .and_then(|s| s.slot_of(&segment));
             self.cohorts.push(CohortDetect {
                 deployment: dep,
                 arm: key.arm,
                 model_version: key.model_version.clone(),
-                segment: key
-                    .segment
-                    .iter()
-                    .flatten()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(","),
+                segment,
                 baselines: self
                     .rules
                     .iter()
                     .map(|r| SelfBaseline::new(Tuning { budget, ..r.tuning }))
                     .collect(),
+                slot,
             });
         }
         let c = &self.cohorts[cohort];
-        let (dep_i, arm) = (c.deployment, c.arm);
+        let (dep_i, arm, slot) = (c.deployment, c.arm, c.slot);
         if arm == Arm::Canary {
             self.maybe_new_canary(dep_i, &key.model_version, t_ms, out);
         }
@@ -265,14 +281,21 @@ impl Detector {
                         dep.late_alarms[m] = Some(v);
                     }
                 }
-                let state = next_state(rule, test);
+                let state = match dep.segments.as_mut() {
+                    Some(seg) => {
+                        seg.push(m, slot, arm == Arm::Canary, values[m]);
+                        segments::next_state(rule, test, seg, m, slot)
+                    }
+                    None => next_state(rule, test),
+                };
                 if state != test.state {
                     test.state = state;
                     // The confidence bounds are only needed for the evidence of a change.
-                    out.push(Change::Verdict(ab_verdict(
+                    out.push(Change::Verdict(verdict(
                         subject,
                         rule,
                         test,
+                        dep.segments.as_ref().map(|s| (s, m)),
                         t_ms,
                         self.events_seen,
                     )));
@@ -305,6 +328,9 @@ impl Detector {
             last_seen_ms: [i64::MIN; 2],
             absent: [false; 2],
             history: VecDeque::new(),
+            segments: self
+                .segments
+                .map(|(k, share)| Segments::new(k, share, self.rules.len())),
         });
         self.index
             .insert(name.to_string(), self.deployments.len() - 1);
@@ -320,11 +346,12 @@ impl Detector {
         }
         // A new canary version: archive the old test's verdicts, start afresh.
         if let Some(old) = dep.canary_version.take() {
-            for (rule, test) in self.rules.iter().zip(&dep.tests) {
-                let v = ab_verdict(
+            for (m, (rule, test)) in self.rules.iter().zip(&dep.tests).enumerate() {
+                let v = verdict(
                     Subject(&dep.name, Some(&old)),
                     rule,
                     test,
+                    dep.segments.as_ref().map(|s| (s, m)),
                     t_ms,
                     self.events_seen,
                 );
@@ -347,13 +374,17 @@ impl Detector {
         dep.canary_version = Some(version.to_string());
         dep.tests = fresh_tests(self.rules.len());
         dep.late = vec![Late::default(); self.rules.len()];
+        if let Some(seg) = dep.segments.as_mut() {
+            seg.restart();
+        }
         dep.srm_active = false;
         dep.srm_log_lr = 0.0;
-        for (rule, test) in self.rules.iter().zip(&dep.tests) {
-            out.push(Change::Verdict(ab_verdict(
+        for (m, (rule, test)) in self.rules.iter().zip(&dep.tests).enumerate() {
+            out.push(Change::Verdict(verdict(
                 Subject(&dep.name, Some(version)),
                 rule,
                 test,
+                dep.segments.as_ref().map(|s| (s, m)),
                 t_ms,
                 self.events_seen,
             )));
@@ -524,10 +555,11 @@ impl Detector {
                     .zip(&dep.late_alarms)
                     .enumerate()
                     .map(|(m, (((rule, test), alarm), late))| {
-                        let ab = ab_verdict(
+                        let ab = verdict(
                             Subject(&dep.name, dep.canary_version.as_deref()),
                             rule,
                             test,
+                            dep.segments.as_ref().map(|s| (s, m)),
                             t,
                             self.events_seen,
                         );
@@ -559,6 +591,7 @@ impl Detector {
                         .filter(|a| dep.absent[arm_index(*a)])
                         .collect(),
                     history: dep.history.iter().cloned().collect(),
+                    segments: dep.segments.as_ref().map(Segments::view),
                 }
             })
             .collect()
@@ -616,6 +649,7 @@ mod budget;
 mod late;
 mod overflow;
 pub mod part;
+mod segments;
 
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,20 @@
 //!   `detection.self_baseline.false_alarm_period` per deployment, at each cohort's warm-up event
 //!   rate, split over metrics and control cohorts the same way.
 //!
+//! **Segments** (with `cohorts.segment_keys`): a drift in one locale or channel is diluted in
+//! the totals, so each metric's test also compares the arms within each segment value, up to
+//! `detection.segments.max_tested` = K values (a slot each, on first appearance; later values
+//! are counted and stay in the totals). The metric's evidence is
+//! `E = (1 − s)·Λ_dep + (s/K)·Σ_k Λ_k` (`s` = `detection.segments.share`, an untested slot
+//! counting 1), and the metric fails when `E ≥ 1/αₘ` with the estimate of the component that
+//! drives `E` beyond `min_effect`. Weights fixed by config (never by the values seen) make `E`
+//! a nonnegative martingale under the null, so Ville keeps the false-`fail` probability at
+//! `αₘ` per metric and the budget above unchanged; unlike a Bonferroni split the evidence of
+//! several segments and of the totals adds up. The price is `ln(1/(1 − s))` more evidence for
+//! a drift seen in the totals and `ln(K/s)` for one segment alone. The verdict names the
+//! segment that drives it (`segment`) and carries its estimate, counts and the bound that
+//! inverts `E` (`detector::segments`). Without segment keys nothing changes.
+//!
 //! States: `insufficient` (fewer than `min_events` per arm — never `pass`), `pass`, `warn`
 //! (evidence half-way: `Λ ≥ 1/√αₘ` with an effect beyond `min_effect`, or significant but below
 //! `min_effect`; it ends only when `Λ` falls under `αₘ^(-1/4)` or the effect under half the
@@ -76,5 +90,6 @@ mod verdict;
 pub use detector::part::{DetectPart, DetectPartError};
 pub use detector::Detector;
 pub use verdict::{
-    Change, DeploymentView, MetricVerdicts, Signal, SignalKind, Source, Verdict, VerdictState,
+    Change, DeploymentView, MetricVerdicts, SegmentsView, Signal, SignalKind, Source, Verdict,
+    VerdictState,
 };

@@ -365,6 +365,7 @@ mod tests {
             srm: None,
             telemetry_absent: Vec::new(),
             history: Vec::new(),
+            segments: None,
         };
         let both = [view("svc"), view("late")];
         let mut t = Trajectories::default();

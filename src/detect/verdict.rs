@@ -124,7 +124,10 @@ pub struct Verdict {
     pub alpha: Option<f64>,
     /// Self-baseline: the arm of the cohort that alarmed.
     pub arm: Option<Arm>,
-    /// Self-baseline: the segment of the cohort that alarmed (`key=value,…`).
+    /// Self-baseline: the segment of the cohort that alarmed. Canary vs control with segment
+    /// tests on (`cohorts.segment_keys`): the tested segment value that drives the verdict,
+    /// whose estimate, counts, means and bounds the fields above then are (none: the
+    /// deployment's totals). Values as cohorts render them (comma-separated).
     pub segment: Option<String>,
     /// Self-baseline: the learned reference value; late drift: the control's running value.
     pub reference: Option<f64>,
@@ -246,6 +249,21 @@ pub struct DeploymentView {
     pub telemetry_absent: Vec<Arm>,
     /// Verdicts of earlier canary versions.
     pub history: Vec<Verdict>,
+    /// The segment values tested separately, when segment tests are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<SegmentsView>,
+}
+
+/// Which segment values a deployment's canary-vs-control tests compare separately.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SegmentsView {
+    /// `detection.segments.max_tested`.
+    pub max_tested: usize,
+    /// The values with a test of their own, in order of first appearance.
+    pub tested: Vec<String>,
+    /// Events of the current test (canary, control) of values past `max_tested`: in the
+    /// deployment's totals, not tested alone.
+    pub untested_events: [u64; 2],
 }
 
 /// One metric's verdicts.

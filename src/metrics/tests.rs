@@ -135,6 +135,7 @@ pub(super) fn deployment(v: Verdict) -> DeploymentView {
         srm: None,
         telemetry_absent: Vec::new(),
         history: Vec::new(),
+        segments: None,
     }
 }
 

@@ -20,7 +20,7 @@ use crate::pipeline::PartitionState;
 /// The first bytes of every snapshot file.
 pub const MAGIC: &[u8; 8] = b"DRIFTSNP";
 /// The format version this driftd writes and reads.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// magic (8) + version (2) + reserved (2) + body length (8) + CRC-32 of the body (4).
 const HEADER: usize = 24;
 

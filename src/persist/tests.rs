@@ -85,7 +85,7 @@ fn every_kind_of_damage_is_named_and_the_previous_snapshot_is_used() {
     let version = decode(
         &{
             let mut b = good.clone();
-            b[8] = 4;
+            b[8] = 5;
             b
         },
         Path::new("x"),
@@ -93,7 +93,7 @@ fn every_kind_of_damage_is_named_and_the_previous_snapshot_is_used() {
     .unwrap_err();
     assert_eq!(
         version.to_string(),
-        "snapshot x has format version 4; this driftd reads version 3 only (written by a newer driftd? it is not used)"
+        "snapshot x has format version 5; this driftd reads version 4 only (written by a newer driftd? it is not used)"
     );
     // Both damaged: nothing to use, two failures.
     std::fs::write(s.path(0, Generation::Previous), b"DRIFTSNP").unwrap();

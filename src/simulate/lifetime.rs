@@ -14,8 +14,13 @@ use crate::event::Arm;
 use crate::state::window::Moments;
 use crate::state::CohortKey;
 use crate::traffic::Sampler;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
-use super::{Scenario, SimDrift, SimOptions, METHODS, METRICS};
+use super::{measured, Scenario, SimDrift, SimOptions, DEPLOYMENT_ALONE, METHODS, METRICS};
+
+/// The oracle's index in [`METHODS`].
+const ORACLE: usize = METHODS.len() - 1;
 
 /// Per method (in [`METHODS`] order) and metric: events per arm when it first failed.
 pub(super) type FirstAlarms = [[Option<u64>; 4]; METHODS.len()];
@@ -42,6 +47,10 @@ pub(super) struct Plan {
     /// For a late drift: the oracle CUSUM's chart, tuned from the known rate (or mean) before
     /// the drift to the known one after, and its exact-ARL threshold.
     late_oracle: Option<(Reference, f64)>,
+    /// With segments: driftd's config with `segment_keys = ["segment"]`, and the config of the
+    /// deployment-level test alone (no segment keys, no self-baseline: only its canary-vs-control
+    /// fails are read).
+    segmented: Option<(Config, Config)>,
 }
 
 impl Plan {
@@ -77,6 +86,15 @@ impl Plan {
                 .drift
                 .filter(|d| d.onset > 0.0)
                 .map(|d| late_oracle(config, scenario, d)),
+            segmented: (scenario.segments > 0).then(|| {
+                let mut with = config.clone();
+                with.cohorts.segment_keys = vec!["segment".into()];
+                let mut alone = config.clone();
+                alone.cohorts.segment_keys.clear();
+                alone.detection.self_baseline.enabled = false;
+                alone.detection.late_drift.enabled = false;
+                (with, alone)
+            }),
         }
     }
 
@@ -179,14 +197,36 @@ pub(super) fn run(
     seed: u64,
 ) -> FirstAlarms {
     let mut sampler = Sampler::new(scenario.traffic(seed), Some(opts.events_per_arm));
+    let (config, alone_config) = match &plan.segmented {
+        Some((with, alone)) => (with, Some(alone)),
+        None => (config, None),
+    };
     let mut detector = Detector::new(config);
-    let key = |arm, version: &str| CohortKey {
+    let mut alone = alone_config
+        .filter(|_| measured(scenario, DEPLOYMENT_ALONE))
+        .map(Detector::new);
+    let key = |arm, version: &str, segment: Vec<Option<String>>| CohortKey {
         deployment: "sim".into(),
         model_version: version.into(),
         arm,
-        segment: vec![],
+        segment,
     };
-    let keys = [key(Arm::Canary, "canary"), key(Arm::Control, "control")];
+    let pair = |segment: Vec<Option<String>>| {
+        [
+            key(Arm::Canary, "canary", segment.clone()),
+            key(Arm::Control, "control", segment),
+        ]
+    };
+    let plain = pair(vec![]);
+    // Segment 0 is the one a drift hits. Cohort indices are dense in order of first appearance,
+    // as the cohort table assigns them.
+    let mut cohort_of: Vec<[Option<usize>; 2]> = vec![[None; 2]; scenario.segments.max(1)];
+    let mut cohorts = 0;
+    let keys: Vec<_> = match scenario.segments {
+        0 => vec![plain.clone()],
+        s => (0..s).map(|g| pair(vec![Some(format!("s{g}"))])).collect(),
+    };
+    let mut segment_rng = SmallRng::seed_from_u64(seed ^ 0x5e6_5e6);
     let step_ms = 1000.0 / opts.rate_per_arm;
     let mut first: FirstAlarms = [[None; 4]; METHODS.len()];
     let mut cumulative = [[Win::default(); 4]; 2];
@@ -194,19 +234,34 @@ pub(super) fn run(
     let mut oracle = [Moments::default(); 2];
     let mut late_cusum = 0.0f64;
     let mut changes = Vec::new();
+    let mut alone_changes = Vec::new();
     let drifted = scenario.drifted_metric();
     for i in 0..opts.events_per_arm {
         let t = (i as f64 * step_ms) as i64;
         let mut values = [[0.0; 4]; 2];
-        for (a, key) in keys.iter().enumerate() {
-            let (signals, _) = sampler.draw(0, key.arm, i);
+        let mut segment = [0usize; 2];
+        for a in 0..2 {
+            let g = match scenario.segments {
+                0 => 0,
+                s => segment_rng.random_range(0..s),
+            };
+            segment[a] = g;
+            let key = &keys[g][a];
+            let (signals, _) = sampler.draw(g, key.arm, i);
             values[a] = [
                 f64::from(u8::from(signals.refused)),
                 f64::from(u8::from(signals.escalated)),
                 signals.tone,
                 f64::from(u8::from(signals.tone < -0.5)),
             ];
-            detector.observe(a, key, &values[a], t + a as i64, &mut changes);
+            let cohort = *cohort_of[g][a].get_or_insert_with(|| {
+                cohorts += 1;
+                cohorts - 1
+            });
+            detector.observe(cohort, key, &values[a], t + a as i64, &mut changes);
+            if let Some(d) = alone.as_mut() {
+                d.observe(a, &plain[a], &values[a], t + a as i64, &mut alone_changes);
+            }
             for m in 0..4 {
                 cumulative[a][m].push(values[a][m]);
                 naive[a][m].push(values[a][m]);
@@ -230,6 +285,17 @@ pub(super) fn run(
             // degraded), so drift in both arms is detected by the canary's own alarm.
             for k in [method, 2] {
                 first[k][m].get_or_insert(n);
+            }
+        }
+        for c in alone_changes.drain(..) {
+            if let Change::Verdict(v) = c {
+                if v.state == VerdictState::Fail && v.source == Source::CanaryVsControl {
+                    let m = METRICS
+                        .iter()
+                        .position(|x| *x == v.metric)
+                        .expect("default metrics");
+                    first[DEPLOYMENT_ALONE][m].get_or_insert(n);
+                }
             }
         }
         if n % opts.window == 0 && n / opts.window <= plan.looks {
@@ -258,11 +324,14 @@ pub(super) fn run(
             }
         }
         if let (Some(dm), Some(theta)) = (drifted, plan.oracle_effect) {
+            // Restricted to the drifted segment (segment 0; the only one without segments).
             for (a, arm) in oracle.iter_mut().enumerate() {
-                arm.push(values[a][dm]);
+                if segment[a] == 0 {
+                    arm.push(values[a][dm]);
+                }
             }
-            if first[5][dm].is_none()
-                && n >= plan.min_events[dm]
+            if first[ORACLE][dm].is_none()
+                && oracle.iter().all(|arm| arm.n >= plan.min_events[dm])
                 && oracle_log_lr(
                     &oracle[0],
                     &oracle[1],
@@ -271,18 +340,20 @@ pub(super) fn run(
                     theta,
                 ) >= plan.threshold[dm]
             {
-                first[5][dm] = Some(n);
+                first[ORACLE][dm] = Some(n);
             }
         }
         if let (Some(dm), Some((chart, h))) = (drifted, plan.late_oracle) {
             late_cusum = (late_cusum + chart.increment(values[0][dm])).max(0.0);
             if late_cusum >= h {
-                first[5][dm].get_or_insert(n);
+                first[ORACLE][dm].get_or_insert(n);
             }
         }
         if let Some(dm) = drifted {
-            let oracle_done = first[5][dm].is_some();
-            if oracle_done && first[..5].iter().all(|f| f[dm].is_some()) {
+            let done = (0..METHODS.len())
+                .filter(|&k| measured(scenario, k))
+                .all(|k| first[k][dm].is_some());
+            if done {
                 break;
             }
         }

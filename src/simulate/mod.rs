@@ -11,7 +11,8 @@
 //!   control's by more than twice the metric's `min_effect`;
 //! - **oracle**: for a drift from the start, the SPRT that knows the effect (likelihood ratio
 //!   of the true effect against 0 in the same Gaussian approximation, threshold `1/αₘ`, from
-//!   the same `min_events` floor); for a late drift, the CUSUM that knows the rate (or mean)
+//!   the same `min_events` floor; for a drift in one segment, restricted to that segment, whose
+//!   arms must reach the floor); for a late drift, the CUSUM that knows the rate (or mean)
 //!   before and after (not the onset), with the threshold whose exact in-control ARL
 //!   ([`crate::detect::arl`]) is one late-drift chart's share of the deployment's budget. The
 //!   physical limit the other rows are read against.
@@ -20,7 +21,9 @@
 //! alarm, never a detection; medians and p90 are over every lifetime, undetected ones as ∞.
 //!
 //! Each lifetime is one deployment with equally many events per arm (canary and control in
-//! turn); every event's signals are drawn by the same [`Sampler`](crate::traffic::Sampler) that
+//! turn); in a scenario with segments each event's segment is drawn uniformly (its own seeded
+//! stream), driftd runs with `cohorts.segment_keys = ["segment"]`, and the deployment-level
+//! test alone (no segment keys) runs beside it on the same events; every event's signals are drawn by the same [`Sampler`](crate::traffic::Sampler) that
 //! `driftd gen` and the demo produce from, with the default [`TrafficModel`] (refusal 5%,
 //! escalation 2%, tone ~ N(0.3, 0.3) clamped to [-1, 1]); `tone_tail` = tone < −0.5. Lifetime
 //! `r` uses seed `seed + r`: deterministic for a seed whatever the number of threads. This module
@@ -61,6 +64,8 @@ pub struct SimOptions {
     pub threads: usize,
     /// Bootstrap resamples for the standard error of a median.
     pub bootstrap: usize,
+    /// Only the scenarios whose name contains this (all when unset).
+    pub only: Option<String>,
 }
 
 impl Default for SimOptions {
@@ -75,6 +80,7 @@ impl Default for SimOptions {
             seed: 1,
             threads: 2,
             bootstrap: 400,
+            only: None,
         }
     }
 }
@@ -100,6 +106,8 @@ pub struct Scenario {
     pub name: &'static str,
     /// `None` for A/A.
     pub drift: Option<SimDrift>,
+    /// Equal segments the traffic is split into (0: none); a drift hits the first only.
+    pub segments: usize,
 }
 
 impl Scenario {
@@ -155,7 +163,16 @@ impl Scenario {
 /// (−0.1) the `min_events` floor of 300 decided most lifetimes.
 pub fn scenarios() -> Vec<Scenario> {
     let d = |metric, to, onset| Some(SimDrift { metric, to, onset });
-    let s = |name, drift| Scenario { name, drift };
+    let s = |name, drift| Scenario {
+        name,
+        drift,
+        segments: 0,
+    };
+    let seg = |name, drift| Scenario {
+        name,
+        drift,
+        segments: 10,
+    };
     vec![
         s("A/A (no drift)", None),
         s(
@@ -181,19 +198,35 @@ pub fn scenarios() -> Vec<Scenario> {
             "refusal 5% -> 7% from half-way",
             d(DriftMetric::Refusal, 0.07, 0.5),
         ),
+        seg("A/A, 10 segments", None),
+        seg(
+            "refusal 5% -> 15% in 1 of 10 segments",
+            d(DriftMetric::Refusal, 0.15, 0.0),
+        ),
     ]
 }
 
 /// The methods compared; the last is the oracle (an SPRT from the start, a CUSUM for late
-/// drift).
-pub const METHODS: [&str; 6] = [
+/// drift). [`DEPLOYMENT_ALONE`] runs in drift scenarios with segments only.
+pub const METHODS: [&str; 7] = [
     "driftd (canary vs control)",
     "driftd (self-baseline)",
     "driftd (either)",
     "fixed window (O'Brien-Fleming looks)",
     "naive threshold",
+    "driftd, deployment-level test alone (no segment_keys)",
     "oracle",
 ];
+
+/// The index in [`METHODS`] of the deployment-level test without segment tests.
+pub const DEPLOYMENT_ALONE: usize = 5;
+
+/// True when method `k` runs in `scenario`. The deployment-level test alone runs beside a
+/// drift in segments; in an A/A it is the first A/A's driftd row (the same test on the same
+/// kind of stream), so the A/A with segments does not pay for it again.
+fn measured(scenario: &Scenario, k: usize) -> bool {
+    k != DEPLOYMENT_ALONE || (scenario.segments > 0 && scenario.drift.is_some())
+}
 
 /// Results of one scenario and method.
 #[derive(Debug, Clone, Serialize)]
@@ -291,6 +324,12 @@ pub fn run_scenario(config: &Config, opts: &SimOptions, scenario: &Scenario) -> 
         .iter()
         .enumerate()
         .map(|(k, &method)| match (scenario.drifted_metric(), onset) {
+            _ if !measured(scenario, k) => MethodResult {
+                method,
+                false_fail_rate: None,
+                familywise_false_fail_rate: None,
+                delay: None,
+            },
             (Some(m), Some(onset)) => MethodResult {
                 method,
                 false_fail_rate: None,
@@ -343,6 +382,11 @@ pub fn run(config: &Config, opts: &SimOptions) -> Report {
                 None => opts.aa_runs > 0,
                 Some(_) => opts.runs > 0,
             })
+            .filter(|s| {
+                opts.only
+                    .as_ref()
+                    .is_none_or(|o| s.name.contains(o.as_str()))
+            })
             .map(|s| run_scenario(config, opts, s))
             .collect(),
     }
@@ -374,13 +418,14 @@ mod tests {
                 to: 0.15,
                 onset: 0.0,
             }),
+            segments: 0,
         };
         let a = run_scenario(&config, &small(6, 2), &s);
         let b = run_scenario(&config, &small(6, 1), &s);
         let (da, db) = (a.methods[0].delay.clone(), b.methods[0].delay.clone());
         assert_eq!(da, db);
         assert_eq!(da.expect("measured").detected, 1.0);
-        let oracle = a.methods[5]
+        let oracle = a.methods[METHODS.len() - 1]
             .delay
             .clone()
             .expect("an oracle from the start");
@@ -400,9 +445,13 @@ mod tests {
                 to: 0.30,
                 onset: 0.5,
             }),
+            segments: 0,
         };
         let r = run_scenario(&config, &small(8, 2), &s);
-        let oracle = r.methods[5].delay.clone().expect("measured");
+        let oracle = r.methods[METHODS.len() - 1]
+            .delay
+            .clone()
+            .expect("measured");
         assert_eq!(oracle.detected, 1.0, "{oracle:?}");
         assert!(
             oracle.median.is_some_and(|m| m <= 400),

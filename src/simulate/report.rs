@@ -9,6 +9,7 @@ use super::{Report, ScenarioResult, METHODS};
 fn oracle_label(s: &ScenarioResult) -> &'static str {
     match s.scenario.drift {
         Some(d) if d.onset > 0.0 => "oracle CUSUM (knows both rates, exact ARL)",
+        _ if s.scenario.segments > 0 => "oracle SPRT (knows the segment and the effect)",
         _ => "oracle SPRT (knows the effect)",
     }
 }

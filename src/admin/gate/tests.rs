@@ -60,6 +60,7 @@ fn view(states: &[VerdictState]) -> DeploymentView {
         srm: None,
         telemetry_absent: Vec::new(),
         history: Vec::new(),
+        segments: None,
     }
 }
 

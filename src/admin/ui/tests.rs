@@ -53,6 +53,7 @@ fn deployment_view(name: &str, v: Verdict) -> DeploymentView {
         srm: None,
         telemetry_absent: Vec::new(),
         history: Vec::new(),
+        segments: None,
     }
 }
 

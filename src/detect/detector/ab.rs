@@ -16,9 +16,9 @@ use crate::state::window::Moments;
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Point {
     /// `mean(canary) − mean(control)`.
-    estimate: f64,
+    pub(super) estimate: f64,
     /// Its plug-in variance.
-    variance: f64,
+    pub(super) variance: f64,
 }
 
 /// One metric's canary-vs-control test for the current canary version.
@@ -67,6 +67,13 @@ pub(super) fn next_state(rule: &Rule, test: &mut Test) -> VerdictState {
         test.strongest = Some(Point { estimate, variance });
     }
     let worse = if rule.worse_up { estimate } else { -estimate };
+    decide(rule, test, log_lr, worse)
+}
+
+/// The state from the running p-value of `test`, the current `ln` evidence `log_lr` and the
+/// worse-direction estimate `worse` that the `min_effect` rule reads: one rule for the
+/// deployment-level test and the combined one with segments.
+pub(super) fn decide(rule: &Rule, test: &Test, log_lr: f64, worse: f64) -> VerdictState {
     let threshold = (1.0 / rule.alpha).ln();
     if test.p_value <= rule.alpha && worse >= rule.min_effect {
         VerdictState::Fail

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ab_verdict, absent_signal, arm_index, srm_signal, CohortDetect, Deployment, Detector, Subject,
+    absent_signal, arm_index, srm_signal, verdict, CohortDetect, Deployment, Detector, Subject,
 };
 use crate::detect::verdict::{Change, VerdictState};
 use crate::event::Arm;
@@ -78,6 +78,14 @@ impl Detector {
             {
                 return Err(DetectPartError::Shape("metrics per deployment"));
             }
+            let fits = match (&d.segments, self.segments) {
+                (None, None) => true,
+                (Some(s), Some((k, share))) => s.fits(k, share, metrics),
+                _ => false,
+            };
+            if !fits {
+                return Err(DetectPartError::Shape("segment tests"));
+            }
         }
         for c in &part.cohorts {
             if c.baselines.len() != metrics {
@@ -130,8 +138,14 @@ impl Detector {
                     "cohort positions out of step with the table",
                 ));
             }
+            // The slot is re-read by value: a deployment already known keeps its own slots.
+            let slot = self.deployments[new_index[c.deployment]]
+                .segments
+                .as_mut()
+                .and_then(|s| s.slot_of(&c.segment));
             self.cohorts.push(CohortDetect {
                 deployment: new_index[c.deployment],
+                slot,
                 ..c
             });
         }
@@ -142,12 +156,13 @@ impl Detector {
     /// signals, as they stand.
     fn report(&self, dep: &Deployment, out: &mut Vec<Change>) {
         let t = self.watermark_ms.max(0);
-        for (rule, test) in self.rules.iter().zip(&dep.tests) {
+        for (m, (rule, test)) in self.rules.iter().zip(&dep.tests).enumerate() {
             if test.state >= VerdictState::Warn {
-                out.push(Change::Verdict(ab_verdict(
+                out.push(Change::Verdict(verdict(
                     Subject(&dep.name, dep.canary_version.as_deref()),
                     rule,
                     test,
+                    dep.segments.as_ref().map(|s| (s, m)),
                     t,
                     self.events_seen,
                 )));
