@@ -13,14 +13,7 @@ async fn open_alerts_are_re_sent_at_start_up_and_nothing_else_is_redone() {
     config.containment.state_dir = dir.path().join("state");
     // Far beyond the test: any re-send seen comes from the start-up.
     config.containment.alert_repeat = Duration::from_secs(3600);
-    config.containment.targets = vec![TargetConfig::Alertmanager {
-        name: "am".into(),
-        url: Some(format!("http://{addr}")),
-        urls: vec![],
-        basic_auth: None,
-        bearer_token: None,
-        tls: None,
-    }];
+    config.containment.targets = vec![alertmanager(addr)];
     config.containment.policies = vec![enforce_policy(&["am"], &[])];
     let r = Running::start(&config);
     r.changes.send(fail_verdict("support-bot", "ft-1")).unwrap();
