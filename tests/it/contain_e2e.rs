@@ -310,10 +310,20 @@ fn drift_is_contained_released_only_with_the_right_token_and_audited_in_order() 
             && r["stated_operator"] == "ana"),
         "the approval record names the identity, with the stated operator as a comment"
     );
-    assert!(
-        records[contained]["evidence"]["p_value"].is_number(),
-        "evidence recorded"
-    );
+    // The evidence is the verdict that made the decision, and agrees with it: the
+    // canary-vs-control test's p-value within its alpha, or a late-drift chart past its
+    // threshold (either may decide first on a drift from the start).
+    let evidence = &records[contained]["evidence"];
+    let num = |k: &str| {
+        evidence[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k}: {evidence}"))
+    };
+    match evidence["source"].as_str() {
+        Some("canary_vs_control") => assert!(num("p_value") <= num("alpha"), "{evidence}"),
+        Some("late_drift") => assert!(num("statistic") >= num("threshold"), "{evidence}"),
+        other => panic!("evidence from {other:?}: {evidence}"),
+    }
     assert!(records.iter().all(|r| r["config_hash"].is_string()));
 
     d.sigterm();
