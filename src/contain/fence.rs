@@ -270,7 +270,7 @@ pub enum Record {
         /// The forwarded request this change applied, if one did.
         applied: Option<String>,
         /// The latch.
-        latch: Latch,
+        latch: Box<Latch>,
     },
     /// An owner's claim on an event partition.
     Epoch {
@@ -391,7 +391,7 @@ impl Merged {
                     Stamped {
                         partition,
                         claim,
-                        latch,
+                        latch: *latch,
                     },
                 );
             }

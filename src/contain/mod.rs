@@ -79,7 +79,7 @@ pub enum Answer {
     /// Applied here: the deployment's latch after it.
     Applied {
         /// The latch.
-        latch: Latch,
+        latch: Box<Latch>,
     },
     /// Another replica owns the deployment: the request was written to `persist.latch_topic`
     /// for it to apply (and audit).
@@ -126,7 +126,7 @@ impl ContainHandle {
     /// Sends an operator request that this replica applies, and waits for the latch after it.
     pub async fn request(&self, request: Request) -> Result<Latch, String> {
         match self.submit(request).await? {
-            Answer::Applied { latch } => Ok(latch),
+            Answer::Applied { latch } => Ok(*latch),
             Answer::Forwarded { id, .. } => Err(format!(
                 "forwarded to the deployment's owner as request {id}"
             )),
@@ -364,7 +364,9 @@ pub fn start_replicated(
                     if let Some((request, reply)) = controller.forward(request, reply) {
                         let answer = controller
                             .on_request(request)
-                            .map(|latch| Answer::Applied { latch });
+                            .map(|latch| Answer::Applied {
+                                latch: Box::new(latch),
+                            });
                         let _ = reply.send(answer);
                     }
                 }

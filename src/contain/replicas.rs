@@ -256,7 +256,7 @@ impl Controller {
                     .as_ref()
                     .filter(|(_, of)| of == d)
                     .map(|(id, _)| id.clone()),
-                latch: latch.clone(),
+                latch: Box::new(latch.clone()),
             });
         }
         if !records.is_empty() {

@@ -18,10 +18,10 @@ fn latch_record(d: &str, p: i32, c: Option<Claim>, phase: Phase) -> Record {
         partition: Some(p),
         claim: c,
         applied: None,
-        latch: Latch {
+        latch: Box::new(Latch {
             phase,
             ..Latch::default()
-        },
+        }),
     }
 }
 
@@ -136,7 +136,7 @@ fn a_request_is_pending_until_its_tombstone_or_the_latch_that_applied_it() {
             partition: Some(0),
             claim: None,
             applied: Some("r2".into()),
-            latch: Latch::default(),
+            latch: Box::default(),
         },
     );
     assert!(m.requests.is_empty());
