@@ -18,6 +18,10 @@
 //! ([`stale`]): it is held, and acted on only once the published snapshot shows fresh events of
 //! the same canary version still drifting.
 //!
+//! With `persist.latch_topic` it is one of several replicas ([`replicas`], rules in [`fence`]):
+//! latches are written to and read back from that topic, requests for another replica's
+//! deployment are forwarded, and every action is fenced by its partition's epoch.
+//!
 //! It must not block the hot path and knows nothing of Kafka.
 
 pub mod audit;
@@ -32,7 +36,7 @@ pub mod retry;
 pub mod stale;
 pub mod store;
 
-pub use replicas::Replication;
+pub use replicas::{Answer, Replication};
 pub use requests::Request;
 
 use std::collections::{BTreeMap, HashMap};
@@ -71,25 +75,6 @@ pub enum ContainError {
 }
 
 type Reply = oneshot::Sender<Result<Answer, String>>;
-
-/// What became of an operator request.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum Answer {
-    /// Applied here: the deployment's latch after it.
-    Applied {
-        /// The latch.
-        latch: Box<Latch>,
-    },
-    /// Another replica owns the deployment: the request was written to `persist.latch_topic`
-    /// for it to apply (and audit).
-    Forwarded {
-        /// The request's id in the latch topic.
-        id: String,
-        /// The deployment's event partition.
-        partition: i32,
-    },
-}
 
 /// What the admin server uses: requests in, latch view out.
 #[derive(Clone)]
@@ -195,21 +180,6 @@ struct AttemptReport {
     started: Instant,
     /// Not attempted: this replica may no longer act for the deployment (see [`fence`]).
     fenced: Option<fence::FenceReason>,
-}
-
-impl AttemptReport {
-    /// An action dropped by fencing before its first attempt.
-    fn fenced(action: Action, started: Instant, reason: fence::FenceReason) -> AttemptReport {
-        AttemptReport {
-            action: Box::new(action),
-            attempt: 0,
-            error: None,
-            last: true,
-            withdrawn: false,
-            started,
-            fenced: Some(reason),
-        }
-    }
 }
 
 /// The containment task's state.
@@ -376,7 +346,7 @@ pub fn start_replicated(
                     let published = snapshots.borrow_and_update().clone();
                     controller.on_snapshot(&published, crate::clock::wall_ms());
                 }
-                Ok(()) = tailed_changed(&mut tailed) => {
+                Ok(()) = replicas::tailed_changed(&mut tailed) => {
                     controller.sync().await;
                     controller.on_tailed();
                 }
@@ -392,16 +362,6 @@ pub fn start_replicated(
         }
     });
     Ok((handle, changes_tx, task))
-}
-
-/// Resolves when the latch topic's tail read records; never without one.
-async fn tailed_changed(
-    tailed: &mut Option<watch::Receiver<u64>>,
-) -> Result<(), watch::error::RecvError> {
-    match tailed {
-        Some(t) => t.changed().await,
-        None => std::future::pending().await,
-    }
 }
 
 impl Controller {
@@ -591,15 +551,7 @@ impl Controller {
             self.running.remove(&action.key);
         }
         if let Some(reason) = fenced {
-            self.metrics.count_fenced(reason.as_str());
-            tracing::warn!(deployment = %action.incident.deployment, target = %action.target, op = action.op.as_str(), reason = reason.as_str(), "action dropped: this replica may no longer act for the deployment's partition");
-            self.record(AuditRecord::ActionDropped {
-                key: action.key.clone(),
-                target: action.target.clone(),
-                op: action.op,
-                incident: action.incident.id.clone(),
-                reason: reason.as_str().to_string(),
-            });
+            self.on_fenced(&action, reason);
             return;
         }
         if withdrawn {

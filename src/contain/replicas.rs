@@ -14,8 +14,29 @@ use futures::FutureExt;
 use tokio::sync::{oneshot, watch};
 
 use super::fence::{self, Claim, FenceReason, Journal, Ownership, Record};
+use super::ladder::Action;
 use super::latch::Latch;
-use super::{Answer, Controller, Request};
+use super::{AttemptReport, Controller, Request};
+use tokio::time::Instant;
+
+/// What became of an operator request.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Answer {
+    /// Applied here: the deployment's latch after it.
+    Applied {
+        /// The latch.
+        latch: Box<Latch>,
+    },
+    /// Another replica owns the deployment: the request was written to `persist.latch_topic`
+    /// for it to apply (and audit).
+    Forwarded {
+        /// The request's id in the latch topic.
+        id: String,
+        /// The deployment's event partition.
+        partition: i32,
+    },
+}
 
 /// What the daemon hands containment to run as one of several replicas.
 #[derive(Clone)]
@@ -109,7 +130,45 @@ impl Admission {
     }
 }
 
+/// Resolves when the latch topic's tail read records; never without one.
+pub(super) async fn tailed_changed(
+    tailed: &mut Option<watch::Receiver<u64>>,
+) -> Result<(), watch::error::RecvError> {
+    match tailed {
+        Some(t) => t.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl AttemptReport {
+    /// An action dropped by fencing before its first attempt.
+    pub(super) fn fenced(action: Action, started: Instant, reason: FenceReason) -> AttemptReport {
+        AttemptReport {
+            action: Box::new(action),
+            attempt: 0,
+            error: None,
+            last: true,
+            withdrawn: false,
+            started,
+            fenced: Some(reason),
+        }
+    }
+}
+
 impl Controller {
+    /// An action dropped by fencing: counted, logged and audited, never marked done.
+    pub(super) fn on_fenced(&mut self, action: &Action, reason: FenceReason) {
+        self.metrics.count_fenced(reason.as_str());
+        tracing::warn!(deployment = %action.incident.deployment, target = %action.target, op = action.op.as_str(), reason = reason.as_str(), "action dropped: this replica may no longer act for the deployment's partition");
+        self.record(super::audit::AuditRecord::ActionDropped {
+            key: action.key.clone(),
+            target: action.target.clone(),
+            op: action.op,
+            incident: action.incident.id.clone(),
+            reason: reason.as_str().to_string(),
+        });
+    }
+
     /// The check for an action of `deployment`; `None` with one replica.
     pub(super) fn admission(&self, deployment: &str) -> Option<Admission> {
         let r = self.replicas.as_ref()?;
