@@ -35,6 +35,9 @@ pub enum DaemonError {
     /// The Kafka source could not start or did not drain.
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    /// `persist.latch_topic` could not be checked, created or tailed.
+    #[error(transparent)]
+    LatchTopic(#[from] crate::persist::topic::TopicError),
     /// The admin listener handed in has no local address.
     #[error("the admin listener has no local address")]
     Listener(#[source] std::io::Error),
@@ -64,12 +67,14 @@ pub async fn run(
     let identities = Arc::new(admin::auth::Identities::from_config(&config)?);
     // Alerts and release commands link to the address the admin server really listens on.
     let admin_bound = listener.local_addr().map_err(DaemonError::Listener)?;
-    let (contain, changes, contain_task) = crate::contain::start(
+    let replication = latch_topic(&config, &source)?;
+    let (contain, changes, contain_task) = crate::contain::start_replicated(
         &config,
         admin_bound,
         metrics.clone(),
         snapshots.clone(),
         controls.shutdown.clone(),
+        replication,
     )?;
     pipeline.set_change_sink(changes);
     let admin_state = AdminState {
@@ -126,6 +131,28 @@ pub async fn run(
     }
     result?;
     Ok(run)
+}
+
+/// With `persist.latch_topic`: the topic checked (or created) and tailed, and what the consumer
+/// holds, for containment to run as one of several replicas.
+fn latch_topic(
+    config: &Config,
+    source: &KafkaSource,
+) -> Result<Option<crate::contain::Replication>, DaemonError> {
+    let Some(name) = &config.persist.latch_topic else {
+        return Ok(None);
+    };
+    let (cc, _) = crate::ingest::client_config(config)?;
+    let topic = crate::persist::latch_topic::LatchTopic::start(
+        &cc,
+        name,
+        config.persist.latch_topic_partitions,
+        config.persist.latch_read_timeout,
+    )?;
+    Ok(Some(crate::contain::Replication {
+        journal: Arc::new(topic),
+        ownership: source.ownership(),
+    }))
 }
 
 /// Watches a background task: if it ends before shutdown was asked for (a panic, or an error

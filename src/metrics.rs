@@ -114,6 +114,7 @@ pub struct Metrics {
     contained: IntGaugeVec,
     actions: IntCounterVec,
     stale_changes: IntCounterVec,
+    actions_fenced: IntCounterVec,
     action_duration: HistogramVec,
     /// 1 once the consumer has an assignment and the config is loaded.
     pub ready: IntGauge,
@@ -435,6 +436,11 @@ impl Metrics {
                 "Containment and alert actions, by provider and outcome (success, failure, dry_run).",
                 &["provider", "outcome"],
             ),
+            actions_fenced: counter_vec(
+                "driftd_actions_fenced_total",
+                "Actions dropped before they ran because this replica may no longer act for the deployment's partition (persist.latch_topic), by reason (epoch, not_owner, unchecked, unrecorded).",
+                &["reason"],
+            ),
             stale_changes: counter_vec(
                 "driftd_stale_changes_total",
                 "Verdict and signal changes containment did not act on because their evidence was older than containment.max_evidence_age, by kind (verdict, signal).",
@@ -557,6 +563,9 @@ impl Metrics {
         }
         for kind in ["verdict", "signal"] {
             m.stale_changes.with_label_values(&[kind]);
+        }
+        for reason in crate::contain::fence::FenceReason::ALL {
+            m.actions_fenced.with_label_values(&[reason.as_str()]);
         }
         for kind in SignalKind::ALL {
             m.signals_raised.with_label_values(&[kind.as_str()]);

@@ -17,7 +17,7 @@ use super::{error, not_running, AdminState};
 use crate::config::{PromotionMode, Role};
 use crate::contain::audit::page::Cursor;
 use crate::contain::ladder::Requester;
-use crate::contain::Request;
+use crate::contain::{Answer, Request};
 
 type Body = Result<Json<OperatorRequest>, axum::extract::rejection::JsonRejection>;
 
@@ -89,8 +89,13 @@ async fn operator_request(
         Ok(r) => r,
         Err(r) => return *r,
     };
-    match c.request(request).await {
-        Ok(latch) => Json(latch).into_response(),
+    match c.submit(request).await {
+        Ok(Answer::Applied { latch }) => Json(latch).into_response(),
+        // Another replica owns the deployment (`persist.latch_topic`): it applies and audits
+        // the request; the gate of every replica shows the outcome once it is written.
+        Ok(forwarded @ Answer::Forwarded { .. }) => {
+            (StatusCode::ACCEPTED, Json(forwarded)).into_response()
+        }
         Err(e) => error(StatusCode::CONFLICT, e),
     }
 }

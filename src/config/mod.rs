@@ -233,6 +233,17 @@ impl Config {
                 "must differ from kafka.topic and kafka.dead_letter_topic: it holds state snapshots",
             ));
         }
+        if self
+            .persist
+            .latch_topic
+            .as_deref()
+            .is_some_and(|t| t == self.kafka.topic || t == self.kafka.dead_letter_topic)
+        {
+            return Err(invalid(
+                "persist.latch_topic",
+                "must differ from kafka.topic and kafka.dead_letter_topic: it holds containment latches",
+            ));
+        }
         Ok(())
     }
 

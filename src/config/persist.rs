@@ -32,6 +32,18 @@ pub struct PersistConfig {
     /// past it the local snapshot is used, and the failure counted.
     #[serde(with = "humantime_serde")]
     pub topic_read_timeout: Duration,
+    /// A compacted Kafka topic every containment latch change, ownership epoch and forwarded
+    /// operator request is produced to and every replica tails, so that all replicas answer the
+    /// same and only the current owner of a partition acts; unset: `containment.json` only
+    /// (one replica).
+    pub latch_topic: Option<String>,
+    /// Partitions of `latch_topic` when driftd creates it. The records of event partition `p`
+    /// go to latch partition `p % latch_topic_partitions`.
+    pub latch_topic_partitions: i32,
+    /// How long the check before an action may wait to read the latch topic to its end; past
+    /// it the action is dropped (audited and counted), never taken unchecked.
+    #[serde(with = "humantime_serde")]
+    pub latch_read_timeout: Duration,
 }
 
 impl Default for PersistConfig {
@@ -42,6 +54,9 @@ impl Default for PersistConfig {
             topic: None,
             topic_partitions: 6,
             topic_read_timeout: Duration::from_secs(10),
+            latch_topic: None,
+            latch_topic_partitions: 3,
+            latch_read_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -60,15 +75,42 @@ impl PersistConfig {
                 "must not be empty; leave it out for snapshots/ under containment.state_dir",
             ));
         }
-        if self.topic.as_ref().is_some_and(|t| {
+        let not_a_topic = |t: &String| {
             t.is_empty()
                 || !t
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        }) {
+        };
+        if self.topic.as_ref().is_some_and(not_a_topic) {
             return Err(invalid(
                 "persist.topic",
                 "must be a Kafka topic name ([a-zA-Z0-9._-]); leave it out for local snapshots only",
+            ));
+        }
+        if self.latch_topic.as_ref().is_some_and(not_a_topic) {
+            return Err(invalid(
+                "persist.latch_topic",
+                "must be a Kafka topic name ([a-zA-Z0-9._-]); leave it out for containment.json only",
+            ));
+        }
+        if self.latch_topic.is_some() && self.latch_topic == self.topic {
+            return Err(invalid(
+                "persist.latch_topic",
+                "must differ from persist.topic: snapshots and latches are keyed differently",
+            ));
+        }
+        if !(1..=1000).contains(&self.latch_topic_partitions) {
+            return Err(invalid(
+                "persist.latch_topic_partitions",
+                "must be between 1 and 1000",
+            ));
+        }
+        if self.latch_read_timeout < Duration::from_millis(100)
+            || self.latch_read_timeout > Duration::from_secs(60)
+        {
+            return Err(invalid(
+                "persist.latch_read_timeout",
+                "must be between 100ms and 1m",
             ));
         }
         if !(1..=1000).contains(&self.topic_partitions) {
@@ -117,6 +159,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("persist.topic_read_timeout"), "{e}");
+    }
+
+    #[test]
+    fn the_latch_topic_is_off_by_default_and_a_topic_of_its_own() {
+        assert_eq!(Config::default().persist.latch_topic, None);
+        let c = Config::parse("[persist]\nlatch_topic = \"driftd.latches\"\n").unwrap();
+        assert_eq!(c.persist.latch_topic.as_deref(), Some("driftd.latches"));
+        for bad in [
+            "[persist]\nlatch_topic = \"a b\"\n",
+            "[persist]\ntopic = \"s\"\nlatch_topic = \"s\"\n",
+            "[kafka]\ntopic = \"events\"\n[persist]\nlatch_topic = \"events\"\n",
+            "[persist]\nlatch_topic_partitions = 0\n",
+            "[persist]\nlatch_read_timeout = \"2m\"\n",
+        ] {
+            let e = Config::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("persist.latch"), "{bad}: {e}");
+        }
     }
 
     #[test]

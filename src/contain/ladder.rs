@@ -178,6 +178,11 @@ impl Ladder {
         self.latches.entry(deployment.to_string()).or_default()
     }
 
+    /// Drops a deployment's latch: another replica owns it now (`persist.latch_topic`).
+    pub fn forget(&mut self, deployment: &str) {
+        self.latches.remove(deployment);
+    }
+
     /// Records an action as done.
     pub fn mark_done(&mut self, deployment: &str, key: &str) {
         self.latches

@@ -18,18 +18,25 @@
 //! ([`stale`]): it is held, and acted on only once the published snapshot shows fresh events of
 //! the same canary version still drifting.
 //!
+//! With `persist.latch_topic` it is one of several replicas ([`replicas`], rules in [`fence`]):
+//! latches are written to and read back from that topic, requests for another replica's
+//! deployment are forwarded, and every action is fenced by its partition's epoch.
+//!
 //! It must not block the hot path and knows nothing of Kafka.
 
 pub mod audit;
 mod catchup;
+pub mod fence;
 pub mod ladder;
 pub mod latch;
 pub mod providers;
+mod replicas;
 mod requests;
 pub mod retry;
 pub mod stale;
 pub mod store;
 
+pub use replicas::{Answer, Replication};
 pub use requests::Request;
 
 use std::collections::{BTreeMap, HashMap};
@@ -67,7 +74,7 @@ pub enum ContainError {
     Http(String),
 }
 
-type Reply = oneshot::Sender<Result<Latch, String>>;
+type Reply = oneshot::Sender<Result<Answer, String>>;
 
 /// What the admin server uses: requests in, latch view out.
 #[derive(Clone)]
@@ -89,8 +96,9 @@ struct ReloadNote {
 }
 
 impl ContainHandle {
-    /// Sends an operator request and waits for the outcome.
-    pub async fn request(&self, request: Request) -> Result<Latch, String> {
+    /// Sends an operator request and waits for the outcome: applied here, or forwarded to the
+    /// replica that owns the deployment.
+    pub async fn submit(&self, request: Request) -> Result<Answer, String> {
         let (tx, rx) = oneshot::channel();
         self.requests
             .send((request, tx))
@@ -98,6 +106,16 @@ impl ContainHandle {
             .map_err(|_| "containment is shutting down".to_string())?;
         rx.await
             .map_err(|_| "containment is shutting down".to_string())?
+    }
+
+    /// Sends an operator request that this replica applies, and waits for the latch after it.
+    pub async fn request(&self, request: Request) -> Result<Latch, String> {
+        match self.submit(request).await? {
+            Answer::Applied { latch } => Ok(*latch),
+            Answer::Forwarded { id, .. } => Err(format!(
+                "forwarded to the deployment's owner as request {id}"
+            )),
+        }
     }
 
     /// Every deployment's latch.
@@ -160,6 +178,8 @@ struct AttemptReport {
     withdrawn: bool,
     /// When the verdict or request behind the action reached containment.
     started: Instant,
+    /// Not attempted: this replica may no longer act for the deployment (see [`fence`]).
+    fenced: Option<fence::FenceReason>,
 }
 
 /// The containment task's state.
@@ -178,6 +198,8 @@ struct Controller {
     running: HashMap<String, (String, Op, Arc<AtomicBool>)>,
     /// `containment.max_evidence_age` in milliseconds.
     max_evidence_age_ms: i64,
+    /// With `persist.latch_topic`: one of several replicas.
+    replicas: Option<replicas::Replicas>,
 }
 
 fn now() -> String {
@@ -191,19 +213,39 @@ pub fn start(
     config: &Config,
     admin_bound: std::net::SocketAddr,
     metrics: Arc<Metrics>,
+    snapshots: watch::Receiver<Arc<Published>>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Started, ContainError> {
+    start_replicated(config, admin_bound, metrics, snapshots, shutdown, None)
+}
+
+/// What [`start`] returns: the admin handle, the sender the pipeline feeds changes into, and
+/// the task.
+pub type Started = (
+    ContainHandle,
+    mpsc::UnboundedSender<Change>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// [`start`], as one of several replicas when `replication` is given: latches come from and go
+/// to the latch topic (`containment.json` is still written, with this replica's own), requests
+/// for deployments another replica owns are forwarded, and every action is fenced.
+pub fn start_replicated(
+    config: &Config,
+    admin_bound: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
     mut snapshots: watch::Receiver<Arc<Published>>,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<
-    (
-        ContainHandle,
-        mpsc::UnboundedSender<Change>,
-        tokio::task::JoinHandle<()>,
-    ),
-    ContainError,
-> {
+    replication: Option<Replication>,
+) -> Result<Started, ContainError> {
     let c = &config.containment;
     let store = LatchStore::open(&c.state_dir)?;
-    let latches = store.load()?;
+    // Still read, so a corrupt file is refused either way; with several replicas the topic
+    // says which latches are this replica's, once it claims their partitions.
+    let mut latches = store.load()?;
+    if replication.is_some() {
+        latches.clear();
+    }
     let audit = AuditLog::open(
         &c.state_dir,
         c.audit_max_bytes,
@@ -253,6 +295,7 @@ pub fn start(
         received: HashMap::new(),
         running: HashMap::new(),
         max_evidence_age_ms: c.max_evidence_age.as_millis() as i64,
+        replicas: replication.map(replicas::Replicas::new),
     };
     let repeat = c.alert_repeat;
     let task = tokio::spawn(async move {
@@ -275,13 +318,27 @@ pub fn start(
         resend.tick().await;
         // Pending releases lapse on the wall clock, to the second.
         let mut lapse = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut tailed = controller.replicas.as_ref().map(|r| r.tailed.clone());
         loop {
+            // Every input is handled under the assignment as it is now: a partition just given
+            // is claimed (and its latches taken over) before any change of its deployments.
             tokio::select! {
                 biased;
                 _ = crate::signals::stopped(&mut shutdown) => break,
-                Some(change) = changes_rx.recv() => controller.on_change(&change),
+                Some(change) = changes_rx.recv() => {
+                    controller.sync().await;
+                    controller.on_change(&change);
+                }
                 Some((request, reply)) = requests_rx.recv() => {
-                    let _ = reply.send(controller.on_request(request));
+                    controller.sync().await;
+                    if let Some((request, reply)) = controller.forward(request, reply) {
+                        let answer = controller
+                            .on_request(request)
+                            .map(|latch| Answer::Applied {
+                                latch: Box::new(latch),
+                            });
+                        let _ = reply.send(answer);
+                    }
                 }
                 Some(report) = reports_rx.recv() => controller.on_attempt(report),
                 Some(note) = reloads_rx.recv() => controller.on_reload(note),
@@ -289,10 +346,18 @@ pub fn start(
                     let published = snapshots.borrow_and_update().clone();
                     controller.on_snapshot(&published, crate::clock::wall_ms());
                 }
+                Ok(()) = replicas::tailed_changed(&mut tailed) => {
+                    controller.sync().await;
+                    controller.on_tailed();
+                }
                 _ = resend.tick() => {
+                    controller.sync().await;
                     controller.resend_alerts();
                 }
-                _ = lapse.tick() => controller.expire_releases(crate::clock::wall_ms()),
+                _ = lapse.tick() => {
+                    controller.sync().await;
+                    controller.expire_releases(crate::clock::wall_ms());
+                }
             }
         }
     });
@@ -322,14 +387,14 @@ impl Controller {
             self.metrics
                 .set_contained(dep, self.ladder.gate_closed(dep));
         }
-        self.view
-            .send_replace(Arc::new(self.ladder.latches().clone()));
+        self.view.send_replace(Arc::new(self.view()));
     }
 
     fn persist(&mut self) {
         if let Err(e) = self.store.save(self.ladder.latches()) {
             tracing::error!(error = %crate::logging::chain(&e), "cannot persist the containment latch");
         }
+        self.write_latches();
     }
 
     fn on_change(&mut self, change: &Change) {
@@ -422,7 +487,14 @@ impl Controller {
                 (action.incident.id.clone(), action.op, withdrawn.clone()),
             );
             let (reports, ctx, retry) = (self.reports.clone(), self.ctx.clone(), self.retry);
+            let admission = self.admission(&action.incident.deployment);
             tokio::spawn(async move {
+                if let Some(admission) = admission {
+                    if let Err(reason) = admission.admit(true).await {
+                        let _ = reports.send(AttemptReport::fenced(action, started, reason));
+                        return;
+                    }
+                }
                 let (target_ref, action_ref, ctx_ref) = (&target, &action, &ctx);
                 retry
                     .run(
@@ -439,6 +511,7 @@ impl Controller {
                                 last: attempt.last,
                                 withdrawn: attempt.withdrawn,
                                 started,
+                                fenced: None,
                             });
                         },
                     )
@@ -467,6 +540,7 @@ impl Controller {
             last,
             withdrawn,
             started,
+            fenced,
         } = report;
         let elapsed = started.elapsed();
         let provider = self
@@ -475,6 +549,10 @@ impl Controller {
             .map_or("unknown", |t| t.provider);
         if last {
             self.running.remove(&action.key);
+        }
+        if let Some(reason) = fenced {
+            self.on_fenced(&action, reason);
+            return;
         }
         if withdrawn {
             self.metrics
@@ -606,7 +684,16 @@ impl Controller {
                     resent += 1;
                     let (target, ctx, now, dep) =
                         (target.clone(), self.ctx.clone(), now.clone(), dep.clone());
+                    let (admission, reports) = (self.admission(&dep), self.reports.clone());
                     tokio::spawn(async move {
+                        if let Some(admission) = admission {
+                            if let Err(reason) = admission.admit(false).await {
+                                let started = Instant::now();
+                                let _ =
+                                    reports.send(AttemptReport::fenced(action, started, reason));
+                                return;
+                            }
+                        }
                         if let Err(e) = providers::execute(&target, &action, &ctx, &now).await {
                             tracing::warn!(deployment = %dep, error = %e, "alert re-send failed; next try at the next repeat");
                         }

@@ -92,6 +92,8 @@ pub struct KafkaSource {
     /// compares.
     received: Vec<u64>,
     stalls: StallWatch,
+    /// `persist.latch_topic`: containment needs each deployment's partition.
+    track_deployments: bool,
 }
 
 impl KafkaSource {
@@ -125,7 +127,14 @@ impl KafkaSource {
             writes: Vec::new(),
             received: Vec::new(),
             stalls: StallWatch::new(k.stall_after.as_millis() as i64),
+            track_deployments: config.persist.latch_topic.is_some(),
         })
+    }
+
+    /// Which partitions the consumer holds and where each deployment's events come from, for
+    /// containment's fencing.
+    pub fn ownership(&self) -> Arc<crate::contain::fence::Ownership> {
+        self.consumer.context().ownership.clone()
     }
 
     /// Where the daemon's control loop receives messages from.
@@ -154,6 +163,12 @@ impl KafkaSource {
                 self.metrics.events_skipped.inc();
             }
             Ok(msg) => {
+                if self.track_deployments {
+                    // The message key is the deployment (never logged).
+                    if let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                        self.consumer.context().ownership.seen(key, msg.partition());
+                    }
+                }
                 let delivery =
                     process(self.dead_letter.as_ref(), &self.metrics, pipeline, &msg).await;
                 self.progress.processed(msg.partition(), msg.offset());

@@ -59,6 +59,12 @@ impl Metrics {
         self.stale_changes.with_label_values(&[kind]).inc();
     }
 
+    /// Counts an action dropped by fencing (`reason`: a [`crate::contain::fence::FenceReason`]
+    /// label).
+    pub fn count_fenced(&self, reason: &str) {
+        self.actions_fenced.with_label_values(&[reason]).inc();
+    }
+
     /// Counts an action outcome (one of [`super::ACTION_OUTCOMES`]) and, when given, its
     /// duration under its provider and op.
     pub fn count_action(&self, provider: &str, op: Op, outcome: &str, elapsed: Option<Duration>) {

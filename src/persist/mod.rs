@@ -390,6 +390,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Snapshot, PersistError> {
 }
 
 #[cfg(feature = "kafka")]
+pub mod latch_topic;
 pub mod topic;
 
 #[cfg(test)]

@@ -40,24 +40,30 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum TopicError {
     /// The topic exists but would not be compacted: old snapshots would pile up, or be deleted
     /// while they are still the newest.
-    #[error("persist.topic \"{topic}\" exists with cleanup.policy={policy}; it must be compacted: set cleanup.policy=compact on it, or name another topic (driftd creates a missing one compacted)")]
+    #[error("{setting} \"{topic}\" exists with cleanup.policy={policy}; it must be compacted: set cleanup.policy=compact on it, or name another topic (driftd creates a missing one compacted)")]
     NotCompacted {
+        /// The setting naming the topic.
+        setting: &'static str,
         /// The topic.
         topic: String,
         /// Its cleanup policy.
         policy: String,
     },
     /// The topic is missing and could not be created.
-    #[error("persist.topic \"{topic}\" does not exist and could not be created ({reason}): create it with cleanup.policy=compact, or grant driftd's credentials topic creation")]
+    #[error("{setting} \"{topic}\" does not exist and could not be created ({reason}): create it with cleanup.policy=compact, or grant driftd's credentials topic creation")]
     Create {
+        /// The setting naming the topic.
+        setting: &'static str,
         /// The topic.
         topic: String,
         /// The broker's answer.
         reason: String,
     },
     /// A client could not be made or the brokers did not answer.
-    #[error("persist.topic \"{topic}\": {reason}")]
+    #[error("{setting} \"{topic}\": {reason}")]
     Client {
+        /// The setting naming the topic.
+        setting: &'static str,
         /// The topic.
         topic: String,
         /// What failed.
@@ -115,6 +121,7 @@ impl StateTopic {
         read_timeout: Duration,
     ) -> Result<StateTopic, TopicError> {
         let client = |e: rdkafka::error::KafkaError| TopicError::Client {
+            setting: "persist.topic",
             topic: topic.to_string(),
             reason: e.to_string(),
         };
@@ -146,69 +153,10 @@ impl StateTopic {
         &self.topic
     }
 
-    /// Checks at start that the topic exists and is compacted, creating it when missing (with
-    /// `persist.topic_partitions` partitions, `cleanup.policy=compact`, `retention.ms=-1`).
-    /// A broker that does not describe topic configs is trusted, with a warning.
+    /// Checks at start that the topic exists and is compacted, creating it when missing (see
+    /// [`ensure_compacted`]).
     pub fn ensure(&self, cc: &ClientConfig) -> Result<(), TopicError> {
-        let topic = self.topic.clone();
-        let client = |reason: String| TopicError::Client {
-            topic: topic.clone(),
-            reason,
-        };
-        let admin: AdminClient<DefaultClientContext> =
-            cc.create().map_err(|e| client(e.to_string()))?;
-        let metadata = admin
-            .inner()
-            .fetch_metadata(Some(&self.topic), ADMIN_TIMEOUT)
-            .map_err(|e| client(format!("no broker answered: {e}")))?;
-        let exists = metadata
-            .topics()
-            .first()
-            .is_some_and(|t| t.error().is_none() && !t.partitions().is_empty());
-        let options = AdminOptions::new()
-            .operation_timeout(Some(ADMIN_TIMEOUT))
-            .request_timeout(Some(ADMIN_TIMEOUT));
-        if !exists {
-            let new = NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(-1))
-                .set("cleanup.policy", "compact")
-                .set("retention.ms", "-1");
-            let created = futures::executor::block_on(admin.create_topics([&new], &options));
-            let result = match created {
-                Ok(mut r) => r.pop().map(|r| r.map(|_| ()).map_err(|(_, c)| c)),
-                Err(e) => Some(Err(e
-                    .rdkafka_error_code()
-                    .unwrap_or(RDKafkaErrorCode::Fail))),
-            };
-            return match result {
-                Some(Ok(())) | Some(Err(RDKafkaErrorCode::TopicAlreadyExists)) => {
-                    tracing::info!(topic = %self.topic, partitions = self.partitions, "state topic created (compacted)");
-                    Ok(())
-                }
-                other => Err(TopicError::Create {
-                    topic: self.topic.clone(),
-                    reason: other.map_or("no answer".into(), |r| format!("{r:?}")),
-                }),
-            };
-        }
-        let described = futures::executor::block_on(
-            admin.describe_configs(&[ResourceSpecifier::Topic(&self.topic)], &options),
-        );
-        let policy = match described.map(|mut r| r.pop()) {
-            Ok(Some(Ok(resource))) => resource.get("cleanup.policy").and_then(|e| e.value.clone()),
-            other => {
-                tracing::warn!(topic = %self.topic, answer = ?other.err(), "the brokers did not describe the state topic's config; make sure it is compacted (cleanup.policy=compact)");
-                return Ok(());
-            }
-        };
-        match policy {
-            Some(p) if !p.split(',').any(|s| s.trim() == "compact") => {
-                Err(TopicError::NotCompacted {
-                    topic: self.topic.clone(),
-                    policy: p,
-                })
-            }
-            _ => Ok(()),
-        }
+        ensure_compacted(cc, "persist.topic", &self.topic, self.partitions)
     }
 
     /// The state partition holding event partition `partition`'s snapshots.
@@ -373,4 +321,75 @@ impl Meta {
 
 fn header<'a>(headers: &'a rdkafka::message::BorrowedHeaders, name: &str) -> Option<&'a [u8]> {
     headers.iter().find(|h| h.key == name).and_then(|h| h.value)
+}
+
+/// Checks at start that `topic` (named by `setting`) exists and is compacted, creating it when missing (with
+/// `partitions` partitions, `cleanup.policy=compact`, `retention.ms=-1`).
+/// A broker that does not describe topic configs is trusted, with a warning.
+pub fn ensure_compacted(
+    cc: &ClientConfig,
+    setting: &'static str,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), TopicError> {
+    let name = topic.to_string();
+    let client = |reason: String| TopicError::Client {
+        setting,
+        topic: name.clone(),
+        reason,
+    };
+    let admin: AdminClient<DefaultClientContext> =
+        cc.create().map_err(|e| client(e.to_string()))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
+        .map_err(|e| client(format!("no broker answered: {e}")))?;
+    let exists = metadata
+        .topics()
+        .first()
+        .is_some_and(|t| t.error().is_none() && !t.partitions().is_empty());
+    let options = AdminOptions::new()
+        .operation_timeout(Some(ADMIN_TIMEOUT))
+        .request_timeout(Some(ADMIN_TIMEOUT));
+    if !exists {
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))
+            .set("cleanup.policy", "compact")
+            .set("retention.ms", "-1");
+        let created = futures::executor::block_on(admin.create_topics([&new], &options));
+        let result = match created {
+            Ok(mut r) => r.pop().map(|r| r.map(|_| ()).map_err(|(_, c)| c)),
+            Err(e) => Some(Err(e
+                .rdkafka_error_code()
+                .unwrap_or(RDKafkaErrorCode::Fail))),
+        };
+        return match result {
+            Some(Ok(())) | Some(Err(RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::info!(setting, topic, partitions, "topic created (compacted)");
+                Ok(())
+            }
+            other => Err(TopicError::Create {
+                setting,
+                topic: name,
+                reason: other.map_or("no answer".into(), |r| format!("{r:?}")),
+            }),
+        };
+    }
+    let described = futures::executor::block_on(
+        admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &options),
+    );
+    let policy = match described.map(|mut r| r.pop()) {
+        Ok(Some(Ok(resource))) => resource.get("cleanup.policy").and_then(|e| e.value.clone()),
+        other => {
+            tracing::warn!(setting, topic, answer = ?other.err(), "the brokers did not describe the topic's config; make sure it is compacted (cleanup.policy=compact)");
+            return Ok(());
+        }
+    };
+    match policy {
+        Some(p) if !p.split(',').any(|s| s.trim() == "compact") => Err(TopicError::NotCompacted {
+            setting,
+            topic: name,
+            policy: p,
+        }),
+        _ => Ok(()),
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::contain::real::flagd_eval;
 use super::support::{self, Driftd};
 
-const FLAGS: &str = r#"{"$schema":"https://flagd.dev/schema/v0/flags.json","flags":{"support-bot-canary":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on","targeting":{"if":[{"==":[{"var":"tier"},"beta"]},"on","on"]}}}}"#;
+pub(crate) const FLAGS: &str = r#"{"$schema":"https://flagd.dev/schema/v0/flags.json","flags":{"support-bot-canary":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on","targeting":{"if":[{"==":[{"var":"tier"},"beta"]},"on","on"]}}}}"#;
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -114,7 +114,7 @@ fn gen_drift(brokers: &str, topic: &str) {
     assert!(status.success(), "driftd gen");
 }
 
-fn am_alerts(am: &str, admin: &str) -> Vec<serde_json::Value> {
+pub(crate) fn am_alerts(am: &str, admin: &str) -> Vec<serde_json::Value> {
     let all: Vec<serde_json::Value> = reqwest::blocking::get(format!("{am}/api/v2/alerts"))
         .unwrap()
         .json()
@@ -126,7 +126,7 @@ fn am_alerts(am: &str, admin: &str) -> Vec<serde_json::Value> {
 }
 
 /// The whole audit log, read a page at a time as an operator would (bearer token required).
-fn audit(d: &Driftd) -> Vec<serde_json::Value> {
+pub(crate) fn audit(d: &Driftd) -> Vec<serde_json::Value> {
     let mut records = Vec::new();
     let mut after = 0;
     loop {

@@ -26,6 +26,8 @@ mod dashboards_e2e;
 mod deploy;
 #[cfg(feature = "e2e")]
 mod evidence_restart_e2e;
+#[cfg(feature = "e2e")]
+mod fence_e2e;
 mod gate;
 #[cfg(feature = "e2e")]
 mod kafka_e2e;

@@ -109,6 +109,22 @@ pub enum AuditRecord {
         /// Why it was refused (the error, or the settings that need a restart).
         detail: Option<String>,
     },
+    /// An action not taken because this replica may no longer act for the deployment's
+    /// partition (`persist.latch_topic`): another owner recorded a newer epoch, the consumer
+    /// gave the partition up, the topic could not be read, or the latch change was not
+    /// recorded.
+    ActionDropped {
+        /// Idempotency key.
+        key: String,
+        /// Target name.
+        target: String,
+        /// What it would have done.
+        op: Op,
+        /// The incident it belongs to.
+        incident: String,
+        /// Why (the `reason` of `driftd_actions_fenced_total`).
+        reason: String,
+    },
     /// A containment action failed for good and was reported to the alert targets.
     ActionFailureAlert {
         /// Idempotency key of the failed action.
@@ -476,6 +492,16 @@ mod tests {
                     detail: Some("these settings take effect only on restart: detection".into()),
                 },
                 json!({"event": "config_reload", "outcome": "restart_required", "loaded_hash": "def", "detail": "these settings take effect only on restart: detection"}),
+            ),
+            (
+                AuditRecord::ActionDropped {
+                    key: "svc:v1/am/trigger-critical".into(),
+                    target: "am".into(),
+                    op: Op::Trigger,
+                    incident: "svc:v1".into(),
+                    reason: "epoch".into(),
+                },
+                json!({"event": "action_dropped", "key": "svc:v1/am/trigger-critical", "target": "am", "op": "trigger", "incident": "svc:v1", "reason": "epoch"}),
             ),
             (
                 AuditRecord::ActionFailureAlert {

@@ -111,6 +111,7 @@ pub(super) fn clients(
             start_from,
             topic: k.topic.clone(),
             lags: Mutex::new(None),
+            ownership: Default::default(),
         })
         .map_err(|e| redact.error(e))?;
     let dead_letter = DeadLetter::new(config, connectivity)?;

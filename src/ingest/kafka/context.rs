@@ -61,6 +61,8 @@ pub struct IngestContext {
     /// Each partition's consumer lag from the latest statistics not yet taken by the control
     /// loop (`None`: no statistics since).
     pub(super) lags: Mutex<Option<Vec<(i32, i64)>>>,
+    /// What containment reads to know which partitions it may act for (`persist.latch_topic`).
+    pub(super) ownership: Arc<crate::contain::fence::Ownership>,
 }
 
 impl IngestContext {
@@ -166,12 +168,15 @@ impl ConsumerContext for IngestContext {
                     true => consumer.incremental_assign(tpl),
                     false => consumer.assign(tpl),
                 };
+                self.ownership.assign(&partitions(tpl));
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
                 // Ready once their state is restored, by the control loop.
                 self.note(Note::Assigned(partitions(tpl)));
                 assigned
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // First: containment stops acting for them before anything else happens.
+                self.ownership.revoke(&partitions(tpl));
                 commit(consumer, &self.metrics, "revoke");
                 self.note(Note::Revoked(partitions(tpl)));
                 tracing::info!(
