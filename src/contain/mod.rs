@@ -27,6 +27,7 @@
 pub mod audit;
 mod catchup;
 pub mod fence;
+mod handle;
 pub mod ladder;
 pub mod latch;
 pub mod providers;
@@ -36,19 +37,20 @@ pub mod retry;
 pub mod stale;
 pub mod store;
 
+pub use handle::ContainHandle;
+use handle::{ReloadNote, Reply};
 pub use replicas::{Answer, Replication};
 pub use requests::Request;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::config::{Config, ConfigError, PolicyConfig, PromotionMode};
+use crate::config::{Config, ConfigError};
 use crate::detect::Change;
 use crate::event::format_rfc3339_ms;
 use crate::metrics::Metrics;
@@ -72,99 +74,6 @@ pub enum ContainError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client for actions: {0}")]
     Http(String),
-}
-
-type Reply = oneshot::Sender<Result<Answer, String>>;
-
-/// What the admin server uses: requests in, latch view out.
-#[derive(Clone)]
-pub struct ContainHandle {
-    requests: mpsc::Sender<(Request, Reply)>,
-    view: watch::Receiver<Arc<BTreeMap<String, Latch>>>,
-    audit_path: PathBuf,
-    audit_keep: usize,
-    external_url: String,
-    reloads: mpsc::UnboundedSender<ReloadNote>,
-    policies: Arc<Vec<PolicyConfig>>,
-}
-
-/// A config reload to audit (see [`ContainHandle::config_reload`]).
-struct ReloadNote {
-    outcome: &'static str,
-    loaded_hash: Option<String>,
-    detail: Option<String>,
-}
-
-impl ContainHandle {
-    /// Sends an operator request and waits for the outcome: applied here, or forwarded to the
-    /// replica that owns the deployment.
-    pub async fn submit(&self, request: Request) -> Result<Answer, String> {
-        let (tx, rx) = oneshot::channel();
-        self.requests
-            .send((request, tx))
-            .await
-            .map_err(|_| "containment is shutting down".to_string())?;
-        rx.await
-            .map_err(|_| "containment is shutting down".to_string())?
-    }
-
-    /// Sends an operator request that this replica applies, and waits for the latch after it.
-    pub async fn request(&self, request: Request) -> Result<Latch, String> {
-        match self.submit(request).await? {
-            Answer::Applied { latch } => Ok(*latch),
-            Answer::Forwarded { id, .. } => Err(format!(
-                "forwarded to the deployment's owner as request {id}"
-            )),
-        }
-    }
-
-    /// Every deployment's latch.
-    pub fn latches(&self) -> Arc<BTreeMap<String, Latch>> {
-        self.view.borrow().clone()
-    }
-
-    /// The last `limit` audit records, oldest first (an unreadable log reads as empty).
-    pub fn audit(&self, limit: usize) -> Vec<serde_json::Value> {
-        self.audit_page(audit::page::Cursor::Latest, limit)
-            .map(|p| p.records)
-            .unwrap_or_default()
-    }
-
-    /// One page of the audit log (see [`audit::page`]).
-    pub fn audit_page(
-        &self,
-        cursor: audit::page::Cursor,
-        limit: usize,
-    ) -> std::io::Result<audit::page::Page> {
-        let files = audit::page::files(&self.audit_path, self.audit_keep);
-        audit::page::read(&files, cursor, limit)
-    }
-
-    /// Records a config reload in the audit log: `outcome` as in
-    /// `driftd_config_reloads_total`, the loaded file's hash (which becomes the records' config
-    /// hash when the outcome is `success`), and why it was refused.
-    pub fn config_reload(
-        &self,
-        outcome: &'static str,
-        loaded_hash: Option<String>,
-        detail: Option<String>,
-    ) {
-        let _ = self.reloads.send(ReloadNote {
-            outcome,
-            loaded_hash,
-            detail,
-        });
-    }
-
-    /// What the promotion gate of `deployment` needs (its policy's `promotion`).
-    pub fn promotion_mode(&self, deployment: &str) -> PromotionMode {
-        ladder::approval::promotion_mode(&self.policies, deployment)
-    }
-
-    /// The command an operator runs to release `deployment` through this driftd.
-    pub fn release_command(&self, deployment: &str) -> String {
-        providers::release_command(&self.external_url, deployment)
-    }
 }
 
 /// The result of one action attempt, reported back to the controller by the action's task.
@@ -315,9 +224,13 @@ pub fn start_replicated(
             tracing::info!(alerts = resent, "open alerts re-sent at start-up");
         }
         let mut resend = tokio::time::interval(repeat);
+        // After a pause (SIGSTOP, a stalled VM) the missed ticks must not burst: one re-send
+        // covers them all, and a burst would post the same alerts dozens of times at once.
+        resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resend.tick().await;
         // Pending releases lapse on the wall clock, to the second.
         let mut lapse = tokio::time::interval(std::time::Duration::from_secs(1));
+        lapse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tailed = controller.replicas.as_ref().map(|r| r.tailed.clone());
         loop {
             // Every input is handled under the assignment as it is now: a partition just given
