@@ -29,6 +29,10 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 /// The largest chunk of a snapshot produced as one record (512 KiB).
 pub const CHUNK_BYTES: usize = 512 * 1024;
 
+/// The first tail window a restore reads (see [`StateTopic::read`]): a few writes of every
+/// event partition sharing the state partition, at typical sizes.
+const TAIL_RECORDS: i64 = 64;
+
 // Room for the record's key and headers under librdkafka's and the brokers' 1 MB default.
 const _: () = assert!(CHUNK_BYTES + 64 * 1024 < 1_000_000);
 
@@ -223,6 +227,11 @@ impl StateTopic {
     /// Reads `partition`'s complete snapshots from the topic, best first (highest
     /// `next_offset`, then the latest written), at most two. Blocking, bounded by
     /// `persist.topic_read_timeout`. Empty when the topic holds none.
+    ///
+    /// Reads from the end, not the beginning: until the broker compacts it (Kafka never
+    /// compacts the active segment, tansu not at all), the partition holds every snapshot ever
+    /// written, and reading all of them at each assignment would grow without bound. The tail
+    /// window starts at [`TAIL_RECORDS`] records and doubles until it holds a complete write.
     pub fn read(&self, partition: i32) -> Result<Vec<(i64, Vec<u8>)>, TopicError> {
         let failed = |reason: String| TopicError::Read {
             topic: self.topic.clone(),
@@ -235,23 +244,50 @@ impl StateTopic {
         let (low, high) = consumer
             .fetch_watermarks(&self.topic, sp, self.read_timeout)
             .map_err(|e| failed(format!("end offsets not known: {e}")))?;
-        if high <= low {
-            return Ok(Vec::new());
+        let mut window = TAIL_RECORDS;
+        loop {
+            let from = (high - window).max(low);
+            let complete = self.read_range(&consumer, partition, from, high, deadline)?;
+            if !complete.is_empty() || from == low {
+                return Ok(complete);
+            }
+            window = window.saturating_mul(2);
         }
+    }
+
+    /// The complete writes of `partition` among the state partition's records
+    /// `from..high`, best first, at most two.
+    fn read_range(
+        &self,
+        consumer: &BaseConsumer,
+        partition: i32,
+        from: i64,
+        high: i64,
+        deadline: Instant,
+    ) -> Result<Vec<(i64, Vec<u8>)>, TopicError> {
+        let failed = |reason: String| TopicError::Read {
+            topic: self.topic.clone(),
+            partition,
+            reason,
+        };
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, sp, Offset::Beginning)
-            .map_err(|e| failed(e.to_string()))?;
+        tpl.add_partition_offset(
+            &self.topic,
+            self.state_partition(partition),
+            Offset::Offset(from),
+        )
+        .map_err(|e| failed(e.to_string()))?;
         consumer.assign(&tpl).map_err(|e| failed(e.to_string()))?;
         let prefix = format!("{}/{partition}/", self.source);
         let mut open: HashMap<String, Assembly> = HashMap::new();
         let mut complete: Vec<(i64, i64, Vec<u8>)> = Vec::new();
-        let mut position = low;
+        let mut position = from;
         while position < high {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return Err(failed(format!(
-                    "not read to its end within persist.topic_read_timeout ({} of {} records)",
-                    position - low,
-                    high - low
+                    "not read to its end within persist.topic_read_timeout ({} of the last {} records)",
+                    position - from,
+                    high - from
                 )));
             };
             let msg = match consumer.poll(left.min(Duration::from_millis(200))) {

@@ -35,6 +35,8 @@ mod memory;
 mod privacy_corpus;
 #[cfg(feature = "e2e")]
 mod promtool_e2e;
+#[cfg(feature = "e2e")]
+mod replicas_e2e;
 mod restart;
 #[cfg(feature = "e2e")]
 mod restart_e2e;

@@ -4,7 +4,9 @@
 //!
 //! Owns the choice between the two copies and the state topic's set-up at start. Reading the
 //! topic runs off the control loop, all newly assigned partitions at once, each bounded by
-//! `persist.topic_read_timeout`; past it (or on an error) the local copy is used, the failure
+//! `persist.topic_read_timeout` and tried [`READ_ATTEMPTS`] times (the local copy of a partition
+//! that moved is older than the topic's, or missing: falling back to it loses the events in
+//! between, so a blip of the broker is worth waiting out); then the local copy is used, the failure
 //! counted (`driftd_state_topic_failures_total{operation="read"}`) and logged. It must not
 //! decide when to snapshot or commit (the parent module does).
 
@@ -45,6 +47,24 @@ pub(super) fn state_topic(config: &Config) -> Result<Option<StateTopic>, IngestE
     Ok(Some(topic))
 }
 
+/// Reads of a partition's state before falling back to the local snapshot.
+const READ_ATTEMPTS: u32 = 3;
+
+/// [`StateTopic::read`], tried up to [`READ_ATTEMPTS`] times, half a second apart.
+fn read_retrying(topic: &StateTopic, partition: i32) -> Result<Vec<(i64, Vec<u8>)>, TopicError> {
+    let mut attempt = 1;
+    loop {
+        match topic.read(partition) {
+            Err(e) if attempt < READ_ATTEMPTS => {
+                tracing::warn!(partition, attempt, error = %e, "state topic not read; trying again");
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            result => return result,
+        }
+    }
+}
+
 impl KafkaSource {
     /// The newest usable snapshot in the state topic of each of `partitions` (in order;
     /// `None` when no topic is configured, it holds none, or it could not be read in time).
@@ -58,7 +78,7 @@ impl KafkaSource {
                 let topic = topic.clone();
                 tokio::task::spawn_blocking(move || {
                     let started = std::time::Instant::now();
-                    (topic.read(p), started.elapsed())
+                    (read_retrying(&topic, p), started.elapsed())
                 })
             })
             .collect();
