@@ -470,4 +470,6 @@ fn log_change(change: &Change) {
 }
 
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 mod tests;
