@@ -268,11 +268,15 @@ impl Pipeline {
             .advance(&self.table.key(cohort).deployment, t_ms);
         self.trajectories.record_changes(&self.changes[first_new..]);
         if due {
-            let views = self
+            // The detector never forgets a deployment, so nothing is forgotten here: the
+            // trajectories of one it does not hold can only come from a snapshot, and go on
+            // import.
+            let evidence = self
                 .detector
-                .snapshot_where(|name| self.trajectories.moved(name));
-            self.trajectories
-                .sample(&views, |name| self.detector.knows(name));
+                .evidence_where(|name| self.trajectories.moved(name));
+            for (name, metrics) in &evidence {
+                self.trajectories.sample_deployment(name, metrics);
+            }
         }
         self.changed(first_new);
     }
@@ -397,6 +401,7 @@ impl Pipeline {
         let mut again = Vec::new();
         self.detector.import(state.detect, &placed, &mut again)?;
         self.trajectories.import(state.trajectories);
+        self.trajectories.forget(|name| self.detector.knows(name));
         for change in again {
             if let Some(sink) = &self.change_sink {
                 let _ = sink.send(change.clone());

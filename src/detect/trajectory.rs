@@ -11,7 +11,7 @@
 //! bucket: the chart always shows the crossing. Plain data and arithmetic: must not do I/O, read
 //! the clock, or decide anything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -141,7 +141,7 @@ impl Series {
 #[derive(Debug, Clone, Default)]
 pub struct Trajectories {
     by_deployment: BTreeMap<String, Vec<Arc<Series>>>,
-    clocks: BTreeMap<String, Clock>,
+    clocks: HashMap<String, Clock>,
     clock_ms: i64,
     sampled_tick: i64,
 }
@@ -207,29 +207,51 @@ impl Trajectories {
     /// [`Trajectories::moved`]), and forgets the deployments `known` no longer accepts.
     pub fn sample(&mut self, views: &[DeploymentView], known: impl Fn(&str) -> bool) {
         for d in views {
-            let t = self.now(&d.deployment);
-            if let Some(c) = self.clocks.get_mut(&d.deployment) {
-                c.sampled_tick = c.now_ms.div_euclid(SAMPLE_MS);
-                c.sampled = true;
+            let evidence: Vec<_> = d
+                .metrics
+                .iter()
+                .map(|m| (m.canary_vs_control.clone(), m.self_baseline_watch.clone()))
+                .collect();
+            self.sample_deployment(&d.deployment, &evidence);
+        }
+        self.forget(known);
+    }
+
+    /// Records one deployment's evidence at its own time: per metric, the canary-vs-control
+    /// verdict and the self-baseline chart nearest its threshold (what
+    /// `Detector::evidence_where` hands out).
+    pub fn sample_deployment(&mut self, deployment: &str, evidence: &[(Verdict, Option<Verdict>)]) {
+        let t = self.now(deployment);
+        if let Some(c) = self.clocks.get_mut(deployment) {
+            c.sampled_tick = c.now_ms.div_euclid(SAMPLE_MS);
+            c.sampled = true;
+        }
+        for (v, watch) in evidence {
+            if v.model_version.is_empty() {
+                continue;
             }
-            for m in &d.metrics {
-                let v = &m.canary_vs_control;
-                if v.model_version.is_empty() {
-                    continue;
-                }
-                self.series(v).push(Point::of(v, t, false));
-                if let Some(w) = &m.self_baseline_watch {
-                    self.series(w).push(Point::of(w, t, false));
-                }
+            self.series(v).push(Point::of(v, t, false));
+            if let Some(w) = watch {
+                self.series(w).push(Point::of(w, t, false));
             }
         }
+    }
+
+    /// Forgets the deployments `known` no longer accepts.
+    pub fn forget(&mut self, known: impl Fn(&str) -> bool) {
         self.by_deployment.retain(|name, _| known(name));
         self.clocks.retain(|name, _| known(name));
     }
 
     /// The series for `v`'s test, started afresh when its canary version is new.
     fn series(&mut self, v: &Verdict) -> &mut Series {
-        let list = self.by_deployment.entry(v.deployment.clone()).or_default();
+        if !self.by_deployment.contains_key(&v.deployment) {
+            self.by_deployment.insert(v.deployment.clone(), Vec::new());
+        }
+        let list = self
+            .by_deployment
+            .get_mut(&v.deployment)
+            .expect("inserted above");
         list.retain(|s| s.model_version == v.model_version);
         let i = match list
             .iter()
