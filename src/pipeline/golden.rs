@@ -98,11 +98,16 @@ fn published_series(metrics: &Metrics) -> String {
         .join("\n")
 }
 
-fn golden_run(perturb: Option<u64>) -> Vec<u8> {
+/// The run's bytes; `off_thread`: the metrics are written on the publication thread (as in the
+/// daemon), and read once it has written every publication.
+fn golden_run(perturb: Option<u64>, off_thread: bool) -> Vec<u8> {
     let config = config();
     let metrics = Arc::new(Metrics::new(&config));
     let (mut p, _) = Pipeline::new(&config, metrics.clone(), false);
     p.collect_changes(true);
+    if off_thread {
+        p.publish_off_thread();
+    }
     let mut bytes = Vec::new();
     for (i, (partition, payload)) in corpus(perturb).iter().enumerate() {
         p.process(*partition, Some(payload));
@@ -118,6 +123,7 @@ fn golden_run(perturb: Option<u64>) -> Vec<u8> {
                     json(&mut bytes, &**series);
                 }
             }
+            p.publisher.flush();
             bytes.extend(published_series(&metrics).into_bytes());
         }
     }
@@ -146,7 +152,7 @@ fn digest(bytes: &[u8]) -> String {
 
 #[test]
 fn the_corpus_gives_the_recorded_decisions_and_publications() {
-    let bytes = golden_run(None);
+    let bytes = golden_run(None, false);
     let text = String::from_utf8_lossy(&bytes);
     for must in [
         r#""state":"fail""#,
@@ -162,7 +168,12 @@ fn the_corpus_gives_the_recorded_decisions_and_publications() {
 }
 
 #[test]
+fn written_off_the_consumers_thread_the_metrics_are_the_same() {
+    assert_eq!(digest(&golden_run(None, true)), DIGEST);
+}
+
+#[test]
 fn one_event_less_changes_the_digest() {
-    let got = digest(&golden_run(Some(EVENTS / 3)));
+    let got = digest(&golden_run(Some(EVENTS / 3), false));
     assert_ne!(got, DIGEST);
 }
