@@ -226,13 +226,19 @@ impl Trajectories {
             c.sampled_tick = c.now_ms.div_euclid(SAMPLE_MS);
             c.sampled = true;
         }
+        // Not before a test has a canary version: a deployment without one has no series.
+        if evidence.iter().all(|(v, _)| v.model_version.is_empty()) {
+            return;
+        }
+        let list = self.list(deployment);
         for (v, watch) in evidence {
             if v.model_version.is_empty() {
                 continue;
             }
-            self.series(v).push(Point::of(v, t, false));
+            debug_assert_eq!(v.deployment, deployment);
+            Self::series_in(list, v).push(Point::of(v, t, false));
             if let Some(w) = watch {
-                self.series(w).push(Point::of(w, t, false));
+                Self::series_in(list, w).push(Point::of(w, t, false));
             }
         }
     }
@@ -243,15 +249,24 @@ impl Trajectories {
         self.clocks.retain(|name, _| known(name));
     }
 
+    /// The series of `deployment`, an empty list at first.
+    fn list(&mut self, deployment: &str) -> &mut Vec<Arc<Series>> {
+        if !self.by_deployment.contains_key(deployment) {
+            self.by_deployment
+                .insert(deployment.to_string(), Vec::new());
+        }
+        self.by_deployment
+            .get_mut(deployment)
+            .expect("inserted above")
+    }
+
     /// The series for `v`'s test, started afresh when its canary version is new.
     fn series(&mut self, v: &Verdict) -> &mut Series {
-        if !self.by_deployment.contains_key(&v.deployment) {
-            self.by_deployment.insert(v.deployment.clone(), Vec::new());
-        }
-        let list = self
-            .by_deployment
-            .get_mut(&v.deployment)
-            .expect("inserted above");
+        Self::series_in(self.list(&v.deployment), v)
+    }
+
+    /// The series for `v`'s test among its deployment's `list`.
+    fn series_in<'a>(list: &'a mut Vec<Arc<Series>>, v: &Verdict) -> &'a mut Series {
         list.retain(|s| s.model_version == v.model_version);
         let i = match list
             .iter()
