@@ -12,7 +12,13 @@
 //! - `process/{16,10000}_cohorts`: the whole per-event path (`Pipeline::process`), the same code
 //!   `run`, `replay` and the demo use, into a table already holding that many cohorts (one
 //!   deployment makes 16);
-//! - `publish/{100,1000,10000}_cohorts`: one publication (metrics, `/v1/cohorts`, `/v1/verdicts`).
+//! - `publish/{100,1000,10000}_cohorts`: one publication (metrics, `/v1/cohorts`, `/v1/verdicts`)
+//!   written on the caller's thread, as replay does; `…_consumer_share`: what the daemon's
+//!   consumer pays for it (`Pipeline::snapshot`), the metrics being written on the
+//!   `driftd-publish` thread.
+//!
+//! - `process_cpu` (a filter naming no criterion benchmark): the whole path's CPU time per event
+//!   (the thread's, not wall time) at 16 and at 10,000 cohorts and their ratio, printed.
 //!
 //! Events are realistic: both arms, several deployments, segment keys `locale` and `channel`
 //! (16 cohorts per deployment). Run: `cargo bench --bench stages`; figures in the README.
@@ -206,9 +212,13 @@ fn stages(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("publish");
+    group.sample_size(10);
     for cohorts in [100usize, 1_000, 10_000] {
         let (mut p, _) = warmed(cohorts);
         group.bench_function(format!("{cohorts}_cohorts"), |b| b.iter(|| p.publish()));
+        group.bench_function(format!("{cohorts}_cohorts_consumer_share"), |b| {
+            b.iter(|| p.snapshot())
+        });
     }
     group.finish();
 }
@@ -234,10 +244,67 @@ fn calibrations() -> Vec<(Increments, f64)> {
     charts
 }
 
+/// CPU time this thread has run, in ns (`/proc/thread-self/schedstat`): on a shared machine
+/// the wall time also counts the time other processes held the core.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The whole path's CPU time per event at 16 and 10,000 cohorts, best of five batches each,
+/// and their ratio; printed after criterion when the filter names `process_cpu`.
+fn process_cpu() {
+    let mut best = Vec::new();
+    for cohorts in [16usize, 10_000] {
+        let (_, t0) = warmed(cohorts);
+        let mut g = Generator::new(
+            TrafficModel {
+                deployments: cohorts.div_ceil(PER_DEPLOYMENT),
+                seed: 3,
+                ..TrafficModel::default()
+            },
+            None,
+        );
+        let measured: Vec<Vec<u8>> = (0..BATCH)
+            .map(|i| g.next_event(t0 + i as i64).payload)
+            .collect();
+        let mut runs = Vec::new();
+        for _ in 0..5 {
+            let (mut p, _) = warmed(cohorts);
+            let Some(before) = thread_cpu_ns() else {
+                println!("process_cpu: /proc/thread-self/schedstat is not readable here");
+                return;
+            };
+            for e in &measured {
+                p.process(0, Some(e));
+            }
+            let after = thread_cpu_ns().unwrap_or(before);
+            runs.push((after - before) as f64 / BATCH as f64 / 1000.0);
+        }
+        runs.sort_by(f64::total_cmp);
+        println!(
+            "process_cpu/{cohorts}_cohorts: CPU µs/event best {:.2}, median {:.2}, worst {:.2}",
+            runs[0], runs[2], runs[4]
+        );
+        best.push(runs[0]);
+    }
+    println!(
+        "process_cpu: 10,000 / 16 cohorts = {:.2}x (best of five)",
+        best[1] / best[0]
+    );
+}
+
 /// Runs the benchmarks. What `criterion_group!` would generate, written out because the macro
 /// gives the function no doc comment and `missing_docs` is on.
 pub fn benches() {
     stages(&mut Criterion::default().configure_from_args());
+    if std::env::args().any(|a| a.contains("process_cpu")) {
+        process_cpu();
+    }
 }
 
 criterion_main!(benches);

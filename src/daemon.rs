@@ -204,6 +204,7 @@ async fn consume(
     // needless rebuild at the next SIGHUP.
     let mut credentials = crate::ingest::credentials_fingerprint(config)?;
     let mut inbox = source.inbox();
+    pipeline.publish_off_thread();
     let mut publish = tokio::time::interval(config.ingest.publish_interval);
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut persist = tokio::time::interval(config.persist.interval);

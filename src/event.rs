@@ -554,7 +554,56 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
 }
 
 /// Formats Unix milliseconds as RFC 3339 UTC with millisecond precision.
+///
+/// Years 1970 to 9999 are written directly (civil date from days, Hinnant's algorithm): every
+/// verdict and published cohort carries such a time, and the general formatter cost more than
+/// the rest of a verdict. Other times go through the `time` crate, which gives the same text.
 pub fn format_rfc3339_ms(ms: i64) -> String {
+    const END_OF_9999_MS: i64 = 253_402_300_800_000;
+    if !(0..END_OF_9999_MS).contains(&ms) {
+        return format_rfc3339_ms_general(ms);
+    }
+    let (days, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut out = [0u8; 24];
+    let mut put = |at: usize, value: i64, width: usize| {
+        let mut v = value;
+        for i in (0..width).rev() {
+            out[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, ms_of_day / 3_600_000, 2);
+    put(14, ms_of_day / 60_000 % 60, 2);
+    put(17, ms_of_day / 1_000 % 60, 2);
+    put(20, ms_of_day % 1_000, 3);
+    for (at, sep) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        out[at] = sep;
+    }
+    out.iter().map(|&b| char::from(b)).collect()
+}
+
+/// [`format_rfc3339_ms`] by the `time` crate, for any time.
+fn format_rfc3339_ms_general(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(time::macros::format_description!(

@@ -18,10 +18,13 @@ use crate::detect::trajectory::{Trajectories, TrajectoryPart};
 use crate::detect::{Change, DeploymentView, DetectPart, DetectPartError, Detector};
 use crate::event::{Decoder, Reason, Rejection};
 use crate::metrics::Metrics;
-use crate::state::expiry::{compact, Evicted};
+use crate::state::expiry::Evicted;
 use crate::state::part::{CohortsPart, PartError};
 use crate::state::watermark::Future;
 use crate::state::{Applied, CohortTable, Snapshot};
+use publisher::Publisher;
+
+mod publisher;
 
 /// What the hot path publishes for readers: cohort statistics and detection state.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -78,7 +81,7 @@ pub struct Pipeline {
     change_sink: Option<tokio::sync::mpsc::UnboundedSender<Change>>,
     future: Future,
     metrics: Arc<Metrics>,
-    events_published: Vec<u64>,
+    publisher: Publisher,
     snapshots: watch::Sender<Arc<Published>>,
     totals: Totals,
     live: bool,
@@ -140,6 +143,7 @@ impl Pipeline {
             deployments: detector.snapshot(),
             trajectories: Trajectories::default(),
         }));
+        let publisher = Publisher::inline(metrics.clone(), table.specs());
         let pipeline = Pipeline {
             decoder,
             table,
@@ -150,7 +154,7 @@ impl Pipeline {
             change_sink: None,
             future: Future::new(config.ingest.max_future_skew.as_millis() as i64),
             metrics,
-            events_published: Vec::new(),
+            publisher,
             snapshots,
             totals: Totals::default(),
             live,
@@ -268,11 +272,15 @@ impl Pipeline {
             .advance(&self.table.key(cohort).deployment, t_ms);
         self.trajectories.record_changes(&self.changes[first_new..]);
         if due {
-            let views = self
+            // The detector never forgets a deployment, so nothing is forgotten here: the
+            // trajectories of one it does not hold can only come from a snapshot, and go on
+            // import.
+            let evidence = self
                 .detector
-                .snapshot_where(|name| self.trajectories.moved(name));
-            self.trajectories
-                .sample(&views, |name| self.detector.knows(name));
+                .evidence_where(|name| self.trajectories.moved(name));
+            for (name, metrics) in &evidence {
+                self.trajectories.sample_deployment(name, metrics);
+            }
         }
         self.changed(first_new);
     }
@@ -296,13 +304,10 @@ impl Pipeline {
     /// Cohorts left the table (idle): their detection state and metric series go too.
     fn evict(&mut self, evicted: Evicted) {
         self.detector.evict(&evicted.map);
-        compact(&mut self.events_published, &evicted.map);
-        for labels in &evicted.labels {
-            self.metrics.forget_cohort(labels, self.table.specs());
-        }
         self.metrics
             .cohorts_evicted
             .inc_by(evicted.labels.len() as u64);
+        self.publisher.forget(evicted);
     }
 
     /// Counts, logs and hands on the changes from `first_new` on.
@@ -337,18 +342,31 @@ impl Pipeline {
     }
 
     /// Takes a snapshot of cohort and detection state, hands it to readers and writes the
-    /// per-cohort and per-verdict metrics.
+    /// per-cohort and per-verdict metrics (before returning, unless
+    /// [`Pipeline::publish_off_thread`]).
     pub fn publish(&mut self) -> Arc<Published> {
-        let published = Arc::new(Published {
+        let published = Arc::new(self.snapshot());
+        self.publisher.publish(published.clone());
+        self.snapshots.send_replace(published.clone());
+        published
+    }
+
+    /// The snapshot [`Pipeline::publish`] hands out, without handing it out: what the
+    /// consumer's thread pays for a publication once the metrics are written off it.
+    pub fn snapshot(&self) -> Published {
+        Published {
             cohorts: self.table.snapshot(),
             deployments: self.detector.snapshot(),
             trajectories: self.trajectories.clone(),
-        });
-        self.metrics
-            .publish_snapshot(&published.cohorts, &mut self.events_published);
-        self.metrics.publish_verdicts(&published.deployments);
-        self.snapshots.send_replace(published.clone());
-        published
+        }
+    }
+
+    /// Writes the metric series of publications and evictions on a thread of their own from
+    /// now on (the daemon): at 10,000 cohorts that is most of a publication's time, which the
+    /// consumer's thread then does not wait for. Scrapes see a publication's series shortly
+    /// after it, in order.
+    pub fn publish_off_thread(&mut self) {
+        self.publisher.off_thread();
     }
 
     /// Applies the hot-reloadable part of a new, validated config.
@@ -397,6 +415,7 @@ impl Pipeline {
         let mut again = Vec::new();
         self.detector.import(state.detect, &placed, &mut again)?;
         self.trajectories.import(state.trajectories);
+        self.trajectories.forget(|name| self.detector.knows(name));
         for change in again {
             if let Some(sink) = &self.change_sink {
                 let _ = sink.send(change.clone());
@@ -415,10 +434,7 @@ impl Pipeline {
         self.table.forget_partition(partition);
         if let Some(evicted) = self.table.take_evicted() {
             self.detector.evict(&evicted.map);
-            compact(&mut self.events_published, &evicted.map);
-            for labels in &evicted.labels {
-                self.metrics.forget_cohort(labels, self.table.specs());
-            }
+            self.publisher.forget(evicted);
         }
     }
 
@@ -469,5 +485,7 @@ fn log_change(change: &Change) {
     }
 }
 
+#[cfg(test)]
+mod golden;
 #[cfg(test)]
 mod tests;

@@ -74,6 +74,10 @@ struct CohortDetect {
     slot: Option<usize>,
 }
 
+/// One deployment's name and, per metric, its canary-vs-control verdict and the self-baseline
+/// chart nearest its threshold ([`Detector::evidence_where`]).
+pub type Evidence<'a> = (&'a str, Vec<(Verdict, Option<Verdict>)>);
+
 /// All detection state of one pipeline.
 #[derive(Debug, Clone)]
 pub struct Detector {
@@ -482,12 +486,21 @@ impl Detector {
     }
 
     /// Per deployment and metric, the canary cohort whose self-baseline CUSUM stands nearest
-    /// its threshold (the largest statistic / threshold), once monitoring.
-    fn nearest_alarms(&self) -> Vec<Vec<Option<(f64, usize)>>> {
-        let mut nearest = vec![vec![None; self.rules.len()]; self.deployments.len()];
+    /// its threshold (the largest statistic / threshold), once monitoring; only for the
+    /// deployments `wanted` marks (by index), the others stay `None`.
+    fn nearest_alarms(&self, wanted: &[bool]) -> Vec<Vec<Option<(f64, usize)>>> {
+        let mut nearest = vec![Vec::new(); self.deployments.len()];
+        for (d, w) in wanted.iter().enumerate() {
+            if *w {
+                nearest[d] = vec![None; self.rules.len()];
+            }
+        }
         for (i, c) in self.cohorts.iter().enumerate() {
+            if c.arm != Arm::Canary || !wanted[c.deployment] {
+                continue;
+            }
             let dep = &self.deployments[c.deployment];
-            if c.arm != Arm::Canary || dep.canary_version.as_deref() != Some(&c.model_version) {
+            if dep.canary_version.as_deref() != Some(&c.model_version) {
                 continue;
             }
             for (m, b) in c.baselines.iter().enumerate() {
@@ -526,9 +539,27 @@ impl Detector {
         ))
     }
 
-    /// Every deployment's current verdicts, signals and history.
-    pub fn snapshot(&self) -> Vec<DeploymentView> {
-        self.snapshot_where(|_| true)
+    /// Deployment `d`'s canary-vs-control verdict on metric `m`, with its bounds, and the
+    /// self-baseline chart nearest its threshold (`nearest` from [`Detector::nearest_alarms`]).
+    fn evidence(
+        &self,
+        d: usize,
+        m: usize,
+        nearest: &[Vec<Option<(f64, usize)>>],
+        t: i64,
+    ) -> (Verdict, Option<Verdict>) {
+        let dep = &self.deployments[d];
+        let ab = verdict(
+            Subject(&dep.name, dep.canary_version.as_deref()),
+            &self.rules[m],
+            &dep.tests[m],
+            dep.segments.as_ref().map(|s| (s, m)),
+            t,
+            self.events_seen,
+        );
+        let alarm = dep.alarms[m].as_ref();
+        let watch = nearest[d][m].and_then(|(_, i)| self.watch(i, m, alarm, t));
+        (ab, watch)
     }
 
     /// True when the detector holds deployment `name`.
@@ -536,33 +567,44 @@ impl Detector {
         self.index.contains_key(name)
     }
 
-    /// The views of the deployments whose name `wanted` accepts, each as [`Detector::snapshot`]
-    /// builds it: a view's bounds are computed per test, so sampling only the deployments
-    /// that changed keeps the cost off the others.
-    pub fn snapshot_where(&self, wanted: impl Fn(&str) -> bool) -> Vec<DeploymentView> {
+    /// The evidence a trajectory samples, of each deployment whose name `wanted` accepts, with
+    /// the deployment's name: per metric, the canary-vs-control verdict and the self-baseline
+    /// chart nearest its threshold, as [`Detector::snapshot`] has them. Only those: the rest of
+    /// a view (history, signals, segments) is not built, and bounds are computed for the
+    /// accepted deployments alone.
+    pub fn evidence_where(&self, wanted: impl Fn(&str) -> bool) -> Vec<Evidence<'_>> {
         let t = self.watermark_ms.max(0);
-        let nearest = self.nearest_alarms();
+        let wanted: Vec<bool> = self.deployments.iter().map(|d| wanted(&d.name)).collect();
+        let nearest = self.nearest_alarms(&wanted);
         self.deployments
             .iter()
             .enumerate()
-            .filter(|(_, dep)| wanted(&dep.name))
+            .filter(|(d, _)| wanted[*d])
+            .map(|(d, dep)| {
+                let metrics = (0..self.rules.len())
+                    .map(|m| self.evidence(d, m, &nearest, t))
+                    .collect();
+                (dep.name.as_str(), metrics)
+            })
+            .collect()
+    }
+
+    /// Every deployment's current verdicts, signals and history.
+    pub fn snapshot(&self) -> Vec<DeploymentView> {
+        let t = self.watermark_ms.max(0);
+        let nearest = self.nearest_alarms(&vec![true; self.deployments.len()]);
+        self.deployments
+            .iter()
+            .enumerate()
             .map(|(d, dep)| {
                 let metrics = self
                     .rules
                     .iter()
-                    .zip(&dep.tests)
                     .zip(&dep.alarms)
                     .zip(&dep.late_alarms)
                     .enumerate()
-                    .map(|(m, (((rule, test), alarm), late))| {
-                        let ab = verdict(
-                            Subject(&dep.name, dep.canary_version.as_deref()),
-                            rule,
-                            test,
-                            dep.segments.as_ref().map(|s| (s, m)),
-                            t,
-                            self.events_seen,
-                        );
+                    .map(|(m, ((rule, alarm), late))| {
+                        let (ab, watch) = self.evidence(d, m, &nearest, t);
                         let state = [alarm, late]
                             .into_iter()
                             .flatten()
@@ -572,8 +614,7 @@ impl Detector {
                             state,
                             canary_vs_control: ab,
                             self_baseline: alarm.clone(),
-                            self_baseline_watch: nearest[d][m]
-                                .and_then(|(_, i)| self.watch(i, m, alarm.as_ref(), t)),
+                            self_baseline_watch: watch,
                             late_drift: late.clone(),
                         }
                     })

@@ -88,7 +88,7 @@ pub mod trajectory;
 mod verdict;
 
 pub use detector::part::{DetectPart, DetectPartError};
-pub use detector::Detector;
+pub use detector::{Detector, Evidence};
 pub use verdict::{
     Change, DeploymentView, MetricVerdicts, SegmentsView, Signal, SignalKind, Source, Verdict,
     VerdictState,

@@ -11,7 +11,7 @@
 //! bucket: the chart always shows the crossing. Plain data and arithmetic: must not do I/O, read
 //! the clock, or decide anything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -141,7 +141,7 @@ impl Series {
 #[derive(Debug, Clone, Default)]
 pub struct Trajectories {
     by_deployment: BTreeMap<String, Vec<Arc<Series>>>,
-    clocks: BTreeMap<String, Clock>,
+    clocks: HashMap<String, Clock>,
     clock_ms: i64,
     sampled_tick: i64,
 }
@@ -207,29 +207,66 @@ impl Trajectories {
     /// [`Trajectories::moved`]), and forgets the deployments `known` no longer accepts.
     pub fn sample(&mut self, views: &[DeploymentView], known: impl Fn(&str) -> bool) {
         for d in views {
-            let t = self.now(&d.deployment);
-            if let Some(c) = self.clocks.get_mut(&d.deployment) {
-                c.sampled_tick = c.now_ms.div_euclid(SAMPLE_MS);
-                c.sampled = true;
+            let evidence: Vec<_> = d
+                .metrics
+                .iter()
+                .map(|m| (m.canary_vs_control.clone(), m.self_baseline_watch.clone()))
+                .collect();
+            self.sample_deployment(&d.deployment, &evidence);
+        }
+        self.forget(known);
+    }
+
+    /// Records one deployment's evidence at its own time: per metric, the canary-vs-control
+    /// verdict and the self-baseline chart nearest its threshold (what
+    /// `Detector::evidence_where` hands out).
+    pub fn sample_deployment(&mut self, deployment: &str, evidence: &[(Verdict, Option<Verdict>)]) {
+        let t = self.now(deployment);
+        if let Some(c) = self.clocks.get_mut(deployment) {
+            c.sampled_tick = c.now_ms.div_euclid(SAMPLE_MS);
+            c.sampled = true;
+        }
+        // Not before a test has a canary version: a deployment without one has no series.
+        if evidence.iter().all(|(v, _)| v.model_version.is_empty()) {
+            return;
+        }
+        let list = self.list(deployment);
+        for (v, watch) in evidence {
+            if v.model_version.is_empty() {
+                continue;
             }
-            for m in &d.metrics {
-                let v = &m.canary_vs_control;
-                if v.model_version.is_empty() {
-                    continue;
-                }
-                self.series(v).push(Point::of(v, t, false));
-                if let Some(w) = &m.self_baseline_watch {
-                    self.series(w).push(Point::of(w, t, false));
-                }
+            debug_assert_eq!(v.deployment, deployment);
+            Self::series_in(list, v).push(Point::of(v, t, false));
+            if let Some(w) = watch {
+                Self::series_in(list, w).push(Point::of(w, t, false));
             }
         }
+    }
+
+    /// Forgets the deployments `known` no longer accepts.
+    pub fn forget(&mut self, known: impl Fn(&str) -> bool) {
         self.by_deployment.retain(|name, _| known(name));
         self.clocks.retain(|name, _| known(name));
     }
 
+    /// The series of `deployment`, an empty list at first.
+    fn list(&mut self, deployment: &str) -> &mut Vec<Arc<Series>> {
+        if !self.by_deployment.contains_key(deployment) {
+            self.by_deployment
+                .insert(deployment.to_string(), Vec::new());
+        }
+        self.by_deployment
+            .get_mut(deployment)
+            .expect("inserted above")
+    }
+
     /// The series for `v`'s test, started afresh when its canary version is new.
     fn series(&mut self, v: &Verdict) -> &mut Series {
-        let list = self.by_deployment.entry(v.deployment.clone()).or_default();
+        Self::series_in(self.list(&v.deployment), v)
+    }
+
+    /// The series for `v`'s test among its deployment's `list`.
+    fn series_in<'a>(list: &'a mut Vec<Arc<Series>>, v: &Verdict) -> &'a mut Series {
         list.retain(|s| s.model_version == v.model_version);
         let i = match list
             .iter()

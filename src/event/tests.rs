@@ -376,3 +376,32 @@ proptest::proptest! {
         proptest::prop_assert_eq!((r.reason, r.field), (Reason::SchemaViolation, path));
     }
 }
+
+#[test]
+fn the_direct_time_format_writes_what_the_time_crate_writes() {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    let mut rng = SmallRng::seed_from_u64(7);
+    let edges = [
+        0,
+        1,
+        999,
+        86_399_999,
+        86_400_000,
+        951_782_400_000,   // 2000-02-29
+        4_107_542_399_999, // 2100-02-28, last ms
+        1_800_000_000_000,
+        253_402_300_799_999, // 9999-12-31, last ms
+        253_402_300_800_000,
+        -1,
+        -86_400_001,
+    ];
+    let random = (0..100_000).map(|_| rng.random_range(-1_000_000_000_000i64..260_000_000_000_000));
+    for ms in edges.into_iter().chain(random) {
+        assert_eq!(format_rfc3339_ms(ms), format_rfc3339_ms_general(ms), "{ms}");
+    }
+    assert_eq!(
+        format_rfc3339_ms(1_800_000_000_123),
+        "2027-01-15T08:00:00.123Z"
+    );
+}
