@@ -391,6 +391,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Snapshot, PersistError> {
 
 #[cfg(feature = "kafka")]
 pub mod latch_topic;
+#[cfg(feature = "kafka")]
 pub mod topic;
 
 #[cfg(test)]
