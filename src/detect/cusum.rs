@@ -84,33 +84,46 @@ fn dequantise(q: i64, steps: f64) -> f64 {
     (q as f64 / steps).exp2()
 }
 
+/// `n` rounded down to an eighth of an octave, as [`noisy_reference_threshold`] sees it: the
+/// standard error it assumes is at most 9% larger than the one at `n`.
+pub fn quantised_count(n: u64) -> f64 {
+    dequantise(quantise(n.max(2) as f64, N_STEPS, f64::floor), N_STEPS)
+}
+
+/// Steps per octave of a reference's event count in [`noisy_reference_threshold`].
+const N_STEPS: f64 = 8.0;
+
 /// The threshold of an LLR chart tuned from `reference` to `reference + shift` in the worse
 /// direction (`shift > 0`; rates: a rate, scores: the shift in units of the reference's sd),
-/// exact for an in-control ARL of at least `arl0` when the truth is `Z` standard errors of a
-/// reference learned from `n` values worse than the reference. `None` when that truth is at
-/// least half-way to the shift: the chart's in-control drift is not negative and no threshold
-/// keeps the budget (the caller waits for more reference events).
+/// exact for an in-control ARL of at least `arl0` when the truth is `z(n)` standard errors of a
+/// reference learned from `n` values worse than the reference (`z` sees `n` quantised, as
+/// [`quantised_count`]; the self-baseline passes the constant [`Z`]). `None` when that truth is
+/// at least half-way to the shift: the chart's in-control drift is not negative and no
+/// threshold keeps the budget (the caller waits for more reference events).
 ///
 /// Memoised ([`arl::memo`]) on quantised inputs, each rounded the conservative way where it has
-/// one: `n` down to a half octave (a larger standard error), `arl0` up to a quarter octave; the
-/// reference and a score's shift to a 32nd of an octave (2%, far inside their own error).
+/// one: `n` down to an eighth of an octave (a larger standard error), `arl0` up to a quarter
+/// octave; the reference and a score's shift to a 32nd of an octave (2%, far inside their own
+/// error); the key holds `z` as computed.
 pub fn noisy_reference_threshold(
     binary: bool,
     worse_up: bool,
     reference: f64,
     shift: f64,
-    n: u64,
+    (n, z): (u64, &dyn Fn(f64) -> f64),
     arl0: f64,
 ) -> Option<f64> {
-    let n_key = quantise(n.max(2) as f64, 2.0, f64::floor);
-    let n = dequantise(n_key, 2.0);
+    let n_key = quantise(n.max(2) as f64, N_STEPS, f64::floor);
+    let n = dequantise(n_key, N_STEPS);
+    let z = z(n).max(0.0);
+    let z_key = z.to_bits() as i64;
     let arl_key = quantise(arl0, 4.0, f64::ceil);
     let arl0 = dequantise(arl_key, 4.0);
     let h = if binary {
         let p_key = quantise(reference, 32.0, f64::round);
         let p = dequantise(p_key, 32.0).min(1.0 - 1e-6);
         let worse = if worse_up { 1.0 } else { -1.0 };
-        let truth = (p + worse * Z * (p * (1.0 - p) / n).sqrt()).clamp(0.0, 1.0);
+        let truth = (p + worse * z * (p * (1.0 - p) / n).sqrt()).clamp(0.0, 1.0);
         let p1 = (p + worse * shift).clamp(1e-6, 1.0 - 1e-6);
         let key = [
             0,
@@ -118,7 +131,7 @@ pub fn noisy_reference_threshold(
             (worse * shift).to_bits() as i64,
             n_key,
             arl_key,
-            0,
+            z_key,
         ];
         arl::memo(key, || {
             let inc = Increments::bernoulli(truth, p, p1);
@@ -127,9 +140,9 @@ pub fn noisy_reference_threshold(
     } else {
         let d_key = quantise(shift, 32.0, f64::round);
         let d = dequantise(d_key, 32.0);
-        let key = [1, d_key, 0, n_key, arl_key, 0];
+        let key = [1, d_key, 0, n_key, arl_key, z_key];
         arl::memo(key, || {
-            let inc = Increments::gaussian(Z / n.sqrt(), 1.0, 0.0, 1.0, d);
+            let inc = Increments::gaussian(z / n.sqrt(), 1.0, 0.0, 1.0, d);
             solve(inc, arl0)
         })
     };
@@ -279,7 +292,7 @@ impl SelfBaseline {
                         t.worse_up,
                         reference.value(),
                         shift,
-                        seen.n,
+                        (seen.n, &|_| Z),
                         arl0,
                     );
                     let Some(threshold) = threshold else {
@@ -354,7 +367,8 @@ mod tests {
     #[test]
     fn threshold_is_exact_with_a_margin_for_the_warmup_noise() {
         let arl0 = 6.048e7;
-        let h = noisy_reference_threshold(true, true, 0.05, 0.03, 4096, arl0).expect("a threshold");
+        let h = noisy_reference_threshold(true, true, 0.05, 0.03, (4096, &|_| Z), arl0)
+            .expect("a threshold");
         let known = arl::threshold_for_arl(Increments::bernoulli(0.05, 0.05, 0.08), arl0);
         let truth = 0.05 + Z * (0.05f64 * 0.95 / 4096.0).sqrt();
         let at_truth = arl::arl(Increments::bernoulli(truth, 0.05, 0.08), h);
@@ -363,9 +377,42 @@ mod tests {
         // The reference is quantised to 2%: within that, the ARL at the truth meets the budget.
         assert!(at_truth >= 0.9 * arl0, "{at_truth}");
         assert_eq!(
-            noisy_reference_threshold(true, true, 0.05, 0.03, 100, arl0),
+            noisy_reference_threshold(true, true, 0.05, 0.03, (100, &|_| Z), arl0),
             None
         );
+    }
+
+    /// Counts go down to the eighth-octave grid: powers of two stay, 4,400 (below
+    /// 2^(12 + 1/8) = 4,466.7) goes to 4,096.
+    #[test]
+    fn counts_are_quantised_down_to_an_eighth_of_an_octave() {
+        assert_eq!(quantised_count(4096), 4096.0);
+        assert_eq!(quantised_count(4400), 4096.0);
+        assert!((quantised_count(4467) - 4466.720).abs() < 1e-3);
+        assert_eq!(quantised_count(0), 2.0);
+    }
+
+    /// The margin `z` is what the threshold is exact for: none gives the known reference's
+    /// threshold (up to the reference's 2% quantisation), and the threshold grows with `z`.
+    #[test]
+    fn the_threshold_grows_with_the_margin() {
+        let arl0 = 6.048e7;
+        let at = |z: f64| noisy_reference_threshold(true, true, 0.05, 0.03, (4096, &|_| z), arl0);
+        let known = arl::threshold_for_arl(Increments::bernoulli(0.05, 0.05, 0.08), arl0);
+        let none = at(0.0).expect("a threshold");
+        assert!((none / known - 1.0).abs() < 0.02, "{none} {known}");
+        let (one, full) = (at(1.0).expect("finite"), at(Z).expect("finite"));
+        assert!(none < one && one < full, "{none} {one} {full}");
+    }
+
+    proptest::proptest! {
+        /// A quantised count is at most the count and within an eighth of an octave of it.
+        #[test]
+        fn a_quantised_count_is_within_an_eighth_octave_below(n in 2u64..1_000_000_000) {
+            let q = quantised_count(n);
+            proptest::prop_assert!(q <= n as f64 * (1.0 + 1e-12));
+            proptest::prop_assert!(q * 2f64.powf(0.125) > n as f64 * (1.0 - 1e-12));
+        }
     }
 
     #[test]
@@ -385,8 +432,14 @@ mod tests {
             } => {
                 assert!((reference.value() - 0.05).abs() < 0.015);
                 // 100 events/s over a week, exact for the reference off by Z standard errors.
-                let expected =
-                    noisy_reference_threshold(true, true, reference.value(), 0.03, 4000, 6.048e7);
+                let expected = noisy_reference_threshold(
+                    true,
+                    true,
+                    reference.value(),
+                    0.03,
+                    (4000, &|_| Z),
+                    6.048e7,
+                );
                 assert_eq!(Some(*threshold), expected);
             }
             p => panic!("still warming up: {p:?}"),

@@ -153,6 +153,7 @@ impl Detector {
                         min_effect: m.min_effect(),
                         min_control: d.late_drift.min_control_events,
                         arl0: Detector::late_chart_arl(config),
+                        margin: late::MARGIN,
                     },
                 }
             })

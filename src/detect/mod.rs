@@ -46,7 +46,9 @@
 //!   A cohort sees at most every canary event, so a chart's ARL in its own events bounds its
 //!   rate per canary event. Each chart's threshold is the exact one (`arl`) for its ARL, for a
 //!   reference (control's running rate for late drift, the warm-up's for the self-baseline)
-//!   off by 1.645 standard errors in the costly direction ([`cusum::noisy_reference_threshold`]).
+//!   off by 1.645 standard errors in the costly direction ([`cusum::noisy_reference_threshold`]);
+//!   for late drift past 8,000 control events by `1.645·√(8000/n)` of them, a margin that
+//!   shrinks like `1/n`, whose cost is measured (`late_false_alarms_per_week`), not bounded.
 //! - Control cohorts' self-baseline alarms never fail a canary (a "control degraded" `warn`), so
 //!   they are budgeted apart, as a rate: at most one false warning per
 //!   `detection.self_baseline.false_alarm_period` per deployment, at each cohort's warm-up event

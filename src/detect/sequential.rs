@@ -229,6 +229,109 @@ mod tests {
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
 
+    /// `ln Σ w_k Λ_k` over effects `grid` × `unit` with weights `weights` (adding up to 1).
+    fn weighted_log_lr(grid: &[f64], weights: &[f64], d: f64, v: f64, unit: f64) -> f64 {
+        let terms: Vec<f64> = grid
+            .iter()
+            .zip(weights)
+            .map(|(g, w)| {
+                let t = g * unit;
+                w.ln() + t * d / v - t * t / (2.0 * v)
+            })
+            .collect();
+        let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        max + terms.iter().map(|x| (x - max).exp()).sum::<f64>().ln()
+    }
+
+    /// Measurement (release, under a minute):
+    /// `cargo test --release --lib mixture_prior_sweep -- --ignored --nocapture`.
+    /// The canary-vs-control decision alone (refusal, `min_effect` 0.01, αₘ = 0.0023, the
+    /// `min_events` floor of 300, the estimate beyond `min_effect`) under candidate priors, on
+    /// the same 2,000 streams per drift from the start (seed `90,000 + r`), beside the SPRT
+    /// that knows the effect (same floor). Prints each prior's median events per arm and its
+    /// ratio to the oracle's. How [`GRID`] and its equal weights were checked.
+    #[test]
+    #[ignore = "measurement: cargo test --release --lib mixture_prior_sweep -- --ignored --nocapture"]
+    fn mixture_prior_sweep() {
+        let priors: [(&str, &[f64], &[f64]); 8] = [
+            ("{1,2,3,5} equal", &GRID, &[0.25; 4]),
+            ("{1,2,3,5} .2/.3/.2/.3", &GRID, &[0.2, 0.3, 0.2, 0.3]),
+            ("{1,2,3,5} .3/.2/.2/.3", &GRID, &[0.3, 0.2, 0.2, 0.3]),
+            (
+                "{1,2,3,5} .25/.25/.15/.35",
+                &GRID,
+                &[0.25, 0.25, 0.15, 0.35],
+            ),
+            ("{1,2,3,5} .2/.25/.2/.35", &GRID, &[0.2, 0.25, 0.2, 0.35]),
+            ("{1,2,5} equal", &[1.0, 2.0, 5.0], &[1.0 / 3.0; 3]),
+            ("{1.5,2,3,5} equal", &[1.5, 2.0, 3.0, 5.0], &[0.25; 4]),
+            ("{1,2,3.5,5} equal", &[1.0, 2.0, 3.5, 5.0], &[0.25; 4]),
+        ];
+        let (min_effect, alpha, floor) = (0.01, 0.01 * 0.92 / 4.0, 300u64);
+        let threshold = (1.0f64 / alpha).ln();
+        let runs = 2000u64;
+        for to in [0.065, 0.07, 0.08, 0.10] {
+            let effect = to - 0.05;
+            let delays: Vec<Vec<u64>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..2u64)
+                    .map(|w| {
+                        s.spawn(move || {
+                            (w..runs)
+                                .step_by(2)
+                                .map(|r| {
+                                    let mut rng = SmallRng::seed_from_u64(90_000 + r);
+                                    let mut first = vec![u64::MAX; priors.len() + 1];
+                                    let (mut canary, mut control) =
+                                        (Moments::default(), Moments::default());
+                                    for n in 1..=50_000u64 {
+                                        canary.push(f64::from(u8::from(rng.random_bool(to))));
+                                        control.push(f64::from(u8::from(rng.random_bool(0.05))));
+                                        if n < floor {
+                                            continue;
+                                        }
+                                        let (d, v) = estimate_and_variance(&canary, &control, true);
+                                        for (k, (_, grid, weights)) in priors.iter().enumerate() {
+                                            if first[k] == u64::MAX
+                                                && d >= min_effect
+                                                && weighted_log_lr(grid, weights, d, v, min_effect)
+                                                    >= threshold
+                                            {
+                                                first[k] = n;
+                                            }
+                                        }
+                                        let oracle = effect * d / v - effect * effect / (2.0 * v);
+                                        if first[priors.len()] == u64::MAX && oracle >= threshold {
+                                            first[priors.len()] = n;
+                                        }
+                                        if first.iter().all(|&f| f != u64::MAX) {
+                                            break;
+                                        }
+                                    }
+                                    first
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap())
+                    .collect()
+            });
+            let median = |k: usize| {
+                let mut v: Vec<u64> = delays.iter().map(|f| f[k]).collect();
+                v.sort_unstable();
+                v[v.len() / 2]
+            };
+            let oracle = median(priors.len());
+            println!("refusal 5% -> {:.1}%: oracle median {oracle}", to * 100.0);
+            for (k, (name, _, _)) in priors.iter().enumerate() {
+                let m = median(k);
+                println!("  {name:<28} {m:>6}  x{:.3}", m as f64 / oracle as f64);
+            }
+        }
+    }
+
     /// By hand, d = 0.02, V = 1e-4, scale 0.02 (effects 0.01, 0.02, 0.03, 0.05): the
     /// exponents `θd/V − θ²/(2V)` are 1.5, 2, 1.5 and −2.5, so
     /// `Λ = (2e^1.5 + e^2 + e^−2.5)/4 = 16.434519/4 = 4.108630`, `ln Λ = 1.413090`. At d = 0 the

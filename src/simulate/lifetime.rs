@@ -25,6 +25,16 @@ const ORACLE: usize = METHODS.len() - 1;
 /// Per method (in [`METHODS`] order) and metric: events per arm when it first failed.
 pub(super) type FirstAlarms = [[Option<u64>; 4]; METHODS.len()];
 
+/// What one lifetime recorded.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Lifetime {
+    /// When each method first failed each metric.
+    pub(super) first: FirstAlarms,
+    /// `fail` verdicts of driftd's charts (late drift and canary self-baseline) over the
+    /// lifetime, every metric: in an A/A each is a false alarm.
+    pub(super) chart_alarms: u32,
+}
+
 /// What a lifetime needs from the config, resolved once per scenario.
 #[derive(Debug, Clone)]
 pub(super) struct Plan {
@@ -195,7 +205,7 @@ pub(super) fn run(
     plan: &Plan,
     scenario: &Scenario,
     seed: u64,
-) -> FirstAlarms {
+) -> Lifetime {
     let mut sampler = Sampler::new(scenario.traffic(seed), Some(opts.events_per_arm));
     let (config, alone_config) = match &plan.segmented {
         Some((with, alone)) => (with, Some(alone)),
@@ -229,6 +239,7 @@ pub(super) fn run(
     let mut segment_rng = SmallRng::seed_from_u64(seed ^ 0x5e6_5e6);
     let step_ms = 1000.0 / opts.rate_per_arm;
     let mut first: FirstAlarms = [[None; 4]; METHODS.len()];
+    let mut chart_alarms = 0;
     let mut cumulative = [[Win::default(); 4]; 2];
     let mut naive = [[Win::default(); 4]; 2];
     let mut oracle = [Moments::default(); 2];
@@ -281,6 +292,9 @@ pub(super) fn run(
                 Source::CanaryVsControl | Source::LateDrift => 0,
                 Source::SelfBaseline => 1,
             };
+            if v.source != Source::CanaryVsControl {
+                chart_alarms += 1;
+            }
             // Only fails count: a control cohort's self-baseline alarm is a warn (control
             // degraded), so drift in both arms is detected by the canary's own alarm.
             for k in [method, 2] {
@@ -358,7 +372,10 @@ pub(super) fn run(
             }
         }
     }
-    first
+    Lifetime {
+        first,
+        chart_alarms,
+    }
 }
 
 #[cfg(test)]

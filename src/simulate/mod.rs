@@ -39,7 +39,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::traffic::{Drift, DriftMetric, TrafficModel};
-use lifetime::{FirstAlarms, Plan};
+use lifetime::{Lifetime, Plan};
 pub use report::markdown;
 use stats::{classify, summarise, DelaySummary};
 
@@ -237,6 +237,8 @@ pub struct MethodResult {
     pub false_fail_rate: Option<[f64; 4]>,
     /// A/A: share of lifetimes with any false fail.
     pub familywise_false_fail_rate: Option<f64>,
+    /// A/A: the binomial standard error of `familywise_false_fail_rate`.
+    pub familywise_se: Option<f64>,
     /// Drift: delays on the drifted metric (`None` for a row not yet measured).
     pub delay: Option<DelaySummary>,
 }
@@ -254,6 +256,12 @@ pub struct ScenarioResult {
     pub metric_alpha: Option<f64>,
     /// Events per arm a fixed-horizon test at one-sided αₘ and 90% power needs.
     pub fixed_horizon_n: Option<u64>,
+    /// A/A: driftd's chart alarms (late drift and canary self-baseline `fail`s, every
+    /// metric) per week of traffic at `rate_per_arm` per deployment, and its Poisson standard
+    /// error; each lifetime is `events_per_arm / rate_per_arm` seconds of traffic.
+    pub chart_alarms_per_week: Option<(f64, f64)>,
+    /// A/A: weeks of traffic the lifetimes add up to.
+    pub weeks: f64,
     /// Wall-clock seconds the scenario took.
     pub seconds: f64,
 }
@@ -278,9 +286,9 @@ fn lifetimes(
     plan: &Plan,
     scenario: &Scenario,
     runs: usize,
-) -> Vec<FirstAlarms> {
+) -> Vec<Lifetime> {
     let threads = opts.threads.max(1);
-    let mut all: Vec<(usize, FirstAlarms)> = std::thread::scope(|s| {
+    let mut all: Vec<(usize, Lifetime)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|w| {
                 s.spawn(move || {
@@ -328,34 +336,45 @@ pub fn run_scenario(config: &Config, opts: &SimOptions, scenario: &Scenario) -> 
                 method,
                 false_fail_rate: None,
                 familywise_false_fail_rate: None,
+                familywise_se: None,
                 delay: None,
             },
             (Some(m), Some(onset)) => MethodResult {
                 method,
                 false_fail_rate: None,
                 familywise_false_fail_rate: None,
+                familywise_se: None,
                 delay: Some({
-                    let outcomes: Vec<_> = all.iter().map(|f| classify(f[k][m], onset)).collect();
+                    let outcomes: Vec<_> =
+                        all.iter().map(|f| classify(f.first[k][m], onset)).collect();
                     summarise(&outcomes, plan.floor(m), opts.bootstrap)
                 }),
             },
-            _ => MethodResult {
-                method,
-                false_fail_rate: (k + 1 < METHODS.len()).then(|| {
-                    std::array::from_fn(|m| {
-                        all.iter().filter(|f| f[k][m].is_some()).count() as f64 / n
-                    })
-                }),
-                familywise_false_fail_rate: (k + 1 < METHODS.len()).then(|| {
+            _ => {
+                let familywise = (k + 1 < METHODS.len()).then(|| {
                     all.iter()
-                        .filter(|f| f[k].iter().any(Option::is_some))
+                        .filter(|f| f.first[k].iter().any(Option::is_some))
                         .count() as f64
                         / n
-                }),
-                delay: None,
-            },
+                });
+                MethodResult {
+                    method,
+                    false_fail_rate: (k + 1 < METHODS.len()).then(|| {
+                        std::array::from_fn(|m| {
+                            all.iter().filter(|f| f.first[k][m].is_some()).count() as f64 / n
+                        })
+                    }),
+                    familywise_false_fail_rate: familywise,
+                    familywise_se: familywise.map(|p| (p * (1.0 - p) / n).sqrt()),
+                    delay: None,
+                }
+            }
         })
         .collect();
+    let weeks = all.len() as f64 * opts.events_per_arm as f64
+        / opts.rate_per_arm.max(1e-9)
+        / (7.0 * 86_400.0);
+    let chart_alarms: u64 = all.iter().map(|f| u64::from(f.chart_alarms)).sum();
     ScenarioResult {
         scenario: scenario.clone(),
         lifetimes: all.len(),
@@ -365,6 +384,11 @@ pub fn run_scenario(config: &Config, opts: &SimOptions, scenario: &Scenario) -> 
             let (before, after, sd) = scenario.means(d);
             stats::fixed_horizon_n(before, after, sd, alphas[m], 0.9)
         }),
+        chart_alarms_per_week: (scenario.drift.is_none() && weeks > 0.0).then(|| {
+            let a = chart_alarms as f64;
+            (a / weeks, a.sqrt() / weeks)
+        }),
+        weeks,
         seconds: started.elapsed().as_secs_f64(),
     }
 }
@@ -431,6 +455,40 @@ mod tests {
             .expect("an oracle from the start");
         assert_eq!(oracle.detected, 1.0);
         assert!(a.fixed_horizon_n.is_some_and(|n| n > 0));
+    }
+
+    /// An A/A reports its family-wise rate with a binomial standard error and the charts'
+    /// false alarms per week of the traffic it simulated (6 lifetimes of 4,000 events per arm
+    /// at 100 events/s: 240 s, 240/604,800 of a week); a drift reports neither.
+    #[test]
+    fn aa_reports_standard_errors_and_chart_alarms_per_week() {
+        let config = Config::default();
+        let aa = Scenario {
+            name: "aa",
+            drift: None,
+            segments: 0,
+        };
+        let r = run_scenario(&config, &small(6, 2), &aa);
+        assert!((r.weeks - 240.0 / 604_800.0).abs() < 1e-12, "{}", r.weeks);
+        let (rate, se) = r.chart_alarms_per_week.expect("an A/A counts chart alarms");
+        assert!(rate >= 0.0 && (rate == 0.0) == (se == 0.0), "{rate} {se}");
+        let driftd = &r.methods[2];
+        let p = driftd.familywise_false_fail_rate.expect("an A/A rate");
+        let se = driftd.familywise_se.expect("its standard error");
+        assert!((se - (p * (1.0 - p) / 6.0).sqrt()).abs() < 1e-12);
+        let drift = Scenario {
+            name: "drift",
+            drift: Some(SimDrift {
+                metric: DriftMetric::Refusal,
+                to: 0.15,
+                onset: 0.0,
+            }),
+            segments: 0,
+        };
+        assert_eq!(
+            run_scenario(&config, &small(2, 1), &drift).chart_alarms_per_week,
+            None
+        );
     }
 
     /// A drift half-way: every alarm the comparison methods raise in the first half is early,

@@ -59,14 +59,26 @@ fn drift_table(s: &ScenarioResult, out: &mut String) {
 
 /// The A/A table of one scenario.
 fn aa_table(s: &ScenarioResult, out: &mut String) {
-    out.push_str("| method | refusal | escalation | tone | tone_tail | family-wise |\n|---|---|---|---|---|---|\n");
+    out.push_str("| method | refusal | escalation | tone | tone_tail | family-wise (SE) |\n|---|---|---|---|---|---|\n");
     for m in &s.methods {
         let (Some(r), Some(fw)) = (m.false_fail_rate, m.familywise_false_fail_rate) else {
             continue;
         };
         out.push_str(&format!(
-            "| {} | {:.4} | {:.4} | {:.4} | {:.4} | **{:.4}** |\n",
-            m.method, r[0], r[1], r[2], r[3], fw
+            "| {} | {:.4} | {:.4} | {:.4} | {:.4} | **{:.4}** ({:.4}) |\n",
+            m.method,
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            fw,
+            m.familywise_se.unwrap_or(0.0)
+        ));
+    }
+    if let Some((rate, se)) = s.chart_alarms_per_week {
+        out.push_str(&format!(
+            "\ndriftd's charts (late drift and canary self-baseline `fail`s, every metric): {rate:.3} ({se:.3}) false alarms per week per deployment over {:.1} weeks of traffic.\n",
+            s.weeks
         ));
     }
 }
