@@ -43,16 +43,24 @@ pub(super) fn fresh_tests(metrics: usize) -> Vec<Test> {
     vec![fresh; metrics]
 }
 
+/// The state of `test` when it needs no arithmetic: failed already (latched), or without
+/// `min_events` on either arm. Most events of a failed canary, and the first of every canary,
+/// cost nothing then.
+pub(super) fn settled(rule: &Rule, test: &Test) -> Option<VerdictState> {
+    if test.state == VerdictState::Fail {
+        return Some(VerdictState::Fail);
+    }
+    if test.canary.n < rule.min_events || test.control.n < rule.min_events {
+        return Some(VerdictState::Insufficient);
+    }
+    None
+}
+
 /// The state of `test` after its latest event, updating its running p-value: the hot path's
 /// decision, without the confidence bounds.
 pub(super) fn next_state(rule: &Rule, test: &mut Test) -> VerdictState {
-    // A decided test and one without enough events need no arithmetic: most events of a
-    // failed canary, and the first of every canary, cost nothing here.
-    if test.state == VerdictState::Fail {
-        return VerdictState::Fail;
-    }
-    if test.canary.n < rule.min_events || test.control.n < rule.min_events {
-        return VerdictState::Insufficient;
+    if let Some(state) = settled(rule, test) {
+        return state;
     }
     let (estimate, variance, log_lr) = sequential::worse_log_lr(
         &test.canary,

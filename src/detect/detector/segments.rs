@@ -210,11 +210,8 @@ pub(super) fn next_state(
     m: usize,
     slot: Option<usize>,
 ) -> VerdictState {
-    if test.state == VerdictState::Fail {
-        return VerdictState::Fail;
-    }
-    if test.canary.n < rule.min_events || test.control.n < rule.min_events {
-        return VerdictState::Insufficient;
+    if let Some(state) = super::ab::settled(rule, test) {
+        return state;
     }
     let (_, _, dep_log_lr) = sequential::worse_log_lr(
         &test.canary,
