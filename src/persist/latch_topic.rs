@@ -28,6 +28,9 @@ use tokio::sync::watch;
 use super::topic::{ensure_compacted, TopicError};
 use crate::contain::fence::{request_key, Journal, Merged, Record};
 
+/// How long start-up waits for a broker that does not answer yet.
+const START_WAIT: Duration = Duration::from_secs(60);
+
 /// The latch topic: producer, tail and merged view.
 pub struct LatchTopic {
     producer: FutureProducer,
@@ -57,7 +60,19 @@ impl LatchTopic {
             topic: topic.to_string(),
             reason: e.to_string(),
         };
-        ensure_compacted(cc, "persist.latch_topic", topic, partitions)?;
+        // Containment cannot start without the topic's partitions, but a broker slow to answer
+        // at start (a rolling restart of both, a loaded node) should not crash-loop driftd:
+        // waited out for a minute, then refused.
+        let started = Instant::now();
+        loop {
+            match ensure_compacted(cc, "persist.latch_topic", topic, partitions) {
+                Err(e @ TopicError::Client { .. }) if started.elapsed() < START_WAIT => {
+                    tracing::warn!(topic, error = %e, "the latch topic could not be checked yet; trying again");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                result => break result?,
+            }
+        }
         let mut pc = cc.clone();
         pc.set("linger.ms", "0");
         let producer: FutureProducer = pc.create().map_err(client)?;
@@ -72,7 +87,7 @@ impl LatchTopic {
         let ends: BaseConsumer = rc.create().map_err(client)?;
         let tail: BaseConsumer = rc.create().map_err(client)?;
         let metadata = tail
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .fetch_metadata(Some(topic), START_WAIT)
             .map_err(client)?;
         let count = metadata
             .topics()

@@ -406,9 +406,9 @@ fn a_canary_whose_owner_is_killed_just_before_its_verdict_is_failed_and_containe
     assert!(
         replicas.values().all(|d| {
             let (status, _) = d.request(reqwest::Method::GET, "/v1/gate/support-bot", None, None);
-            status == 200
+            status != 503
         }),
-        "not failed before the cut"
+        "not contained before the cut"
     );
     // Its last snapshot in the state topic, then kill -9 and a replacement on a new disk.
     std::thread::sleep(Duration::from_secs(3));

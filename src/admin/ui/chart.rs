@@ -200,9 +200,10 @@ pub(super) fn canary_vs_control(id: &str, series: &Series) -> Option<String> {
     Some(out)
 }
 
-/// The self-baseline CUSUM statistic over time (the canary cohort nearest its threshold, then
-/// the alarming one) against its threshold.
-pub(super) fn self_baseline(id: &str, series: &Series) -> Option<String> {
+/// A CUSUM statistic over time against its threshold, titled `what`: the self-baseline chart
+/// (the canary cohort nearest its threshold, then the alarming one) or the late-drift chart
+/// that fired.
+pub(super) fn cusum(id: &str, series: &Series, what: &str) -> Option<String> {
     let points: Vec<&Point> = series.points.iter().collect();
     if points.is_empty() {
         return None;
@@ -215,7 +216,7 @@ pub(super) fn self_baseline(id: &str, series: &Series) -> Option<String> {
     let s = Scale::new(&points, ys);
     let mut out = svg_open(
         id,
-        &format!("{}: self-baseline CUSUM", series.metric),
+        &format!("{}: {what}", series.metric),
         &format!(
             "The CUSUM statistic over time (dots joined by a solid line) against its threshold {threshold:.2} (dashed)."
         ),

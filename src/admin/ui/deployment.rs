@@ -172,7 +172,7 @@ fn metric_section(i: usize, m: &MetricVerdicts, list: &[std::sync::Arc<Series>])
     let baseline = match m.self_baseline.as_ref().or(m.self_baseline_watch.as_ref()) {
         Some(b) => {
             let chart = series(list, &m.metric, Source::SelfBaseline)
-                .and_then(|s| chart::self_baseline(&format!("sb-{i}"), s))
+                .and_then(|s| chart::cusum(&format!("sb-{i}"), s, "self-baseline CUSUM"))
                 .unwrap_or_default();
             let segment = b
                 .segment
@@ -194,6 +194,25 @@ fn metric_section(i: usize, m: &MetricVerdicts, list: &[std::sync::Arc<Series>])
         }
         None => "<p class=\"note\">Self-baseline: no canary cohort has learned its reference yet (warm-up).</p>".into(),
     };
+    // The late-drift chart that fired, beside the test it raced: an incident it opened must
+    // show where.
+    let late = m
+        .late_drift
+        .as_ref()
+        .zip(series(list, &m.metric, Source::LateDrift))
+        .map(|(l, s)| {
+            format!(
+                r#"<h3>Late-drift CUSUM</h3>
+<p class="late-drift" data-state="{st}">{badge} canary against control's running rate: statistic {stat:.2} against threshold {thr:.2}.</p>
+{chart}"#,
+                st = l.state.as_str(),
+                badge = state_badge(l.state),
+                stat = l.statistic,
+                thr = l.threshold,
+                chart = chart::cusum(&format!("ld-{i}"), s, "late-drift CUSUM").unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default();
     format!(
         r#"<section class="metric" id="metric-{i}" data-metric="{name}" data-state="{state}" aria-labelledby="metric-{i}-h">
 <h2 id="metric-{i}-h">{name} {badge}</h2>
@@ -204,6 +223,7 @@ fn metric_section(i: usize, m: &MetricVerdicts, list: &[std::sync::Arc<Series>])
 <tr><th scope="row">Always-valid p</th><td>{p} (α share {alpha})</td></tr>
 </table>
 {chart}
+{late}
 {baseline}
 </section>
 "#,

@@ -241,3 +241,49 @@ async fn pages_and_assets_carry_a_strict_policy_and_no_sniffing() {
         assert!(!body.contains("<script>"), "{path}");
     }
 }
+
+#[test]
+fn an_incident_opened_by_late_drift_shows_its_chart_and_crossing() {
+    let mut t = Trajectories::default();
+    let late = Verdict {
+        source: Source::LateDrift,
+        state: VerdictState::Fail,
+        statistic: 9.5,
+        threshold: 8.25,
+        ..verdict("late-bot", VerdictState::Fail, 0.04)
+    };
+    let ab = verdict("late-bot", VerdictState::Pass, 0.01);
+    assert!(t.advance("late-bot", T0));
+    t.sample(&[deployment_view("late-bot", ab.clone())], |_| true);
+    assert!(t.advance("late-bot", T0 + 1_000));
+    t.record_changes(&[Change::Verdict(late.clone())]);
+    let mut dv = deployment_view("late-bot", ab);
+    dv.metrics[0].state = VerdictState::Fail;
+    dv.metrics[0].late_drift = Some(late);
+    let v = View {
+        published: Arc::new(Published {
+            cohorts: Default::default(),
+            deployments: vec![dv],
+            trajectories: t,
+        }),
+        latches: Arc::new(BTreeMap::new()),
+        now_ms: T0 + 60_000,
+    };
+    let c = deployment::Containment {
+        audit: Vec::new(),
+        release_command: None,
+    };
+    let html = deployment::render(&v, "late-bot", &c);
+    assert!(html.contains("Late-drift CUSUM"), "{html}");
+    assert!(
+        html.contains("statistic 9.50 against threshold 8.25"),
+        "{html}"
+    );
+    let at = crate::event::format_rfc3339_ms(T0 + 1_000);
+    assert!(
+        html.contains(&format!(
+            "data-source=\"late_drift\" data-state=\"fail\" data-t=\"{at}\""
+        )),
+        "{html}"
+    );
+}
