@@ -348,16 +348,7 @@ fn three_replicas_through_a_kill_and_a_restart_lose_and_double_nothing_and_judge
         restarted_at.elapsed().as_secs_f64(),
     );
     let got = evidence(&[&a, &b, &c]);
-    let differing: Vec<_> = want
-        .iter()
-        .filter(|(k, v)| got.get(*k) != Some(*v))
-        .map(|(k, v)| format!("{k:?}: want {v}, got {:?}", got.get(k)))
-        .collect();
-    assert!(
-        differing.is_empty() && got.len() == want.len(),
-        "the evidence of one uninterrupted pass:\n{}",
-        differing.join("\n")
-    );
+    support::assert_same_evidence(&want, &got);
     let bytes: f64 = [&a, &b, &c]
         .iter()
         .map(|d| d.metrics().sum("driftd_state_topic_bytes_total", &[]))

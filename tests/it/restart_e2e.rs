@@ -198,16 +198,7 @@ fn kill_9_while_consuming_loses_no_event_counts_none_twice_and_keeps_the_evidenc
     );
     let verdicts: Value = serde_json::from_str(&d.get("/v1/verdicts").unwrap()).unwrap();
     let got = support::evidence(verdicts["deployments"].as_array().unwrap());
-    let differing: Vec<_> = want
-        .iter()
-        .filter(|(k, v)| got.get(*k) != Some(*v))
-        .map(|(k, v)| format!("{k:?}: want {v}, got {:?}", got.get(k)))
-        .collect();
-    assert!(
-        differing.is_empty() && got.len() == want.len(),
-        "the evidence of one uninterrupted pass:\n{}",
-        differing.join("\n")
-    );
+    support::assert_same_evidence(&want, &got);
     drop(d);
 
     // Every malformed message dead-lettered at least once (a crash may repeat some).

@@ -410,6 +410,25 @@ pub fn evidence(
     out
 }
 
+/// Asserts that `got` holds exactly the evidence `want` (of one uninterrupted pass), naming
+/// every deployment and metric that differs.
+#[cfg(feature = "e2e")]
+pub fn assert_same_evidence(
+    want: &BTreeMap<(String, String), serde_json::Value>,
+    got: &BTreeMap<(String, String), serde_json::Value>,
+) {
+    let differing: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k:?}: want {v}, got {:?}", got.get(k)))
+        .collect();
+    assert!(
+        differing.is_empty() && got.len() == want.len(),
+        "the evidence of one uninterrupted pass:\n{}",
+        differing.join("\n")
+    );
+}
+
 /// The address in driftd's "admin server listening" log line (JSON or human format).
 pub fn listening_addr(log: &str) -> Option<String> {
     let line = log.lines().find(|l| l.contains("admin server listening"))?;
