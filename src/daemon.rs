@@ -67,7 +67,7 @@ pub async fn run(
     let identities = Arc::new(admin::auth::Identities::from_config(&config)?);
     // Alerts and release commands link to the address the admin server really listens on.
     let admin_bound = listener.local_addr().map_err(DaemonError::Listener)?;
-    let replication = latch_topic(&config, &source)?;
+    let replication = latch_topic(&config, &source, &metrics)?;
     let (contain, changes, contain_task) = crate::contain::start_replicated(
         &config,
         admin_bound,
@@ -133,11 +133,13 @@ pub async fn run(
     Ok(run)
 }
 
-/// With `persist.latch_topic`: the topic checked (or created) and tailed, and what the consumer
-/// holds, for containment to run as one of several replicas.
+/// With `persist.latch_topic`: the topic's clients and its tail (which checks or creates the
+/// topic in the background; containment waits for it), and what the consumer holds, for
+/// containment to run as one of several replicas.
 fn latch_topic(
     config: &Config,
     source: &KafkaSource,
+    metrics: &Arc<Metrics>,
 ) -> Result<Option<crate::contain::Replication>, DaemonError> {
     let Some(name) = &config.persist.latch_topic else {
         return Ok(None);
@@ -148,6 +150,7 @@ fn latch_topic(
         name,
         config.persist.latch_topic_partitions,
         config.persist.latch_read_timeout,
+        metrics.clone(),
     )?;
     Ok(Some(crate::contain::Replication {
         journal: Arc::new(topic),

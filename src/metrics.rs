@@ -142,9 +142,10 @@ pub struct Metrics {
     pub state_topic: StateTopicMetrics,
 }
 
-/// The reasons of `driftd_kafka_blocked`: the brokers refused the credentials, or a topic
-/// (event or dead-letter) is missing or not writable.
-pub const KAFKA_BLOCKS: [&str; 2] = ["authentication", "topic"];
+/// The reasons of `driftd_kafka_blocked`: the brokers refused the credentials, a topic
+/// (event or dead-letter) is missing or not writable, or containment has not read the latch
+/// topic (`persist.latch_topic`) to its end.
+pub const KAFKA_BLOCKS: [&str; 3] = ["authentication", "topic", "latch_topic"];
 
 /// The `outcome` label values of `driftd_actions_total`.
 pub const ACTION_OUTCOMES: [&str; 4] = ["success", "failure", "dry_run", "withdrawn"];

@@ -427,6 +427,9 @@ pub trait Journal: Send + Sync + 'static {
     /// Resolves once the tail has read the latch-topic partition of event partition
     /// `partition` to the end it had when called (bounded; `Err` past the bound).
     fn caught_up(&self, partition: Option<i32>) -> BoxFuture<'static, Result<(), String>>;
+    /// Resolves once the topic was read to the end it had at start (every latch is in the
+    /// merged view); `Err` when the topic cannot be used.
+    fn opened(&self) -> BoxFuture<'static, Result<(), String>>;
     /// The merged view, as tailed so far.
     fn merged(&self) -> std::sync::MutexGuard<'_, Merged>;
     /// Changes whenever the tail took records in.

@@ -208,6 +208,18 @@ pub fn start_replicated(
     };
     let repeat = c.alert_repeat;
     let task = tokio::spawn(async move {
+        // With several replicas nothing is decided, shown or forwarded before every latch
+        // the topic holds was read; changes and requests queue meanwhile.
+        if let Some(r) = &controller.replicas {
+            let opened = r.opened();
+            tokio::select! {
+                _ = crate::signals::stopped(&mut shutdown) => return,
+                opened = opened => if let Err(e) = opened {
+                    tracing::error!(error = %e, "containment cannot start without persist.latch_topic; fix the topic and restart driftd");
+                    return;
+                },
+            }
+        }
         controller.publish();
         let pending = controller.ladder.pending();
         if !pending.is_empty() {
@@ -315,7 +327,7 @@ impl Controller {
             Change::Verdict(v) => &v.deployment,
             Change::Signal(s) => &s.deployment,
         };
-        if self.stale_or_forget(change, crate::clock::wall_ms()) {
+        if self.defer(change, deployment) || self.stale_or_forget(change, crate::clock::wall_ms()) {
             return;
         }
         self.act_on(change, deployment);

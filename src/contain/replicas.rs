@@ -6,8 +6,9 @@
 //! Owns when those happen; the rules are [`super::fence`]'s and the topic is the [`Journal`].
 //! Must not act for a deployment whose partition it has not claimed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::{BoxFuture, Shared};
 use futures::FutureExt;
@@ -17,6 +18,7 @@ use super::fence::{self, Claim, FenceReason, Journal, Ownership, Record};
 use super::ladder::Action;
 use super::latch::Latch;
 use super::{AttemptReport, Controller, Request};
+use crate::detect::Change;
 use tokio::time::Instant;
 
 /// What became of an operator request.
@@ -38,6 +40,12 @@ pub enum Answer {
     },
 }
 
+/// How long a partition held but not claimed waits before the next claim.
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
+
+/// The changes kept per unclaimed partition; the oldest go first past it.
+const WAITING_CAP: usize = 1_000;
+
 /// What the daemon hands containment to run as one of several replicas.
 #[derive(Clone)]
 pub struct Replication {
@@ -57,6 +65,11 @@ pub(super) struct Replicas {
     ownership: Arc<Ownership>,
     claims: BTreeMap<i32, Claim>,
     generation: u64,
+    /// When to look again at partitions held but not claimed yet.
+    retry: Option<Instant>,
+    /// Changes of deployments whose partition is held but not claimed yet, replayed in order
+    /// once it is (at most [`WAITING_CAP`] per partition).
+    waiting: BTreeMap<i32, VecDeque<Change>>,
     /// The latches as last written, to write only what changed.
     produced: BTreeMap<String, Latch>,
     last_write: Write,
@@ -77,6 +90,8 @@ impl Replicas {
             claims: BTreeMap::new(),
             // Forces a first look at the assignment.
             generation: u64::MAX,
+            retry: None,
+            waiting: BTreeMap::new(),
             produced: BTreeMap::new(),
             last_write: async { true }.boxed().shared(),
             applying: None,
@@ -84,6 +99,11 @@ impl Replicas {
             next_id: 0,
             tailed,
         }
+    }
+
+    /// Resolves once the latch topic was read to its end at start.
+    pub(super) fn opened(&self) -> BoxFuture<'static, Result<(), String>> {
+        self.journal.opened()
     }
 
     fn partition_of(&self, deployment: &str) -> Option<i32> {
@@ -204,10 +224,12 @@ impl Controller {
             return;
         };
         let generation = r.ownership.generation();
-        if generation == r.generation {
+        let due = r.retry.is_some_and(|at| Instant::now() >= at);
+        if generation == r.generation && !due {
             return;
         }
         r.generation = generation;
+        r.retry = None;
         let assigned = r.ownership.assigned();
         let journal = r.journal.clone();
         let lost: Vec<i32> = r
@@ -218,6 +240,7 @@ impl Controller {
             .collect();
         for p in lost {
             r.claims.remove(&p);
+            r.waiting.remove(&p);
             let gone: Vec<String> = self
                 .ladder
                 .latches()
@@ -237,9 +260,16 @@ impl Controller {
             .copied()
             .collect();
         let mut taken_over = Vec::new();
+        let mut replay = Vec::new();
+        let mut unclaimed = false;
         for p in new {
+            // A claim made without the topic read to its end could take over latches older
+            // than the last owner's, and redo what it did: not claimed, tried again at the
+            // next look (within a second); actions for the partition wait until then.
             if let Err(e) = journal.caught_up(Some(p)).await {
-                tracing::warn!(partition = p, error = %e, "claiming without having read the latch topic to its end; actions wait for the next check");
+                tracing::warn!(partition = p, error = %e, "partition not claimed yet: the latch topic was not read to its end; trying again");
+                unclaimed = true;
+                continue;
             }
             let newest = journal.merged().claims.get(&p).cloned();
             let claim = Claim::next(newest.as_ref(), journal.writer());
@@ -248,12 +278,16 @@ impl Controller {
                 claim: claim.clone(),
             };
             if let Err(e) = journal.produce(Ok(record)).await {
-                tracing::error!(partition = p, error = %e, "latch epoch not recorded; no action is taken for this partition until it is reassigned");
+                tracing::warn!(partition = p, error = %e, "partition not claimed yet: its epoch was not recorded; trying again");
+                unclaimed = true;
                 continue;
             }
-            let _ = journal.caught_up(Some(p)).await;
-            if journal.merged().claims.get(&p) != Some(&claim) {
-                tracing::warn!(partition = p, "another replica claimed the same epoch first; this one does not act for the partition");
+            let read = journal.caught_up(Some(p)).await;
+            if read.is_err() || journal.merged().claims.get(&p) != Some(&claim) {
+                // Another replica claimed the same epoch first, or the claim is not read back
+                // yet: the consumer holds the partition, so a higher epoch is claimed next.
+                tracing::warn!(partition = p, "partition not claimed yet: another claim came first or this one was not read back; trying again");
+                unclaimed = true;
                 continue;
             }
             tracing::info!(partition = p, epoch = claim.epoch, "latch epoch claimed");
@@ -270,7 +304,21 @@ impl Controller {
                 r.produced.insert(d.clone(), latch);
                 taken_over.push(d);
             }
+            replay.extend(r.waiting.remove(&p).unwrap_or_default());
         }
+        // Changes held for a partition given up before it was claimed go with it.
+        r.waiting.retain(|p, _| assigned.contains(p));
+        if unclaimed {
+            r.retry = Some(Instant::now() + CLAIM_RETRY);
+        }
+        self.take_over(&taken_over);
+        for change in replay {
+            self.on_change(&change);
+        }
+    }
+
+    /// Runs what the latches taken over left undone.
+    fn take_over(&mut self, taken_over: &[String]) {
         if taken_over.is_empty() {
             return;
         }
@@ -287,6 +335,31 @@ impl Controller {
             self.run_actions(pending);
         }
         self.publish();
+    }
+
+    /// Keeps `change` for later when its deployment's partition is held but not claimed yet
+    /// (true); it is decided once the claim is recorded, so no action runs unfenced and none
+    /// is lost to the fence.
+    pub(super) fn defer(&mut self, change: &Change, deployment: &str) -> bool {
+        let Some(r) = self.replicas.as_mut() else {
+            return false;
+        };
+        let Some(p) = r.partition_of(deployment) else {
+            return false;
+        };
+        if r.claims.contains_key(&p) || !r.ownership.holds(p) {
+            return false;
+        }
+        let waiting = r.waiting.entry(p).or_default();
+        if waiting.len() == WAITING_CAP {
+            waiting.pop_front();
+            tracing::warn!(
+                partition = p,
+                "partition still not claimed: its oldest held change was dropped"
+            );
+        }
+        waiting.push_back(change.clone());
+        true
     }
 
     /// Produces the latches that changed since the last write, each with this replica's claim

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -27,9 +27,25 @@ use tokio::sync::watch;
 
 use super::topic::{ensure_compacted, TopicError};
 use crate::contain::fence::{request_key, Journal, Merged, Record};
+use crate::metrics::Metrics;
 
-/// How long start-up waits for a broker that does not answer yet.
-const START_WAIT: Duration = Duration::from_secs(60);
+/// How long one attempt to reach the brokers waits, and the pause before the next.
+const ATTEMPT_WAIT: Duration = Duration::from_secs(5);
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// The `driftd_kafka_blocked` reason (and `/readyz` line) while the topic is not read yet.
+const BLOCK: &str = "latch_topic";
+
+/// How far the latch topic's opening got; containment waits for `Read`.
+#[derive(Debug, Clone, PartialEq)]
+enum Opening {
+    /// Checking the topic or reading it to its end for the first time.
+    Opening,
+    /// Read to the end it had once opened: the merged view holds every latch.
+    Read,
+    /// The topic cannot be used (it exists uncompacted, or cannot be created).
+    Refused(String),
+}
 
 /// The latch topic: producer, tail and merged view.
 pub struct LatchTopic {
@@ -37,42 +53,37 @@ pub struct LatchTopic {
     /// Asks the brokers for end offsets; never assigned.
     ends: BaseConsumer,
     topic: String,
-    partitions: i32,
+    /// The topic's partitions, once the tail found them (the configured count until then).
+    partitions: AtomicI32,
     read_timeout: Duration,
     writer: String,
     merged: Arc<Mutex<Merged>>,
     /// The next offset the tail will read, per latch partition.
     positions: Arc<Mutex<HashMap<i32, i64>>>,
     changed: watch::Receiver<u64>,
+    opening: watch::Receiver<Opening>,
     stop: Arc<AtomicBool>,
 }
 
 impl LatchTopic {
-    /// Checks (or creates) `topic`, then starts tailing it. `cc` is driftd's client config.
+    /// Makes the clients and starts the tail thread, which checks (or creates) `topic`, then
+    /// reads it from the beginning. Returns at once: a broker slow to answer at start (a
+    /// rolling restart of both, a loaded node) must not keep the admin server from answering
+    /// `/healthz`, nor crash-loop driftd. Until the topic is read, `/readyz` answers 503
+    /// (`driftd_kafka_blocked{reason="latch_topic"}`) and containment waits
+    /// ([`Journal::opened`]). `cc` is driftd's client config.
     pub fn start(
         cc: &ClientConfig,
         topic: &str,
         partitions: i32,
         read_timeout: Duration,
+        metrics: Arc<Metrics>,
     ) -> Result<Arc<LatchTopic>, TopicError> {
         let client = |e: rdkafka::error::KafkaError| TopicError::Client {
             setting: "persist.latch_topic",
             topic: topic.to_string(),
             reason: e.to_string(),
         };
-        // Containment cannot start without the topic's partitions, but a broker slow to answer
-        // at start (a rolling restart of both, a loaded node) should not crash-loop driftd:
-        // waited out for a minute, then refused.
-        let started = Instant::now();
-        loop {
-            match ensure_compacted(cc, "persist.latch_topic", topic, partitions) {
-                Err(e @ TopicError::Client { .. }) if started.elapsed() < START_WAIT => {
-                    tracing::warn!(topic, error = %e, "the latch topic could not be checked yet; trying again");
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-                result => break result?,
-            }
-        }
         let mut pc = cc.clone();
         pc.set("linger.ms", "0");
         let producer: FutureProducer = pc.create().map_err(client)?;
@@ -86,54 +97,56 @@ impl LatchTopic {
             .set("fetch.wait.max.ms", "50");
         let ends: BaseConsumer = rc.create().map_err(client)?;
         let tail: BaseConsumer = rc.create().map_err(client)?;
-        let metadata = tail
-            .fetch_metadata(Some(topic), START_WAIT)
-            .map_err(client)?;
-        let count = metadata
-            .topics()
-            .first()
-            .map_or(partitions, |t| t.partitions().len() as i32)
-            .max(1);
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..count {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .map_err(client)?;
-        }
-        tail.assign(&tpl).map_err(client)?;
         let writer = format!(
             "{:016x}",
             std::collections::hash_map::RandomState::new()
                 .hash_one((std::process::id(), crate::clock::wall_ms()))
         );
-        let merged = Arc::new(Mutex::new(Merged::default()));
-        let positions = Arc::new(Mutex::new(HashMap::new()));
+        metrics.kafka_block(
+            BLOCK,
+            Some(format!("containment is reading the latch topic persist.latch_topic \"{topic}\" to its end; it acts and answers for every deployment once it has")),
+        );
         let (tx, changed) = watch::channel(0u64);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (m, pos, halt) = (merged.clone(), positions.clone(), stop.clone());
+        let (opened, opening) = watch::channel(Opening::Opening);
+        let this = Arc::new(LatchTopic {
+            producer,
+            ends,
+            topic: topic.to_string(),
+            partitions: AtomicI32::new(partitions.max(1)),
+            read_timeout,
+            writer,
+            merged: Arc::new(Mutex::new(Merged::default())),
+            positions: Arc::new(Mutex::new(HashMap::new())),
+            changed,
+            opening,
+            stop: Arc::new(AtomicBool::new(false)),
+        });
+        let tailer = Tailer {
+            cc: cc.clone(),
+            tail,
+            topic: topic.to_string(),
+            partitions,
+            found: Arc::downgrade(&this),
+            merged: this.merged.clone(),
+            positions: this.positions.clone(),
+            changed: tx,
+            opened,
+            stop: this.stop.clone(),
+            metrics,
+        };
         std::thread::Builder::new()
             .name("driftd-latch-tail".into())
-            .spawn(move || tail_loop(&tail, &m, &pos, &tx, &halt))
+            .spawn(move || tailer.run())
             .map_err(|e| TopicError::Client {
                 setting: "persist.latch_topic",
                 topic: topic.to_string(),
                 reason: format!("cannot start the tail thread: {e}"),
             })?;
-        Ok(Arc::new(LatchTopic {
-            producer,
-            ends,
-            topic: topic.to_string(),
-            partitions: count,
-            read_timeout,
-            writer,
-            merged,
-            positions,
-            changed,
-            stop,
-        }))
+        Ok(this)
     }
 
     fn latch_partition(&self, partition: Option<i32>) -> i32 {
-        partition.map_or(0, |p| p.rem_euclid(self.partitions))
+        partition.map_or(0, |p| p.rem_euclid(self.partitions.load(Ordering::Acquire)))
     }
 }
 
@@ -143,42 +156,152 @@ impl Drop for LatchTopic {
     }
 }
 
-fn tail_loop(
-    tail: &BaseConsumer,
-    merged: &Mutex<Merged>,
-    positions: &Mutex<HashMap<i32, i64>>,
-    changed: &watch::Sender<u64>,
-    stop: &AtomicBool,
-) {
-    let mut n = 0u64;
-    while !stop.load(Ordering::Acquire) {
-        let Some(received) = tail.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let msg = match received {
-            Ok(m) => m,
+/// The tail thread's side: opens the topic, then reads it for as long as driftd runs.
+struct Tailer {
+    cc: ClientConfig,
+    tail: BaseConsumer,
+    topic: String,
+    partitions: i32,
+    /// Told the partition count found; weak, so dropping the topic stops the thread.
+    found: std::sync::Weak<LatchTopic>,
+    merged: Arc<Mutex<Merged>>,
+    positions: Arc<Mutex<HashMap<i32, i64>>>,
+    changed: watch::Sender<u64>,
+    opened: watch::Sender<Opening>,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+}
+
+impl Tailer {
+    fn run(self) {
+        let ends = match self.open() {
+            Ok(Some(ends)) => ends,
+            Ok(None) => return,
             Err(e) => {
-                tracing::debug!(error = %e, "latch topic tail: receive error (librdkafka retries)");
-                continue;
+                tracing::error!(error = %e, "the latch topic cannot be used; containment does not start");
+                self.metrics.kafka_block(BLOCK, Some(e.to_string()));
+                self.opened.send_replace(Opening::Refused(e.to_string()));
+                return;
             }
         };
-        let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
-        if let Some(key) = key {
-            let mut m = merged.lock().unwrap_or_else(PoisonError::into_inner);
-            if !m.apply(key, msg.payload()) {
-                tracing::warn!(
-                    partition = msg.partition(),
-                    offset = msg.offset(),
-                    "latch topic record not understood; skipped"
-                );
+        self.tail_loop(ends);
+    }
+
+    /// Checks (or creates) the topic, assigns every partition from the beginning and returns
+    /// each one's end offset now; `None` if driftd stopped first. Brokers that do not answer
+    /// are waited for, said on `/readyz`; only a topic that cannot serve is an error.
+    fn open(&self) -> Result<Option<HashMap<i32, i64>>, TopicError> {
+        let mut attempts = 0u32;
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return Ok(None);
+            }
+            match self.try_open() {
+                Ok(ends) => return Ok(Some(ends)),
+                Err(e @ TopicError::Client { .. }) => {
+                    attempts += 1;
+                    // Said at the first failure, then every minute or so: not once a second.
+                    if attempts == 1 || attempts % 10 == 0 {
+                        tracing::warn!(topic = %self.topic, attempts, error = %e, "the latch topic cannot be read yet; containment waits for it and tries again");
+                    }
+                    self.metrics.kafka_block(
+                        BLOCK,
+                        Some(format!("containment waits for the latch topic: {e}; check that the brokers answer")),
+                    );
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+                Err(e) => return Err(e),
             }
         }
-        positions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(msg.partition(), msg.offset() + 1);
-        n += 1;
-        changed.send_replace(n);
+    }
+
+    fn try_open(&self) -> Result<HashMap<i32, i64>, TopicError> {
+        let client = |e: rdkafka::error::KafkaError| TopicError::Client {
+            setting: "persist.latch_topic",
+            topic: self.topic.clone(),
+            reason: e.to_string(),
+        };
+        ensure_compacted(
+            &self.cc,
+            "persist.latch_topic",
+            &self.topic,
+            self.partitions,
+        )?;
+        let metadata = self
+            .tail
+            .fetch_metadata(Some(&self.topic), ATTEMPT_WAIT)
+            .map_err(client)?;
+        let count = metadata
+            .topics()
+            .first()
+            .map_or(self.partitions, |t| t.partitions().len() as i32)
+            .max(1);
+        let mut ends = HashMap::new();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..count {
+            let (low, high) = self
+                .tail
+                .fetch_watermarks(&self.topic, p, ATTEMPT_WAIT)
+                .map_err(client)?;
+            if high > low {
+                ends.insert(p, high);
+            }
+            tpl.add_partition_offset(&self.topic, p, Offset::Beginning)
+                .map_err(client)?;
+        }
+        self.tail.assign(&tpl).map_err(client)?;
+        if let Some(topic) = self.found.upgrade() {
+            topic.partitions.store(count, Ordering::Release);
+        }
+        Ok(ends)
+    }
+
+    /// Reads the topic into the merged view until driftd stops; says `Read` once every
+    /// partition was read to `ends`, the end it had when opened.
+    fn tail_loop(&self, mut ends: HashMap<i32, i64>) {
+        let mut n = 0u64;
+        let mut read = false;
+        while !self.stop.load(Ordering::Acquire) {
+            if !read && ends.is_empty() {
+                read = true;
+                self.metrics.kafka_block(BLOCK, None);
+                self.opened.send_replace(Opening::Read);
+                tracing::info!(topic = %self.topic, records = n, "latch topic read to its end; containment acts and answers for every deployment");
+            }
+            let Some(received) = self.tail.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let msg = match received {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(error = %e, "latch topic tail: receive error (librdkafka retries)");
+                    continue;
+                }
+            };
+            let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
+            if let Some(key) = key {
+                let mut m = self.merged.lock().unwrap_or_else(PoisonError::into_inner);
+                if !m.apply(key, msg.payload()) {
+                    tracing::warn!(
+                        partition = msg.partition(),
+                        offset = msg.offset(),
+                        "latch topic record not understood; skipped"
+                    );
+                }
+            }
+            self.positions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(msg.partition(), msg.offset() + 1);
+            if ends
+                .get(&msg.partition())
+                .is_some_and(|end| msg.offset() + 1 >= *end)
+            {
+                ends.remove(&msg.partition());
+            }
+            n += 1;
+            self.changed.send_replace(n);
+        }
     }
 }
 
@@ -245,6 +368,22 @@ impl Journal for Arc<LatchTopic> {
                     ));
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        .boxed()
+    }
+
+    fn opened(&self) -> BoxFuture<'static, Result<(), String>> {
+        let mut opening = self.opening.clone();
+        async move {
+            let state = opening
+                .wait_for(|o| *o != Opening::Opening)
+                .await
+                .map(|o| o.clone())
+                .map_err(|_| "the latch topic's tail thread ended".to_string())?;
+            match state {
+                Opening::Refused(why) => Err(why),
+                _ => Ok(()),
             }
         }
         .boxed()
