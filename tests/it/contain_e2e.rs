@@ -56,6 +56,23 @@ state_dir = "{d}/state"
 admin_token = {{ file = "{d}/token" }}
 runbook_url = "https://runbooks.example/driftd"
 
+{guard}
+[log]
+format = "json"
+"#,
+        brokers = s.brokers,
+        topic = s.topic,
+        guard = guard(s.dir.path(), &s.alertmanager, "support-bot-canary", mode),
+    )
+}
+
+/// The containment the e2e tests run: the Alertmanager at `am` and the flagd file
+/// `flags.json` under `dir` (its flag `flag`, safe variant `off`) as targets, and the
+/// `canary-guard` policy in `mode` paging the one and flipping the other.
+pub(crate) fn guard(dir: &std::path::Path, am: &str, flag: &str, mode: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"
 [[containment.targets]]
 kind = "alertmanager"
 name = "am"
@@ -65,7 +82,7 @@ url = "{am}"
 kind = "flagd"
 name = "flag"
 path = "{d}/flags.json"
-flag = "support-bot-canary"
+flag = "{flag}"
 safe_variant = "off"
 
 [[containment.policies]]
@@ -73,13 +90,7 @@ name = "canary-guard"
 mode = "{mode}"
 alerts = ["am"]
 contain = ["flag"]
-
-[log]
-format = "json"
-"#,
-        brokers = s.brokers,
-        topic = s.topic,
-        am = s.alertmanager,
+"#
     )
 }
 

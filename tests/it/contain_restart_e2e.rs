@@ -26,6 +26,7 @@ const FLAGS: &str = r#"{"$schema":"https://flagd.dev/schema/v0/flags.json","flag
 
 fn config(dir: &Path, brokers: &str, topic: &str, am: &str) -> String {
     let d = dir.display();
+    let guard = super::contain_e2e::guard(dir, am, FLAG, "enforce");
     format!(
         r#"
 [kafka]
@@ -53,24 +54,7 @@ admin_token = {{ file = "{d}/token" }}
 runbook_url = "https://runbooks.example/driftd"
 alert_repeat = "10m"
 
-[[containment.targets]]
-kind = "alertmanager"
-name = "am"
-url = "{am}"
-
-[[containment.targets]]
-kind = "flagd"
-name = "flag"
-path = "{d}/flags.json"
-flag = "{FLAG}"
-safe_variant = "off"
-
-[[containment.policies]]
-name = "canary-guard"
-mode = "enforce"
-alerts = ["am"]
-contain = ["flag"]
-
+{guard}
 [log]
 format = "json"
 "#

@@ -26,7 +26,7 @@ use driftd::pipeline::Pipeline;
 use driftd::traffic::{Drift, DriftMetric, Generator, Sender, TrafficModel};
 use serde_json::Value;
 
-use super::contain_e2e::{am_alerts, audit, FLAGS};
+use super::contain_e2e::{am_alerts, audit, guard, FLAGS};
 use super::support::{self, cohort_counts, Driftd};
 
 const TOKEN: &str = "s3cret-admin-token";
@@ -209,30 +209,18 @@ latch_topic_partitions = 3
 state_dir = "{d}/{state}"
 admin_token = {{ file = "{d}/token" }}
 
-[[containment.targets]]
-kind = "alertmanager"
-name = "am"
-url = "{am}"
-
-[[containment.targets]]
-kind = "flagd"
-name = "flag"
-path = "{d}/flags.json"
-flag = "support-bot-canary"
-safe_variant = "off"
-
-[[containment.policies]]
-name = "canary-guard"
-mode = "enforce"
-alerts = ["am"]
-contain = ["flag"]
-
+{guard}
 [log]
 format = "json"
 "#,
             brokers = self.brokers,
             topic = self.topic,
-            am = self.alertmanager,
+            guard = guard(
+                self.dir.path(),
+                &self.alertmanager,
+                "support-bot-canary",
+                "enforce"
+            ),
         ))
     }
 }
