@@ -28,8 +28,9 @@ pub struct PersistConfig {
     /// Partitions of `topic` when driftd creates it. Event partition `p` is stored in state
     /// partition `p % topic_partitions`.
     pub topic_partitions: i32,
-    /// How long reading one partition's newest snapshot from `topic` may take at assignment;
-    /// past it the local snapshot is used, and the failure counted.
+    /// How long one read of a partition's newest snapshot from `topic` may take at
+    /// assignment; failed reads are tried again for up to a minute, then the local snapshot is
+    /// used and the failure counted.
     #[serde(with = "humantime_serde")]
     pub topic_read_timeout: Duration,
     /// A compacted Kafka topic every containment latch change, ownership epoch and forwarded

@@ -28,6 +28,7 @@ use serde_json::Value;
 
 use super::contain_e2e::{am_alerts, audit, guard, FLAGS};
 use super::support::{self, cohort_counts, Driftd};
+use super::tansu::Tansu;
 
 const TOKEN: &str = "s3cret-admin-token";
 const REPLICAS: [&str; 3] = ["a", "b", "c"];
@@ -142,15 +143,20 @@ fn evidence_of(p: &mut Pipeline) -> BTreeMap<(String, String), Value> {
 struct Group {
     dir: tempfile::TempDir,
     brokers: String,
-    _broker: support::Broker,
+    _tansu: Tansu,
+    _turn: std::sync::MutexGuard<'static, ()>,
     topic: String,
     alertmanager: String,
 }
 
 impl Group {
+    /// A group on a broker of its own: the suite's shared tansu (sqlite) has, by the time
+    /// these tests run, every earlier test's topics and answers metadata after tens of seconds,
+    /// which real Kafka does not; driftd's patience with a slow broker is its own matter.
     fn new(prefix: &str, partitions: i32) -> Group {
-        let broker = support::broker();
-        let brokers = broker.addr.clone();
+        let turn = support::turn();
+        let tansu = Tansu::started();
+        let brokers = tansu.addr.clone();
         let alertmanager = std::env::var("DRIFTD_TEST_ALERTMANAGER")
             .ok()
             .filter(|s| !s.is_empty())
@@ -163,7 +169,8 @@ impl Group {
         Group {
             dir,
             brokers,
-            _broker: broker,
+            _tansu: tansu,
+            _turn: turn,
             topic,
             alertmanager,
         }
@@ -492,10 +499,16 @@ fn a_canary_whose_owner_is_killed_just_before_its_verdict_is_failed_and_containe
 /// count, for 100 and 1,000 cohorts on the partition; printed, not asserted.
 #[test]
 fn handover_of_a_partition_with_100_and_1000_cohorts_loses_nothing() {
-    for cohorts in [100usize, 1_000] {
+    for cohorts in [1_000usize, 100] {
         let g = Group::new("it-handover", 1);
         let stream = generate(20 * cohorts as u64, cohorts / 2, 53);
         assert_eq!(stream.per_cohort.len(), cohorts, "cohorts generated");
+        let (mut pass, _) = reference(&stream, "support-bot");
+        let offline = cohort_counts(&serde_json::to_value(&pass.publish().cohorts).unwrap());
+        assert_eq!(
+            offline, stream.per_cohort,
+            "one pass counts what was generated"
+        );
         let rt = tokio::runtime::Runtime::new().unwrap();
         produce(&rt, &g.brokers, &g.topic, &stream.messages);
         let dynamic = r#""session.timeout.ms" = "10000""#;

@@ -4,13 +4,15 @@
 //!
 //! Owns the choice between the two copies and the state topic's set-up at start. Reading the
 //! topic runs off the control loop, all newly assigned partitions at once, each bounded by
-//! `persist.topic_read_timeout` and tried [`READ_ATTEMPTS`] times (the local copy of a partition
-//! that moved is older than the topic's, or missing: falling back to it loses the events in
-//! between, so a blip of the broker is worth waiting out); then the local copy is used, the failure
-//! counted (`driftd_state_topic_failures_total{operation="read"}`) and logged. It must not
+//! `persist.topic_read_timeout` and tried again for up to [`READ_PATIENCE`] (the local copy of a
+//! partition that moved is older than the topic's, or missing: falling back to it loses the
+//! events in between, so a loaded or restarting broker is worth waiting out); then the local copy
+//! is used, the failure counted (`driftd_state_topic_failures_total{operation="read"}`) and
+//! logged. It must not
 //! decide when to snapshot or commit (the parent module does).
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use super::KafkaSource;
 use crate::config::Config;
@@ -47,18 +49,22 @@ pub(super) fn state_topic(config: &Config) -> Result<Option<StateTopic>, IngestE
     Ok(Some(topic))
 }
 
-/// Reads of a partition's state before falling back to the local snapshot.
-const READ_ATTEMPTS: u32 = 3;
+/// How long a partition's state is sought in the state topic before falling back to the local
+/// snapshot. A loaded broker answered metadata only after 20 s and more in tests (tansu); a
+/// minute stays well inside librdkafka's `max.poll.interval.ms` (5 minutes by default), past
+/// which the consumer, not polled meanwhile, would leave its group.
+const READ_PATIENCE: Duration = Duration::from_secs(60);
 
-/// [`StateTopic::read`], tried up to [`READ_ATTEMPTS`] times, half a second apart.
+/// [`StateTopic::read`], tried again a second after each failure for up to [`READ_PATIENCE`].
 fn read_retrying(topic: &StateTopic, partition: i32) -> Result<Vec<(i64, Vec<u8>)>, TopicError> {
+    let started = Instant::now();
     let mut attempt = 1;
     loop {
         match topic.read(partition) {
-            Err(e) if attempt < READ_ATTEMPTS => {
+            Err(e) if started.elapsed() < READ_PATIENCE => {
                 tracing::warn!(partition, attempt, error = %e, "state topic not read; trying again");
                 attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(500));
+                std::thread::sleep(Duration::from_secs(1));
             }
             result => return result,
         }
@@ -77,7 +83,7 @@ impl KafkaSource {
             .map(|&p| {
                 let topic = topic.clone();
                 tokio::task::spawn_blocking(move || {
-                    let started = std::time::Instant::now();
+                    let started = Instant::now();
                     (read_retrying(&topic, p), started.elapsed())
                 })
             })
@@ -92,7 +98,7 @@ impl KafkaSource {
                         partition,
                         reason: e.to_string(),
                     }),
-                    std::time::Duration::ZERO,
+                    Duration::ZERO,
                 ),
             };
             self.metrics
