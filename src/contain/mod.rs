@@ -20,7 +20,8 @@
 //!
 //! With `persist.latch_topic` it is one of several replicas ([`replicas`], rules in [`fence`]):
 //! latches are written to and read back from that topic, requests for another replica's
-//! deployment are forwarded, and every action is fenced by its partition's epoch.
+//! deployment are forwarded, every action is fenced by its partition's epoch, and owners share
+//! their deployments' verdict views ([`views`]).
 //!
 //! It must not block the hot path and knows nothing of Kafka.
 

@@ -1,8 +1,8 @@
 //! The latch topic (`persist.latch_topic`): containment's [`Journal`] over Kafka.
 //!
 //! A compacted topic (created like the state topic, refused if it exists uncompacted) holding
-//! [`Record`]s as JSON, keyed `latch/<deployment>`, `epoch/<event partition>` and
-//! `request/<id>`; the records about event partition `p` go to latch partition
+//! [`Record`]s as JSON, keyed `latch/<deployment>`, `view/<deployment>`, `epoch/<event
+//! partition>` and `request/<id>`; the records about event partition `p` go to latch partition
 //! `p % persist.latch_topic_partitions` (those of no known partition to partition 0), so one
 //! partition's claims and latch changes are ordered. Every replica tails every partition from
 //! the beginning with a group-less consumer on a thread of its own and merges what it reads
