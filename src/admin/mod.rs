@@ -335,13 +335,11 @@ async fn gate(s: AdminState, deployment: String, route: Route) -> Response {
         .as_ref()
         .map_or(PromotionMode::Evidence, |c| c.promotion_mode(&deployment));
     let mut verdict = gate::decide(view, latch.as_ref(), promotion);
-    let shared = owner.map(|v| {
-        let (expired, body) = shared_view(&s, v, crate::clock::wall_ms());
-        if let Some(age_ms) = expired {
-            verdict = gate::expire(verdict.clone(), age_ms);
-        }
-        body
-    });
+    let shared = owner.map(|v| shared_view(&s, v, crate::clock::wall_ms()));
+    if let Some((Some(age_ms), _)) = shared {
+        verdict = gate::expire(verdict, age_ms);
+    }
+    let shared = shared.map(|(_, body)| body);
     let closed = latch.as_ref().is_some_and(Latch::gate_closed);
     let release = s.contain.as_ref().map(|c| c.release_command(&deployment));
     let incident = latch.as_ref().and_then(|l| l.incident.as_ref()).map(|i| {
