@@ -215,6 +215,24 @@ pub fn decide(
     }
 }
 
+/// The gate on evidence another replica shared that is older than its bound
+/// (`crate::contain::views`), `age_ms` old: promoting on it is worse than waiting, so `pass`
+/// and `awaiting_approval` become `insufficient`; a worse decision stands. The age is said
+/// either way.
+pub fn expire(verdict: Verdict, age_ms: i64) -> Verdict {
+    let mut reasons = verdict.reasons;
+    reasons.push(format!(
+        "the owning replica's evidence is {:.0}s old: not trusted for promotion until it shares a fresh view (check that replica and persist.latch_topic)",
+        age_ms as f64 / 1e3
+    ));
+    let decision = if rank(verdict.decision) > rank(Decision::Insufficient) {
+        Decision::Insufficient
+    } else {
+        verdict.decision
+    };
+    Verdict { decision, reasons }
+}
+
 fn rank(d: Decision) -> u8 {
     match d {
         Decision::Contained => 0,

@@ -12,9 +12,13 @@
 //!   `?deployment=NAME`;
 //! - `GET /v1/verdicts` — JSON: per deployment, the verdict of every metric with its evidence,
 //!   cohort-level signals and the history of earlier canary versions (`?deployment=NAME`), and
-//!   under `stale` the verdicts containment holds as too old to act on;
+//!   under `stale` the verdicts containment holds as too old to act on; with several replicas,
+//!   a deployment another replica owns is shown as its owner shared it, its age under
+//!   `shared_views` (see `crate::contain::views`);
 //! - `GET` or `POST /v1/gate/{deployment}`, `…/promotion`, `…/decision` — the gate, one
 //!   decision spelled for each kind of caller (see [`gate`]); public, without operator input;
+//!   for a deployment another replica owns, decided on the view its owner shared
+//!   (`shared_view` in the body: its age; an expired one is never `pass`);
 //! - `GET /v1/deployments` — every deployment's containment latch, pending release included
 //!   (`viewer`);
 //! - `POST /v1/deployments/{deployment}/contain` (`operator`) and `…/release` (`operator` or
@@ -56,8 +60,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::PromotionMode;
+use crate::contain::fence::SharedView;
 use crate::contain::latch::Latch;
 use crate::contain::ContainHandle;
+use crate::detect::DeploymentView;
+use crate::event::format_rfc3339_ms;
 use crate::metrics::Metrics;
 use crate::pipeline::Published;
 
@@ -242,14 +249,21 @@ async fn cohorts(State(s): State<AdminState>, Query(q): Query<CohortQuery>) -> R
 
 async fn verdicts(State(s): State<AdminState>, Query(q): Query<CohortQuery>) -> Response {
     let published = s.snapshots.borrow().clone();
-    let deployments: Vec<_> = published
+    let remote = remote_views(&s);
+    let wanted = |d: &String| q.deployment.as_ref().is_none_or(|name| d == name);
+    // This replica's own pipeline for what it owns, the owners' shared views for the rest.
+    let deployments: Vec<&DeploymentView> = published
         .deployments
         .iter()
-        .filter(|d| {
-            q.deployment
-                .as_ref()
-                .is_none_or(|name| &d.deployment == name)
-        })
+        .filter(|d| !remote.contains_key(&d.deployment))
+        .chain(remote.values().map(|v| &*v.view))
+        .filter(|d| wanted(&d.deployment))
+        .collect();
+    let now = crate::clock::wall_ms();
+    let shared: BTreeMap<&String, _> = remote
+        .iter()
+        .filter(|(d, _)| wanted(d))
+        .map(|(d, v)| (d, shared_view(&s, v, now).1))
         .collect();
     // Verdicts containment holds as stale (too old to act on), by deployment.
     let latches = s.contain.as_ref().map(|c| c.latches()).unwrap_or_default();
@@ -262,8 +276,33 @@ async fn verdicts(State(s): State<AdminState>, Query(q): Query<CohortQuery>) -> 
         "watermark": published.cohorts.watermark,
         "deployments": deployments,
         "stale": stale,
+        "shared_views": shared,
     }))
     .into_response()
+}
+
+/// The views of deployments another replica owns (none with one replica).
+fn remote_views(s: &AdminState) -> crate::contain::views::Remote {
+    s.contain
+        .as_ref()
+        .map(|c| c.remote_views())
+        .unwrap_or_default()
+}
+
+/// Whether another owner's view is expired at `now`, and its age as the body shows it.
+fn shared_view(s: &AdminState, v: &SharedView, now: i64) -> (Option<i64>, serde_json::Value) {
+    let bound = s
+        .contain
+        .as_ref()
+        .map_or(std::time::Duration::ZERO, |c| c.view_bound());
+    let (expired, age) = crate::contain::views::expired(v.made_at_ms, now, bound);
+    let body = serde_json::json!({
+        "made_at": format_rfc3339_ms(v.made_at_ms),
+        "age_ms": age,
+        "expired": expired,
+        "expires_after_ms": bound.as_millis() as u64,
+    });
+    (expired.then_some(age), body)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -279,10 +318,14 @@ fn not_running() -> Response {
 
 async fn gate(s: AdminState, deployment: String, route: Route) -> Response {
     let published = s.snapshots.borrow().clone();
-    let view = published
-        .deployments
-        .iter()
-        .find(|d| d.deployment == deployment);
+    let remote = remote_views(&s);
+    let owner = remote.get(&deployment);
+    let view = owner.map(|v| &*v.view).or_else(|| {
+        published
+            .deployments
+            .iter()
+            .find(|d| d.deployment == deployment)
+    });
     let latch = s
         .contain
         .as_ref()
@@ -291,7 +334,12 @@ async fn gate(s: AdminState, deployment: String, route: Route) -> Response {
         .contain
         .as_ref()
         .map_or(PromotionMode::Evidence, |c| c.promotion_mode(&deployment));
-    let verdict = gate::decide(view, latch.as_ref(), promotion);
+    let mut verdict = gate::decide(view, latch.as_ref(), promotion);
+    let shared = owner.map(|v| shared_view(&s, v, crate::clock::wall_ms()));
+    if let Some((Some(age_ms), _)) = shared {
+        verdict = gate::expire(verdict, age_ms);
+    }
+    let shared = shared.map(|(_, body)| body);
     let closed = latch.as_ref().is_some_and(Latch::gate_closed);
     let release = s.contain.as_ref().map(|c| c.release_command(&deployment));
     let incident = latch.as_ref().and_then(|l| l.incident.as_ref()).map(|i| {
@@ -333,6 +381,7 @@ async fn gate(s: AdminState, deployment: String, route: Route) -> Response {
             "mode": promotion,
             "approved_version": latch.as_ref().and_then(|l| l.promotion_approval.as_ref()).map(|a| &a.model_version),
         },
+        "shared_view": shared,
     });
     (route.status(verdict.decision), Json(body)).into_response()
 }

@@ -16,7 +16,8 @@ use super::{invalid, ConfigError};
 pub struct PersistConfig {
     /// How often each partition's state is snapshotted (it is also snapshotted when the
     /// partition is revoked and at shutdown). A restart re-reads at most about two intervals
-    /// of events, skipping what the snapshot already holds.
+    /// of events, skipping what the snapshot already holds. With `latch_topic`, also how often an
+    /// owner refreshes the verdict views it shares (a change is shared at once).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// Where snapshots are written; unset: `snapshots/` under `containment.state_dir`.
@@ -33,10 +34,10 @@ pub struct PersistConfig {
     /// used and the failure counted.
     #[serde(with = "humantime_serde")]
     pub topic_read_timeout: Duration,
-    /// A compacted Kafka topic every containment latch change, ownership epoch and forwarded
-    /// operator request is produced to and every replica tails, so that all replicas answer the
-    /// same and only the current owner of a partition acts; unset: `containment.json` only
-    /// (one replica).
+    /// A compacted Kafka topic every containment latch change, ownership epoch, owner's verdict
+    /// view and forwarded operator request is produced to and every replica tails, so that all
+    /// replicas answer the same (the gate and `/v1/verdicts` included) and only the current
+    /// owner of a partition acts; unset: `containment.json` only (one replica).
     pub latch_topic: Option<String>,
     /// Partitions of `latch_topic` when driftd creates it. The records of event partition `p`
     /// go to latch partition `p % latch_topic_partitions`.

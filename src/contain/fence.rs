@@ -7,11 +7,12 @@
 //! change carries the writer's claim, and the merge ignores a change whose claim is older than
 //! the partition's newest, so a zombie's late write cannot undo the new owner's. Before every
 //! action, [`check`] compares the claim the action was decided under with the newest recorded
-//! one, read to the topic's end. Pure apart from [`Ownership`]'s lock: no Kafka here.
+//! one, read to the topic's end. An owner's views of its deployments ([`Record::View`]) are
+//! merged under the same rule. Pure apart from [`Ownership`]'s lock: no Kafka here.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::ladder::Requester;
 use super::latch::Latch;
 use super::Request;
+use crate::detect::DeploymentView;
 
 /// Which event partitions this replica's consumer holds, and the partition each deployment's
 /// events came from. Written by the consumer's rebalance callback and message path, read by
@@ -279,6 +281,20 @@ pub enum Record {
         /// The claim.
         claim: Claim,
     },
+    /// What an owner's pipeline shows for one of its deployments (`/v1/verdicts`, the gate's
+    /// evidence), shared so that every replica answers for it (see `super::views`).
+    View {
+        /// Deployment.
+        deployment: String,
+        /// Its event partition.
+        partition: i32,
+        /// The writer's claim on that partition.
+        claim: Claim,
+        /// When the owner made the view (wall clock, ms since the epoch).
+        made_at_ms: i64,
+        /// The view.
+        view: Box<DeploymentView>,
+    },
     /// An operator request received by a replica that does not own the deployment.
     Request {
         /// Unique id; the key's tombstone says it was applied.
@@ -295,6 +311,7 @@ impl Record {
     pub fn key(&self) -> String {
         match self {
             Record::Latch { deployment, .. } => format!("latch/{deployment}"),
+            Record::View { deployment, .. } => format!("view/{deployment}"),
             Record::Epoch { partition, .. } => format!("epoch/{partition}"),
             Record::Request { id, .. } => request_key(id),
         }
@@ -304,7 +321,7 @@ impl Record {
     pub fn partition(&self) -> Option<i32> {
         match self {
             Record::Latch { partition, .. } | Record::Request { partition, .. } => *partition,
-            Record::Epoch { partition, .. } => Some(*partition),
+            Record::Epoch { partition, .. } | Record::View { partition, .. } => Some(*partition),
         }
     }
 }
@@ -325,17 +342,32 @@ pub struct Stamped {
     pub latch: Latch,
 }
 
+/// An owner's view of a deployment as the topic last recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedView {
+    /// Event partition.
+    pub partition: i32,
+    /// The writer's claim.
+    pub claim: Claim,
+    /// When the owner made it (wall clock, ms since the epoch).
+    pub made_at_ms: i64,
+    /// The view; shared, so that handing the map to readers copies no evidence.
+    pub view: Arc<DeploymentView>,
+}
+
 /// What tailing the latch topic from its beginning adds up to.
 #[derive(Debug, Default)]
 pub struct Merged {
     /// The newest accepted latch per deployment.
     pub latches: BTreeMap<String, Stamped>,
+    /// The newest accepted owner's view per deployment.
+    pub views: BTreeMap<String, SharedView>,
     /// The newest claim per event partition.
     pub claims: BTreeMap<i32, Claim>,
     /// Requests not yet applied, by id.
     pub requests: BTreeMap<String, WireRequest>,
     applied: BTreeSet<String>,
-    /// Latch changes ignored because a newer claim was recorded first.
+    /// Latch changes and views ignored because a newer claim was recorded first.
     pub fenced_writes: u64,
 }
 
@@ -372,13 +404,7 @@ impl Merged {
                 applied,
                 latch,
             } => {
-                let recorded = partition.and_then(|p| self.claims.get(&p));
-                let current = match (recorded, &claim) {
-                    (None, _) => true,
-                    (Some(r), Some(c)) => c.epoch > r.epoch || c == r,
-                    (Some(_), None) => false,
-                };
-                if !current {
+                if !self.current(partition, claim.as_ref()) {
                     self.fenced_writes += 1;
                     return true;
                 }
@@ -395,6 +421,35 @@ impl Merged {
                     },
                 );
             }
+            Record::View {
+                deployment,
+                partition,
+                claim,
+                made_at_ms,
+                view,
+            } => {
+                if !self.current(Some(partition), Some(&claim)) {
+                    self.fenced_writes += 1;
+                    return true;
+                }
+                // A producer retry may land an owner's older view after its newer one.
+                let older = self
+                    .views
+                    .get(&deployment)
+                    .is_some_and(|v| v.claim == claim && v.made_at_ms > made_at_ms);
+                if older {
+                    return true;
+                }
+                self.views.insert(
+                    deployment,
+                    SharedView {
+                        partition,
+                        claim,
+                        made_at_ms,
+                        view: Arc::new(*view),
+                    },
+                );
+            }
             Record::Request { id, request, .. } => {
                 if !self.applied.contains(&id) {
                     self.requests.insert(id, request);
@@ -402,6 +457,17 @@ impl Merged {
             }
         }
         true
+    }
+
+    /// A write under `claim` about `partition` counts unless a newer claim on the partition was
+    /// recorded first: a zombie's late write is ignored.
+    fn current(&self, partition: Option<i32>, claim: Option<&Claim>) -> bool {
+        let recorded = partition.and_then(|p| self.claims.get(&p));
+        match (recorded, claim) {
+            (None, _) => true,
+            (Some(r), Some(c)) => c.epoch > r.epoch || c == r,
+            (Some(_), None) => false,
+        }
     }
 
     /// Every deployment's latch as the topic holds it.

@@ -26,6 +26,8 @@ pub struct ContainHandle {
     pub(super) external_url: String,
     pub(super) reloads: mpsc::UnboundedSender<ReloadNote>,
     pub(super) policies: Arc<Vec<PolicyConfig>>,
+    pub(super) remote: watch::Receiver<super::views::Remote>,
+    pub(super) view_bound: std::time::Duration,
 }
 
 /// A config reload to audit (see [`ContainHandle::config_reload`]).
@@ -61,6 +63,17 @@ impl ContainHandle {
     /// Every deployment's latch.
     pub fn latches(&self) -> Arc<BTreeMap<String, Latch>> {
         self.view.borrow().clone()
+    }
+
+    /// The verdict views of the deployments another replica owns (none with one replica).
+    pub fn remote_views(&self) -> super::views::Remote {
+        self.remote.borrow().clone()
+    }
+
+    /// How old another owner's view may be before the gate stops trusting it for promotion
+    /// (see [`super::views::bound`]).
+    pub fn view_bound(&self) -> std::time::Duration {
+        self.view_bound
     }
 
     /// The last `limit` audit records, oldest first (an unreadable log reads as empty).

@@ -20,7 +20,8 @@
 //!
 //! With `persist.latch_topic` it is one of several replicas ([`replicas`], rules in [`fence`]):
 //! latches are written to and read back from that topic, requests for another replica's
-//! deployment are forwarded, and every action is fenced by its partition's epoch.
+//! deployment are forwarded, every action is fenced by its partition's epoch, and owners share
+//! their deployments' verdict views ([`views`]).
 //!
 //! It must not block the hot path and knows nothing of Kafka.
 
@@ -36,6 +37,7 @@ mod requests;
 pub mod retry;
 pub mod stale;
 pub mod store;
+pub mod views;
 
 pub use handle::ContainHandle;
 use handle::{ReloadNote, Reply};
@@ -179,6 +181,7 @@ pub fn start_replicated(
     let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<AttemptReport>();
     let (view_tx, view_rx) = watch::channel(Arc::new(latches.clone()));
     let (reloads_tx, mut reloads_rx) = mpsc::unbounded_channel::<ReloadNote>();
+    let (remote_tx, remote) = watch::channel(views::Remote::default());
     let handle = ContainHandle {
         reloads: reloads_tx,
         requests: requests_tx,
@@ -187,6 +190,8 @@ pub fn start_replicated(
         audit_keep: c.audit_keep,
         external_url,
         policies: Arc::new(c.effective_policies()),
+        remote,
+        view_bound: views::bound(&config.persist),
     };
     let mut controller = Controller {
         ladder: Ladder::new(c, latches),
@@ -204,7 +209,10 @@ pub fn start_replicated(
         received: HashMap::new(),
         running: HashMap::new(),
         max_evidence_age_ms: c.max_evidence_age.as_millis() as i64,
-        replicas: replication.map(replicas::Replicas::new),
+        replicas: replication.map(|r| {
+            let sharing = views::Sharing::new(config.persist.interval, remote_tx);
+            replicas::Replicas::new(r, sharing)
+        }),
     };
     let repeat = c.alert_repeat;
     let task = tokio::spawn(async move {
@@ -270,6 +278,7 @@ pub fn start_replicated(
                 Ok(()) = snapshots.changed() => {
                     let published = snapshots.borrow_and_update().clone();
                     controller.on_snapshot(&published, crate::clock::wall_ms());
+                    controller.share_views(&published, crate::clock::wall_ms());
                 }
                 Ok(()) = replicas::tailed_changed(&mut tailed) => {
                     controller.sync().await;
@@ -282,6 +291,8 @@ pub fn start_replicated(
                 _ = lapse.tick() => {
                     controller.sync().await;
                     controller.expire_releases(crate::clock::wall_ms());
+                    // Refreshes the views of an owner whose pipeline publishes nothing new.
+                    controller.share_views(&snapshots.borrow().clone(), crate::clock::wall_ms());
                 }
             }
         }
@@ -313,6 +324,7 @@ impl Controller {
                 .set_contained(dep, self.ladder.gate_closed(dep));
         }
         self.view.send_replace(Arc::new(self.view()));
+        self.publish_views();
     }
 
     fn persist(&mut self) {

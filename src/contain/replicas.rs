@@ -17,6 +17,7 @@ use tokio::sync::{oneshot, watch};
 use super::fence::{self, Claim, FenceReason, Journal, Ownership, Record};
 use super::ladder::Action;
 use super::latch::Latch;
+use super::views::Sharing;
 use super::{AttemptReport, Controller, Request};
 use crate::detect::Change;
 use tokio::time::Instant;
@@ -61,9 +62,9 @@ type Write = Shared<BoxFuture<'static, bool>>;
 
 /// This replica's state as one of several.
 pub(super) struct Replicas {
-    journal: Arc<dyn Journal>,
+    pub(super) journal: Arc<dyn Journal>,
     ownership: Arc<Ownership>,
-    claims: BTreeMap<i32, Claim>,
+    pub(super) claims: BTreeMap<i32, Claim>,
     generation: u64,
     /// When to look again at partitions held but not claimed yet.
     retry: Option<Instant>,
@@ -79,10 +80,12 @@ pub(super) struct Replicas {
     taken: BTreeSet<String>,
     next_id: u64,
     pub(super) tailed: watch::Receiver<u64>,
+    /// The verdict views shared and read ([`super::views`]).
+    pub(super) sharing: Sharing,
 }
 
 impl Replicas {
-    pub(super) fn new(r: Replication) -> Replicas {
+    pub(super) fn new(r: Replication, sharing: Sharing) -> Replicas {
         let tailed = r.journal.changed();
         Replicas {
             journal: r.journal,
@@ -98,6 +101,7 @@ impl Replicas {
             taken: BTreeSet::new(),
             next_id: 0,
             tailed,
+            sharing,
         }
     }
 
@@ -106,7 +110,7 @@ impl Replicas {
         self.journal.opened()
     }
 
-    fn partition_of(&self, deployment: &str) -> Option<i32> {
+    pub(super) fn partition_of(&self, deployment: &str) -> Option<i32> {
         self.ownership.partition_of(deployment).or_else(|| {
             self.journal
                 .merged()
@@ -315,6 +319,8 @@ impl Controller {
         for change in replay {
             self.on_change(&change);
         }
+        // The views of partitions given up are now another owner's to show.
+        self.publish_views();
     }
 
     /// Runs what the latches taken over left undone.

@@ -192,7 +192,7 @@ impl SignalKind {
 }
 
 /// A cohort-level signal (raised or cleared).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Signal {
     /// Which signal.
     pub kind: SignalKind,
@@ -232,8 +232,9 @@ pub enum Change {
     Signal(Signal),
 }
 
-/// One deployment's detection state, for the admin API and metrics.
-#[derive(Debug, Clone, Serialize)]
+/// One deployment's detection state, for the admin API and metrics; also what an owner shares
+/// with the other replicas through the latch topic (hence `Deserialize`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentView {
     /// Deployment.
     pub deployment: String,
@@ -255,7 +256,7 @@ pub struct DeploymentView {
 }
 
 /// Which segment values a deployment's canary-vs-control tests compare separately.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentsView {
     /// `detection.segments.max_tested`.
     pub max_tested: usize,
@@ -267,7 +268,7 @@ pub struct SegmentsView {
 }
 
 /// One metric's verdicts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricVerdicts {
     /// Metric name.
     pub metric: String,

@@ -1,8 +1,8 @@
 //! The latch topic (`persist.latch_topic`): containment's [`Journal`] over Kafka.
 //!
 //! A compacted topic (created like the state topic, refused if it exists uncompacted) holding
-//! [`Record`]s as JSON, keyed `latch/<deployment>`, `epoch/<event partition>` and
-//! `request/<id>`; the records about event partition `p` go to latch partition
+//! [`Record`]s as JSON, keyed `latch/<deployment>`, `view/<deployment>`, `epoch/<event
+//! partition>` and `request/<id>`; the records about event partition `p` go to latch partition
 //! `p % persist.latch_topic_partitions` (those of no known partition to partition 0), so one
 //! partition's claims and latch changes are ordered. Every replica tails every partition from
 //! the beginning with a group-less consumer on a thread of its own and merges what it reads
@@ -40,7 +40,7 @@ const BLOCK: &str = "latch_topic";
 #[derive(Debug, Clone, PartialEq)]
 enum Opening {
     /// Checking the topic or reading it to its end for the first time.
-    Opening,
+    Reading,
     /// Read to the end it had once opened: the merged view holds every latch.
     Read,
     /// The topic cannot be used (it exists uncompacted, or cannot be created).
@@ -107,7 +107,7 @@ impl LatchTopic {
             Some(format!("containment is reading the latch topic persist.latch_topic \"{topic}\" to its end; it acts and answers for every deployment once it has")),
         );
         let (tx, changed) = watch::channel(0u64);
-        let (opened, opening) = watch::channel(Opening::Opening);
+        let (opened, opening) = watch::channel(Opening::Reading);
         let this = Arc::new(LatchTopic {
             producer,
             ends,
@@ -377,7 +377,7 @@ impl Journal for Arc<LatchTopic> {
         let mut opening = self.opening.clone();
         async move {
             let state = opening
-                .wait_for(|o| *o != Opening::Opening)
+                .wait_for(|o| *o != Opening::Reading)
                 .await
                 .map(|o| o.clone())
                 .map_err(|_| "the latch topic's tail thread ended".to_string())?;

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use super::contain_e2e::{am_alerts, audit, FLAGS};
 use super::support::{self, Driftd};
 
+mod views;
+
 const TOKEN: &str = "s3cret-admin-token";
 
 struct Setup {

@@ -293,3 +293,42 @@ fn promotion_needs_evidence_and_an_approval_of_this_version() {
         "the default promotes on evidence, as before"
     );
 }
+
+#[test]
+fn expired_shared_evidence_never_reads_as_pass_and_worse_decisions_stand() {
+    let expired = |states: &[VerdictState], promotion| {
+        expire(decide(Some(&view(states)), None, promotion), 120_000)
+    };
+    let pass = expired(&[Pass, Pass], PromotionMode::Evidence);
+    assert_eq!(pass.decision, Decision::Insufficient);
+    assert!(
+        pass.reasons.iter().any(|r| r.contains("120s old")),
+        "{pass:?}"
+    );
+    assert_eq!(
+        Route::Promotion.status(pass.decision),
+        StatusCode::PRECONDITION_FAILED
+    );
+    assert_eq!(
+        expired(&[Pass], PromotionMode::Approval).decision,
+        Decision::Insufficient,
+        "nor awaiting an approval"
+    );
+    assert_eq!(
+        expired(&[Fail, Pass], PromotionMode::Evidence).decision,
+        Decision::Fail
+    );
+    assert_eq!(
+        expired(&[Warn], PromotionMode::Evidence).decision,
+        Decision::Warn
+    );
+    let closed = expire(
+        decide(
+            Some(&view(&[Pass])),
+            Some(&contained(false)),
+            PromotionMode::Evidence,
+        ),
+        120_000,
+    );
+    assert_eq!(closed.decision, Decision::Contained);
+}

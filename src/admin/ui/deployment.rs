@@ -265,11 +265,7 @@ fn act_form(deployment: &str) -> String {
 
 /// The page of `deployment`.
 pub(super) fn render(v: &View, deployment: &str, c: &Containment) -> String {
-    let view = v
-        .published
-        .deployments
-        .iter()
-        .find(|d| d.deployment == deployment);
+    let view = v.deployment(deployment);
     let phase = v.phase(deployment);
     let latch = v.latches.get(deployment);
     let name = esc(deployment);

@@ -7,7 +7,8 @@
 //! are SVG drawn here).
 //!
 //! Owns rendering only. It reads what the admin API reads — the published detection snapshot
-//! with its trajectories, the containment latches, the audit log — and changes nothing: the
+//! with its trajectories, the views other replicas' owners share of their deployments (shown
+//! without charts), the containment latches, the audit log — and changes nothing: the
 //! forms send their request from the browser to the existing
 //! `POST /v1/deployments/{d}/release|contain` routes, which check the caller as for any client.
 //!
@@ -40,7 +41,7 @@ use axum::Router;
 
 use super::AdminState;
 use crate::contain::latch::{Latch, Phase};
-use crate::detect::VerdictState;
+use crate::detect::{DeploymentView, VerdictState};
 use crate::pipeline::Published;
 
 /// The policy every page and asset is sent with: nothing from another origin, no inline
@@ -76,6 +77,9 @@ pub struct View {
     pub latches: Arc<BTreeMap<String, Latch>>,
     /// Wall-clock time of the request (ms), for "time since".
     pub now_ms: i64,
+    /// The views of deployments another replica owns (see `crate::contain::views`): shown
+    /// instead of this replica's own, without charts (trajectories stay with the owner).
+    pub remote: crate::contain::views::Remote,
 }
 
 impl View {
@@ -84,7 +88,31 @@ impl View {
             published: s.snapshots.borrow().clone(),
             latches: s.contain.as_ref().map(|c| c.latches()).unwrap_or_default(),
             now_ms: crate::clock::wall_ms(),
+            remote: s
+                .contain
+                .as_ref()
+                .map(|c| c.remote_views())
+                .unwrap_or_default(),
         }
+    }
+
+    /// The detection view of `deployment`: its owner's when another replica owns it.
+    pub fn deployment(&self, deployment: &str) -> Option<&DeploymentView> {
+        self.remote.get(deployment).map(|v| &*v.view).or_else(|| {
+            self.published
+                .deployments
+                .iter()
+                .find(|d| d.deployment == deployment)
+        })
+    }
+
+    /// Every deployment with a detection view, here or shared by its owner.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.published
+            .deployments
+            .iter()
+            .map(|d| d.deployment.as_str())
+            .chain(self.remote.keys().map(String::as_str))
     }
 
     /// The phase of `deployment` (healthy when containment knows nothing of it).
@@ -102,8 +130,7 @@ async fn overview_page(State(s): State<AdminState>) -> Response {
 
 async fn deployment_page(State(s): State<AdminState>, Path(d): Path<String>) -> Response {
     let view = View::read(&s);
-    let known = view.latches.contains_key(&d)
-        || view.published.deployments.iter().any(|v| v.deployment == d);
+    let known = view.latches.contains_key(&d) || view.deployment(&d).is_some();
     if !known {
         return html(StatusCode::NOT_FOUND, deployment::not_found(&d));
     }

@@ -40,21 +40,12 @@ pub(super) fn last_change_ms(v: &View, deployment: &str) -> Option<i64> {
 /// The overview page.
 pub(super) fn render(v: &View) -> String {
     let mut names: BTreeSet<&str> = v.latches.keys().map(String::as_str).collect();
-    names.extend(
-        v.published
-            .deployments
-            .iter()
-            .map(|d| d.deployment.as_str()),
-    );
+    names.extend(v.names());
     let mut names: Vec<&str> = names.into_iter().collect();
     names.sort_by_key(|n| (rank(v.phase(n)), *n));
     let mut rows = String::new();
     for name in &names {
-        let view = v
-            .published
-            .deployments
-            .iter()
-            .find(|d| d.deployment == *name);
+        let view = v.deployment(name);
         let phase = v.phase(name);
         let version = view
             .and_then(|d| d.canary_version.as_deref())

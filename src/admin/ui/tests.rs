@@ -111,6 +111,7 @@ fn view() -> View {
         published: Arc::new(published),
         latches: Arc::new(latches),
         now_ms: t0 + 120_000,
+        remote: Default::default(),
     }
 }
 
@@ -268,6 +269,7 @@ fn an_incident_opened_by_late_drift_shows_its_chart_and_crossing() {
         }),
         latches: Arc::new(BTreeMap::new()),
         now_ms: T0 + 60_000,
+        remote: Default::default(),
     };
     let c = deployment::Containment {
         audit: Vec::new(),
@@ -285,5 +287,45 @@ fn an_incident_opened_by_late_drift_shows_its_chart_and_crossing() {
             "data-source=\"late_drift\" data-state=\"fail\" data-t=\"{at}\""
         )),
         "{html}"
+    );
+}
+
+#[test]
+fn a_deployment_another_replica_owns_is_shown_as_its_owner_shared_it() {
+    let mut v = view();
+    let shared = |name: &str, state: VerdictState, version: &str| {
+        let mut d = deployment_view(name, verdict(name, state, 0.07));
+        d.canary_version = Some(version.into());
+        crate::contain::fence::SharedView {
+            partition: 0,
+            claim: crate::contain::fence::Claim {
+                epoch: 1,
+                writer: "owner".into(),
+            },
+            made_at_ms: T0,
+            view: Arc::new(d),
+        }
+    };
+    v.remote = Arc::new(BTreeMap::from([
+        (
+            "far-bot".to_string(),
+            shared("far-bot", VerdictState::Warn, "far-v7"),
+        ),
+        // Its owner's view wins over what this replica's pipeline still holds.
+        (
+            "quiet-bot".to_string(),
+            shared("quiet-bot", VerdictState::Fail, "owners-v9"),
+        ),
+    ]));
+    let html = overview::render(&v);
+    assert!(
+        html.contains("far-bot") && html.contains("far-v7"),
+        "{html}"
+    );
+    assert!(html.contains("owners-v9"), "{html}");
+    let page = deployment::render(&v, "far-bot", &deployment::Containment::default());
+    assert!(
+        page.contains("far-v7") && !page.contains("No evidence published"),
+        "{page}"
     );
 }

@@ -157,3 +157,56 @@ fn ownership_tracks_assignment_and_where_deployments_were_seen() {
     assert!(!o.holds(1));
     assert_eq!(o.assigned(), BTreeSet::from([0]));
 }
+
+fn view_record(d: &str, c: Claim, made_at_ms: i64, canary: &str) -> Record {
+    Record::View {
+        deployment: d.into(),
+        partition: 1,
+        claim: c,
+        made_at_ms,
+        view: Box::new(DeploymentView {
+            deployment: d.into(),
+            canary_version: Some(canary.into()),
+            metrics: vec![],
+            sample_ratio_mismatch: false,
+            srm: None,
+            telemetry_absent: vec![],
+            history: vec![],
+            segments: None,
+        }),
+    }
+}
+
+#[test]
+fn views_merge_as_latches_do_the_newest_claim_wins_and_a_zombies_view_is_ignored() {
+    let canary = |m: &Merged| m.views["svc"].view.canary_version.clone().unwrap();
+    let mut m = Merged::default();
+    let epoch = |c: Claim| Record::Epoch {
+        partition: 1,
+        claim: c,
+    };
+    take(&mut m, &epoch(claim(1, "a")));
+    let first = view_record("svc", claim(1, "a"), 1_000, "v1");
+    assert_eq!(first.key(), "view/svc");
+    assert_eq!(first.partition(), Some(1));
+    take(&mut m, &first);
+    take(&mut m, &view_record("other", claim(1, "a"), 1_000, "v1"));
+    assert_eq!(
+        (canary(&m), m.views["svc"].made_at_ms),
+        ("v1".into(), 1_000)
+    );
+    take(&mut m, &view_record("svc", claim(1, "a"), 2_000, "v2"));
+    // A producer retry landing the owner's older view after its newer one changes nothing.
+    take(&mut m, &view_record("svc", claim(1, "a"), 1_500, "v1"));
+    assert_eq!(canary(&m), "v2");
+    // A new owner claims the partition and shares its view; the old one's late view is
+    // ignored however new its clock says it is.
+    take(&mut m, &epoch(claim(2, "b")));
+    take(&mut m, &view_record("svc", claim(2, "b"), 3_000, "v3"));
+    take(&mut m, &view_record("svc", claim(1, "a"), 9_000, "zombie"));
+    assert_eq!(canary(&m), "v3");
+    assert_eq!(m.views["svc"].claim, claim(2, "b"));
+    assert_eq!(m.fenced_writes, 1);
+    // The old owner's view stays shown until the new owner shares one.
+    assert_eq!(m.views["other"].view.canary_version.as_deref(), Some("v1"));
+}
