@@ -25,6 +25,7 @@
 //! It must not block the hot path and knows nothing of Kafka.
 
 pub mod audit;
+mod batch;
 mod catchup;
 pub mod fence;
 mod handle;
@@ -109,6 +110,8 @@ struct Controller {
     max_evidence_age_ms: i64,
     /// With `persist.latch_topic`: one of several replicas.
     replicas: Option<replicas::Replicas>,
+    /// The batch of queued inputs being handled, if any ([`batch`]).
+    batch: Option<batch::Batch>,
 }
 
 fn now() -> String {
@@ -205,6 +208,7 @@ pub fn start_replicated(
         running: HashMap::new(),
         max_evidence_age_ms: c.max_evidence_age.as_millis() as i64,
         replicas: replication.map(replicas::Replicas::new),
+        batch: None,
     };
     let repeat = c.alert_repeat;
     let task = tokio::spawn(async move {
@@ -252,7 +256,7 @@ pub fn start_replicated(
                 _ = crate::signals::stopped(&mut shutdown) => break,
                 Some(change) = changes_rx.recv() => {
                     controller.sync().await;
-                    controller.on_change(&change);
+                    controller.batch(change, || changes_rx.try_recv().ok(), |c, change| c.on_change(&change));
                 }
                 Some((request, reply)) = requests_rx.recv() => {
                     controller.sync().await;
@@ -265,7 +269,9 @@ pub fn start_replicated(
                         let _ = reply.send(answer);
                     }
                 }
-                Some(report) = reports_rx.recv() => controller.on_attempt(report),
+                Some(report) = reports_rx.recv() => {
+                    controller.batch(report, || reports_rx.try_recv().ok(), Controller::on_attempt);
+                }
                 Some(note) = reloads_rx.recv() => controller.on_reload(note),
                 Ok(()) = snapshots.changed() => {
                     let published = snapshots.borrow_and_update().clone();
@@ -291,7 +297,12 @@ pub fn start_replicated(
 
 impl Controller {
     pub(super) fn record(&mut self, record: AuditRecord) {
-        if let Err(e) = self.audit.append(&now(), &record) {
+        // In a batch, the fsync comes once, at its end, before any of its actions.
+        let appended = match self.batch {
+            Some(_) => self.audit.append_unsynced(&now(), &record),
+            None => self.audit.append(&now(), &record),
+        };
+        if let Err(e) = appended {
             tracing::error!(error = %crate::logging::chain(&e), "audit log write failed");
         }
     }
@@ -308,6 +319,9 @@ impl Controller {
     }
 
     fn publish(&mut self) {
+        if self.defer_publish() {
+            return;
+        }
         for dep in self.ladder.latches().keys() {
             self.metrics
                 .set_contained(dep, self.ladder.gate_closed(dep));
@@ -316,6 +330,9 @@ impl Controller {
     }
 
     fn persist(&mut self) {
+        if self.defer_persist() {
+            return;
+        }
         if let Err(e) = self.store.save(self.ladder.latches()) {
             tracing::error!(error = %crate::logging::chain(&e), "cannot persist the containment latch");
         }
@@ -377,6 +394,9 @@ impl Controller {
     }
 
     fn run_actions(&mut self, actions: Vec<Action>) {
+        let Some(actions) = self.defer_actions(actions) else {
+            return;
+        };
         for action in actions {
             let Some(target) = self.targets.get(&action.target).cloned() else {
                 continue;
