@@ -26,6 +26,7 @@
 //! It must not block the hot path and knows nothing of Kafka.
 
 pub mod audit;
+mod batch;
 mod catchup;
 pub mod fence;
 mod handle;
@@ -111,6 +112,8 @@ struct Controller {
     max_evidence_age_ms: i64,
     /// With `persist.latch_topic`: one of several replicas.
     replicas: Option<replicas::Replicas>,
+    /// The batch of queued inputs being handled, if any ([`batch`]).
+    batch: Option<batch::Batch>,
 }
 
 fn now() -> String {
@@ -213,6 +216,7 @@ pub fn start_replicated(
             let sharing = views::Sharing::new(config.persist.interval, remote_tx);
             replicas::Replicas::new(r, sharing)
         }),
+        batch: None,
     };
     let repeat = c.alert_repeat;
     let task = tokio::spawn(async move {
@@ -260,7 +264,7 @@ pub fn start_replicated(
                 _ = crate::signals::stopped(&mut shutdown) => break,
                 Some(change) = changes_rx.recv() => {
                     controller.sync().await;
-                    controller.on_change(&change);
+                    controller.batch(change, || changes_rx.try_recv().ok(), |c, change| c.on_change(&change));
                 }
                 Some((request, reply)) = requests_rx.recv() => {
                     controller.sync().await;
@@ -273,7 +277,9 @@ pub fn start_replicated(
                         let _ = reply.send(answer);
                     }
                 }
-                Some(report) = reports_rx.recv() => controller.on_attempt(report),
+                Some(report) = reports_rx.recv() => {
+                    controller.batch(report, || reports_rx.try_recv().ok(), Controller::on_attempt);
+                }
                 Some(note) = reloads_rx.recv() => controller.on_reload(note),
                 Ok(()) = snapshots.changed() => {
                     let published = snapshots.borrow_and_update().clone();
@@ -302,7 +308,12 @@ pub fn start_replicated(
 
 impl Controller {
     pub(super) fn record(&mut self, record: AuditRecord) {
-        if let Err(e) = self.audit.append(&now(), &record) {
+        // In a batch, the fsync comes once, at its end, before any of its actions.
+        let appended = match self.batch {
+            Some(_) => self.audit.append_unsynced(&now(), &record),
+            None => self.audit.append(&now(), &record),
+        };
+        if let Err(e) = appended {
             tracing::error!(error = %crate::logging::chain(&e), "audit log write failed");
         }
     }
@@ -319,6 +330,9 @@ impl Controller {
     }
 
     fn publish(&mut self) {
+        if self.defer_publish() {
+            return;
+        }
         for dep in self.ladder.latches().keys() {
             self.metrics
                 .set_contained(dep, self.ladder.gate_closed(dep));
@@ -328,6 +342,9 @@ impl Controller {
     }
 
     fn persist(&mut self) {
+        if self.defer_persist() {
+            return;
+        }
         if let Err(e) = self.store.save(self.ladder.latches()) {
             tracing::error!(error = %crate::logging::chain(&e), "cannot persist the containment latch");
         }
@@ -389,6 +406,9 @@ impl Controller {
     }
 
     fn run_actions(&mut self, actions: Vec<Action>) {
+        let Some(actions) = self.defer_actions(actions) else {
+            return;
+        };
         for action in actions {
             let Some(target) = self.targets.get(&action.target).cloned() else {
                 continue;

@@ -184,6 +184,8 @@ pub struct AuditLog {
     keep: usize,
     config_hash: String,
     next_seq: u64,
+    /// Records were appended since the last fsync.
+    unsynced: bool,
 }
 
 impl AuditLog {
@@ -234,11 +236,20 @@ impl AuditLog {
             keep,
             config_hash: config_hash.to_string(),
             next_seq,
+            unsynced: false,
         })
     }
 
     /// Appends one record (with `at` and `config_hash` added) and fsyncs.
     pub fn append(&mut self, at: &str, record: &AuditRecord) -> Result<(), StoreError> {
+        self.append_unsynced(at, record)?;
+        self.sync()
+    }
+
+    /// [`AuditLog::append`] without the fsync: the record is durable only after the next
+    /// [`AuditLog::sync`] (or `append`), which must come before anything relies on it — a batch
+    /// of records then costs one fsync.
+    pub fn append_unsynced(&mut self, at: &str, record: &AuditRecord) -> Result<(), StoreError> {
         // Through a JSON map, whose keys are sorted: the line is what earlier versions wrote
         // (they built maps by hand), whatever order the fields are declared in.
         let mut value = serde_json::to_value(record).expect("records serialise");
@@ -258,17 +269,30 @@ impl AuditLog {
             source,
         };
         self.file.write_all(&line).map_err(err)?;
-        self.file.sync_data().map_err(|source| StoreError::Io {
-            action: "cannot fsync",
-            path: self.path.clone(),
-            source,
-        })?;
+        self.unsynced = true;
         self.size += line.len() as u64;
         self.next_seq += 1;
         Ok(())
     }
 
+    /// Flushes the records appended since the last fsync to disk; nothing to do when there are
+    /// none.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        self.file.sync_data().map_err(|source| StoreError::Io {
+            action: "cannot fsync",
+            path: self.path.clone(),
+            source,
+        })?;
+        self.unsynced = false;
+        Ok(())
+    }
+
     fn rotate(&mut self) -> Result<(), StoreError> {
+        // The records not yet fsynced go with the file being rotated out.
+        self.sync()?;
         let name = |n: usize| PathBuf::from(format!("{}.{n}", self.path.display()));
         let _ = std::fs::remove_file(name(self.keep.max(1)));
         for n in (1..self.keep.max(1)).rev() {

@@ -397,7 +397,14 @@ pub async fn execute(t: &Target, a: &Action, ctx: &Context, now: &str) -> Result
             }
             classify(request.body(body).send().await, now_ms)
         }
-        Kind::Flagd { path, flag, safe_variant } => flip_flagd(path, flag, safe_variant),
+        Kind::Flagd { path, flag, safe_variant } => {
+            // A read, a rewrite and two fsyncs: on the blocking pool, not on a runtime worker,
+            // which the other actions' requests and the containment task need meanwhile.
+            let (path, flag, safe_variant) = (path.clone(), flag.clone(), safe_variant.clone());
+            tokio::task::spawn_blocking(move || flip_flagd(&path, &flag, &safe_variant))
+                .await
+                .unwrap_or_else(|e| Err(ActionError::retryable(format!("the flag flip did not finish: {e}"))))
+        }
         Kind::Unleash { url, project, feature, environment, token } => classify(
             http.post(format!("{url}/api/admin/projects/{project}/features/{feature}/environments/{environment}/off"))
                 .header("Authorization", token)
