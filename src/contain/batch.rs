@@ -86,7 +86,7 @@ impl Controller {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::path::PathBuf;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
@@ -104,7 +104,8 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::pipeline::Published;
 
-    fn fail(deployment: &str) -> Change {
+    /// A fresh `fail` of `deployment`'s refusal, canary against control.
+    pub(in crate::contain) fn fail(deployment: &str) -> Change {
         Change::Verdict(Verdict {
             deployment: deployment.into(),
             model_version: "v1".into(),
@@ -129,6 +130,32 @@ mod tests {
             segment: None,
             reference: None,
         })
+    }
+
+    /// Containment in `state` with one webhook target at `url` (its secret under `dir`) that an
+    /// enforcing policy calls on every `fail`.
+    pub(in crate::contain) fn hooked(dir: &std::path::Path, state: PathBuf, url: &str) -> Config {
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let mut config = Config::default();
+        config.containment.state_dir = state;
+        config.containment.targets = vec![TargetConfig::Webhook {
+            name: "hook".into(),
+            url: url.to_string(),
+            secret: SecretSource::File(secret),
+        }];
+        config.containment.policies = vec![PolicyConfig {
+            name: "enforce".into(),
+            deployments: vec!["*".into()],
+            metrics: vec!["*".into()],
+            mode: PolicyMode::Enforce,
+            alert_on: vec![],
+            contain_on: vec![TriggerState::Fail],
+            contain: vec!["hook".into()],
+            ..PolicyConfig::named("")
+        }];
+        config.validate().unwrap();
+        config
     }
 
     /// Per webhook request: its deployment, whether `containment.json` held it contained and
@@ -169,26 +196,7 @@ mod tests {
             .route("/hook", post(hook))
             .with_state((state.clone(), found.clone()));
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        let secret = dir.path().join("secret");
-        std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-        let mut config = Config::default();
-        config.containment.state_dir = state;
-        config.containment.targets = vec![TargetConfig::Webhook {
-            name: "hook".into(),
-            url: format!("http://{addr}/hook"),
-            secret: SecretSource::File(secret),
-        }];
-        config.containment.policies = vec![PolicyConfig {
-            name: "enforce".into(),
-            deployments: vec!["*".into()],
-            metrics: vec!["*".into()],
-            mode: PolicyMode::Enforce,
-            alert_on: vec![],
-            contain_on: vec![TriggerState::Fail],
-            contain: vec!["hook".into()],
-            ..PolicyConfig::named("")
-        }];
-        config.validate().unwrap();
+        let config = hooked(dir.path(), state, &format!("http://{addr}/hook"));
         let (stop, shutdown) = watch::channel(false);
         let (_snapshots, snapshots) = watch::channel(Arc::new(Published::default()));
         let (_handle, changes, task) = super::super::start(

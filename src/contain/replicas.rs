@@ -502,3 +502,6 @@ impl Replicas {
         self.last_write = write;
     }
 }
+
+#[cfg(test)]
+mod tests;
