@@ -556,10 +556,14 @@ fn handover_of_a_partition_with_100_and_1000_cohorts_loses_nothing() {
             stopped.as_secs_f64() * 1_000.0,
             handover.as_secs_f64() * 1_000.0,
         );
-        assert_eq!(
-            new.metrics()
-                .sum("driftd_state_topic_restores_total", &[("from", "topic")]),
-            1.0,
+        // tansu may assign the partition twice in a row (a second rebalance once the old
+        // member is gone): each assignment restores, the first possibly from an older snapshot
+        // than the old owner's last (still being produced), which costs re-reading, not counts.
+        let restores = new
+            .metrics()
+            .sum("driftd_state_topic_restores_total", &[("from", "topic")]);
+        assert!(
+            restores >= 1.0,
             "the new owner restored the partition from the state topic: {}",
             new.log_text()
         );
