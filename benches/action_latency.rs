@@ -38,10 +38,14 @@ use axum::routing::post;
 use axum::Router;
 use driftd::config::{Config, PolicyConfig, PolicyMode, SecretSource, TargetConfig, TriggerState};
 use driftd::contain;
-use driftd::detect::{Change, Source, Verdict, VerdictState};
+use driftd::detect::Change;
 use driftd::metrics::Metrics;
 use driftd::pipeline::Published;
 use tokio::sync::watch;
+
+#[path = "../tests/it/contain/fail.rs"]
+mod fail;
+use fail::fail_verdict;
 
 /// The longest a scenario may take to see every incident's actions before the bench fails.
 const DEADLINE: Duration = Duration::from_secs(300);
@@ -51,34 +55,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A `fail` verdict of now: fresh evidence, which containment acts on at once.
-fn fail_verdict(deployment: &str) -> Change {
-    Change::Verdict(Verdict {
-        deployment: deployment.into(),
-        model_version: "ft-1".into(),
-        metric: "refusal".into(),
-        source: Source::CanaryVsControl,
-        state: VerdictState::Fail,
-        at: driftd::event::format_rfc3339_ms(driftd::clock::wall_ms()),
-        events_seen: 5000,
-        n_canary: 2500,
-        n_control: 2500,
-        canary_value: Some(0.1),
-        control_value: Some(0.05),
-        estimate: Some(0.05),
-        ci_low: Some(0.02),
-        ci_high: Some(0.08),
-        p_value: Some(0.0001),
-        statistic: 9.2,
-        threshold: 5.99,
-        min_effect: 0.01,
-        alpha: Some(0.0025),
-        arm: None,
-        segment: None,
-        reference: None,
-    })
 }
 
 /// What the receivers saw: per deployment, when its first request arrived and how many arrived,
@@ -316,7 +292,7 @@ fn scenario(
                 let t0 = tokio::time::Instant::now();
                 for (i, d) in deployments.iter().enumerate() {
                     tokio::time::sleep_until(t0 + every * i as u32).await;
-                    let change = fail_verdict(d);
+                    let change = fail_verdict(d, "ft-1");
                     sent.push(Instant::now());
                     changes.send(change).unwrap();
                 }
@@ -325,7 +301,8 @@ fn scenario(
             }
             Plan::Burst(size) => {
                 for chunk in deployments.chunks(size) {
-                    let burst: Vec<Change> = chunk.iter().map(|d| fail_verdict(d)).collect();
+                    let burst: Vec<Change> =
+                        chunk.iter().map(|d| fail_verdict(d, "ft-1")).collect();
                     let (first, flips_before) = (sent.len(), flags.count());
                     for change in burst {
                         sent.push(Instant::now());
@@ -428,7 +405,7 @@ fn latch_write_cost(base: &Path, n: usize) -> Duration {
     use driftd::contain::store::LatchStore;
     let dir = tempfile::tempdir_in(base).unwrap();
     let store = LatchStore::open(dir.path()).unwrap();
-    let evidence = match fail_verdict("x") {
+    let evidence = match fail_verdict("x", "ft-1") {
         Change::Verdict(v) => serde_json::to_value(&v).unwrap(),
         Change::Signal(_) => unreachable!(),
     };

@@ -86,7 +86,7 @@ impl Controller {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use std::path::PathBuf;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
@@ -95,68 +95,8 @@ pub(super) mod tests {
     use axum::extract::State;
     use axum::routing::post;
     use axum::Router;
-    use tokio::sync::watch;
 
-    use crate::config::{
-        Config, PolicyConfig, PolicyMode, SecretSource, TargetConfig, TriggerState,
-    };
-    use crate::detect::{Change, Source, Verdict, VerdictState};
-    use crate::metrics::Metrics;
-    use crate::pipeline::Published;
-
-    /// A fresh `fail` of `deployment`'s refusal, canary against control.
-    pub(in crate::contain) fn fail(deployment: &str) -> Change {
-        Change::Verdict(Verdict {
-            deployment: deployment.into(),
-            model_version: "v1".into(),
-            metric: "refusal".into(),
-            source: Source::CanaryVsControl,
-            state: VerdictState::Fail,
-            at: crate::event::format_rfc3339_ms(crate::clock::wall_ms()),
-            events_seen: 10,
-            n_canary: 5,
-            n_control: 5,
-            canary_value: None,
-            control_value: None,
-            estimate: Some(0.05),
-            ci_low: None,
-            ci_high: None,
-            p_value: Some(0.001),
-            statistic: 7.0,
-            threshold: 6.0,
-            min_effect: 0.01,
-            alpha: Some(0.0025),
-            arm: None,
-            segment: None,
-            reference: None,
-        })
-    }
-
-    /// Containment in `state` with one webhook target at `url` (its secret under `dir`) that an
-    /// enforcing policy calls on every `fail`.
-    pub(in crate::contain) fn hooked(dir: &std::path::Path, state: PathBuf, url: &str) -> Config {
-        let secret = dir.join("secret");
-        std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-        let mut config = Config::default();
-        config.containment.state_dir = state;
-        config.containment.targets = vec![TargetConfig::Webhook {
-            name: "hook".into(),
-            url: url.to_string(),
-            secret: SecretSource::File(secret),
-        }];
-        config.containment.policies = vec![PolicyConfig {
-            name: "enforce".into(),
-            deployments: vec!["*".into()],
-            metrics: vec!["*".into()],
-            mode: PolicyMode::Enforce,
-            alert_on: vec![],
-            contain_on: vec![TriggerState::Fail],
-            contain: vec!["hook".into()],
-            ..PolicyConfig::named("")
-        }];
-        config.validate().unwrap();
-        config
-    }
+    use crate::contain::testing::{fail, hooked, serve, Running};
 
     /// Per webhook request: its deployment, whether `containment.json` held it contained and
     /// whether `audit.log` held its transition when the request arrived.
@@ -190,25 +130,14 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let found: Found = Arc::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let app = Router::new()
             .route("/hook", post(hook))
             .with_state((state.clone(), found.clone()));
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let addr = serve(app).await;
         let config = hooked(dir.path(), state, &format!("http://{addr}/hook"));
-        let (stop, shutdown) = watch::channel(false);
-        let (_snapshots, snapshots) = watch::channel(Arc::new(Published::default()));
-        let (_handle, changes, task) = super::super::start(
-            &config,
-            config.admin.addr,
-            Arc::new(Metrics::new(&config)),
-            snapshots,
-            shutdown,
-        )
-        .unwrap();
+        let running = Running::start(&config, None);
         for i in 0..N {
-            changes.send(fail(&format!("dep-{i}"))).unwrap();
+            running.changes.send(fail(&format!("dep-{i}"))).unwrap();
         }
         for _ in 0..200 {
             if found.lock().unwrap().len() == N {
@@ -216,8 +145,7 @@ pub(super) mod tests {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        stop.send_replace(true);
-        task.await.unwrap();
+        running.stop().await;
         let found = found.lock().unwrap();
         assert_eq!(found.len(), N, "one webhook request per incident");
         for (d, contained, recorded) in found.iter() {

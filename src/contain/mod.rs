@@ -23,6 +23,8 @@
 //! deployment are forwarded, every action is fenced by its partition's epoch, and owners share
 //! their deployments' verdict views ([`views`]).
 //!
+//! The task's loop and its start-up sequence are in `task`; the `Controller` here decides.
+//!
 //! It must not block the hot path and knows nothing of Kafka.
 
 pub mod audit;
@@ -38,6 +40,9 @@ mod requests;
 pub mod retry;
 pub mod stale;
 pub mod store;
+mod task;
+#[cfg(test)]
+mod testing;
 pub mod views;
 
 pub use handle::ContainHandle;
@@ -148,8 +153,8 @@ pub fn start_replicated(
     config: &Config,
     admin_bound: std::net::SocketAddr,
     metrics: Arc<Metrics>,
-    mut snapshots: watch::Receiver<Arc<Published>>,
-    mut shutdown: watch::Receiver<bool>,
+    snapshots: watch::Receiver<Arc<Published>>,
+    shutdown: watch::Receiver<bool>,
     replication: Option<Replication>,
 ) -> Result<Started, ContainError> {
     let c = &config.containment;
@@ -179,11 +184,11 @@ pub fn start_replicated(
         external_url: external_url.clone(),
         runbook_url: c.runbook_url.clone(),
     });
-    let (changes_tx, mut changes_rx) = mpsc::unbounded_channel::<Change>();
-    let (requests_tx, mut requests_rx) = mpsc::channel::<(Request, Reply)>(64);
-    let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<AttemptReport>();
+    let (changes_tx, changes_rx) = mpsc::unbounded_channel::<Change>();
+    let (requests_tx, requests_rx) = mpsc::channel::<(Request, Reply)>(64);
+    let (reports_tx, reports_rx) = mpsc::unbounded_channel::<AttemptReport>();
     let (view_tx, view_rx) = watch::channel(Arc::new(latches.clone()));
-    let (reloads_tx, mut reloads_rx) = mpsc::unbounded_channel::<ReloadNote>();
+    let (reloads_tx, reloads_rx) = mpsc::unbounded_channel::<ReloadNote>();
     let (remote_tx, remote) = watch::channel(views::Remote::default());
     let handle = ContainHandle {
         reloads: reloads_tx,
@@ -196,7 +201,7 @@ pub fn start_replicated(
         remote,
         view_bound: views::bound(&config.persist),
     };
-    let mut controller = Controller {
+    let controller = Controller {
         ladder: Ladder::new(c, latches),
         store,
         audit,
@@ -218,91 +223,15 @@ pub fn start_replicated(
         }),
         batch: None,
     };
-    let repeat = c.alert_repeat;
-    let task = tokio::spawn(async move {
-        // With several replicas nothing is decided, shown or forwarded before every latch
-        // the topic holds was read; changes and requests queue meanwhile.
-        if let Some(r) = &controller.replicas {
-            let opened = r.opened();
-            tokio::select! {
-                _ = crate::signals::stopped(&mut shutdown) => return,
-                opened = opened => if let Err(e) = opened {
-                    tracing::error!(error = %e, "containment cannot start without persist.latch_topic; fix the topic and restart driftd");
-                    return;
-                },
-            }
-        }
-        controller.publish();
-        let pending = controller.ladder.pending();
-        if !pending.is_empty() {
-            controller.record(AuditRecord::Resume {
-                pending_actions: pending.iter().map(|a| a.key.clone()).collect(),
-            });
-            controller.run_actions(pending);
-        }
-        // Alertmanager holds an alert only until a while after its last post, and driftd may
-        // have been down for longer: re-send the open alerts now rather than one
-        // `alert_repeat` later. The same alert (labels, start), so no second page.
-        let resent = controller.resend_alerts();
-        if resent > 0 {
-            tracing::info!(alerts = resent, "open alerts re-sent at start-up");
-        }
-        let mut resend = tokio::time::interval(repeat);
-        // After a pause (SIGSTOP, a stalled VM) the missed ticks must not burst: one re-send
-        // covers them all, and a burst would post the same alerts dozens of times at once.
-        resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        resend.tick().await;
-        // Pending releases lapse on the wall clock, to the second.
-        let mut lapse = tokio::time::interval(std::time::Duration::from_secs(1));
-        lapse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut tailed = controller.replicas.as_ref().map(|r| r.tailed.clone());
-        loop {
-            // Every input is handled under the assignment as it is now: a partition just given
-            // is claimed (and its latches taken over) before any change of its deployments.
-            tokio::select! {
-                biased;
-                _ = crate::signals::stopped(&mut shutdown) => break,
-                Some(change) = changes_rx.recv() => {
-                    controller.sync().await;
-                    controller.batch(change, || changes_rx.try_recv().ok(), |c, change| c.on_change(&change));
-                }
-                Some((request, reply)) = requests_rx.recv() => {
-                    controller.sync().await;
-                    if let Some((request, reply)) = controller.forward(request, reply) {
-                        let answer = controller
-                            .on_request(request)
-                            .map(|latch| Answer::Applied {
-                                latch: Box::new(latch),
-                            });
-                        let _ = reply.send(answer);
-                    }
-                }
-                Some(report) = reports_rx.recv() => {
-                    controller.batch(report, || reports_rx.try_recv().ok(), Controller::on_attempt);
-                }
-                Some(note) = reloads_rx.recv() => controller.on_reload(note),
-                Ok(()) = snapshots.changed() => {
-                    let published = snapshots.borrow_and_update().clone();
-                    controller.on_snapshot(&published, crate::clock::wall_ms());
-                    controller.share_views(&published, crate::clock::wall_ms());
-                }
-                Ok(()) = replicas::tailed_changed(&mut tailed) => {
-                    controller.sync().await;
-                    controller.on_tailed();
-                }
-                _ = resend.tick() => {
-                    controller.sync().await;
-                    controller.resend_alerts();
-                }
-                _ = lapse.tick() => {
-                    controller.sync().await;
-                    controller.expire_releases(crate::clock::wall_ms());
-                    // Refreshes the views of an owner whose pipeline publishes nothing new.
-                    controller.share_views(&snapshots.borrow().clone(), crate::clock::wall_ms());
-                }
-            }
-        }
-    });
+    let inputs = task::Inputs {
+        changes: changes_rx,
+        requests: requests_rx,
+        reports: reports_rx,
+        reloads: reloads_rx,
+        snapshots,
+        shutdown,
+    };
+    let task = tokio::spawn(task::run(controller, inputs, c.alert_repeat));
     Ok((handle, changes_tx, task))
 }
 

@@ -287,6 +287,64 @@ pub struct MetricVerdicts {
     pub late_drift: Option<Verdict>,
 }
 
+/// The verdict and view the tests of every module start from, changing what they test.
+#[cfg(test)]
+impl Verdict {
+    /// `svc`'s refusal at canary version `v1`, failed canary against control: 5 events per
+    /// arm, estimate 0.05 at p 0.001, statistic 7 past threshold 6.
+    pub(crate) fn example() -> Verdict {
+        Verdict {
+            deployment: "svc".into(),
+            model_version: "v1".into(),
+            metric: "refusal".into(),
+            source: Source::CanaryVsControl,
+            state: VerdictState::Fail,
+            at: "2026-11-29T05:00:00.000Z".into(),
+            events_seen: 10,
+            n_canary: 5,
+            n_control: 5,
+            canary_value: None,
+            control_value: None,
+            estimate: Some(0.05),
+            ci_low: None,
+            ci_high: None,
+            p_value: Some(0.001),
+            statistic: 7.0,
+            threshold: 6.0,
+            min_effect: 0.01,
+            alpha: Some(0.0025),
+            arm: None,
+            segment: None,
+            reference: None,
+        }
+    }
+}
+
+#[cfg(test)]
+impl DeploymentView {
+    /// The view of `v`'s deployment and canary version with `v` as its one metric's
+    /// canary-vs-control verdict, and nothing else raised.
+    pub(crate) fn of(v: Verdict) -> DeploymentView {
+        DeploymentView {
+            deployment: v.deployment.clone(),
+            canary_version: Some(v.model_version.clone()),
+            metrics: vec![MetricVerdicts {
+                metric: v.metric.clone(),
+                state: v.state,
+                canary_vs_control: v,
+                self_baseline: None,
+                self_baseline_watch: None,
+                late_drift: None,
+            }],
+            sample_ratio_mismatch: false,
+            srm: None,
+            telemetry_absent: Vec::new(),
+            history: Vec::new(),
+            segments: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::config::{ContainmentConfig, MetricKind, TargetConfig};
 use crate::contain::latch::Op;
-use crate::detect::{DeploymentView, MetricVerdicts, Verdict};
+use crate::detect::{DeploymentView, Verdict};
 use crate::event::Arm;
 use crate::state::expiry::CohortLabels;
 use crate::state::{CohortView, EwmaStats, MetricView, Quantiles, Snapshot, WindowStats};
@@ -116,26 +116,6 @@ pub(super) fn verdict(estimate: Option<f64>, p_value: Option<f64>) -> Verdict {
         arm: None,
         segment: None,
         reference: None,
-    }
-}
-
-pub(super) fn deployment(v: Verdict) -> DeploymentView {
-    DeploymentView {
-        deployment: "svc".into(),
-        canary_version: Some("v2".into()),
-        metrics: vec![MetricVerdicts {
-            metric: "refusal".into(),
-            state: v.state,
-            canary_vs_control: v,
-            self_baseline: None,
-            self_baseline_watch: None,
-            late_drift: None,
-        }],
-        sample_ratio_mismatch: false,
-        srm: None,
-        telemetry_absent: Vec::new(),
-        history: Vec::new(),
-        segments: None,
     }
 }
 
@@ -373,7 +353,7 @@ fn rates_and_score_means_have_a_family_each_and_an_empty_window_has_no_series() 
 #[test]
 fn a_verdict_without_data_has_no_difference_or_p_value_series() {
     let m = Metrics::new(&config());
-    m.publish_verdicts(&[deployment(verdict(Some(0.03), Some(0.2)))]);
+    m.publish_verdicts(&[DeploymentView::of(verdict(Some(0.03), Some(0.2)))]);
     let text = m.render();
     let labels = r#"deployment="svc",metric="refusal""#;
     assert!(has(&text, "driftd_verdict_p_value", labels, "0.2"));
@@ -387,7 +367,7 @@ fn a_verdict_without_data_has_no_difference_or_p_value_series() {
     assert!(!text.contains(r#"bound="ci_high""#), "{text}");
 
     // A new canary version's test before its first events: the retired one's numbers go.
-    m.publish_verdicts(&[deployment(verdict(None, None))]);
+    m.publish_verdicts(&[DeploymentView::of(verdict(None, None))]);
     let text = m.render();
     assert!(!text.contains("driftd_verdict_p_value{"), "{text}");
     assert!(!text.contains("driftd_verdict_difference{"), "{text}");

@@ -2,6 +2,7 @@
 //! the Kubernetes API, a signed webhook, an Alertmanager stand-in); in the `e2e` tier, also
 //! against the real Alertmanager and the real OpenFeature flagd provider ([`real`]).
 
+mod fail;
 mod providers;
 #[cfg(feature = "e2e")]
 pub mod real;
@@ -20,39 +21,12 @@ use driftd::contain::ladder::Requester;
 use driftd::contain::latch::Phase;
 use driftd::contain::providers::webhook::{signing_key, webhook_id, webhook_signature};
 use driftd::contain::{self, ContainHandle, Request};
-use driftd::detect::{Change, Source, Verdict, VerdictState};
+use driftd::detect::Change;
 use driftd::metrics::Metrics;
 use driftd::pipeline::Published;
+pub use fail::fail_verdict;
 use tokio::sync::watch;
 use vendor::{vendor, Seen, Vendor};
-
-/// A `fail` verdict of now: fresh evidence, which containment acts on.
-pub fn fail_verdict(deployment: &str, version: &str) -> Change {
-    Change::Verdict(Verdict {
-        deployment: deployment.into(),
-        model_version: version.into(),
-        metric: "refusal".into(),
-        source: Source::CanaryVsControl,
-        state: VerdictState::Fail,
-        at: driftd::event::format_rfc3339_ms(driftd::clock::wall_ms()),
-        events_seen: 5000,
-        n_canary: 2500,
-        n_control: 2500,
-        canary_value: Some(0.1),
-        control_value: Some(0.05),
-        estimate: Some(0.05),
-        ci_low: Some(0.02),
-        ci_high: Some(0.08),
-        p_value: Some(0.0001),
-        statistic: 9.2,
-        threshold: 5.99,
-        min_effect: 0.01,
-        alpha: Some(0.0025),
-        arm: None,
-        segment: None,
-        reference: None,
-    })
-}
 
 /// A webhook signing secret in the Standard Webhooks form (the reference libraries' test key).
 const HOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use super::*;
 use crate::contain::latch::{Incident, Latch, Phase};
 use crate::detect::trajectory::Trajectories;
-use crate::detect::{Change, DeploymentView, MetricVerdicts, Source, Verdict, VerdictState};
+use crate::detect::{Change, DeploymentView, Source, Verdict, VerdictState};
 use crate::pipeline::Published;
 
 const T0: i64 = 1_780_000_000_000;
@@ -37,26 +37,6 @@ fn verdict(deployment: &str, state: VerdictState, estimate: f64) -> Verdict {
     }
 }
 
-fn deployment_view(name: &str, v: Verdict) -> DeploymentView {
-    DeploymentView {
-        deployment: name.into(),
-        canary_version: Some(v.model_version.clone()),
-        metrics: vec![MetricVerdicts {
-            metric: v.metric.clone(),
-            state: v.state,
-            canary_vs_control: v,
-            self_baseline: None,
-            self_baseline_watch: None,
-            late_drift: None,
-        }],
-        sample_ratio_mismatch: false,
-        srm: None,
-        telemetry_absent: Vec::new(),
-        history: Vec::new(),
-        segments: None,
-    }
-}
-
 /// A hostile deployment contained after a crossing at t = 30 s, and a healthy one.
 fn view() -> View {
     let mut t = Trajectories::default();
@@ -74,8 +54,8 @@ fn view() -> View {
         }
         t.sample(
             &[
-                deployment_view(HOSTILE, v),
-                deployment_view("quiet-bot", verdict("quiet-bot", VerdictState::Pass, 0.0)),
+                DeploymentView::of(v),
+                DeploymentView::of(verdict("quiet-bot", VerdictState::Pass, 0.0)),
             ],
             |_| true,
         );
@@ -83,8 +63,8 @@ fn view() -> View {
     let published = Published {
         cohorts: Default::default(),
         deployments: vec![
-            deployment_view("quiet-bot", verdict("quiet-bot", VerdictState::Pass, 0.0)),
-            deployment_view(HOSTILE, verdict(HOSTILE, VerdictState::Fail, 0.059)),
+            DeploymentView::of(verdict("quiet-bot", VerdictState::Pass, 0.0)),
+            DeploymentView::of(verdict(HOSTILE, VerdictState::Fail, 0.059)),
         ],
         trajectories: t,
     };
@@ -255,10 +235,10 @@ fn an_incident_opened_by_late_drift_shows_its_chart_and_crossing() {
     };
     let ab = verdict("late-bot", VerdictState::Pass, 0.01);
     assert!(t.advance("late-bot", T0));
-    t.sample(&[deployment_view("late-bot", ab.clone())], |_| true);
+    t.sample(&[DeploymentView::of(ab.clone())], |_| true);
     assert!(t.advance("late-bot", T0 + 1_000));
     t.record_changes(&[Change::Verdict(late.clone())]);
-    let mut dv = deployment_view("late-bot", ab);
+    let mut dv = DeploymentView::of(ab);
     dv.metrics[0].state = VerdictState::Fail;
     dv.metrics[0].late_drift = Some(late);
     let v = View {
@@ -294,7 +274,7 @@ fn an_incident_opened_by_late_drift_shows_its_chart_and_crossing() {
 fn a_deployment_another_replica_owns_is_shown_as_its_owner_shared_it() {
     let mut v = view();
     let shared = |name: &str, state: VerdictState, version: &str| {
-        let mut d = deployment_view(name, verdict(name, state, 0.07));
+        let mut d = DeploymentView::of(verdict(name, state, 0.07));
         d.canary_version = Some(version.into());
         crate::contain::fence::SharedView {
             partition: 0,

@@ -1,5 +1,6 @@
 use super::*;
 use crate::contain::latch::Phase;
+use crate::detect::Verdict;
 
 fn claim(epoch: u64, writer: &str) -> Claim {
     Claim {
@@ -165,14 +166,12 @@ fn view_record(d: &str, c: Claim, made_at_ms: i64, canary: &str) -> Record {
         claim: c,
         made_at_ms,
         view: Box::new(DeploymentView {
-            deployment: d.into(),
-            canary_version: Some(canary.into()),
             metrics: vec![],
-            sample_ratio_mismatch: false,
-            srm: None,
-            telemetry_absent: vec![],
-            history: vec![],
-            segments: None,
+            ..DeploymentView::of(Verdict {
+                deployment: d.into(),
+                model_version: canary.into(),
+                ..Verdict::example()
+            })
         }),
     }
 }

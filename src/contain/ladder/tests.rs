@@ -3,32 +3,13 @@
 
 use super::*;
 use crate::config::TargetConfig;
-use crate::detect::{Source, Verdict};
+use crate::detect::Verdict;
 
 fn verdict(state: VerdictState, version: &str) -> Change {
     Change::Verdict(Verdict {
-        deployment: "svc".into(),
         model_version: version.into(),
-        metric: "refusal".into(),
-        source: Source::CanaryVsControl,
         state,
-        at: "2026-11-29T05:00:00.000Z".into(),
-        events_seen: 10,
-        n_canary: 5,
-        n_control: 5,
-        canary_value: None,
-        control_value: None,
-        estimate: Some(0.05),
-        ci_low: None,
-        ci_high: None,
-        p_value: Some(0.001),
-        statistic: 7.0,
-        threshold: 6.0,
-        min_effect: 0.01,
-        alpha: Some(0.0025),
-        arm: None,
-        segment: None,
-        reference: None,
+        ..Verdict::example()
     })
 }
 

@@ -14,10 +14,8 @@ use futures::FutureExt;
 use tokio::sync::watch;
 
 use super::Replication;
-use crate::contain::batch::tests::{fail, hooked};
 use crate::contain::fence::{request_key, Journal, Merged, Ownership, Record};
-use crate::metrics::Metrics;
-use crate::pipeline::Published;
+use crate::contain::testing::{fail, hooked, serve, Running};
 
 /// A latch topic in memory: a record is read back as soon as it is produced, and reading to
 /// the end fails while `readable` is false (a broker too slow to answer).
@@ -83,12 +81,10 @@ async fn hook(State(calls): State<Arc<Mutex<Vec<String>>>>, body: Bytes) -> &'st
 async fn a_change_waits_for_its_partition_to_be_claimed_then_acts_once() {
     let dir = tempfile::tempdir().unwrap();
     let calls = Arc::new(Mutex::new(Vec::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let app = Router::new()
         .route("/hook", post(hook))
         .with_state(calls.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve(app).await;
     let config = hooked(
         dir.path(),
         dir.path().join("state"),
@@ -102,21 +98,14 @@ async fn a_change_waits_for_its_partition_to_be_claimed_then_acts_once() {
     let ownership = Arc::new(Ownership::default());
     ownership.assign(&[0]);
     ownership.seen("svc", 0);
-    let (stop, shutdown) = watch::channel(false);
-    let (_snapshots, snapshots) = watch::channel(Arc::new(Published::default()));
-    let (_handle, changes, task) = crate::contain::start_replicated(
+    let running = Running::start(
         &config,
-        config.admin.addr,
-        Arc::new(Metrics::new(&config)),
-        snapshots,
-        shutdown,
         Some(Replication {
             journal: journal.clone(),
             ownership,
         }),
-    )
-    .unwrap();
-    changes.send(fail("svc")).unwrap();
+    );
+    running.changes.send(fail("svc")).unwrap();
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert!(calls.lock().unwrap().is_empty(), "acted before its claim");
     assert!(
@@ -132,8 +121,7 @@ async fn a_change_waits_for_its_partition_to_be_claimed_then_acts_once() {
     }
     // Room for a second, wrong action to arrive.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.send_replace(true);
-    task.await.unwrap();
+    running.stop().await;
     assert_eq!(*calls.lock().unwrap(), ["svc"], "one action, once claimed");
     let merged = journal.merged();
     assert_eq!(merged.claims.get(&0).map(|c| c.epoch), Some(1));

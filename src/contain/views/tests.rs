@@ -1,51 +1,20 @@
 use super::*;
-use crate::detect::{MetricVerdicts, Source, Verdict};
+use crate::detect::{Source, Verdict};
 
 fn verdict(source: Source, state: VerdictState, n: u64) -> Verdict {
     Verdict {
-        deployment: "svc".into(),
         model_version: "v2".into(),
-        metric: "refusal".into(),
         source,
         state,
-        at: "2026-01-01T00:00:00.000Z".into(),
         events_seen: 2 * n,
         n_canary: n,
         n_control: n,
-        canary_value: None,
-        control_value: None,
-        estimate: None,
-        ci_low: None,
-        ci_high: None,
-        p_value: None,
-        statistic: 0.0,
-        threshold: 1.0,
-        min_effect: 0.0,
-        alpha: None,
-        arm: None,
-        segment: None,
-        reference: None,
+        ..Verdict::example()
     }
 }
 
 fn view(state: VerdictState, n: u64) -> DeploymentView {
-    DeploymentView {
-        deployment: "svc".into(),
-        canary_version: Some("v2".into()),
-        metrics: vec![MetricVerdicts {
-            metric: "refusal".into(),
-            state,
-            canary_vs_control: verdict(Source::CanaryVsControl, state, n),
-            self_baseline: None,
-            self_baseline_watch: None,
-            late_drift: None,
-        }],
-        sample_ratio_mismatch: false,
-        srm: None,
-        telemetry_absent: vec![],
-        history: vec![],
-        segments: None,
-    }
+    DeploymentView::of(verdict(Source::CanaryVsControl, state, n))
 }
 
 #[test]
