@@ -42,6 +42,9 @@ mod clients;
 mod handover;
 use clients::clients;
 
+/// How long a rewind to a restored snapshot's offset may wait for librdkafka ([`KafkaSource::rewound`]).
+const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The receiving end of the consumer, shared with the daemon's control loop.
 ///
 /// It is separate from [`KafkaSource`] because a received message borrows the consumer while
@@ -159,6 +162,7 @@ impl KafkaSource {
             self.received[p] += 1;
         }
         match received {
+            Ok(msg) if self.rewound(msg.partition(), msg.offset()) => {}
             Ok(msg) if !self.progress.admit(msg.partition(), msg.offset()) => {
                 self.metrics.events_skipped.inc();
             }
@@ -201,6 +205,41 @@ impl KafkaSource {
             }
         }
         self.settle();
+    }
+
+    /// Drops the first message of a restored partition when it lies past the snapshot's offset
+    /// (fetched before the restore's seek took effect, from a committed offset past the
+    /// snapshot: [`Progress::gap`]) and seeks again; true when it did. A seek that fails leaves
+    /// the message to be processed.
+    fn rewound(&mut self, partition: i32, offset: i64) -> bool {
+        match self.progress.gap(partition, offset) {
+            Some(next) => self.seek(partition, next, Some(offset)),
+            None => false,
+        }
+    }
+
+    /// Sends the consumer to `next` on `partition`, where its restored state ends; `past` is
+    /// the offset of a message already received beyond it. False when librdkafka refused: the
+    /// messages between the committed offset and `next`, if that is past it, are then not in
+    /// the state.
+    fn seek(&self, partition: i32, next: i64, past: Option<i64>) -> bool {
+        let seek = self.consumer.seek(
+            &self.topic,
+            partition,
+            rdkafka::Offset::Offset(next),
+            SEEK_TIMEOUT,
+        );
+        match (seek, past) {
+            (Ok(()), None) => true,
+            (Ok(()), Some(past)) => {
+                tracing::warn!(partition, received = past, next, "consumption goes back to the restored snapshot: the committed offset was past it (another replica's progress, or a state_dir restored from a backup); the messages in between are read again");
+                true
+            }
+            (Err(e), _) => {
+                tracing::error!(partition, next, error = %e, "could not send the consumer to the restored snapshot's offset: messages between the committed offset and it may be missing from the state");
+                false
+            }
+        }
     }
 
     /// Acts on rebalances, notes the dead-letter deliveries that finished and the snapshot

@@ -7,9 +7,13 @@
 //!   acknowledged), so nothing below `next` is still waiting on the dead-letter topic;
 //! - the committed offset never passes the oldest snapshot kept (two are kept), so whichever
 //!   snapshot a restart falls back to, the consumer starts at or before its `next`;
-//! - on restart the consumer starts at the committed offset and every message below the
-//!   restored `next` is skipped, being in the state already — as is any message below the
-//!   offset after the last one this process processed (a redelivery after a broker reconnect).
+//! - on restart the consumer is sent to the restored `next` (it starts at the committed
+//!   offset, which may lie before it, or past it when the snapshot is older than what was
+//!   committed: another replica's progress, a backup), and every message below `next` is
+//!   skipped, being in the state already — as is any message below the offset after the last
+//!   one this process processed (a redelivery after a broker reconnect); a message past `next`
+//!   fetched before that seek took effect is dropped and the seek made again
+//!   ([`Progress::gap`]).
 //!
 //! Pure bookkeeping, no Kafka client and no I/O, so the rules are property-tested against
 //! crashes at any point ([`tests`]).
@@ -32,6 +36,8 @@ struct Part {
     writing: Option<i64>,
     /// Currently assigned to this process.
     active: bool,
+    /// Restored at this `next`, and no message received since: see [`Progress::gap`].
+    resumed_at: Option<i64>,
 }
 
 /// Per-partition progress of one consumer.
@@ -75,6 +81,20 @@ impl Progress {
         p.kept = if next.is_some() { kept } else { Vec::new() };
         p.kept.truncate(2);
         p.active = true;
+        p.resumed_at = next;
+    }
+
+    /// Where to send the consumer back to when the first message received for `partition`
+    /// since its restore, at `offset`, lies past the restored `next`: the messages in between
+    /// are in no state. The consumer is sent to `next` at every restore, but a message fetched
+    /// from the committed offset before that seek took effect can still arrive first; when the
+    /// committed offset is past the snapshot (the state topic could not be read and the local
+    /// copy predates another replica's progress, or `state_dir` was restored from a backup),
+    /// that message must not be processed. Asked once per restore: the message after the
+    /// second seek is processed whatever its offset (the ones in between may have expired).
+    pub fn gap(&mut self, partition: i32, offset: i64) -> Option<i64> {
+        let next = self.parts.get_mut(&partition)?.resumed_at.take()?;
+        (offset > next).then_some(next)
     }
 
     /// `partition` was revoked. Its state stays in memory; if it comes back, processing goes

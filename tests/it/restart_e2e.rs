@@ -11,6 +11,7 @@
 //! killed member in the group, so a restart under a new member id would get no partitions.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,16 +72,72 @@ fn generate(events: u64) -> Stream {
                 .push((e.key, b"{\"schema_version\": 1, \"event_id\": ".to_vec()));
             continue;
         }
-        let v: Value = serde_json::from_slice(&e.payload).unwrap();
-        *s.per_cohort
+        s.messages.push((e.key, e.payload));
+    }
+    s.per_cohort = per_cohort(&s.messages);
+    s
+}
+
+/// Events per (deployment, arm) of `messages`, the malformed ones left out.
+fn per_cohort(messages: &[(String, Vec<u8>)]) -> BTreeMap<(String, String), u64> {
+    let mut counts = BTreeMap::new();
+    for (_, payload) in messages {
+        let Ok(v) = serde_json::from_slice::<Value>(payload) else {
+            continue;
+        };
+        *counts
             .entry((
                 v["deployment"].as_str().unwrap().to_string(),
                 v["arm"].as_str().unwrap().to_string(),
             ))
             .or_insert(0) += 1;
-        s.messages.push((e.key, e.payload));
     }
-    s
+    counts
+}
+
+/// Produces `messages` to `topic`, each acknowledged.
+fn produce(brokers: &str, topic: &str, messages: &[(String, Vec<u8>)]) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut sender = Sender::new(brokers, topic, &[]).expect("producer");
+        for (key, payload) in messages {
+            sender.send(Some(key.as_bytes()), Some(payload), None).await;
+        }
+        sender.finish().await.expect("every message acknowledged");
+    });
+}
+
+/// The canary-vs-control evidence of one uninterrupted pass of `messages` through the pipeline,
+/// in production order, read through JSON text as driftd's API serves it.
+fn one_pass(messages: &[(String, Vec<u8>)]) -> BTreeMap<(String, String), Value> {
+    let config = Config::default();
+    let (mut reference, _) = Pipeline::new(&config, Arc::new(Metrics::new(&config)), false);
+    for (_, payload) in messages {
+        reference.process(0, Some(payload));
+    }
+    support::evidence(
+        &reference
+            .publish()
+            .deployments
+            .iter()
+            .map(|d| serde_json::from_str(&serde_json::to_string(d).unwrap()).unwrap())
+            .collect::<Vec<Value>>(),
+    )
+}
+
+/// driftd on `topic` as one static group member, its state under `state`, snapshotting every
+/// 2 s.
+fn config(brokers: &str, topic: &str, dlq: &str, group: &str, state: &Path) -> String {
+    // A killed member stays in the group until its session times out (in tansu: for good), so
+    // the restart rejoins as the same static member. A session that does time out is worse in
+    // tansu 0.6.0: the rejoining static member waits for a leader that is its own old member id,
+    // for good (seen in CI under load, and here after SIGSTOP). So the session is long: under
+    // load tansu answers heartbeats late (10 s lost the assignment over and over, 30 s once).
+    format!(
+        "{}\n[kafka.properties]\n\"session.timeout.ms\" = \"180000\"\n\"group.instance.id\" = \"{group}-member\"\n\n[containment]\nstate_dir = \"{}\"\n\n[persist]\ninterval = \"2s\"\n",
+        stream::config(brokers, topic, dlq, group),
+        state.display()
+    )
 }
 
 fn counts(d: &Driftd) -> Option<BTreeMap<(String, String), u64>> {
@@ -100,35 +157,14 @@ fn kill_9_while_consuming_loses_no_event_counts_none_twice_and_keeps_the_evidenc
     support::create_topics(&brokers, &[(&topic, PARTITIONS), (&dlq, 1)]);
     let stream = generate(events);
     let started = Instant::now();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut sender = Sender::new(&brokers, &topic, &[]).expect("producer");
-        for (key, payload) in &stream.messages {
-            sender.send(Some(key.as_bytes()), Some(payload), None).await;
-        }
-        sender.finish().await.expect("every message acknowledged");
-    });
+    produce(&brokers, &topic, &stream.messages);
     println!(
         "produced {events} messages ({} malformed) in {:.1} s",
         stream.malformed,
         started.elapsed().as_secs_f64()
     );
 
-    // The reference: one uninterrupted pass, in production order, through the pipeline.
-    let config = Config::default();
-    let (mut reference, _) = Pipeline::new(&config, Arc::new(Metrics::new(&config)), false);
-    for (_, payload) in &stream.messages {
-        reference.process(0, Some(payload));
-    }
-    // Through JSON text, as driftd's API serves it, so both sides read floats the same way.
-    let want = support::evidence(
-        &reference
-            .publish()
-            .deployments
-            .iter()
-            .map(|d| serde_json::from_str(&serde_json::to_string(d).unwrap()).unwrap())
-            .collect::<Vec<Value>>(),
-    );
+    let want = one_pass(&stream.messages);
     assert_eq!(
         want[&("support-bot".to_string(), "refusal".to_string())]["state"],
         "fail",
@@ -136,16 +172,7 @@ fn kill_9_while_consuming_loses_no_event_counts_none_twice_and_keeps_the_evidenc
     );
 
     let state = tempfile::tempdir().unwrap();
-    // A killed member stays in the group until its session times out (in tansu: for good), so
-    // the restart rejoins as the same static member. A session that does time out is worse in
-    // tansu 0.6.0: the rejoining static member waits for a leader that is its own old member id,
-    // for good (seen in CI under load, and here after SIGSTOP). So the session is long: under
-    // load tansu answers heartbeats late (10 s lost the assignment over and over, 30 s once).
-    let toml = format!(
-        "{}\n[kafka.properties]\n\"session.timeout.ms\" = \"180000\"\n\"group.instance.id\" = \"driftd-kill-test\"\n\n[containment]\nstate_dir = \"{}\"\n\n[persist]\ninterval = \"2s\"\n",
-        stream::config(&brokers, &topic, &dlq, &group),
-        state.path().join("state").display()
-    );
+    let toml = config(&brokers, &topic, &dlq, &group, &state.path().join("state"));
     let total: u64 = stream.per_cohort.values().sum();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let consumed = Instant::now();
@@ -228,4 +255,92 @@ fn kill_9_while_consuming_loses_no_event_counts_none_twice_and_keeps_the_evidenc
         "each malformed message dead-lettered ({} records)",
         dead.len()
     );
+}
+
+/// An operator restores `state_dir` from a backup older than what the group committed since:
+/// the restored snapshots end before the committed offsets. The consumer is sent to each
+/// snapshot's offset and reads the messages in between again, so every count ends exact and
+/// the evidence equals one pass; without that the counts stay at the backup's.
+#[test]
+fn a_state_dir_restored_from_an_older_backup_reads_again_what_it_does_not_hold() {
+    let events = env_or("DRIFTD_BACKUP_EVENTS", 20_000);
+    let broker = support::broker();
+    let brokers = broker.addr.clone();
+    let topic = support::unique("it-backup");
+    let dlq = format!("{topic}.dlq");
+    let group = support::unique("it-backup-group");
+    support::create_topics(&brokers, &[(&topic, PARTITIONS), (&dlq, 1)]);
+    let stream = generate(events);
+    let (first, second) = stream.messages.split_at(stream.messages.len() / 2);
+    let state = tempfile::tempdir().unwrap();
+    let toml = config(&brokers, &topic, &dlq, &group, &state.path().join("state"));
+    let snapshots = state.path().join("state").join("snapshots");
+    let backup = state.path().join("backup");
+    let every = Duration::from_millis(250);
+    let run_until = |want: &BTreeMap<(String, String), u64>, what: &str| {
+        let mut d = Driftd::start(&toml);
+        d.wait_until_every(Duration::from_secs(300), every, what, || {
+            counts(&d).is_some_and(|c| &c == want)
+        });
+        d.sigterm();
+        assert!(
+            d.wait_exit(Duration::from_secs(60)).success(),
+            "{what}: clean exit"
+        );
+    };
+
+    produce(&brokers, &topic, first);
+    run_until(&per_cohort(first), "the first half counted");
+    copy_dir(&snapshots, &backup);
+    produce(&brokers, &topic, second);
+    run_until(&stream.per_cohort, "the second half counted");
+    let committed = support::committed_offsets(&brokers, &group, &topic, PARTITIONS);
+    std::fs::remove_dir_all(&snapshots).unwrap();
+    copy_dir(&backup, &snapshots);
+
+    let mut d = Driftd::start(&toml);
+    d.wait_until_every(
+        Duration::from_secs(300),
+        every,
+        "every event counted after the backup was restored",
+        || counts(&d).is_some_and(|c| c == stream.per_cohort),
+    );
+    // The scenario: restored snapshots that end before the group's committed offsets.
+    let restored: BTreeMap<usize, i64> = d
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["message"] == "state restored from snapshot; consumption resumes at next_offset"
+        })
+        .map(|v| {
+            (
+                v["partition"].as_u64().unwrap() as usize,
+                v["next_offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let behind = restored.iter().filter(|(&p, &n)| n < committed[p]).count();
+    println!(
+        "backup restored under commits {committed:?}: snapshots at {restored:?}, {behind} partitions behind, every count exact"
+    );
+    assert!(behind > 0, "the backup's snapshots end before the commits");
+    let verdicts: Value = serde_json::from_str(&d.get("/v1/verdicts").unwrap()).unwrap();
+    let got = support::evidence(verdicts["deployments"].as_array().unwrap());
+    support::assert_same_evidence(&one_pass(&stream.messages), &got);
+    d.sigterm();
+    assert!(d.wait_exit(Duration::from_secs(60)).success());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

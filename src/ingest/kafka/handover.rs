@@ -5,11 +5,12 @@
 //! Owns the choice between the two copies and the state topic's set-up at start. Reading the
 //! topic runs off the control loop, all newly assigned partitions at once, each bounded by
 //! `persist.topic_read_timeout` and tried again for up to [`READ_PATIENCE`] (the local copy of a
-//! partition that moved is older than the topic's, or missing: falling back to it loses the
-//! events in between, so a loaded or restarting broker is worth waiting out); then the local copy
-//! is used, the failure counted (`driftd_state_topic_failures_total{operation="read"}`) and
-//! logged. It must not
-//! decide when to snapshot or commit (the parent module does).
+//! partition that moved is older than the topic's, or missing: falling back to an older one means
+//! reading again what another replica already did, and to none loses the partition's state, so a
+//! loaded or restarting broker is worth waiting out); then the local copy is used, the failure
+//! counted (`driftd_state_topic_failures_total{operation="read"}`) and logged, and the consumer
+//! goes back to that copy's offset (`Progress::gap`). It must not decide when to
+//! snapshot or commit (the parent module does).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -113,7 +114,7 @@ impl KafkaSource {
                         .failures
                         .with_label_values(&["read"])
                         .inc();
-                    tracing::error!(partition, error = %e, "state topic not read: restoring from the local snapshot, which may be older than the topic's newest (check the brokers, or raise persist.topic_read_timeout)");
+                    tracing::error!(partition, error = %e, "state topic not read: restoring from the local snapshot, which may be older than the topic's newest (the messages after it are read again; check the brokers, or raise persist.topic_read_timeout)");
                     out.push(None);
                     continue;
                 }
@@ -198,9 +199,10 @@ impl KafkaSource {
                     next_offset = next,
                     from,
                     written_at = %snapshot.written_at,
-                    "state restored from snapshot; messages before next_offset are skipped"
+                    "state restored from snapshot; consumption resumes at next_offset"
                 );
                 self.progress.restored(partition, Some(next), kept);
+                self.seek(partition, next, None);
             }
             Err(e) => {
                 self.metrics

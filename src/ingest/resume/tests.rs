@@ -56,7 +56,15 @@ enum Step {
     AckDeadLetter,
     Snapshot,
     Commit,
-    Crash { corrupt_newest: bool },
+    /// A restart; the disk's newest snapshot damaged, or the whole snapshot directory restored
+    /// from the backup taken after the first snapshot (older than what was committed since);
+    /// the first message fetched from the committed offset before the restore's seek took
+    /// effect, or not.
+    Crash {
+        corrupt_newest: bool,
+        restore_backup: bool,
+        seek_late: bool,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -65,7 +73,13 @@ fn step() -> impl Strategy<Value = Step> {
         2 => Just(Step::AckDeadLetter),
         1 => Just(Step::Snapshot),
         1 => Just(Step::Commit),
-        1 => any::<bool>().prop_map(|corrupt_newest| Step::Crash { corrupt_newest }),
+        1 => (any::<bool>(), proptest::bool::weighted(0.2), any::<bool>()).prop_map(
+            |(corrupt_newest, restore_backup, seek_late)| Step::Crash {
+                corrupt_newest,
+                restore_backup,
+                seek_late,
+            }
+        ),
     ]
 }
 
@@ -91,11 +105,15 @@ struct World {
     committed: Option<i64>,
     /// Newest first, at most two.
     disk: Vec<File>,
+    /// The disk as it was after the first snapshot.
+    backup: Option<Vec<File>>,
     dead_lettered: Vec<i64>,
 }
 
 impl World {
-    fn start(&self) -> Process {
+    /// A process started on the disk: the consumer is sent to the restored snapshot's `next`,
+    /// or (`seek_late`) still at the committed offset for its first message.
+    fn start(&self, seek_late: bool) -> Process {
         let mut progress = Progress::default();
         assert!(progress.assigned(0));
         let usable = self.disk.iter().find(|f| !f.corrupt);
@@ -111,7 +129,12 @@ impl World {
             applied: usable.map(|f| f.applied.clone()).unwrap_or_default(),
             held: VecDeque::new(),
             stored: None,
-            position: self.committed.unwrap_or(0),
+            // A late seek shows only when a message at the committed offset was fetched first.
+            position: match (usable, self.committed.unwrap_or(0)) {
+                (Some(_), c) if seek_late && c < self.log.len() as i64 => c,
+                (Some(f), _) => f.next,
+                (None, c) => c,
+            },
         }
     }
 
@@ -130,15 +153,22 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// Any interleaving of consumption, dead-letter acknowledgements, snapshots, commits and
-    /// crashes (with the newest snapshot sometimes damaged) ends with every valid event applied
-    /// exactly once and every malformed one dead-lettered at least once.
+    /// crashes (with the newest snapshot sometimes damaged, or the snapshots restored from an
+    /// old backup) ends with every valid event applied exactly once and every malformed one
+    /// dead-lettered at least once.
     #[test]
     fn crashes_anywhere_apply_every_event_exactly_once(
         log in proptest::collection::vec(proptest::bool::weighted(0.8), 1..60),
         steps in proptest::collection::vec(step(), 0..200),
     ) {
-        let mut w = World { log, committed: None, disk: Vec::new(), dead_lettered: Vec::new() };
-        let mut p = w.start();
+        let mut w = World {
+            log,
+            committed: None,
+            disk: Vec::new(),
+            backup: None,
+            dead_lettered: Vec::new(),
+        };
+        let mut p = w.start(false);
         let end = w.log.len() as i64;
         let run = |w: &mut World, p: &mut Process, s: &Step| match s {
             Step::Consume => {
@@ -146,6 +176,10 @@ proptest! {
                     return;
                 }
                 let offset = p.position;
+                if let Some(next) = p.progress.gap(0, offset) {
+                    p.position = next;
+                    return;
+                }
                 p.position += 1;
                 if !p.progress.admit(0, offset) {
                     return;
@@ -170,6 +204,7 @@ proptest! {
                     p.progress.writing(0, next);
                     w.disk.insert(0, File { next, applied: p.applied.clone(), corrupt: false });
                     w.disk.truncate(2);
+                    w.backup.get_or_insert_with(|| w.disk.clone());
                     if let Some(ceiling) = p.progress.written(0, next) {
                         p.stored = Some(ceiling);
                     }
@@ -183,13 +218,16 @@ proptest! {
             Step::Crash { .. } => {}
         };
         for s in &steps {
-            if let Step::Crash { corrupt_newest } = s {
+            if let Step::Crash { corrupt_newest, restore_backup, seek_late } = s {
+                if let (true, Some(backup)) = (*restore_backup, &w.backup) {
+                    w.disk = backup.clone();
+                }
                 // Damage the newest file only while another good one remains: with none, a
                 // clean start from the committed offset is the documented outcome.
                 if *corrupt_newest && w.disk.iter().filter(|f| !f.corrupt).count() == 2 {
                     w.disk[0].corrupt = true;
                 }
-                p = w.start();
+                p = w.start(*seek_late);
                 continue;
             }
             run(&mut w, &mut p, s);
@@ -255,4 +293,27 @@ fn a_forgotten_partition_is_restored_again_when_it_comes_back() {
     p.restored(3, Some(400), vec![400]);
     assert!(!p.admit(3, 399) && p.admit(3, 400));
     assert_eq!(p.ceiling(3), Some(400));
+}
+
+/// A restored snapshot older than where the consumer starts (the committed offset another
+/// replica reached, or a `state_dir` restored from a backup): the first message asks for a
+/// rewind to the snapshot's `next`, once; a snapshot at or past the start asks for none.
+#[test]
+fn a_first_message_past_the_restored_offset_asks_once_for_a_rewind_to_it() {
+    let mut p = Progress::default();
+    assert!(p.assigned(0) && p.assigned(1) && p.assigned(2));
+    p.restored(0, Some(100), vec![100]);
+    assert_eq!(p.gap(0, 250), Some(100), "150 messages in no state");
+    assert_eq!(p.gap(0, 250), None, "asked once");
+    assert!(p.admit(0, 100), "the rewound messages are processed");
+    p.restored(1, Some(100), vec![100]);
+    assert_eq!(
+        p.gap(1, 40),
+        None,
+        "the usual case: the snapshot holds what comes first"
+    );
+    assert_eq!(p.gap(1, 300), None, "only the first message is checked");
+    p.restored(2, None, Vec::new());
+    assert_eq!(p.gap(2, 7), None, "no snapshot: nothing to go back to");
+    assert_eq!(p.gap(9, 7), None, "never assigned");
 }
