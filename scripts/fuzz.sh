@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs each cargo-fuzz target in fuzz/ for a bounded time and fails on a crash:
 #   bash scripts/fuzz.sh            (DRIFTD_FUZZ_SECONDS per target, default 60)
+#   bash scripts/fuzz.sh build      (only the tools and the instrumented build: scripts/test.sh
+#                                    runs it in the background while the integration tests run)
 # Installs what it needs if missing — nightly Rust (minimal profile) and cargo-fuzz, cached in
 # ~/.cache/driftd like the test command's broker — and is idempotent. scripts/test.sh runs it.
 # The targets build driftd without its `kafka` feature, so the first, instrumented build of
@@ -42,12 +44,16 @@ cargo_fuzz() {
 # Runs each fuzz target for FUZZ_SECONDS from the committed seeds in fuzz/corpus/<target>; what
 # it discovers goes to a corpus cached outside the clone, so the committed one stays as it is
 # and later runs start from further in. A crash fails the run, naming the saved input.
-run_fuzz_targets() {
+build_fuzz_targets() {
   install_fuzz_tools
   log "cargo fmt --check (fuzz targets)"
   cargo fmt --manifest-path fuzz/Cargo.toml --check
   log "cargo +nightly fuzz build (release with debug assertions, AddressSanitizer)"
   cargo_fuzz build
+}
+
+run_fuzz_targets() {
+  build_fuzz_targets
   local target grown out
   for target in "${FUZZ_TARGETS[@]}"; do
     grown=$CACHE/fuzz-corpus/$target
@@ -66,5 +72,10 @@ run_fuzz_targets() {
   done
 }
 
-run_fuzz_targets
-log "fuzzing passed"
+if [ "${1:-}" = build ]; then
+  build_fuzz_targets
+  log "fuzz targets built"
+else
+  run_fuzz_targets
+  log "fuzzing passed"
+fi
