@@ -39,9 +39,12 @@ pub struct IngestConfig {
 /// Eager is the default because tansu 0.6.0, the broker the tests run against, does not
 /// complete cooperative rebalances reliably: with `group.instance.id` set, the leader's second
 /// join round (which hands out the revoked partitions) keeps the generation and the other
-/// member is never asked to rejoin, so those partitions stay unowned; and a driftd restarted
-/// under cooperative-sticky stopped consuming part way (`kafka_e2e::sigterm_part_way…`, 1 of 2
-/// runs). `examples/coop_rebalance.rs` checks a broker without driftd.
+/// member is never asked to rejoin, so those partitions stay unowned; and under
+/// cooperative-sticky `kafka_e2e::sigterm_part_way…` fails (3 of 3 runs in session 11): the
+/// process stopped with SIGTERM leaves a committed offset on only one of its three partitions,
+/// so the restarted one reads the other two from the beginning and falls behind. Whether driftd's
+/// revoke handling or tansu loses those commits is not known yet. `examples/coop_rebalance.rs`
+/// checks a broker without driftd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Assignment {

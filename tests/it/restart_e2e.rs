@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 use driftd::config::Config;
 use driftd::metrics::Metrics;
 use driftd::pipeline::Pipeline;
-use driftd::traffic::{Drift, DriftMetric, Generator, Sender, TrafficModel};
+use driftd::traffic::{Drift, DriftMetric, Generator, TrafficModel};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
+use super::evidence_restart_e2e::produce;
 use super::stream::{self, read_dead_letters};
 use super::support::{self, Driftd};
 
@@ -93,18 +94,6 @@ fn per_cohort(messages: &[(String, Vec<u8>)]) -> BTreeMap<(String, String), u64>
             .or_insert(0) += 1;
     }
     counts
-}
-
-/// Produces `messages` to `topic`, each acknowledged.
-fn produce(brokers: &str, topic: &str, messages: &[(String, Vec<u8>)]) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut sender = Sender::new(brokers, topic, &[]).expect("producer");
-        for (key, payload) in messages {
-            sender.send(Some(key.as_bytes()), Some(payload), None).await;
-        }
-        sender.finish().await.expect("every message acknowledged");
-    });
 }
 
 /// The canary-vs-control evidence of one uninterrupted pass of `messages` through the pipeline,
