@@ -144,10 +144,6 @@ where
                 match signal {
                     SIGHUP => {
                         let reload = judge(&running, load());
-                        metrics
-                            .config_reloads
-                            .with_label_values(&[reload.outcome()])
-                            .inc();
                         match &reload {
                             Reload::Apply(config) => {
                                 tracing::info!(config_hash = %config.hash(), "SIGHUP: config reloaded and validated");
@@ -160,6 +156,11 @@ where
                                 tracing::error!(error = %detail, "SIGHUP: config refused, keeping the running config");
                             }
                         }
+                        // Counted once logged: whoever sees the count finds the reason.
+                        metrics
+                            .config_reloads
+                            .with_label_values(&[reload.outcome()])
+                            .inc();
                         handle.reload(reload);
                     }
                     _ if stopping => {

@@ -301,15 +301,16 @@ fn sighup_refuses_a_bad_config_keeps_the_old_one_and_applies_a_good_one() {
     )
     .unwrap();
     hup(&pid);
-    d.wait_until(Duration::from_secs(10), "reload refused", || {
-        d.metrics()
-            .sum("driftd_config_reloads_total", &[("outcome", "failure")])
-            == 1.0
-    });
-    assert!(
-        d.log_text().contains("ingest.max_message_bytes"),
-        "the log names the field:\n{}",
-        d.log_text()
+    // The count comes before the log line is written: wait for both.
+    d.wait_until(
+        Duration::from_secs(10),
+        "reload refused, naming the field",
+        || {
+            d.metrics()
+                .sum("driftd_config_reloads_total", &[("outcome", "failure")])
+                == 1.0
+                && d.log_text().contains("ingest.max_message_bytes")
+        },
     );
     assert!(
         d.metrics().text.contains(&hash_before),
@@ -337,22 +338,24 @@ fn sighup_refuses_a_bad_config_keeps_the_old_one_and_applies_a_good_one() {
     )
     .unwrap();
     hup(&pid);
+    let refused_line = || {
+        d.log_text()
+            .lines()
+            .find(|l| l.contains("take effect only on restart"))
+            .map(str::to_string)
+    };
     d.wait_until(
         Duration::from_secs(10),
-        "reload refused as restart-only",
+        "reload refused as restart-only, and logged",
         || {
             d.metrics().sum(
                 "driftd_config_reloads_total",
                 &[("outcome", "restart_required")],
             ) == 1.0
+                && refused_line().is_some()
         },
     );
-    let refused = d
-        .log_text()
-        .lines()
-        .find(|l| l.contains("take effect only on restart"))
-        .map(str::to_string)
-        .unwrap_or_default();
+    let refused = refused_line().unwrap_or_default();
     assert!(
         refused.contains("detection"),
         "the log names the setting: {refused}"
