@@ -129,6 +129,31 @@ fn config(brokers: &str, topic: &str, dlq: &str, group: &str, state: &Path) -> S
     )
 }
 
+/// The broker (held for the test), and a new event topic of [`PARTITIONS`] partitions with its
+/// dead-letter topic and a new group, named after `prefix`.
+struct Setup {
+    broker: support::Broker,
+    topic: String,
+    dlq: String,
+    group: String,
+}
+
+impl Setup {
+    fn new(prefix: &str) -> Setup {
+        let broker = support::broker();
+        let topic = support::unique(prefix);
+        let dlq = format!("{topic}.dlq");
+        let group = support::unique(&format!("{prefix}-group"));
+        support::create_topics(&broker.addr, &[(&topic, PARTITIONS), (&dlq, 1)]);
+        Setup {
+            broker,
+            topic,
+            dlq,
+            group,
+        }
+    }
+}
+
 fn counts(d: &Driftd) -> Option<BTreeMap<(String, String), u64>> {
     let cohorts: Value = serde_json::from_str(&d.get("/v1/cohorts")?).ok()?;
     Some(support::cohort_counts(&cohorts))
@@ -138,12 +163,13 @@ fn counts(d: &Driftd) -> Option<BTreeMap<(String, String), u64>> {
 fn kill_9_while_consuming_loses_no_event_counts_none_twice_and_keeps_the_evidence() {
     let events = env_or("DRIFTD_KILL_EVENTS", 100_000);
     let kills = env_or("DRIFTD_KILLS", 5);
-    let broker = support::broker();
+    let Setup {
+        broker,
+        topic,
+        dlq,
+        group,
+    } = Setup::new("it-kill");
     let brokers = broker.addr.clone();
-    let topic = support::unique("it-kill");
-    let dlq = format!("{topic}.dlq");
-    let group = support::unique("it-kill-group");
-    support::create_topics(&brokers, &[(&topic, PARTITIONS), (&dlq, 1)]);
     let stream = generate(events);
     let started = Instant::now();
     produce(&brokers, &topic, &stream.messages);
@@ -253,12 +279,13 @@ fn kill_9_while_consuming_loses_no_event_counts_none_twice_and_keeps_the_evidenc
 #[test]
 fn a_state_dir_restored_from_an_older_backup_reads_again_what_it_does_not_hold() {
     let events = env_or("DRIFTD_BACKUP_EVENTS", 20_000);
-    let broker = support::broker();
+    let Setup {
+        broker,
+        topic,
+        dlq,
+        group,
+    } = Setup::new("it-backup");
     let brokers = broker.addr.clone();
-    let topic = support::unique("it-backup");
-    let dlq = format!("{topic}.dlq");
-    let group = support::unique("it-backup-group");
-    support::create_topics(&brokers, &[(&topic, PARTITIONS), (&dlq, 1)]);
     let stream = generate(events);
     let (first, second) = stream.messages.split_at(stream.messages.len() / 2);
     let state = tempfile::tempdir().unwrap();
