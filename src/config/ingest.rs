@@ -37,14 +37,16 @@ pub struct IngestConfig {
 /// The consumer group's rebalance protocol.
 ///
 /// Eager is the default because tansu 0.6.0, the broker the tests run against, does not
-/// complete cooperative rebalances reliably: with `group.instance.id` set, the leader's second
-/// join round (which hands out the revoked partitions) keeps the generation and the other
-/// member is never asked to rejoin, so those partitions stay unowned; and under
-/// cooperative-sticky `kafka_e2e::sigterm_part_way…` fails (3 of 3 runs in session 11): the
-/// process stopped with SIGTERM leaves a committed offset on only one of its three partitions,
-/// so the restarted one reads the other two from the beginning and falls behind. Whether driftd's
-/// revoke handling or tansu loses those commits is not known yet. `examples/coop_rebalance.rs`
-/// checks a broker without driftd.
+/// complete cooperative rebalances with `group.instance.id` set: the leader's second join round
+/// (which hands out the revoked partitions) keeps the generation and the other member is never
+/// asked to rejoin, so those partitions stay unowned (`examples/coop_rebalance.rs` checks a
+/// broker without driftd; plain members complete). Commits are not the obstacle: librdkafka's fetch
+/// and group logs of `kafka_e2e::sigterm_part_way…`, which had failed 3 of 3 times under
+/// cooperative-sticky, show it. The process stopped with SIGTERM commits exactly what
+/// it applied in either mode (tansu's first 5 MiB fetch response held one partition only, so all
+/// it applied came from that one), and the test fails the same way in eager mode when tansu is
+/// short of CPU (each 5 MiB fetch then took 10–12 s, and the restarted process could not read
+/// the rest within the test's 120 s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Assignment {
