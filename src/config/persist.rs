@@ -30,10 +30,17 @@ pub struct PersistConfig {
     /// partition `p % topic_partitions`.
     pub topic_partitions: i32,
     /// How long one read of a partition's newest snapshot from `topic` may take at
-    /// assignment; failed reads are tried again for up to a minute, then the local snapshot is
-    /// used and the failure counted.
+    /// assignment; failed reads are tried again every second for up to
+    /// `topic_restore_patience`.
     #[serde(with = "humantime_serde")]
     pub topic_read_timeout: Duration,
+    /// How long a newly assigned partition waits (paused, the other partitions consumed
+    /// meanwhile) for its state to be read from `topic`; past it the local snapshot is used,
+    /// which for a partition that moved is older or missing, so the events since it are read
+    /// again or, with no local copy, its state is lost (counted and logged). Long by default:
+    /// waiting costs only that partition's lag.
+    #[serde(with = "humantime_serde")]
+    pub topic_restore_patience: Duration,
     /// A compacted Kafka topic every containment latch change, ownership epoch, owner's verdict
     /// view and forwarded operator request is produced to and every replica tails, so that all
     /// replicas answer the same (the gate and `/v1/verdicts` included) and only the current
@@ -56,6 +63,7 @@ impl Default for PersistConfig {
             topic: None,
             topic_partitions: 6,
             topic_read_timeout: Duration::from_secs(10),
+            topic_restore_patience: Duration::from_secs(300),
             latch_topic: None,
             latch_topic_partitions: 3,
             latch_read_timeout: Duration::from_secs(5),
@@ -129,12 +137,22 @@ impl PersistConfig {
                 "must be between 100ms and 5m",
             ));
         }
+        if self.topic_restore_patience < self.topic_read_timeout
+            || self.topic_restore_patience > Duration::from_secs(24 * 3600)
+        {
+            return Err(invalid(
+                "persist.topic_restore_patience",
+                "must be at least persist.topic_read_timeout (one read) and at most 24h",
+            ));
+        }
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::config::{Assignment, Config};
 
     #[test]
@@ -161,6 +179,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("persist.topic_read_timeout"), "{e}");
+        assert_eq!(c.persist.topic_restore_patience, Duration::from_secs(300));
+        for bad in ["5s", "2d"] {
+            let e = Config::parse(&format!(
+                "[persist]\ntopic_read_timeout = \"10s\"\ntopic_restore_patience = \"{bad}\"\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("persist.topic_restore_patience"), "{e}");
+        }
     }
 
     #[test]

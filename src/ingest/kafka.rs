@@ -90,6 +90,10 @@ pub struct KafkaSource {
     store: SnapshotStore,
     /// `persist.topic`: where snapshots also go, and the next owner restores from.
     state_topic: Option<StateTopic>,
+    /// Partitions whose state is being read from `state_topic` (paused meanwhile).
+    restores: Vec<handover::Restore>,
+    /// `persist.topic_restore_patience`.
+    restore_patience: Duration,
     writes: Vec<Write>,
     /// Messages received per partition (index), skipped ones included: what the stall watch
     /// compares.
@@ -127,6 +131,8 @@ impl KafkaSource {
                 &config.state_fingerprint(),
             ),
             state_topic,
+            restores: Vec::new(),
+            restore_patience: config.persist.topic_restore_patience,
             writes: Vec::new(),
             received: Vec::new(),
             stalls: StallWatch::new(k.stall_after.as_millis() as i64),
@@ -162,6 +168,9 @@ impl KafkaSource {
             self.received[p] += 1;
         }
         match received {
+            // Its partition's state is still being read: fetched before the pause, read again
+            // once restored.
+            Ok(msg) if self.progress.held(msg.partition(), msg.offset()) => {}
             Ok(msg) if self.rewound(msg.partition(), msg.offset()) => {}
             Ok(msg) if !self.progress.admit(msg.partition(), msg.offset()) => {
                 self.metrics.events_skipped.inc();
@@ -422,8 +431,13 @@ impl KafkaSource {
 
     /// Acts on the rebalances noted since the last message: restores newly assigned
     /// partitions from their snapshots (the state topic's or the local one, whichever is
-    /// newer), snapshots revoked ones.
+    /// newer; the state topic is read off this loop, [`handover`]), snapshots revoked ones.
+    /// Ready once no assigned partition is left restoring: a replica that gains partitions
+    /// stays ready for those it had.
     async fn rebalanced(&mut self, pipeline: &mut Pipeline) {
+        if !self.restores.is_empty() && self.restores_done(pipeline).await {
+            self.metrics.ready.set(1);
+        }
         for note in self.notes.take() {
             match note {
                 Note::Assigned(partitions) => {
@@ -431,13 +445,13 @@ impl KafkaSource {
                         .into_iter()
                         .filter(|&p| self.progress.assigned(p))
                         .collect();
-                    let from_topic = self.read_state_topic(&new).await;
-                    for (p, t) in new.into_iter().zip(from_topic) {
-                        self.restore(p, pipeline, t);
+                    self.assigned(new, pipeline);
+                    if self.restores.is_empty() {
+                        self.metrics.ready.set(1);
                     }
-                    self.metrics.ready.set(1);
                 }
                 Note::Revoked(partitions) => {
+                    self.cancel_restores(&partitions);
                     self.persist(pipeline);
                     self.finish_writes(true).await;
                     for p in partitions {

@@ -13,7 +13,11 @@
 //!   skipped, being in the state already — as is any message below the offset after the last
 //!   one this process processed (a redelivery after a broker reconnect); a message past `next`
 //!   fetched before that seek took effect is dropped and the seek made again
-//!   ([`Progress::gap`]).
+//!   ([`Progress::gap`]);
+//! - while a partition's state is still being read (from the state topic, which can take long
+//!   on a loaded broker), its messages are held back, neither processed nor acknowledged, and
+//!   once restored the consumer goes back to the snapshot's `next`, or without a snapshot to
+//!   the first message held back ([`Progress::held`]).
 //!
 //! Pure bookkeeping, no Kafka client and no I/O, so the rules are property-tested against
 //! crashes at any point ([`tests`]).
@@ -38,6 +42,12 @@ struct Part {
     active: bool,
     /// Restored at this `next`, and no message received since: see [`Progress::gap`].
     resumed_at: Option<i64>,
+    /// Its state is still being read (from the state topic): messages are held back, not
+    /// processed ([`Progress::held`]).
+    restoring: bool,
+    /// The first message held back while restoring: where consumption goes back to when no
+    /// snapshot is restored.
+    held_from: Option<i64>,
 }
 
 /// Per-partition progress of one consumer.
@@ -70,10 +80,37 @@ impl Progress {
         }
     }
 
+    /// `partition`'s state is being read (from the state topic, off the control loop): until
+    /// [`Progress::restored`], its messages are held back, not processed.
+    pub fn restoring(&mut self, partition: i32) {
+        let p = self.parts.entry(partition).or_default();
+        p.restoring = true;
+        p.held_from = None;
+    }
+
+    /// Whether the message at `offset` must be held back (not processed, not acknowledged)
+    /// because `partition`'s state is still being read; the first one held is remembered, so
+    /// that consumption goes back to it ([`Progress::restored`]).
+    pub fn held(&mut self, partition: i32, offset: i64) -> bool {
+        match self.parts.get_mut(&partition) {
+            Some(p) if p.restoring => {
+                p.held_from = Some(p.held_from.map_or(offset, |h| h.min(offset)));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `partition`'s state is still being read.
+    pub fn is_restoring(&self, partition: i32) -> bool {
+        self.parts.get(&partition).is_some_and(|p| p.restoring)
+    }
+
     /// `partition`'s state was restored from a snapshot at `next` (`None`: no usable snapshot,
     /// a clean start); `kept` are the `next` offsets of the snapshot files on disk, newest
-    /// first.
-    pub fn restored(&mut self, partition: i32, next: Option<i64>, kept: Vec<i64>) {
+    /// first. Returns where the consumer must be sent: the snapshot's `next` or, without one,
+    /// the first message held back while restoring (`None`: it stays where it is).
+    pub fn restored(&mut self, partition: i32, next: Option<i64>, kept: Vec<i64>) -> Option<i64> {
         let p = self.parts.entry(partition).or_default();
         p.skip_below = next.unwrap_or(i64::MIN);
         p.next = next;
@@ -81,12 +118,16 @@ impl Progress {
         p.kept = if next.is_some() { kept } else { Vec::new() };
         p.kept.truncate(2);
         p.active = true;
-        p.resumed_at = next;
+        p.restoring = false;
+        let to = next.or(p.held_from.take());
+        p.resumed_at = to;
+        to
     }
 
     /// Where to send the consumer back to when the first message received for `partition`
-    /// since its restore, at `offset`, lies past the restored `next`: the messages in between
-    /// are in no state. The consumer is sent to `next` at every restore, but a message fetched
+    /// since its restore, at `offset`, lies past the restored `next` (or, without a snapshot,
+    /// past the first message held back while restoring): the messages in between are in no
+    /// state. The consumer is sent to `next` at every restore, but a message fetched
     /// from the committed offset before that seek took effect can still arrive first; when the
     /// committed offset is past the snapshot (the state topic could not be read and the local
     /// copy predates another replica's progress, or `state_dir` was restored from a backup),

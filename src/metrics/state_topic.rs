@@ -1,10 +1,13 @@
 //! The state topic's series (`persist.topic`): bytes produced, failures by operation, which
-//! copy each restore used and how long reading the topic took.
+//! copy each restore used, how long reading the topic took and how many partitions are still
+//! restoring.
 //!
 //! Owns only these families and their label sets; `ingest` decides what to count. Must not
 //! talk to Kafka.
 
-use prometheus::{exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+};
 
 use super::register;
 
@@ -24,6 +27,8 @@ pub struct StateTopicMetrics {
     pub restores: IntCounterVec,
     /// Time to read one partition's snapshots from the state topic.
     pub read_seconds: Histogram,
+    /// Assigned partitions whose state is still being read from the state topic.
+    pub restoring: IntGauge,
 }
 
 impl StateTopicMetrics {
@@ -67,6 +72,14 @@ impl StateTopicMetrics {
                         "Time to read one partition's snapshots from persist.topic at assignment.",
                     )
                     .buckets(exponential_buckets(0.01, 4.0, 7).expect("valid buckets")),
+                )
+                .expect("valid metric"),
+            ),
+            restoring: register(
+                r,
+                IntGauge::new(
+                    "driftd_state_topic_restoring",
+                    "Partitions assigned here whose state is still being read from persist.topic; they are paused meanwhile, the others are consumed.",
                 )
                 .expect("valid metric"),
             ),

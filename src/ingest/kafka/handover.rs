@@ -2,18 +2,24 @@
 //! `persist.topic`, the newest complete one in the state topic, so that a partition that moved
 //! from another replica continues where that replica's last durable snapshot stopped.
 //!
-//! Owns the choice between the two copies and the state topic's set-up at start. Reading the
-//! topic runs off the control loop, all newly assigned partitions at once, each bounded by
-//! `persist.topic_read_timeout` and tried again for up to [`READ_PATIENCE`] (the local copy of a
-//! partition that moved is older than the topic's, or missing: falling back to an older one means
-//! reading again what another replica already did, and to none loses the partition's state, so a
-//! loaded or restarting broker is worth waiting out); then the local copy is used, the failure
-//! counted (`driftd_state_topic_failures_total{operation="read"}`) and logged, and the consumer
-//! goes back to that copy's offset (`Progress::gap`). It must not decide when to
-//! snapshot or commit (the parent module does).
+//! Owns the choice between the two copies, the restore phase and the state topic's set-up at
+//! start. With a state topic, newly assigned partitions are paused and their snapshots read off
+//! the control loop (Kafka Streams' restore phase): the partitions already held keep being
+//! consumed, and the messages of a restoring partition fetched before the pause are held back
+//! (`Progress::held`) and read again once it is restored. Each read is bounded by
+//! `persist.topic_read_timeout` and tried again every second for up to
+//! `persist.topic_restore_patience` (the local copy of a partition that moved is older than
+//! the topic's, or missing: falling back to an older one means reading again what another
+//! replica already did, and to none loses the partition's state, so a loaded or restarting
+//! broker is worth waiting out); then the local copy is used, the failure counted
+//! (`driftd_state_topic_failures_total{operation="read"}`) and logged, and the consumer goes
+//! back to that copy's offset (`Progress::gap`). It must not decide when to snapshot or commit
+//! (the parent module does).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer;
 
 use super::KafkaSource;
 use crate::config::Config;
@@ -50,20 +56,18 @@ pub(super) fn state_topic(config: &Config) -> Result<Option<StateTopic>, IngestE
     Ok(Some(topic))
 }
 
-/// How long a partition's state is sought in the state topic before falling back to the local
-/// snapshot. A loaded broker answered metadata only after 20 s and more in tests (tansu); a
-/// minute stays well inside librdkafka's `max.poll.interval.ms` (5 minutes by default), past
-/// which the consumer, not polled meanwhile, would leave its group.
-const READ_PATIENCE: Duration = Duration::from_secs(60);
-
-/// [`StateTopic::read`], tried again a second after each failure for up to [`READ_PATIENCE`].
-fn read_retrying(topic: &StateTopic, partition: i32) -> Result<Vec<(i64, Vec<u8>)>, TopicError> {
+/// [`StateTopic::read`], tried again a second after each failure for up to `patience`.
+fn read_retrying(
+    topic: &StateTopic,
+    partition: i32,
+    patience: Duration,
+) -> Result<Vec<(i64, Vec<u8>)>, TopicError> {
     let started = Instant::now();
     let mut attempt = 1;
     loop {
         match topic.read(partition) {
-            Err(e) if started.elapsed() < READ_PATIENCE => {
-                tracing::warn!(partition, attempt, error = %e, "state topic not read; trying again");
+            Err(e) if started.elapsed() < patience => {
+                tracing::warn!(partition, attempt, error = %e, "state topic not read; the partition stays paused and its state is read again in a second");
                 attempt += 1;
                 std::thread::sleep(Duration::from_secs(1));
             }
@@ -72,74 +76,141 @@ fn read_retrying(topic: &StateTopic, partition: i32) -> Result<Vec<(i64, Vec<u8>
     }
 }
 
+/// What reading one partition's state from the topic gave, and how long it took.
+type Read = (Result<Vec<(i64, Vec<u8>)>, TopicError>, Duration);
+
+/// A partition whose state is being read from the state topic, off the control loop; the
+/// partition is paused meanwhile.
+pub(super) struct Restore {
+    partition: i32,
+    task: tokio::task::JoinHandle<Read>,
+}
+
 impl KafkaSource {
-    /// The newest usable snapshot in the state topic of each of `partitions` (in order;
-    /// `None` when no topic is configured, it holds none, or it could not be read in time).
-    pub(super) async fn read_state_topic(&mut self, partitions: &[i32]) -> Vec<Option<Snapshot>> {
-        let Some(topic) = &self.state_topic else {
-            return partitions.iter().map(|_| None).collect();
+    /// Newly assigned `partitions`: restored at once from their local snapshots or, with a
+    /// state topic, paused while their snapshots are read from it ([`KafkaSource::restores_done`]
+    /// restores them).
+    pub(super) fn assigned(&mut self, partitions: Vec<i32>, pipeline: &mut Pipeline) {
+        let Some(topic) = self.state_topic.clone() else {
+            for p in partitions {
+                self.restore(p, pipeline, None);
+            }
+            return;
         };
-        let reads: Vec<_> = partitions
-            .iter()
-            .map(|&p| {
-                let topic = topic.clone();
-                tokio::task::spawn_blocking(move || {
-                    let started = Instant::now();
-                    (read_retrying(&topic, p), started.elapsed())
-                })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(partitions.len());
-        for (&partition, read) in partitions.iter().zip(reads) {
-            let (result, took) = match read.await {
-                Ok(r) => r,
-                Err(e) => (
-                    Err(TopicError::Read {
-                        topic: topic.name().to_string(),
-                        partition,
-                        reason: e.to_string(),
-                    }),
-                    Duration::ZERO,
-                ),
-            };
-            self.metrics
-                .state_topic
-                .read_seconds
-                .observe(took.as_secs_f64());
-            let candidates = match result {
-                Ok(c) => c,
+        self.pause(&partitions, true);
+        for partition in partitions {
+            self.progress.restoring(partition);
+            let topic = topic.clone();
+            let patience = self.restore_patience;
+            let task = tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
+                (
+                    read_retrying(&topic, partition, patience),
+                    started.elapsed(),
+                )
+            });
+            self.restores.push(Restore { partition, task });
+        }
+        self.count_restoring();
+    }
+
+    /// Restores the partitions whose state has been read, sends the consumer where each
+    /// resumes and resumes fetching them; true when none is left restoring.
+    pub(super) async fn restores_done(&mut self, pipeline: &mut Pipeline) -> bool {
+        let mut i = 0;
+        let before = self.restores.len();
+        while i < self.restores.len() {
+            if !self.restores[i].task.is_finished() {
+                i += 1;
+                continue;
+            }
+            let Restore { partition, task } = self.restores.swap_remove(i);
+            let read = task.await.unwrap_or_else(|e| {
+                let failed = TopicError::Read {
+                    topic: self
+                        .state_topic
+                        .as_ref()
+                        .map_or("", |t| t.name())
+                        .to_string(),
+                    partition,
+                    reason: e.to_string(),
+                };
+                (Err(failed), Duration::ZERO)
+            });
+            let from_topic = self.usable(partition, read);
+            self.restore(partition, pipeline, from_topic);
+            self.pause(&[partition], false);
+        }
+        if self.restores.len() != before {
+            self.count_restoring();
+        }
+        self.restores.is_empty()
+    }
+
+    /// Forgets the reads of `partitions` (revoked before their state was read).
+    pub(super) fn cancel_restores(&mut self, partitions: &[i32]) {
+        self.restores.retain(|r| !partitions.contains(&r.partition));
+        self.count_restoring();
+    }
+
+    fn count_restoring(&self) {
+        self.metrics
+            .state_topic
+            .restoring
+            .set(self.restores.len() as i64);
+    }
+
+    /// Pauses (or resumes) fetching `partitions`. A pause that fails only costs fetches
+    /// (messages are held back anyway); a resume that fails leaves the partition stalled,
+    /// which the stall watch reports.
+    fn pause(&self, partitions: &[i32], pause: bool) {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition(&self.topic, p);
+        }
+        let done = match pause {
+            true => self.consumer.pause(&tpl),
+            false => self.consumer.resume(&tpl),
+        };
+        if let Err(e) = done {
+            tracing::error!(partitions = ?partitions, pause, error = %e, "librdkafka refused to pause or resume partitions being restored");
+        }
+    }
+
+    /// The newest usable snapshot of `partition` in what was read from the state topic
+    /// (`None` when it holds none or could not be read in time).
+    fn usable(&mut self, partition: i32, (result, took): Read) -> Option<Snapshot> {
+        let topic = self.state_topic.as_ref()?;
+        self.metrics
+            .state_topic
+            .read_seconds
+            .observe(took.as_secs_f64());
+        let candidates = match result {
+            Ok(c) => c,
+            Err(e) => {
+                self.metrics
+                    .state_topic
+                    .failures
+                    .with_label_values(&["read"])
+                    .inc();
+                tracing::error!(partition, error = %e, "state topic not read within persist.topic_restore_patience: restoring from the local snapshot, which may be older than the topic's newest (the messages after it are read again; check the brokers, or raise persist.topic_read_timeout)");
+                return None;
+            }
+        };
+        let origin = PathBuf::from(format!("kafka:{}/{}/{partition}", topic.name(), self.topic));
+        for (_, bytes) in candidates {
+            match self.store.accept(&bytes, partition, &origin) {
+                Ok(s) => return Some(s),
                 Err(e) => {
                     self.metrics
-                        .state_topic
-                        .failures
-                        .with_label_values(&["read"])
+                        .snapshot_failures
+                        .with_label_values(&[e.reason()])
                         .inc();
-                    tracing::error!(partition, error = %e, "state topic not read: restoring from the local snapshot, which may be older than the topic's newest (the messages after it are read again; check the brokers, or raise persist.topic_read_timeout)");
-                    out.push(None);
-                    continue;
-                }
-            };
-            let origin =
-                PathBuf::from(format!("kafka:{}/{}/{partition}", topic.name(), self.topic));
-            let mut found = None;
-            for (_, bytes) in candidates {
-                match self.store.accept(&bytes, partition, &origin) {
-                    Ok(s) => {
-                        found = Some(s);
-                        break;
-                    }
-                    Err(e) => {
-                        self.metrics
-                            .snapshot_failures
-                            .with_label_values(&[e.reason()])
-                            .inc();
-                        tracing::error!(partition, error = %e, "state topic snapshot not usable; trying the one before it, then the local one");
-                    }
+                    tracing::error!(partition, error = %e, "state topic snapshot not usable; trying the one before it, then the local one");
                 }
             }
-            out.push(found);
         }
-        out
+        None
     }
 
     /// Restores `partition`'s state from the newer of its local snapshot and `from_topic` (by
@@ -179,7 +250,7 @@ impl KafkaSource {
                 partition,
                 "no state snapshot: starting from the committed offset"
             );
-            self.progress.restored(partition, None, Vec::new());
+            self.restored(partition, None, Vec::new());
             return;
         };
         let (next, cohorts) = (snapshot.next_offset, snapshot.state.cohorts());
@@ -201,8 +272,7 @@ impl KafkaSource {
                     written_at = %snapshot.written_at,
                     "state restored from snapshot; consumption resumes at next_offset"
                 );
-                self.progress.restored(partition, Some(next), kept);
-                self.seek(partition, next, None);
+                self.restored(partition, Some(next), kept);
             }
             Err(e) => {
                 self.metrics
@@ -210,8 +280,16 @@ impl KafkaSource {
                     .with_label_values(&["shape"])
                     .inc();
                 tracing::error!(partition, error = %e, "state snapshot does not fit; starting from the committed offset");
-                self.progress.restored(partition, None, Vec::new());
+                self.restored(partition, None, Vec::new());
             }
+        }
+    }
+
+    /// Records the restore and sends the consumer where `partition` resumes: the snapshot's
+    /// `next`, or without one the first message held back while its state was read.
+    fn restored(&mut self, partition: i32, next: Option<i64>, kept: Vec<i64>) {
+        if let Some(to) = self.progress.restored(partition, next, kept) {
+            self.seek(partition, to, None);
         }
     }
 }

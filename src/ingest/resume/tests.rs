@@ -52,6 +52,9 @@ fn a_failed_write_is_due_again_and_moves_nothing() {
 /// (dead-lettered, its delivery acknowledged later).
 #[derive(Debug, Clone)]
 enum Step {
+    /// The partition's state has been read: it is restored (consuming until then holds
+    /// messages back).
+    Restored,
     Consume,
     AckDeadLetter,
     Snapshot,
@@ -69,6 +72,7 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
+        2 => Just(Step::Restored),
         6 => Just(Step::Consume),
         2 => Just(Step::AckDeadLetter),
         1 => Just(Step::Snapshot),
@@ -98,6 +102,10 @@ struct Process {
     held: VecDeque<(i64, bool)>,
     stored: Option<i64>,
     position: i64,
+    /// Its state not read yet ([`Step::Restored`]).
+    restoring: bool,
+    /// The seek to the restored offset takes effect only after the first message.
+    seek_late: bool,
 }
 
 struct World {
@@ -111,11 +119,28 @@ struct World {
 }
 
 impl World {
-    /// A process started on the disk: the consumer is sent to the restored snapshot's `next`,
-    /// or (`seek_late`) still at the committed offset for its first message.
+    /// A process started on the disk: its state is read first (messages fetched meanwhile,
+    /// from the committed offset, are held back), then [`World::restore`].
     fn start(&self, seek_late: bool) -> Process {
         let mut progress = Progress::default();
         assert!(progress.assigned(0));
+        progress.restoring(0);
+        Process {
+            progress,
+            applied: Vec::new(),
+            held: VecDeque::new(),
+            stored: None,
+            position: self.committed.unwrap_or(0),
+            restoring: true,
+            seek_late,
+        }
+    }
+
+    /// The state read: restored from the newest usable snapshot, and the consumer sent where
+    /// [`Progress::restored`] says, or (`seek_late`) still where it was for its first message
+    /// when one is there to be fetched (a seek waits for librdkafka: only a message already
+    /// fetched can come first).
+    fn restore(&self, p: &mut Process) {
         let usable = self.disk.iter().find(|f| !f.corrupt);
         let kept: Vec<i64> = self
             .disk
@@ -123,21 +148,14 @@ impl World {
             .filter(|f| !f.corrupt)
             .map(|f| f.next)
             .collect();
-        progress.restored(0, usable.map(|f| f.next), kept);
-        Process {
-            progress,
-            applied: usable.map(|f| f.applied.clone()).unwrap_or_default(),
-            held: VecDeque::new(),
-            stored: None,
-            // A late seek shows only when a message at the committed offset was fetched first.
-            position: match (usable, self.committed.unwrap_or(0)) {
-                (Some(_), c) if seek_late && c < self.log.len() as i64 => c,
-                (Some(f), _) => f.next,
-                (None, c) => c,
-            },
+        let to = p.progress.restored(0, usable.map(|f| f.next), kept);
+        p.applied = usable.map(|f| f.applied.clone()).unwrap_or_default();
+        p.restoring = false;
+        let fetched_first = p.seek_late && p.position < self.log.len() as i64;
+        if let (Some(to), false) = (to, fetched_first) {
+            p.position = to;
         }
     }
-
     fn release(p: &mut Process) {
         while let Some(&(offset, pending)) = p.held.front() {
             if pending {
@@ -171,11 +189,22 @@ proptest! {
         let mut p = w.start(false);
         let end = w.log.len() as i64;
         let run = |w: &mut World, p: &mut Process, s: &Step| match s {
+            Step::Restored => {
+                if p.restoring {
+                    w.restore(p);
+                }
+            }
             Step::Consume => {
                 if p.position >= end {
                     return;
                 }
                 let offset = p.position;
+                if p.restoring {
+                    assert!(p.progress.held(0, offset), "held back while restoring");
+                    p.position += 1;
+                    return;
+                }
+                assert!(!p.progress.held(0, offset));
                 if let Some(next) = p.progress.gap(0, offset) {
                     p.position = next;
                     return;
@@ -232,7 +261,8 @@ proptest! {
             }
             run(&mut w, &mut p, s);
         }
-        // Run to the end: every delivery acknowledged, every message consumed.
+        // Run to the end: the state read, every delivery acknowledged, every message consumed.
+        run(&mut w, &mut p, &Step::Restored);
         while p.position < end || p.held.iter().any(|(_, pending)| *pending) {
             run(&mut w, &mut p, &Step::Consume);
             run(&mut w, &mut p, &Step::AckDeadLetter);
@@ -316,4 +346,28 @@ fn a_first_message_past_the_restored_offset_asks_once_for_a_rewind_to_it() {
     p.restored(2, None, Vec::new());
     assert_eq!(p.gap(2, 7), None, "no snapshot: nothing to go back to");
     assert_eq!(p.gap(9, 7), None, "never assigned");
+}
+
+/// While a partition's state is read from the state topic, the messages fetched meanwhile are
+/// held back; once restored, consumption goes back to the snapshot's `next`, or without a
+/// snapshot to the first message held back, so none of them is lost.
+#[test]
+fn messages_held_back_while_restoring_are_read_again_from_where_it_resumes() {
+    let mut p = Progress::default();
+    assert!(p.assigned(0) && p.assigned(1) && p.assigned(2));
+    for partition in [0, 1] {
+        p.restoring(partition);
+        assert!(p.is_restoring(partition));
+        assert!(p.held(partition, 40) && p.held(partition, 41));
+    }
+    assert!(!p.held(2, 40), "restored at once: processed");
+    assert_eq!(p.restored(0, None, Vec::new()), Some(40), "no snapshot");
+    assert!(!p.is_restoring(0) && !p.held(0, 40) && p.admit(0, 40));
+    assert_eq!(
+        p.gap(0, 42),
+        Some(40),
+        "a message past it that was fetched before the seek"
+    );
+    assert_eq!(p.restored(1, Some(30), vec![30]), Some(30), "its snapshot");
+    assert_eq!(p.restored(2, None, Vec::new()), None, "nothing held back");
 }
