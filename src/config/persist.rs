@@ -29,9 +29,9 @@ pub struct PersistConfig {
     /// Partitions of `topic` when driftd creates it. Event partition `p` is stored in state
     /// partition `p % topic_partitions`.
     pub topic_partitions: i32,
-    /// How long one read of a partition's newest snapshot from `topic` may take at
-    /// assignment; failed reads are tried again every second for up to
-    /// `topic_restore_patience`.
+    /// How long the first read of a partition's newest snapshot from `topic` may take at
+    /// assignment; failed reads are tried again every second, each allowed twice as long as the
+    /// one before, for up to `topic_restore_patience`.
     #[serde(with = "humantime_serde")]
     pub topic_read_timeout: Duration,
     /// How long a newly assigned partition waits (paused, the other partitions consumed

@@ -163,6 +163,11 @@ impl StateTopic {
         ensure_compacted(cc, "persist.topic", &self.topic, self.partitions)
     }
 
+    /// `persist.topic_read_timeout`: how long the first read of a partition may take.
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
+    }
+
     /// The state partition holding event partition `partition`'s snapshots.
     fn state_partition(&self, partition: i32) -> i32 {
         partition.rem_euclid(self.partitions)
@@ -225,24 +230,29 @@ impl StateTopic {
     }
 
     /// Reads `partition`'s complete snapshots from the topic, best first (highest
-    /// `next_offset`, then the latest written), at most two. Blocking, bounded by
-    /// `persist.topic_read_timeout`. Empty when the topic holds none.
+    /// `next_offset`, then the latest written), at most two. Blocking, bounded by `timeout`
+    /// (`persist.topic_read_timeout`, longer when tried again). Empty when the topic holds
+    /// none.
     ///
     /// Reads from the end, not the beginning: until the broker compacts it (Kafka never
     /// compacts the active segment, tansu not at all), the partition holds every snapshot ever
     /// written, and reading all of them at each assignment would grow without bound. The tail
     /// window starts at [`TAIL_RECORDS`] records and doubles until it holds a complete write.
-    pub fn read(&self, partition: i32) -> Result<Vec<(i64, Vec<u8>)>, TopicError> {
+    pub fn read(
+        &self,
+        partition: i32,
+        timeout: Duration,
+    ) -> Result<Vec<(i64, Vec<u8>)>, TopicError> {
         let failed = |reason: String| TopicError::Read {
             topic: self.topic.clone(),
             partition,
             reason,
         };
-        let deadline = Instant::now() + self.read_timeout;
+        let deadline = Instant::now() + timeout;
         let consumer: BaseConsumer = self.reader.create().map_err(|e| failed(e.to_string()))?;
         let sp = self.state_partition(partition);
         let (low, high) = consumer
-            .fetch_watermarks(&self.topic, sp, self.read_timeout)
+            .fetch_watermarks(&self.topic, sp, timeout)
             .map_err(|e| failed(format!("end offsets not known: {e}")))?;
         let mut window = TAIL_RECORDS;
         loop {
@@ -285,7 +295,7 @@ impl StateTopic {
         while position < high {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return Err(failed(format!(
-                    "not read to its end within persist.topic_read_timeout ({} of the last {} records)",
+                    "not read to its end in time ({} of the last {} records; persist.topic_read_timeout, doubled at each try)",
                     position - from,
                     high - from
                 )));

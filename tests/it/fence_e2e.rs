@@ -172,35 +172,39 @@ fn a_release_sent_to_a_replica_that_does_not_own_the_deployment_opens_every_gate
         || claimed(&a),
     );
     let b = Driftd::start(&config(&s, "b", "client.id"));
-    // b's joining rebalances the group; whichever replica holds the partition after it owns
-    // the deployment.
+    let c = Driftd::start(&config(&s, "c", "client.id"));
+    // b's and c's joining rebalance the group; whichever replica holds the partition after it
+    // owns the deployment.
     std::thread::sleep(Duration::from_secs(4));
     gen(&s, 60_000, 1, true);
-    let (owner, other) = {
+    let replicas = [&a, &b, &c];
+    let owner = {
         let mut who = None;
         a.wait_until(
             Duration::from_secs(90),
             "one replica contained support-bot",
             || {
-                who = [(&a, &b), (&b, &a)]
-                    .into_iter()
-                    .find(|(d, _)| gate(d, "support-bot") == 503);
+                who = replicas.into_iter().find(|d| gate(d, "support-bot") == 503);
                 who.is_some()
             },
         );
         who.unwrap()
     };
+    let others: Vec<&Driftd> = replicas
+        .into_iter()
+        .filter(|d| !std::ptr::eq(*d, owner))
+        .collect();
     let shown = time_until(
         Duration::from_secs(10),
-        "the other replica's gate to close",
-        || gate(other, "support-bot") == 503,
+        "the other replicas' gates to close",
+        || others.iter().all(|d| gate(d, "support-bot") == 503),
     );
     owner.wait_until(Duration::from_secs(30), "the alert", || {
-        alerts_of(&s, &[&a, &b], "support-bot") == 1
+        alerts_of(&s, &replicas, "support-bot") == 1
     });
 
     let body = serde_json::json!({"reason": "false alarm, verified by hand"});
-    let (status, text) = other.request(
+    let (status, text) = others[0].request(
         reqwest::Method::POST,
         "/v1/deployments/support-bot/release",
         Some(TOKEN),
@@ -210,20 +214,21 @@ fn a_release_sent_to_a_replica_that_does_not_own_the_deployment_opens_every_gate
     assert_eq!(status, 202, "{text}");
     let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(answer["outcome"], "forwarded", "{answer}");
-    time_until(Duration::from_secs(10), "both gates to open", || {
-        gate(owner, "support-bot") == 200 && gate(other, "support-bot") == 200
+    time_until(Duration::from_secs(10), "all three gates to open", || {
+        replicas.iter().all(|d| gate(d, "support-bot") == 200)
     });
     let opened = asked.elapsed();
     owner.wait_until(Duration::from_secs(30), "the alert to resolve", || {
-        alerts_of(&s, &[&a, &b], "support-bot") == 0
+        alerts_of(&s, &replicas, "support-bot") == 0
     });
     println!(
-        "latch topic: the owner's containment shown by the other replica's gate {:.0} ms later; \
-         a release sent to the other replica opened both gates in {:.0} ms",
+        "latch topic: the owner's containment shown by the two other replicas' gates {:.0} ms \
+         later; a release sent to a non-owner opened all three gates in {:.0} ms",
         shown.as_secs_f64() * 1e3,
         opened.as_secs_f64() * 1e3
     );
-    // The owner applied and audited the release once; the replica that received it did not.
+    // The owner applied and audited the release once; the replicas that did not own the
+    // deployment (one of them received the request) neither applied nor acted.
     std::thread::sleep(Duration::from_secs(2));
     let by_owner = audit(owner);
     let released =
@@ -235,8 +240,15 @@ fn a_release_sent_to_a_replica_that_does_not_own_the_deployment_opens_every_gate
         1,
         "one resolve: {by_owner:#?}"
     );
-    assert_eq!(count(&audit(other), released), 0);
-    assert_eq!(count(&audit(other), |r| r["event"] == "action"), 0);
+    for other in &others {
+        let records = audit(other);
+        assert_eq!(count(&records, released), 0, "{records:#?}");
+        assert_eq!(
+            count(&records, |r| r["event"] == "action"),
+            0,
+            "{records:#?}"
+        );
+    }
 }
 
 #[test]

@@ -56,20 +56,26 @@ pub(super) fn state_topic(config: &Config) -> Result<Option<StateTopic>, IngestE
     Ok(Some(topic))
 }
 
-/// [`StateTopic::read`], tried again a second after each failure for up to `patience`.
+/// [`StateTopic::read`], tried again a second after each failure for up to `patience`, each try
+/// allowed twice as long as the one before (from `persist.topic_read_timeout`, at most what is
+/// left of the patience): a snapshot too large to read within the timeout on a loaded broker
+/// would otherwise fail the same way at every try.
 fn read_retrying(
     topic: &StateTopic,
     partition: i32,
     patience: Duration,
 ) -> Result<Vec<(i64, Vec<u8>)>, TopicError> {
     let started = Instant::now();
+    let mut timeout = topic.read_timeout();
     let mut attempt = 1;
     loop {
-        match topic.read(partition) {
+        match topic.read(partition, timeout) {
             Err(e) if started.elapsed() < patience => {
                 tracing::warn!(partition, attempt, error = %e, "state topic not read; the partition stays paused and its state is read again in a second");
                 attempt += 1;
                 std::thread::sleep(Duration::from_secs(1));
+                let left = patience.saturating_sub(started.elapsed());
+                timeout = (timeout * 2).min(left).max(topic.read_timeout());
             }
             result => return result,
         }
