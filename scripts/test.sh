@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh machine, in one command:
 #   installs what the tests need (system packages incl. Prometheus Alertmanager, the tansu
-#   broker cached across runs, the OpenFeature flagd Python provider), starts tansu (sqlite
-#   storage) and Alertmanager on free loopback ports, then runs
-#   cargo fmt --check, cargo clippy -D warnings (all targets, so the benches are compiled too;
-#   with the default features, as plain `cargo clippy` runs it; with `e2e`; and the library
-#   without the `kafka` feature, as the fuzz targets build it), every test of
-#   both tiers (`--features e2e`: the in-process tier that plain `cargo test` runs, plus the
-#   tests against these services), and every fuzz target for DRIFTD_FUZZ_SECONDS (default 30)
-#   each through scripts/fuzz.sh (nightly Rust and cargo-fuzz installed and the instrumented
-#   build cached in ~/.cache/driftd, like the broker).
+#   broker cached across runs and built in the background on first use, the OpenFeature flagd
+#   Python provider), runs cargo fmt --check, cargo clippy -D warnings (all targets, so the
+#   benches are compiled too; with the default features, as plain `cargo clippy` runs it; with
+#   `e2e`; and the library without the `kafka` feature, as the fuzz targets build it) and the
+#   unit tests, which need no service; then starts tansu (sqlite storage) and Alertmanager on
+#   free loopback ports and runs the integration tests (`--features e2e`: the in-process tier
+#   that plain `cargo test` runs, plus the tests against these services), and every fuzz target
+#   for DRIFTD_FUZZ_SECONDS (default 30) each through scripts/fuzz.sh (nightly Rust and
+#   cargo-fuzz installed and the instrumented build cached in ~/.cache/driftd, like the broker).
 # Idempotent: cached installs are reused and the services of an earlier run are stopped first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
