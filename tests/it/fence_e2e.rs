@@ -327,10 +327,16 @@ fn an_owner_paused_until_its_partition_moved_takes_no_action_when_it_wakes() {
     assert_ne!(flags, FLAGS, "the flag was flipped");
 
     stop("-CONT");
+    // Woken on a loaded machine, its first checks may not read the latch topic to its end in
+    // time (dropped as `unchecked`, never acted on); the re-sends after them meet the epoch.
     a.wait_until(
         Duration::from_secs(30),
-        "the woken owner's action dropped",
-        || a.metrics().sum("driftd_actions_fenced_total", &[]) > 0.0,
+        "the woken owner's action dropped for the newer epoch",
+        || {
+            a.metrics()
+                .sum("driftd_actions_fenced_total", &[("reason", "epoch")])
+                > 0.0
+        },
     );
     std::thread::sleep(Duration::from_secs(3));
     let zombie = audit(&a);
@@ -338,7 +344,15 @@ fn an_owner_paused_until_its_partition_moved_takes_no_action_when_it_wakes() {
         .iter()
         .position(|r| r["event"] == "action_dropped")
         .expect("the dropped action is audited");
-    assert_eq!(zombie[woke]["reason"], "epoch", "{:#}", zombie[woke]);
+    for dropped in zombie[woke..]
+        .iter()
+        .filter(|r| r["event"] == "action_dropped")
+    {
+        assert!(
+            dropped["reason"] == "epoch" || dropped["reason"] == "unchecked",
+            "{dropped:#}"
+        );
+    }
     assert_eq!(
         count(&zombie[woke..], |r| r["event"] == "action"
             && r["result"] == "success"),
