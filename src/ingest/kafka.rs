@@ -169,8 +169,10 @@ impl KafkaSource {
         }
         match received {
             // Its partition's state is still being read: fetched before the pause, read again
-            // once restored.
-            Ok(msg) if self.progress.held(msg.partition(), msg.offset()) => {}
+            // once restored. Only looked up while some restore is in progress.
+            Ok(msg)
+                if !self.restores.is_empty()
+                    && self.progress.held(msg.partition(), msg.offset()) => {}
             Ok(msg) if self.rewound(msg.partition(), msg.offset()) => {}
             Ok(msg) if !self.progress.admit(msg.partition(), msg.offset()) => {
                 self.metrics.events_skipped.inc();

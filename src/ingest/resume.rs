@@ -101,11 +101,6 @@ impl Progress {
         }
     }
 
-    /// Whether `partition`'s state is still being read.
-    pub fn is_restoring(&self, partition: i32) -> bool {
-        self.parts.get(&partition).is_some_and(|p| p.restoring)
-    }
-
     /// `partition`'s state was restored from a snapshot at `next` (`None`: no usable snapshot,
     /// a clean start); `kept` are the `next` offsets of the snapshot files on disk, newest
     /// first. Returns where the consumer must be sent: the snapshot's `next` or, without one,

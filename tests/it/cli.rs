@@ -301,7 +301,8 @@ fn sighup_refuses_a_bad_config_keeps_the_old_one_and_applies_a_good_one() {
     )
     .unwrap();
     hup(&pid);
-    // The count comes before the log line is written: wait for both.
+    // The log line reaches the harness through a pipe read in the background, so it can be
+    // seen after the count: wait for both.
     d.wait_until(
         Duration::from_secs(10),
         "reload refused, naming the field",
