@@ -346,8 +346,9 @@ impl Pipeline {
     /// [`Pipeline::publish_off_thread`]).
     pub fn publish(&mut self) -> Arc<Published> {
         let published = Arc::new(self.snapshot());
-        self.publisher.publish(published.clone());
+        // Readers first: a scrape showing a publication's counts implies the API shows them.
         self.snapshots.send_replace(published.clone());
+        self.publisher.publish(published.clone());
         published
     }
 

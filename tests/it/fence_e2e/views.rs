@@ -201,10 +201,12 @@ fn every_replica_answers_the_owners_verdicts_and_promotion_gate() {
         "exactly one replica serves support-bot from its own pipeline"
     );
     generator.join().unwrap();
+    // The published cohort counts, not the ingest counter: the views and the gate are made
+    // from the owner's publications, which follow its reads by up to a publication interval.
     owner.wait_until(
         Duration::from_secs(60),
-        "the owner read every event",
-        || owner.metrics().sum("driftd_events_total", &[]) >= 40_000.0,
+        "the owner published every event",
+        || owner.metrics().sum("driftd_cohort_events_total", &[]) >= 40_000.0,
     );
     let ended = Instant::now();
 
