@@ -209,7 +209,9 @@ pub enum CusumPhase {
         threshold: f64,
         /// Current CUSUM statistic.
         statistic: f64,
-        /// Values since monitoring began.
+        /// The values of the current run: since the statistic last left zero (none while it
+        /// is zero). Their mean is Page's estimate of the shifted level, what a verdict
+        /// reports; the mean since monitoring began would blend in every in-control week.
         seen: Moments,
         /// True once the statistic crossed the threshold (latched).
         alarmed: bool,
@@ -315,8 +317,14 @@ impl SelfBaseline {
                 seen,
                 alarmed,
             } => {
-                seen.push(x);
-                *statistic = (*statistic + reference.increment(x)).max(0.0);
+                let next = *statistic + reference.increment(x);
+                if next > 0.0 {
+                    seen.push(x);
+                    *statistic = next;
+                } else {
+                    *seen = Moments::default();
+                    *statistic = 0.0;
+                }
                 if !*alarmed && *statistic >= *threshold {
                     *alarmed = true;
                     return true;
@@ -465,6 +473,112 @@ mod tests {
                 !d.push(f64::from(u8::from(rng.random_bool(0.05))), i * 10),
                 "false alarm at {i}"
             );
+        }
+    }
+
+    fn watching(reference: Reference) -> SelfBaseline {
+        SelfBaseline {
+            tuning: tuning(),
+            phase: CusumPhase::Monitoring {
+                reference,
+                threshold: f64::INFINITY,
+                statistic: 0.0,
+                seen: Moments::default(),
+                alarmed: false,
+            },
+        }
+    }
+
+    fn run(d: &SelfBaseline) -> (f64, Option<f64>) {
+        match d.phase() {
+            CusumPhase::Monitoring {
+                statistic, seen, ..
+            } => (*statistic, seen.mean()),
+            p => panic!("not monitoring: {p:?}"),
+        }
+    }
+
+    #[test]
+    fn the_estimate_is_the_mean_of_the_run_since_the_statistic_left_zero() {
+        let mut d = watching(Reference::Bernoulli { p0: 0.05, p1: 0.10 });
+        d.push(0.0, 1);
+        assert_eq!(run(&d), (0.0, None), "a 0 keeps the statistic at zero");
+        d.push(1.0, 2);
+        assert_eq!(run(&d), (2f64.ln(), Some(1.0)));
+        d.push(0.0, 3);
+        let down = (0.90f64 / 0.95).ln();
+        assert_eq!(run(&d), (2f64.ln() + down, Some(0.5)));
+        // ln 2 / ln(0.95 / 0.90) = 12.8: the 13th 0 in all brings it back to zero.
+        for t in 4..15 {
+            d.push(0.0, t);
+            assert!(run(&d).0 > 0.0, "still in the run at {t}");
+        }
+        assert_eq!(run(&d).1, Some(1.0 / 13.0));
+        d.push(0.0, 15);
+        assert_eq!(run(&d), (0.0, None), "the run ended");
+    }
+
+    /// A week in control, then a doubling: the verdict's estimate is the new level, not the
+    /// mean since monitoring began, which the in-control week holds near the reference.
+    #[test]
+    fn after_a_long_in_control_stretch_the_estimate_follows_the_shift() {
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut d = watching(Reference::Bernoulli { p0: 0.05, p1: 0.10 });
+        let mut all = Moments::default();
+        for t in 0..50_000 {
+            let x = f64::from(u8::from(rng.random_bool(0.05)));
+            all.push(x);
+            d.push(x, t);
+        }
+        for t in 50_000..51_000 {
+            let x = f64::from(u8::from(rng.random_bool(0.15)));
+            all.push(x);
+            d.push(x, t);
+        }
+        let (statistic, estimate) = run(&d);
+        assert!(
+            statistic > 20.0,
+            "the shift drives the statistic: {statistic}"
+        );
+        let estimate = estimate.unwrap();
+        assert!((0.12..0.18).contains(&estimate), "run estimate {estimate}");
+        let blended = all.mean().unwrap();
+        assert!(blended < 0.06, "since monitoring began: {blended}");
+    }
+
+    proptest::proptest! {
+        /// The run restarts exactly when the statistic returns to zero, and the estimate is
+        /// the mean of the values since (scores as well as rates).
+        #[test]
+        fn the_run_is_the_values_since_the_last_zero(
+            xs in proptest::collection::vec(0.0f64..1.0, 1..400),
+            binary in proptest::bool::ANY,
+        ) {
+            let reference = if binary {
+                Reference::Bernoulli { p0: 0.2, p1: 0.4 }
+            } else {
+                Reference::Gaussian { mu0: 0.5, sigma: 0.25, delta: 0.1 }
+            };
+            let mut d = watching(reference);
+            let (mut statistic, mut since) = (0.0f64, Vec::new());
+            for (t, &x) in xs.iter().enumerate() {
+                let x = if binary { x.round() } else { x };
+                d.push(x, t as i64);
+                statistic += reference.increment(x);
+                if statistic <= 0.0 {
+                    statistic = 0.0;
+                    since.clear();
+                } else {
+                    since.push(x);
+                }
+                let (s, mean) = run(&d);
+                proptest::prop_assert!((s - statistic).abs() < 1e-9);
+                let want = (!since.is_empty()).then(|| since.iter().sum::<f64>() / since.len() as f64);
+                match (mean, want) {
+                    (Some(a), Some(b)) => proptest::prop_assert!((a - b).abs() < 1e-9),
+                    (a, b) => proptest::prop_assert_eq!(a, b),
+                }
+            }
         }
     }
 }

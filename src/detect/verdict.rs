@@ -102,8 +102,8 @@ pub struct Verdict {
     /// Control mean (rate or score).
     pub control_value: Option<f64>,
     /// Difference canary − control (canary vs control; late drift: the canary's mean since the
-    /// alarming chart last stood at 0 − the control's running mean), or cohort mean since
-    /// monitoring began (self-baseline).
+    /// alarming chart last stood at 0 − the control's running mean), or the cohort's mean
+    /// since its chart last stood at 0 (self-baseline; absent while it stands at 0).
     pub estimate: Option<f64>,
     /// Lower confidence-sequence bound of the difference, one-sided at `alpha` (canary vs
     /// control; absent until both arms have `min_events`). On the harmful side (higher is

@@ -16,7 +16,8 @@ pub(super) struct Watch {
     pub(super) threshold: f64,
     /// CUSUM statistic.
     pub(super) statistic: f64,
-    /// The cohort's mean since monitoring began.
+    /// The mean of the chart's current run (since its statistic last left zero): the recent
+    /// level the statistic is accumulating evidence about; `None` while the statistic is zero.
     pub(super) mean: Option<f64>,
 }
 
