@@ -19,10 +19,11 @@
 //! default, each sent at once once the previous one completed), `DRIFTD_BENCH_INCIDENTS` (1,000)
 //! incidents each, first with the state and flag file on disk (`tempfile`'s directory, or
 //! `DRIFTD_BENCH_DISK_DIR`), then on tmpfs (`/dev/shm`, where fsync costs nothing): the difference
-//! is what the fsyncs of the latch file, the audit log and the flag file cost.
+//! is what the fsyncs of the latch journal, the audit log and the flag file cost.
 //!
 //! Run: `cargo bench --bench action_latency`. Prints p50 / p90 / p99 / max and a histogram per
-//! scenario, and the share of the latch file write in it. Figures are recorded in the README.
+//! scenario, then what persisting one latch change and a compaction of the latch journal cost.
+//! Figures are recorded in the README.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -398,18 +399,19 @@ fn report(label: &str, values: &[Duration]) {
     }
 }
 
-/// The cost of one `containment.json` write holding `n` contained deployments: the latch file
-/// is rewritten whole, fsynced, on every change.
-fn latch_write_cost(base: &Path, n: usize) -> Duration {
+/// With `n` contained deployments: the cost of persisting one latch change (a journal append
+/// and its fdatasync) and of a compaction (`containment.json` rewritten whole, fsynced).
+fn latch_write_cost(base: &Path, n: usize) -> (Duration, Duration) {
     use driftd::contain::latch::{Incident, Latch, Phase, Severity};
     use driftd::contain::store::LatchStore;
     let dir = tempfile::tempdir_in(base).unwrap();
-    let store = LatchStore::open(dir.path()).unwrap();
+    let mut store = LatchStore::open(dir.path()).unwrap();
+    store.load().unwrap();
     let evidence = match fail_verdict("x", "ft-1") {
         Change::Verdict(v) => serde_json::to_value(&v).unwrap(),
         Change::Signal(_) => unreachable!(),
     };
-    let latches = (0..n)
+    let latches: std::collections::BTreeMap<String, Latch> = (0..n)
         .map(|i| {
             let d = format!("dep-{i:05}");
             let latch = Latch {
@@ -437,9 +439,15 @@ fn latch_write_cost(base: &Path, n: usize) -> Duration {
     let rounds = 20;
     let t = Instant::now();
     for _ in 0..rounds {
-        store.save(&latches).unwrap();
+        store.compact(&latches).unwrap();
     }
-    t.elapsed() / rounds
+    let compaction = t.elapsed() / rounds;
+    let one = std::collections::BTreeSet::from([format!("dep-{:05}", n / 2)]);
+    let t = Instant::now();
+    for _ in 0..rounds {
+        store.save(&one, &latches).unwrap();
+    }
+    (t.elapsed() / rounds, compaction)
 }
 
 fn main() {
@@ -502,9 +510,11 @@ fn main() {
     drop(s);
     for (storage, base) in &storages {
         for latches in [1, 100, 1000] {
+            let (change, compaction) = latch_write_cost(base, latches);
             println!(
-                "containment.json write with {latches:>4} contained deployments ({storage}): {:.2} ms",
-                ms(latch_write_cost(base, latches))
+                "with {latches:>4} contained deployments ({storage}): one latch change persisted {:.2} ms, a compaction {:.2} ms",
+                ms(change),
+                ms(compaction)
             );
         }
     }

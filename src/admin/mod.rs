@@ -4,7 +4,7 @@
 //! - `GET /metrics` — Prometheus text exposition of every `driftd_*` series;
 //! - `GET /healthz` — liveness: 200 while the process serves requests, 503 once a background
 //!   task (containment) has died, so a supervisor's liveness probe restarts driftd (its state
-//!   comes back from the snapshots, its latches from `containment.json`);
+//!   comes back from the snapshots, its latches from `containment.json` and its journal);
 //! - `GET /readyz` — 200 once the consumer has its partition assignment and the config is
 //!   loaded, 503 before (and while a rebalance has revoked it), and 503 for good once a
 //!   background task (containment, this server) has died;
@@ -190,7 +190,7 @@ async fn healthz(State(s): State<AdminState>) -> Response {
 fn liveness(metrics: &Metrics) -> Result<(), String> {
     match metrics.task_failures_total() {
         0 => Ok(()),
-        _ => Err("dead: a background task stopped (driftd_task_failures_total); restart driftd — its state comes back from the snapshots and containment.json\n".into()),
+        _ => Err("dead: a background task stopped (driftd_task_failures_total); restart driftd — its state comes back from the snapshots and the latch state in containment.state_dir\n".into()),
     }
 }
 
@@ -334,13 +334,13 @@ async fn gate(s: AdminState, deployment: String, route: Route) -> Response {
         .contain
         .as_ref()
         .map_or(PromotionMode::Evidence, |c| c.promotion_mode(&deployment));
-    let mut verdict = gate::decide(view, latch.as_ref(), promotion);
+    let mut verdict = gate::decide(view, latch.as_deref(), promotion);
     let shared = owner.map(|v| shared_view(&s, v, crate::clock::wall_ms()));
     if let Some((Some(age_ms), _)) = shared {
         verdict = gate::expire(verdict, age_ms);
     }
     let shared = shared.map(|(_, body)| body);
-    let closed = latch.as_ref().is_some_and(Latch::gate_closed);
+    let closed = latch.as_deref().is_some_and(Latch::gate_closed);
     let release = s.contain.as_ref().map(|c| c.release_command(&deployment));
     let incident = latch.as_ref().and_then(|l| l.incident.as_ref()).map(|i| {
         serde_json::json!({

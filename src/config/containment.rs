@@ -16,7 +16,8 @@ use super::{invalid, targets, ConfigError, SecretSource, TargetConfig};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ContainmentConfig {
-    /// Directory of the latch state (`containment.json`) and the audit log (`audit.log`).
+    /// Directory of the latch state (`containment.json`, `containment.journal`) and the audit
+    /// log (`audit.log`).
     pub state_dir: PathBuf,
     /// The single shared bearer token of earlier versions, from `{ env = … }` or
     /// `{ file = … }`: one identity, `admin`, holding every role (see `admin.operators` for

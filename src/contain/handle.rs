@@ -20,7 +20,7 @@ pub(super) type Reply = oneshot::Sender<Result<Answer, String>>;
 #[derive(Clone)]
 pub struct ContainHandle {
     pub(super) requests: mpsc::Sender<(Request, Reply)>,
-    pub(super) view: watch::Receiver<Arc<BTreeMap<String, Latch>>>,
+    pub(super) view: watch::Receiver<Arc<BTreeMap<String, Arc<Latch>>>>,
     pub(super) audit_path: PathBuf,
     pub(super) audit_keep: usize,
     pub(super) external_url: String,
@@ -61,7 +61,7 @@ impl ContainHandle {
     }
 
     /// Every deployment's latch.
-    pub fn latches(&self) -> Arc<BTreeMap<String, Latch>> {
+    pub fn latches(&self) -> Arc<BTreeMap<String, Arc<Latch>>> {
         self.view.borrow().clone()
     }
 

@@ -12,11 +12,11 @@
 //!
 //! Pure: no I/O, no clock (times are passed in), no knowledge of the providers' APIs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::latch::{action_key, Incident, Latch, Op, Phase, Release, Severity};
+use super::latch::{action_key, Incident, Latch, Latches, Op, Phase, Release, Severity};
 use crate::config::{ContainmentConfig, PolicyConfig, PolicyMode, TriggerState};
 use crate::detect::{Change, Signal, Verdict, VerdictState};
 pub use approval::{ApprovalKind, ApprovalNote, ApprovalStep, Outcome, Requester};
@@ -107,7 +107,7 @@ pub enum LadderError {
 pub struct Ladder {
     policies: Vec<PolicyConfig>,
     alert_targets: Vec<String>,
-    latches: BTreeMap<String, Latch>,
+    latches: Latches,
 }
 
 /// The id of the alert a raised signal opens: `deployment:model_version:kind` (one per kind and
@@ -136,13 +136,13 @@ impl Ladder {
         Ladder {
             policies,
             alert_targets,
-            latches,
+            latches: Latches::loaded(latches),
         }
     }
 
     /// Every latch.
     pub fn latches(&self) -> &BTreeMap<String, Latch> {
-        &self.latches
+        self.latches.map()
     }
 
     /// One deployment's latch.
@@ -175,7 +175,7 @@ impl Ladder {
     /// One deployment's latch, to be changed outside the ladder's phases (held stale evidence,
     /// [`super::stale`]); created when missing.
     pub fn latch_mut(&mut self, deployment: &str) -> &mut Latch {
-        self.latches.entry(deployment.to_string()).or_default()
+        self.latches.entry(deployment)
     }
 
     /// Drops a deployment's latch: another replica owns it now (`persist.latch_topic`).
@@ -183,13 +183,29 @@ impl Ladder {
         self.latches.remove(deployment);
     }
 
+    /// The deployments whose latch changed since the last call: to persist.
+    pub fn take_unsaved(&mut self) -> BTreeSet<String> {
+        self.latches.take_unsaved()
+    }
+
+    /// Marks deployments to persist again (their write failed).
+    pub fn unsave(&mut self, deployments: BTreeSet<String>) {
+        self.latches.unsave(deployments);
+    }
+
+    /// True when a latch change is not persisted yet.
+    pub fn has_unsaved(&self) -> bool {
+        self.latches.has_unsaved()
+    }
+
+    /// The deployments whose latch changed since the last call: to publish.
+    pub fn take_unpublished(&mut self) -> BTreeSet<String> {
+        self.latches.take_unpublished()
+    }
+
     /// Records an action as done.
     pub fn mark_done(&mut self, deployment: &str, key: &str) {
-        self.latches
-            .entry(deployment.to_string())
-            .or_default()
-            .done
-            .insert(key.to_string());
+        self.latches.entry(deployment).done.insert(key.to_string());
     }
 
     fn actions(
@@ -268,7 +284,7 @@ impl Ladder {
         if !matches(&policy.metrics, &v.metric) {
             return out;
         }
-        let latch = self.latches.entry(v.deployment.clone()).or_default();
+        let latch = self.latches.entry(&v.deployment);
         let version = format!("{}/", v.model_version);
         // Each metric's own state: the deployment's phase follows the worst of them.
         latch.warning.retain(|k| k.starts_with(&version));
@@ -388,7 +404,7 @@ impl Ladder {
         }
         let kind = s.kind.as_str();
         let id = signal_alert_id(s);
-        let latch = self.latches.entry(s.deployment.clone()).or_default();
+        let latch = self.latches.entry(&s.deployment);
         let incident = Incident {
             id: id.clone(),
             deployment: s.deployment.clone(),
@@ -438,7 +454,7 @@ impl Ladder {
     ) -> Result<Decision, LadderError> {
         let operator = by.identity.as_str();
         let policy = self.policy(deployment).cloned();
-        let latch = self.latches.entry(deployment.to_string()).or_default();
+        let latch = self.latches.entry(deployment);
         if latch.phase == Phase::Contained {
             return Err(LadderError::AlreadyContained(deployment.to_string()));
         }
@@ -573,7 +589,7 @@ impl Ladder {
     /// Actions of contained deployments not yet done (after a restart).
     pub fn pending(&self) -> Vec<Action> {
         let mut out = Vec::new();
-        for (dep, latch) in &self.latches {
+        for (dep, latch) in self.latches.iter() {
             let (Phase::Contained, Some(incident)) = (latch.phase, &latch.incident) else {
                 continue;
             };

@@ -1,6 +1,6 @@
 //! The latch: what containment persists per deployment, and the rule read from it.
 //!
-//! Everything here is written to `containment.json` (by [`super::store`]) and read back at
+//! Everything here is written to the latch journal and `containment.json` (by [`super::store`]) and read back at
 //! start-up — pending releases and approvals included, so a restart between two approvals loses
 //! neither — so its serialised form is a file format: field names, enum spellings and the
 //! idempotency keys in [`Latch::done`] (spelled by [`action_key`]) must stay readable by the next
@@ -336,6 +336,93 @@ pub fn action_key(incident: &str, target: &str, op: Op, severity: Severity) -> S
         Op::Trigger | Op::Resolve => {
             format!("{incident}/{target}/{}-{}", op.as_str(), severity.as_str())
         }
+    }
+}
+
+/// Every deployment's latch, remembering which ones changed since they were last persisted and
+/// since they were last published: writing and showing only those keeps a change's cost from
+/// growing with the deployments that ever held a latch. Every mutable access marks the
+/// deployment changed, whether or not it changes anything.
+#[derive(Debug, Clone, Default)]
+pub struct Latches {
+    map: BTreeMap<String, Latch>,
+    unsaved: BTreeSet<String>,
+    unpublished: BTreeSet<String>,
+}
+
+impl Latches {
+    /// Latches loaded from disk: all persisted, none published yet.
+    pub fn loaded(map: BTreeMap<String, Latch>) -> Latches {
+        Latches {
+            unpublished: map.keys().cloned().collect(),
+            map,
+            unsaved: BTreeSet::new(),
+        }
+    }
+
+    fn touch(&mut self, deployment: &str) {
+        for set in [&mut self.unsaved, &mut self.unpublished] {
+            if !set.contains(deployment) {
+                set.insert(deployment.to_string());
+            }
+        }
+    }
+
+    /// Every latch.
+    pub fn map(&self) -> &BTreeMap<String, Latch> {
+        &self.map
+    }
+
+    /// One deployment's latch.
+    pub fn get(&self, deployment: &str) -> Option<&Latch> {
+        self.map.get(deployment)
+    }
+
+    /// Every latch, in deployment order.
+    pub fn iter(&self) -> std::collections::btree_map::Iter<'_, String, Latch> {
+        self.map.iter()
+    }
+
+    /// One deployment's latch to change, if it has one.
+    pub fn get_mut(&mut self, deployment: &str) -> Option<&mut Latch> {
+        if !self.map.contains_key(deployment) {
+            return None;
+        }
+        self.touch(deployment);
+        self.map.get_mut(deployment)
+    }
+
+    /// One deployment's latch to change, created when missing.
+    pub fn entry(&mut self, deployment: &str) -> &mut Latch {
+        self.touch(deployment);
+        self.map.entry(deployment.to_string()).or_default()
+    }
+
+    /// Drops a deployment's latch.
+    pub fn remove(&mut self, deployment: &str) {
+        if self.map.remove(deployment).is_some() {
+            self.touch(deployment);
+        }
+    }
+
+    /// The deployments changed since the last call: to persist.
+    pub fn take_unsaved(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.unsaved)
+    }
+
+    /// Marks deployments to persist again (their write failed).
+    pub fn unsave(&mut self, deployments: BTreeSet<String>) {
+        self.unsaved.extend(deployments);
+    }
+
+    /// True when a change is not persisted yet.
+    pub fn has_unsaved(&self) -> bool {
+        !self.unsaved.is_empty()
+    }
+
+    /// The deployments changed since the last call: to publish.
+    pub fn take_unpublished(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.unpublished)
     }
 }
 

@@ -108,7 +108,10 @@ struct Controller {
     ctx: Arc<Context>,
     metrics: Arc<Metrics>,
     reports: mpsc::UnboundedSender<AttemptReport>,
-    view: watch::Sender<Arc<BTreeMap<String, Latch>>>,
+    view: watch::Sender<Arc<BTreeMap<String, Arc<Latch>>>>,
+    /// This replica's latches as last published, shared with the views handed out: a change
+    /// copies the latches that changed, not all of them.
+    shown: BTreeMap<String, Arc<Latch>>,
     retry: Retry,
     received: HashMap<String, Instant>,
     /// Actions whose task is still running, by key: (incident id, op, withdrawn flag).
@@ -158,12 +161,17 @@ pub fn start_replicated(
     replication: Option<Replication>,
 ) -> Result<Started, ContainError> {
     let c = &config.containment;
-    let store = LatchStore::open(&c.state_dir)?;
+    let mut store = LatchStore::open(&c.state_dir)?;
     // Still read, so a corrupt file is refused either way; with several replicas the topic
     // says which latches are this replica's, once it claims their partitions.
     let mut latches = store.load()?;
     if replication.is_some() {
         latches.clear();
+    }
+    // Starts with the journal folded in, so `containment.json` holds every latch while driftd
+    // runs until the journal grows. A failure here is not fatal: the journal still holds them.
+    if let Err(e) = store.compact(&latches) {
+        tracing::error!(error = %crate::logging::chain(&e), "cannot fold the latch journal into containment.json; changes are still appended to the journal");
     }
     let audit = AuditLog::open(
         &c.state_dir,
@@ -187,7 +195,13 @@ pub fn start_replicated(
     let (changes_tx, changes_rx) = mpsc::unbounded_channel::<Change>();
     let (requests_tx, requests_rx) = mpsc::channel::<(Request, Reply)>(64);
     let (reports_tx, reports_rx) = mpsc::unbounded_channel::<AttemptReport>();
-    let (view_tx, view_rx) = watch::channel(Arc::new(latches.clone()));
+    // Served before the task first runs: a contained deployment's gate must read closed from
+    // the start.
+    let shown: BTreeMap<String, Arc<Latch>> = latches
+        .iter()
+        .map(|(d, l)| (d.clone(), Arc::new(l.clone())))
+        .collect();
+    let (view_tx, view_rx) = watch::channel(Arc::new(shown.clone()));
     let (reloads_tx, reloads_rx) = mpsc::unbounded_channel::<ReloadNote>();
     let (remote_tx, remote) = watch::channel(views::Remote::default());
     let handle = ContainHandle {
@@ -210,6 +224,7 @@ pub fn start_replicated(
         metrics,
         reports: reports_tx,
         view: view_tx,
+        shown,
         retry: Retry {
             timeout: c.action_timeout,
             retry_for: c.retry_for,
@@ -262,9 +277,16 @@ impl Controller {
         if self.defer_publish() {
             return;
         }
-        for dep in self.ladder.latches().keys() {
-            self.metrics
-                .set_contained(dep, self.ladder.gate_closed(dep));
+        for dep in self.ladder.take_unpublished() {
+            match self.ladder.latch(&dep) {
+                Some(latch) => {
+                    self.metrics.set_contained(&dep, latch.gate_closed());
+                    self.shown.insert(dep, Arc::new(latch.clone()));
+                }
+                None => {
+                    self.shown.remove(&dep);
+                }
+            }
         }
         self.view.send_replace(Arc::new(self.view()));
         self.publish_views();
@@ -274,10 +296,34 @@ impl Controller {
         if self.defer_persist() {
             return;
         }
-        if let Err(e) = self.store.save(self.ladder.latches()) {
-            tracing::error!(error = %crate::logging::chain(&e), "cannot persist the containment latch");
+        let changed = self.ladder.take_unsaved();
+        let saved = self.store.save(&changed, self.ladder.latches());
+        self.persisted(changed, saved);
+    }
+
+    /// Follows the journal append of the `changed` latches: marks them to be written again if
+    /// it failed, and writes them to the latch topic.
+    fn persisted(
+        &mut self,
+        changed: std::collections::BTreeSet<String>,
+        saved: Result<(), StoreError>,
+    ) {
+        if let Err(e) = saved {
+            tracing::error!(error = %crate::logging::chain(&e), "cannot persist the containment latch; trying again at the next change");
+            self.ladder.unsave(changed);
         }
         self.write_latches();
+    }
+
+    /// Folds the latch journal into `containment.json` when it is due and every change is in
+    /// the journal; the containment task calls it once an input's actions have started.
+    fn compact_latches(&mut self) {
+        if self.batch.is_some() || self.ladder.has_unsaved() || !self.store.compaction_due() {
+            return;
+        }
+        if let Err(e) = self.store.compact(self.ladder.latches()) {
+            tracing::error!(error = %crate::logging::chain(&e), "cannot fold the latch journal into containment.json; changes are still appended to the journal");
+        }
     }
 
     fn on_change(&mut self, change: &Change) {

@@ -207,13 +207,16 @@ impl Controller {
     }
 
     /// The latches to show: every replica's, from the topic, with this one's own on top.
-    pub(super) fn view(&self) -> BTreeMap<String, Latch> {
-        let mut view = self
+    pub(super) fn view(&self) -> BTreeMap<String, Arc<Latch>> {
+        let mut view: BTreeMap<String, Arc<Latch>> = self
             .replicas
             .as_ref()
-            .map(|r| r.journal.merged().view())
+            .map(|r| {
+                let merged = r.journal.merged().view();
+                merged.into_iter().map(|(d, l)| (d, Arc::new(l))).collect()
+            })
             .unwrap_or_default();
-        for (d, l) in self.ladder.latches() {
+        for (d, l) in &self.shown {
             view.insert(d.clone(), l.clone());
         }
         view

@@ -1,13 +1,17 @@
 //! Durable files of containment: the persisted latch state and atomic file replacement.
 //!
 //! The latch must survive restarts (a restart never silently un-contains), so every change is
-//! written to `containment.json` by [`atomic_write`]: temp file, fsync, rename, fsync of the
-//! directory — a crash leaves the old or the new file, never half of one. The flagd provider
-//! replaces flag files the same way.
+//! appended to `containment.journal` and fdatasynced before its actions start; the journal is
+//! folded into `containment.json` now and then, by [`atomic_write`]: temp file, fsync, rename,
+//! fsync of the directory — a crash leaves the old or the new file, never half of one. The
+//! flagd provider replaces flag files the same way. Must not decide what changed: the caller
+//! says which deployments to write (`super::latch::Latches` tracks them).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use super::latch::{Latch, Phase};
 
@@ -90,9 +94,41 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The persisted latches of every deployment.
+/// A journal line: one deployment's latch as it now is, or `null` once it was dropped.
+#[derive(Serialize)]
+struct Entry<'a> {
+    deployment: &'a str,
+    latch: Option<&'a Latch>,
+}
+
+/// [`Entry`] as read back.
+#[derive(Deserialize)]
+struct ReadEntry {
+    deployment: String,
+    latch: Option<Latch>,
+}
+
+/// The journal is folded into `containment.json` once it is larger than this and than the
+/// file: rewriting the whole map then costs at most as much again as the appends it replaces.
+const COMPACT_AT: u64 = 1 << 20;
+
+/// The persisted latches of every deployment: `containment.json` holds them all as of the last
+/// compaction, `containment.journal` every change since, one JSON line per changed deployment.
+/// A change costs one append and one fdatasync whatever the number of latches; the journal is
+/// folded into `containment.json` ([`LatchStore::compact`]) off the actions' path.
 pub struct LatchStore {
     path: PathBuf,
+    journal_path: PathBuf,
+    journal: Option<std::fs::File>,
+    /// The journal's length up to its last whole record.
+    journal_len: u64,
+    base_len: u64,
+    /// An append failed part way: the journal is cut back to `journal_len` before the next one.
+    torn: bool,
+    /// What the files hold: every save must leave it equal to the latches it was given, which
+    /// fails the tests when a change to a latch was not marked (see `Latches`).
+    #[cfg(debug_assertions)]
+    mirror: BTreeMap<String, Latch>,
 }
 
 impl LatchStore {
@@ -101,40 +137,151 @@ impl LatchStore {
         std::fs::create_dir_all(state_dir).map_err(io("cannot create", state_dir))?;
         Ok(LatchStore {
             path: state_dir.join("containment.json"),
+            journal_path: state_dir.join("containment.journal"),
+            journal: None,
+            journal_len: 0,
+            base_len: 0,
+            torn: false,
+            #[cfg(debug_assertions)]
+            mirror: BTreeMap::new(),
         })
     }
 
-    /// Loads the latches; an absent file means no deployment was ever contained.
-    pub fn load(&self) -> Result<BTreeMap<String, Latch>, StoreError> {
-        match std::fs::read(&self.path) {
+    /// Loads the latches: `containment.json`, then the journal's records in order. A last
+    /// record cut short (a crash during its append, before any of its actions ran) is left out;
+    /// any other unreadable record is refused. Absent files mean no deployment was ever
+    /// contained.
+    pub fn load(&mut self) -> Result<BTreeMap<String, Latch>, StoreError> {
+        let mut latches: BTreeMap<String, Latch> = match std::fs::read(&self.path) {
             Ok(bytes) => {
-                let latches: BTreeMap<String, Latch> =
-                    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                        path: self.path.clone(),
-                        message: e.to_string(),
-                    })?;
-                // Contained without an incident cannot be released or explained: refuse it
-                // here rather than fail at the operator's release.
-                if let Some((deployment, _)) = latches
-                    .iter()
-                    .find(|(_, l)| l.phase == Phase::Contained && l.incident.is_none())
-                {
-                    return Err(StoreError::Corrupt {
-                        path: self.path.clone(),
-                        message: format!(
-                            "deployment `{deployment}` is contained without an incident"
-                        ),
-                    });
-                }
-                Ok(latches)
+                self.base_len = bytes.len() as u64;
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                })?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(io("cannot read", &self.path)(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(io("cannot read", &self.path)(e)),
+        };
+        let journal = match std::fs::read(&self.journal_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io("cannot read", &self.journal_path)(e)),
+        };
+        let mut whole = 0;
+        for (n, line) in journal.split_inclusive(|b| *b == b'\n').enumerate() {
+            if !line.ends_with(b"\n") {
+                tracing::warn!(path = %self.journal_path.display(), bytes = line.len(), "left out the latch journal's last record, cut short by a crash during its write (none of its actions had started)");
+                self.torn = true;
+                break;
+            }
+            let entry: ReadEntry =
+                serde_json::from_slice(line).map_err(|e| StoreError::Corrupt {
+                    path: self.journal_path.clone(),
+                    message: format!("record {}: {e}", n + 1),
+                })?;
+            match entry.latch {
+                Some(latch) => latches.insert(entry.deployment, latch),
+                None => latches.remove(&entry.deployment),
+            };
+            whole += line.len() as u64;
         }
+        self.journal_len = whole;
+        // Contained without an incident cannot be released or explained: refuse it here
+        // rather than fail at the operator's release.
+        if let Some((deployment, _)) = latches
+            .iter()
+            .find(|(_, l)| l.phase == Phase::Contained && l.incident.is_none())
+        {
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                message: format!("deployment `{deployment}` is contained without an incident"),
+            });
+        }
+        #[cfg(debug_assertions)]
+        {
+            self.mirror = latches.clone();
+        }
+        Ok(latches)
     }
 
-    /// Saves the latches.
-    pub fn save(&self, latches: &BTreeMap<String, Latch>) -> Result<(), StoreError> {
+    fn journal(&mut self) -> Result<&mut std::fs::File, StoreError> {
+        if self.journal.is_none() {
+            let existed = self.journal_path.exists();
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.journal_path)
+                .map_err(io("cannot open", &self.journal_path))?;
+            if !existed {
+                // The new name must survive a crash as well as the records in it.
+                let dir = self.journal_path.parent().unwrap_or(Path::new("."));
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io("cannot fsync directory", dir))?;
+            }
+            self.journal = Some(file);
+        }
+        Ok(self.journal.as_mut().expect("opened above"))
+    }
+
+    /// Persists the latches of `changed` deployments as `latches` now holds them (absent:
+    /// dropped) with one append and one fdatasync.
+    pub fn save(
+        &mut self,
+        changed: &BTreeSet<String>,
+        latches: &BTreeMap<String, Latch>,
+    ) -> Result<(), StoreError> {
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = Vec::new();
+        for deployment in changed {
+            let entry = Entry {
+                deployment,
+                latch: latches.get(deployment),
+            };
+            serde_json::to_writer(&mut bytes, &entry).expect("latches serialise");
+            bytes.push(b'\n');
+        }
+        let (path, whole, torn) = (self.journal_path.clone(), self.journal_len, self.torn);
+        let file = self.journal()?;
+        if torn {
+            file.set_len(whole).map_err(io("cannot cut back", &path))?;
+        }
+        self.torn = true;
+        let file = self.journal()?;
+        file.write_all(&bytes)
+            .map_err(io("cannot append to", &path))?;
+        file.sync_data().map_err(io("cannot fsync", &path))?;
+        self.torn = false;
+        self.journal_len += bytes.len() as u64;
+        #[cfg(debug_assertions)]
+        {
+            for deployment in changed {
+                match latches.get(deployment) {
+                    Some(l) => self.mirror.insert(deployment.clone(), l.clone()),
+                    None => self.mirror.remove(deployment),
+                };
+            }
+            assert!(
+                self.mirror == *latches,
+                "a latch changed without being marked: the journal misses it"
+            );
+        }
+        Ok(())
+    }
+
+    /// True when the journal has grown enough to be folded into `containment.json`.
+    pub fn compaction_due(&self) -> bool {
+        self.journal_len > COMPACT_AT.max(self.base_len)
+    }
+
+    /// Writes `latches` whole to `containment.json` and empties the journal. `latches` must be
+    /// what the files hold (nothing changed since the last [`LatchStore::save`]), or what
+    /// start-up makes of them: a crash between the two steps replays the journal over the new
+    /// file, which then changes nothing that start-up would not change again.
+    pub fn compact(&mut self, latches: &BTreeMap<String, Latch>) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec_pretty(latches).expect("latches serialise");
         atomic_write(&self.path, &bytes).map_err(|e| match e {
             StoreError::Write {
@@ -148,75 +295,21 @@ impl LatchStore {
                 source,
             },
             other => other,
-        })
+        })?;
+        self.base_len = bytes.len() as u64;
+        let path = self.journal_path.clone();
+        let file = self.journal()?;
+        file.set_len(0).map_err(io("cannot empty", &path))?;
+        file.sync_all().map_err(io("cannot fsync", &path))?;
+        self.journal_len = 0;
+        self.torn = false;
+        #[cfg(debug_assertions)]
+        {
+            self.mirror = latches.clone();
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn latches_round_trip_and_corruption_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LatchStore::open(dir.path()).unwrap();
-        assert!(store.load().unwrap().is_empty());
-        let mut latches = BTreeMap::new();
-        latches.insert(
-            "svc".to_string(),
-            Latch {
-                closed: vec!["svc:v1".into()],
-                ..Latch::default()
-            },
-        );
-        store.save(&latches).unwrap();
-        assert_eq!(store.load().unwrap(), latches);
-        std::fs::write(dir.path().join("containment.json"), b"{oops").unwrap();
-        assert!(matches!(store.load(), Err(StoreError::Corrupt { .. })));
-    }
-
-    /// Regression: a failed flag-file write told the operator to check
-    /// `containment.state_dir`, which has nothing to do with the flag file.
-    #[test]
-    fn write_errors_name_the_right_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("no-such-dir");
-        let e = atomic_write(&missing.join("flags.json"), b"{}").unwrap_err();
-        let message = e.to_string();
-        assert!(!message.contains("containment.state_dir"), "{message}");
-        assert!(
-            message.contains(&format!(
-                "check that the directory {} exists",
-                missing.display()
-            )),
-            "{message}"
-        );
-        let store = LatchStore::open(&missing).unwrap();
-        std::fs::remove_dir(&missing).unwrap();
-        let e = store.save(&BTreeMap::new()).unwrap_err();
-        assert!(
-            e.to_string().contains("containment.state_dir"),
-            "the latch store still names its setting: {e}"
-        );
-    }
-
-    /// Regression: a saved latch marked contained without an incident loaded fine, then made
-    /// the operator's release panic and silently end the containment task.
-    #[test]
-    fn a_contained_latch_without_an_incident_is_refused_at_load() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LatchStore::open(dir.path()).unwrap();
-        std::fs::write(
-            dir.path().join("containment.json"),
-            br#"{"svc": {"phase": "contained"}}"#,
-        )
-        .unwrap();
-        let e = store.load().unwrap_err();
-        assert!(matches!(e, StoreError::Corrupt { .. }));
-        assert!(
-            e.to_string()
-                .contains("`svc` is contained without an incident"),
-            "{e}"
-        );
-    }
-}
+mod tests;

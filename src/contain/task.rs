@@ -115,5 +115,6 @@ pub(super) async fn run(mut controller: Controller, mut inputs: Inputs, repeat: 
                 controller.share_views(&inputs.snapshots.borrow().clone(), crate::clock::wall_ms());
             }
         }
+        controller.compact_latches();
     }
 }

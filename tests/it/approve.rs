@@ -531,7 +531,10 @@ fn no_token_value_is_logged_exported_audited_or_answered() {
         ("the audit log", audit),
         (
             "the latch state",
-            std::fs::read_to_string(dir.path().join("state/containment.json")).unwrap(),
+            ["containment.json", "containment.journal"]
+                .iter()
+                .map(|f| std::fs::read_to_string(dir.path().join("state").join(f)).unwrap())
+                .collect::<String>(),
         ),
     ];
     for token in tokens {

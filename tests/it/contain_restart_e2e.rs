@@ -140,19 +140,17 @@ fn a_contained_deployment_stays_contained_across_kill_9_without_a_second_flip_or
     let flip = format!("{deployment}:{CANARY_VERSION}/flag/contain");
     let page = format!("{deployment}:{CANARY_VERSION}/am/trigger-critical");
     // Recorded done in the latch state: what a restart reads.
-    let latch_file = dir.path().join("state/containment.json");
+    let state_dir = dir.path().join("state");
     d.wait_until(
         Duration::from_secs(30),
         "the flip and the page recorded done",
         || {
-            let state: Value = std::fs::read(&latch_file)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
+            let state = driftd::contain::store::LatchStore::open(&state_dir)
+                .and_then(|mut s| s.load())
                 .unwrap_or_default();
-            let done = &state[&deployment]["done"];
-            [&flip, &page]
-                .iter()
-                .all(|k| done.as_array().is_some_and(|a| a.iter().any(|x| x == *k)))
+            state
+                .get(&deployment)
+                .is_some_and(|l| l.done.contains(&flip) && l.done.contains(&page))
         },
     );
     let alerts = am_alerts(&am, &deployment);

@@ -74,7 +74,7 @@ pub struct View {
     /// The published detection snapshot, trajectories included.
     pub published: Arc<Published>,
     /// Containment's latches (empty when containment is not running).
-    pub latches: Arc<BTreeMap<String, Latch>>,
+    pub latches: Arc<BTreeMap<String, Arc<Latch>>>,
     /// Wall-clock time of the request (ms), for "time since".
     pub now_ms: i64,
     /// The views of deployments another replica owns (see `crate::contain::views`): shown

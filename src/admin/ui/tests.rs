@@ -71,7 +71,7 @@ fn view() -> View {
     let mut latches = BTreeMap::new();
     latches.insert(
         HOSTILE.to_string(),
-        Latch {
+        Arc::new(Latch {
             phase: Phase::Contained,
             incident: Some(Incident {
                 id: format!("{HOSTILE}:v2"),
@@ -85,7 +85,7 @@ fn view() -> View {
                 evidence: serde_json::json!({}),
             }),
             ..Latch::default()
-        },
+        }),
     );
     View {
         published: Arc::new(published),

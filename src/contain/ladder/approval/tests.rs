@@ -252,7 +252,7 @@ fn pending_state_is_part_of_the_state_file_and_reads_back() {
     let read: BTreeMap<String, Latch> = serde_json::from_str(&written).unwrap();
     assert_eq!(&read, l.latches());
     let mut again = Ladder {
-        latches: read,
+        latches: crate::contain::latch::Latches::loaded(read),
         ..l.clone()
     };
     again
