@@ -17,13 +17,22 @@
 //!   consumer pays for it (`Pipeline::snapshot`), the metrics being written on the
 //!   `driftd-publish` thread.
 //!
+//! - `scrape/{1000,10000}_cohorts`: rendering `/metrics` (`Metrics::render`, what the admin
+//!   server runs on its blocking pool per scrape) once a publication wrote every cohort's series.
+//!
 //! - `process_cpu` (a filter naming no criterion benchmark): the whole path's CPU time per event
 //!   (the thread's, not wall time) at 16 and at 10,000 cohorts and their ratio, printed.
+//! - `scrape_stall` (likewise): at 10,000 cohorts, the daemon's arrangement (metrics written on
+//!   the publication thread, a publication every second of wall time), each event's
+//!   `Pipeline::process` time for 10 s without and then with a scraper rendering `/metrics`
+//!   every second on another thread: the percentiles of both, printed.
 //!
 //! Events are realistic: both arms, several deployments, segment keys `locale` and `channel`
 //! (16 cohorts per deployment). Run: `cargo bench --bench stages`; figures in the README.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_main, BatchSize, Criterion, Throughput};
 use driftd::config::Config;
@@ -65,8 +74,13 @@ fn payloads(cohorts: usize, n: usize, seed: u64) -> Vec<Vec<u8>> {
 /// A pipeline that has seen every cohort of `cohorts` (about 20 events each), so the measured
 /// events land in a full table; and the time after its last event.
 fn warmed(cohorts: usize) -> (Pipeline, i64) {
+    warmed_into(cohorts, Arc::new(Metrics::new(&config())))
+}
+
+/// [`warmed`], writing its series into `metrics`.
+fn warmed_into(cohorts: usize, metrics: Arc<Metrics>) -> (Pipeline, i64) {
     let config = config();
-    let (mut p, _) = Pipeline::new(&config, Arc::new(Metrics::new(&config)), false);
+    let (mut p, _) = Pipeline::new(&config, metrics, false);
     let n = cohorts * 20;
     for e in &payloads(cohorts, n, 1) {
         p.process(0, Some(e));
@@ -221,6 +235,105 @@ fn stages(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    let mut group = c.benchmark_group("scrape");
+    group.sample_size(10);
+    for cohorts in [1_000usize, 10_000] {
+        let metrics = Arc::new(Metrics::new(&config));
+        let (mut p, _) = warmed_into(cohorts, metrics.clone());
+        p.publish();
+        group.bench_function(format!("{cohorts}_cohorts"), |b| {
+            b.iter(|| metrics.render())
+        });
+    }
+    group.finish();
+}
+
+/// p50 / p99 / p99.9 / max of per-event times in nanoseconds, as one line.
+fn percentiles(mut ns: Vec<u64>) -> String {
+    ns.sort_unstable();
+    let at = |q: f64| ns[((ns.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+    format!(
+        "{} events, p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs",
+        ns.len(),
+        at(0.5),
+        at(0.99),
+        at(0.999),
+        at(1.0)
+    )
+}
+
+/// The hot path at 10,000 cohorts as the daemon runs it, for 10 s without and then with a
+/// scrape every second; printed after criterion when the filter names `scrape_stall`.
+fn scrape_stall() {
+    const COHORTS: usize = 10_000;
+    let metrics = Arc::new(Metrics::new(&config()));
+    let (mut p, t0) = warmed_into(COHORTS, metrics.clone());
+    p.publish_off_thread();
+    let mut g = Generator::new(
+        TrafficModel {
+            deployments: COHORTS.div_ceil(PER_DEPLOYMENT),
+            seed: 4,
+            ..TrafficModel::default()
+        },
+        None,
+    );
+    let mut t = t0;
+    let stop = Arc::new(AtomicBool::new(false));
+    for scraping in [false, true] {
+        let scraper = scraping.then(|| {
+            let (metrics, stop) = (metrics.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut took = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let bytes = metrics.render().len();
+                    took.push((started.elapsed(), bytes));
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                took
+            })
+        });
+        let mut times = Vec::new();
+        let started = Instant::now();
+        let mut published = started;
+        while started.elapsed() < Duration::from_secs(10) {
+            let batch: Vec<Vec<u8>> = (0..1_000).map(|i| g.next_event(t + i).payload).collect();
+            t += 1_000;
+            for e in &batch {
+                let at = Instant::now();
+                p.process(0, Some(e));
+                times.push(at.elapsed().as_nanos() as u64);
+            }
+            if published.elapsed() >= Duration::from_secs(1) {
+                p.publish();
+                published = Instant::now();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let label = if scraping {
+            "scraped every second"
+        } else {
+            "no scrape          "
+        };
+        println!(
+            "scrape_stall/{COHORTS}_cohorts, {label}: {}",
+            percentiles(times)
+        );
+        if let Some(scraper) = scraper {
+            let took = scraper.join().expect("the scraper ran");
+            let mut ms: Vec<f64> = took.iter().map(|(d, _)| d.as_secs_f64() * 1e3).collect();
+            ms.sort_by(f64::total_cmp);
+            println!(
+                "scrape_stall/{COHORTS}_cohorts: {} scrapes of {} bytes, render p50 {:.1} ms, max {:.1} ms",
+                ms.len(),
+                took.last().map_or(0, |(_, b)| *b),
+                ms[ms.len() / 2],
+                ms[ms.len() - 1]
+            );
+        }
+        stop.store(false, Ordering::Relaxed);
+    }
 }
 
 /// The eight late-drift charts of the default metrics (refusal 5%, escalation 2%, tone
@@ -304,6 +417,9 @@ pub fn benches() {
     stages(&mut Criterion::default().configure_from_args());
     if std::env::args().any(|a| a.contains("process_cpu")) {
         process_cpu();
+    }
+    if std::env::args().any(|a| a.contains("scrape_stall")) {
+        scrape_stall();
     }
 }
 
