@@ -30,6 +30,8 @@ use super::contain_e2e::{am_alerts, audit, guard, FLAGS};
 use super::support::{self, cohort_counts, Driftd};
 use super::tansu::Tansu;
 
+mod restore;
+
 const TOKEN: &str = "s3cret-admin-token";
 const REPLICAS: [&str; 3] = ["a", "b", "c"];
 
@@ -85,10 +87,33 @@ fn produce(
     topic: &str,
     messages: &[(String, Vec<u8>)],
 ) {
+    send(rt, brokers, topic, None, messages);
+}
+
+/// Produces `messages`, keyed by deployment, to `partition`.
+fn produce_to(
+    rt: &tokio::runtime::Runtime,
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    messages: &[(String, Vec<u8>)],
+) {
+    send(rt, brokers, topic, Some(partition), messages);
+}
+
+fn send(
+    rt: &tokio::runtime::Runtime,
+    brokers: &str,
+    topic: &str,
+    partition: Option<i32>,
+    messages: &[(String, Vec<u8>)],
+) {
     rt.block_on(async {
         let mut sender = Sender::new(brokers, topic, &[]).expect("producer");
         for (key, payload) in messages {
-            sender.send(Some(key.as_bytes()), Some(payload), None).await;
+            sender
+                .send(Some(key.as_bytes()), Some(payload), partition)
+                .await;
         }
         sender.finish().await.expect("every message acknowledged");
     });
