@@ -93,16 +93,13 @@ pub struct Metrics {
     config_info: IntGaugeVec,
     cohorts: IntGauge,
     watermark: Gauge,
-    cohort_events: IntCounterVec,
-    cohort_window_events: IntGaugeVec,
-    cohort_window_rate: GaugeVec,
-    cohort_window_mean: GaugeVec,
-    cohort_window_quantile: GaugeVec,
-    cohort_baseline_rate: GaugeVec,
-    cohort_baseline_mean: GaugeVec,
+    /// The latest publication: its cohorts' series are rendered from it at each scrape.
+    published: std::sync::Mutex<Option<std::sync::Arc<crate::pipeline::Published>>>,
     /// `cohorts.segment_keys`, in config order: one `segment_<key>` label each on the cohort
     /// series.
     segment_keys: Vec<String>,
+    /// The label names of the per-cohort series ([`cohort_label_names`]).
+    cohort_labels: Vec<String>,
     verdict_state: IntGaugeVec,
     verdict_difference: GaugeVec,
     verdict_p_value: GaugeVec,
@@ -176,13 +173,6 @@ impl Metrics {
         let config_hash = config.hash();
         let segment_keys = config.cohorts.segment_keys.clone();
         let cohort_labels = cohort_label_names(&segment_keys);
-        let cohort = |extra: &[&str]| -> Vec<String> {
-            cohort_labels
-                .iter()
-                .cloned()
-                .chain(extra.iter().map(|s| s.to_string()))
-                .collect()
-        };
         let r = Registry::new();
         // The collector reads /proc/self: CPU, resident memory, open file descriptors, threads.
         #[cfg(target_os = "linux")]
@@ -351,42 +341,9 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
-            cohort_events: counter_vec(
-                "driftd_cohort_events_total",
-                "Events applied per cohort since start.",
-                &cohort(&[]).iter().map(String::as_str).collect::<Vec<_>>(),
-            ),
-            cohort_window_events: int_gauge_vec(
-                "driftd_cohort_window_events",
-                "Events in the rolling window, per cohort and metric (window = span | recent); 0 when empty.",
-                &cohort(&["metric", "window"]).iter().map(String::as_str).collect::<Vec<_>>(),
-            ),
-            cohort_window_rate: gauge_vec(
-                "driftd_cohort_window_rate",
-                "Share of the window's events (0..1) flagged by a rate or tail metric, per cohort; absent while the window is empty.",
-                &cohort(&["metric", "window"]),
-            ),
-            cohort_window_mean: gauge_vec(
-                "driftd_cohort_window_mean",
-                "Mean score of the window's events for a score metric, per cohort; absent while the window is empty.",
-                &cohort(&["metric", "window"]),
-            ),
-            cohort_window_quantile: gauge_vec(
-                "driftd_cohort_window_quantile",
-                "Score quantile (q = 0.5, 0.9, 0.99) over the cohort's full rolling window. Per cohort: quantiles of different cohorts cannot be averaged or summed; absent while the window is empty.",
-                &cohort(&["metric", "q"]),
-            ),
-            cohort_baseline_rate: gauge_vec(
-                "driftd_cohort_baseline_rate",
-                "Long-run exponentially weighted share (0..1) of a rate or tail metric, per cohort; absent before the first event.",
-                &cohort(&["metric"]),
-            ),
-            cohort_baseline_mean: gauge_vec(
-                "driftd_cohort_baseline_mean",
-                "Long-run exponentially weighted mean score of a score metric, per cohort; absent before the first event.",
-                &cohort(&["metric"]),
-            ),
+            published: std::sync::Mutex::new(None),
             segment_keys,
+            cohort_labels,
             verdict_state: int_gauge_vec(
                 "driftd_verdict_state",
                 "1 for the current state of each (deployment, metric, source), 0 for the others; source = canary_vs_control | self_baseline | combined.",
@@ -619,6 +576,8 @@ impl Metrics {
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding of gathered metrics cannot fail");
-        String::from_utf8(buf).expect("the text format is UTF-8")
+        let mut text = String::from_utf8(buf).expect("the text format is UTF-8");
+        self.render_cohorts(&mut text);
+        text
     }
 }

@@ -143,7 +143,7 @@ impl Pipeline {
             deployments: detector.snapshot(),
             trajectories: Trajectories::default(),
         }));
-        let publisher = Publisher::inline(metrics.clone(), table.specs());
+        let publisher = Publisher::inline(metrics.clone());
         let pipeline = Pipeline {
             decoder,
             table,
@@ -301,13 +301,13 @@ impl Pipeline {
         self.changed(first_new);
     }
 
-    /// Cohorts left the table (idle): their detection state and metric series go too.
+    /// Cohorts left the table (idle): their detection state goes too (their metric series
+    /// with the next publication).
     fn evict(&mut self, evicted: Evicted) {
         self.detector.evict(&evicted.map);
         self.metrics
             .cohorts_evicted
-            .inc_by(evicted.labels.len() as u64);
-        self.publisher.forget(evicted);
+            .inc_by(evicted.keys.len() as u64);
     }
 
     /// Counts, logs and hands on the changes from `first_new` on.
@@ -435,7 +435,6 @@ impl Pipeline {
         self.table.forget_partition(partition);
         if let Some(evicted) = self.table.take_evicted() {
             self.detector.evict(&evicted.map);
-            self.publisher.forget(evicted);
         }
     }
 

@@ -166,12 +166,22 @@ pub async fn serve(
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
+    // At 10,000 cohorts a render takes tens of milliseconds: on the blocking pool it holds no
+    // runtime worker the consumer, containment or other requests need.
+    let metrics = s.metrics.clone();
+    let Ok(text) = tokio::task::spawn_blocking(move || metrics.render()).await else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "rendering the metrics failed\n",
+        )
+            .into_response();
+    };
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.metrics.render(),
+        text,
     )
         .into_response()
 }

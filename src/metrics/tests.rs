@@ -9,7 +9,6 @@ use crate::config::{ContainmentConfig, MetricKind, TargetConfig};
 use crate::contain::latch::Op;
 use crate::detect::{DeploymentView, Verdict};
 use crate::event::Arm;
-use crate::state::expiry::CohortLabels;
 use crate::state::{CohortView, EwmaStats, MetricView, Quantiles, Snapshot, WindowStats};
 
 /// A config with a segment key and two action targets.
@@ -80,6 +79,15 @@ pub(super) fn cohort(deployment: &str, version: &str) -> CohortView {
             metric("tone_tail", MetricKind::Tail, 0.05, None),
         ],
     }
+}
+
+/// Hands `m` a publication of `cohorts` (no deployments).
+pub(super) fn publish(m: &Metrics, cohorts: Snapshot) {
+    m.publish_cohorts(std::sync::Arc::new(crate::pipeline::Published {
+        cohorts,
+        deployments: Vec::new(),
+        trajectories: Default::default(),
+    }));
 }
 
 pub(super) fn snapshot(cohorts: Vec<CohortView>) -> Snapshot {
@@ -252,7 +260,7 @@ fn process_series_are_exported() {
 #[test]
 fn rates_and_score_means_have_a_family_each_and_an_empty_window_has_no_series() {
     let m = Metrics::new(&config());
-    m.publish_snapshot(&snapshot(vec![cohort("svc", "v1")]), &mut Vec::new());
+    publish(&m, snapshot(vec![cohort("svc", "v1")]));
     let text = m.render();
     let key = r#"deployment="svc",model_version="v1",arm="canary",segment_locale="en-GB",segment_channel="""#;
     for (name, metric, value) in [
@@ -335,7 +343,7 @@ fn rates_and_score_means_have_a_family_each_and_an_empty_window_has_no_series() 
     for metric in &mut emptied.metrics {
         metric.window = window(0, None, None);
     }
-    m.publish_snapshot(&snapshot(vec![emptied]), &mut vec![40]);
+    publish(&m, snapshot(vec![emptied]));
     let text = m.render();
     for name in [
         "driftd_cohort_window_rate{",
@@ -385,7 +393,7 @@ fn each_segment_key_is_a_label_and_an_absent_value_is_empty() {
     let m = Metrics::new(&config());
     let mut c = cohort("svc", "v1");
     c.segment = vec![("channel".into(), "web".into())];
-    m.publish_snapshot(&snapshot(vec![c]), &mut Vec::new());
+    publish(&m, snapshot(vec![c]));
     assert!(has(
         &m.render(),
         "driftd_cohort_events_total",
@@ -398,22 +406,9 @@ fn each_segment_key_is_a_label_and_an_absent_value_is_empty() {
 #[test]
 fn an_evicted_cohort_takes_every_series_with_it() {
     let m = Metrics::new(&config());
-    m.publish_snapshot(
-        &snapshot(vec![cohort("svc", "v1"), cohort("svc", "v2")]),
-        &mut Vec::new(),
-    );
-    let config = config();
-    let decoder = crate::event::Decoder::new(&config);
-    let table = crate::state::CohortTable::new(&config, decoder.signals());
-    m.forget_cohort(
-        &CohortLabels {
-            deployment: "svc".into(),
-            model_version: "v1".into(),
-            arm: Arm::Canary,
-            segment: vec![("locale".into(), "en-GB".into())],
-        },
-        table.specs(),
-    );
+    publish(&m, snapshot(vec![cohort("svc", "v1"), cohort("svc", "v2")]));
+    // The next publication after the eviction no longer holds it.
+    publish(&m, snapshot(vec![cohort("svc", "v2")]));
     let text = m.render();
     let left: Vec<&str> = samples(&text)
         .into_iter()
@@ -421,6 +416,19 @@ fn an_evicted_cohort_takes_every_series_with_it() {
         .collect();
     assert_eq!(left, Vec::<&str>::new());
     assert!(text.contains(r#"model_version="v2""#));
+}
+
+/// Label values come from events: quotes, backslashes and line breaks are escaped as the text
+/// format requires, so one cohort cannot break the exposition.
+#[test]
+fn cohort_label_values_are_escaped() {
+    let m = Metrics::new(&config());
+    publish(&m, snapshot(vec![cohort("a\\b\"c\nd", "v1")]));
+    let text = m.render();
+    assert!(
+        text.contains(r#"driftd_cohort_events_total{deployment="a\\b\"c\nd",model_version="v1""#),
+        "{text}"
+    );
 }
 
 #[test]

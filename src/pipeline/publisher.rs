@@ -1,50 +1,38 @@
-//! Writing the pipeline's publications into the metric series: on the consumer's thread
-//! (replay, tests), or on a thread of its own (the daemon), so that the hot path pays only for
-//! the copy it publishes and a scrape-sized registry update never stalls it.
+//! Handing the pipeline's publications to the metrics: on the consumer's thread (replay,
+//! tests), or on a thread of its own (the daemon), so that the hot path pays only for the copy
+//! it publishes and the per-deployment series' update never stalls it. The per-cohort series
+//! are rendered from the publication at each scrape (`crate::metrics`), so an evicted cohort
+//! leaves them with the next publication.
 //!
-//! Owns the per-cohort counts already added to `driftd_cohort_events_total` and the order of
-//! the writes: publications and evictions are applied in the order the pipeline made them (an
-//! evicted cohort's series are removed after the publications before its eviction, and never
-//! written again). Publications queued behind a newer one are skipped: the newer one writes
-//! every series they would have. Must not decide anything or touch cohort state.
+//! Owns the order of the writes: publications are applied in the order the pipeline made them,
+//! and those queued behind a newer one are skipped (the newer one writes every series they
+//! would have). Must not decide anything or touch cohort state.
 
 use std::sync::mpsc;
 use std::sync::Arc;
 
 use super::Published;
 use crate::metrics::Metrics;
-use crate::state::expiry::{compact, Evicted};
-use crate::state::MetricSpec;
 
 /// One write, in pipeline order.
 enum Job {
     Publish(Arc<Published>),
-    Forget(Evicted),
     /// Answered once every job before it is written.
     #[cfg(test)]
     Flush(mpsc::Sender<()>),
 }
 
-/// The writes' state: the metrics and the cohort counts published so far.
+/// The writes' state: the metrics.
 struct Writer {
     metrics: Arc<Metrics>,
-    specs: Vec<MetricSpec>,
-    events_published: Vec<u64>,
 }
 
 impl Writer {
     fn apply(&mut self, job: Job) {
         match job {
             Job::Publish(published) => {
-                self.metrics
-                    .publish_snapshot(&published.cohorts, &mut self.events_published);
                 self.metrics.publish_verdicts(&published.deployments);
-            }
-            Job::Forget(evicted) => {
-                compact(&mut self.events_published, &evicted.map);
-                for labels in &evicted.labels {
-                    self.metrics.forget_cohort(labels, &self.specs);
-                }
+                self.metrics.publish_cohorts(published);
             }
             #[cfg(test)]
             Job::Flush(done) => {
@@ -66,12 +54,8 @@ enum Mode {
 
 impl Publisher {
     /// Writes on the caller's thread.
-    pub(super) fn inline(metrics: Arc<Metrics>, specs: &[MetricSpec]) -> Publisher {
-        Publisher(Mode::Inline(Writer {
-            metrics,
-            specs: specs.to_vec(),
-            events_published: Vec::new(),
-        }))
+    pub(super) fn inline(metrics: Arc<Metrics>) -> Publisher {
+        Publisher(Mode::Inline(Writer { metrics }))
     }
 
     /// Moves the writing to a thread of its own (a no-op when it is there already).
@@ -107,11 +91,6 @@ impl Publisher {
     /// Writes a publication's series (now, or on the publication thread).
     pub(super) fn publish(&mut self, published: Arc<Published>) {
         self.send(Job::Publish(published));
-    }
-
-    /// Removes the series of evicted cohorts, after every publication sent before.
-    pub(super) fn forget(&mut self, evicted: Evicted) {
-        self.send(Job::Forget(evicted));
     }
 
     /// Waits until everything sent before is written.

@@ -6,11 +6,10 @@
 //! Runs on the hot path, when a partition's clock enters a new bucket, and only over that
 //! partition's cohorts: eviction is then a function of each partition's events alone, so a
 //! restored snapshot and a replay evict exactly where an uninterrupted run did. The caller
-//! takes the [`Evicted`] record to move detection state and drop metric series in step.
+//! takes the [`Evicted`] record to move detection state in step.
 //! The overflow cohort is never evicted. Pure: no I/O, no wall clock.
 
 use super::{Cohort, CohortKey, CohortTable};
-use crate::event::Arm;
 
 /// What one eviction removed.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,21 +17,8 @@ pub struct Evicted {
     /// For each table index before the eviction, its index after (or `None`: evicted). Indices
     /// keep their order.
     pub map: Vec<Option<usize>>,
-    /// The metric-series labels of each evicted cohort.
-    pub labels: Vec<CohortLabels>,
-}
-
-/// The labels that name a cohort's metric series.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CohortLabels {
-    /// Deployment.
-    pub deployment: String,
-    /// Model version.
-    pub model_version: String,
-    /// Arm.
-    pub arm: Arm,
-    /// The allow-listed segment values present on the cohort's events, as (key, value).
-    pub segment: Vec<(String, String)>,
+    /// The keys of the evicted cohorts.
+    pub keys: Vec<CohortKey>,
 }
 
 impl CohortTable {
@@ -66,12 +52,12 @@ impl CohortTable {
             return;
         }
         let mut map = Vec::with_capacity(self.cohorts.len());
-        let mut labels = Vec::new();
+        let mut keys = Vec::new();
         let mut kept = Vec::with_capacity(self.cohorts.len());
         for (i, c) in std::mem::take(&mut self.cohorts).into_iter().enumerate() {
             if idle(i, &c) {
                 self.index.remove(&c.key);
-                labels.push(self.labels(&c.key));
+                keys.push(c.key);
                 map.push(None);
             } else {
                 map.push(Some(kept.len()));
@@ -86,12 +72,12 @@ impl CohortTable {
         // Two evictions between takes (two partitions' clocks moving before the caller looks)
         // compose.
         self.evicted = Some(match self.evicted.take() {
-            None => Evicted { map, labels },
+            None => Evicted { map, keys },
             Some(mut first) => {
                 for m in &mut first.map {
                     *m = m.and_then(|i| map[i]);
                 }
-                first.labels.extend(labels);
+                first.keys.extend(keys);
                 first
             }
         });
@@ -100,20 +86,6 @@ impl CohortTable {
     /// What was evicted since the last call.
     pub fn take_evicted(&mut self) -> Option<Evicted> {
         self.evicted.take()
-    }
-
-    fn labels(&self, key: &CohortKey) -> CohortLabels {
-        CohortLabels {
-            deployment: key.deployment.clone(),
-            model_version: key.model_version.clone(),
-            arm: key.arm,
-            segment: self
-                .segment_keys
-                .iter()
-                .zip(&key.segment)
-                .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
-                .collect(),
-        }
     }
 }
 

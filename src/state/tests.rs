@@ -147,8 +147,8 @@ mod expiry {
             .unwrap();
         let evicted = t.take_evicted().expect("evicted");
         assert_eq!(evicted.map, [None, Some(0), Some(1)]);
-        assert_eq!(evicted.labels.len(), 1);
-        assert_eq!(evicted.labels[0].deployment, "old");
+        assert_eq!(evicted.keys.len(), 1);
+        assert_eq!(evicted.keys[0].deployment, "old");
         assert_eq!(applied, Applied::Cohort(1), "the index after the eviction");
         assert_eq!(keys(&t), ["elsewhere/canary", "live/canary"]);
         let live = &t.snapshot().cohorts[1];
