@@ -30,8 +30,8 @@ mod tests;
 use std::collections::HashMap;
 
 use prometheus::{
-    exponential_buckets, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec,
-    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::config::Config;
@@ -93,21 +93,16 @@ pub struct Metrics {
     config_info: IntGaugeVec,
     cohorts: IntGauge,
     watermark: Gauge,
-    /// The latest publication: its cohorts' series are rendered from it at each scrape.
+    /// The latest publication: its cohorts' and deployments' series are rendered from it at
+    /// each scrape.
     published: std::sync::Mutex<Option<std::sync::Arc<crate::pipeline::Published>>>,
     /// `cohorts.segment_keys`, in config order: one `segment_<key>` label each on the cohort
     /// series.
     segment_keys: Vec<String>,
     /// The label names of the per-cohort series ([`cohort_label_names`]).
     cohort_labels: Vec<String>,
-    verdict_state: IntGaugeVec,
-    verdict_difference: GaugeVec,
-    verdict_p_value: GaugeVec,
-    verdict_events: IntGaugeVec,
     verdict_changes: IntCounterVec,
     signals_raised: IntCounterVec,
-    sample_ratio_mismatch: IntGaugeVec,
-    telemetry_absent: IntGaugeVec,
     contained: IntGaugeVec,
     actions: IntCounterVec,
     stale_changes: IntCounterVec,
@@ -186,21 +181,12 @@ impl Metrics {
                 IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
             )
         };
-        let gauge_vec = |name: &str, help: &str, labels: &[String]| {
-            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
-            register(
-                &r,
-                GaugeVec::new(Opts::new(name, help), &labels).expect("valid metric"),
-            )
-        };
         let int_gauge_vec = |name: &str, help: &str, labels: &[&str]| {
             register(
                 &r,
                 IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
             )
         };
-        let owned =
-            |labels: &[&str]| -> Vec<String> { labels.iter().map(|s| s.to_string()).collect() };
         let events = counter_vec(
             "driftd_events_total",
             "Events consumed, by outcome (applied to cohort state, or rejected).",
@@ -344,26 +330,6 @@ impl Metrics {
             published: std::sync::Mutex::new(None),
             segment_keys,
             cohort_labels,
-            verdict_state: int_gauge_vec(
-                "driftd_verdict_state",
-                "1 for the current state of each (deployment, metric, source), 0 for the others; source = canary_vs_control | self_baseline | combined.",
-                &["deployment", "metric", "source", "state"],
-            ),
-            verdict_difference: gauge_vec(
-                "driftd_verdict_difference",
-                "Canary minus control of the current canary-vs-control test: the estimate and its confidence-sequence bounds, each one-sided at the metric's alpha from the test's own mixture (the harmful-side bound excludes 0 exactly when the test is significant, as every fail is); absent until both arms have min_events.",
-                &owned(&["deployment", "metric", "bound"]),
-            ),
-            verdict_p_value: gauge_vec(
-                "driftd_verdict_p_value",
-                "Always-valid p-value of the canary-vs-control test in the worse direction; absent while the test has no data.",
-                &owned(&["deployment", "metric"]),
-            ),
-            verdict_events: int_gauge_vec(
-                "driftd_verdict_events",
-                "Events per arm in the current canary-vs-control test.",
-                &["deployment", "metric", "arm"],
-            ),
             verdict_changes: counter_vec(
                 "driftd_verdict_changes_total",
                 "Verdict state changes, by source and new state.",
@@ -373,16 +339,6 @@ impl Metrics {
                 "driftd_signals_total",
                 "Cohort-level signals raised (sample_ratio_mismatch, telemetry_absent).",
                 &["kind"],
-            ),
-            sample_ratio_mismatch: int_gauge_vec(
-                "driftd_sample_ratio_mismatch",
-                "1 when the current canary's traffic share differs from the configured one.",
-                &["deployment"],
-            ),
-            telemetry_absent: int_gauge_vec(
-                "driftd_telemetry_absent",
-                "1 while an arm has sent nothing for detection.absent_after.",
-                &["deployment", "arm"],
             ),
             contained: int_gauge_vec(
                 "driftd_contained",
@@ -577,7 +533,7 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding of gathered metrics cannot fail");
         let mut text = String::from_utf8(buf).expect("the text format is UTF-8");
-        self.render_cohorts(&mut text);
+        self.render_published(&mut text);
         text
     }
 }

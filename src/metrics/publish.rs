@@ -13,8 +13,6 @@
 use std::fmt::Write;
 use std::sync::{Arc, PoisonError};
 
-use prometheus::GaugeVec;
-
 use super::Metrics;
 use crate::config::MetricKind;
 use crate::detect::{DeploymentView, VerdictState};
@@ -63,6 +61,37 @@ const BASELINE_MEAN: Spec = (
     "driftd_cohort_baseline_mean",
     "gauge",
     "Long-run exponentially weighted mean score of a score metric, per cohort; absent before the first event.",
+);
+
+const VERDICT_STATE: Spec = (
+    "driftd_verdict_state",
+    "gauge",
+    "1 for the current state of each (deployment, metric, source), 0 for the others; source = canary_vs_control | self_baseline | combined.",
+);
+const VERDICT_DIFFERENCE: Spec = (
+    "driftd_verdict_difference",
+    "gauge",
+    "Canary minus control of the current canary-vs-control test: the estimate and its confidence-sequence bounds, each one-sided at the metric's alpha from the test's own mixture (the harmful-side bound excludes 0 exactly when the test is significant, as every fail is); absent until both arms have min_events.",
+);
+const VERDICT_P_VALUE: Spec = (
+    "driftd_verdict_p_value",
+    "gauge",
+    "Always-valid p-value of the canary-vs-control test in the worse direction; absent while the test has no data.",
+);
+const VERDICT_EVENTS: Spec = (
+    "driftd_verdict_events",
+    "gauge",
+    "Events per arm in the current canary-vs-control test.",
+);
+const SAMPLE_RATIO_MISMATCH: Spec = (
+    "driftd_sample_ratio_mismatch",
+    "gauge",
+    "1 when the current canary's traffic share differs from the configured one.",
+);
+const TELEMETRY_ABSENT: Spec = (
+    "driftd_telemetry_absent",
+    "gauge",
+    "1 while an arm has sent nothing for detection.absent_after.",
 );
 
 /// Which metric kinds a value family holds.
@@ -120,9 +149,6 @@ struct Family<'a> {
     out: &'a mut String,
     spec: Spec,
     started: bool,
-    /// The ends of sample lines after the cohort's labels (the extra labels and the closing
-    /// brace), by their label values: the same few for every cohort, so made once.
-    ends: Vec<(Vec<String>, String)>,
 }
 
 impl<'a> Family<'a> {
@@ -131,12 +157,11 @@ impl<'a> Family<'a> {
             out,
             spec,
             started: false,
-            ends: Vec::new(),
         }
     }
 
-    /// Appends a sample of the cohort labelled `key` with `extra` labels; none for a missing
-    /// or non-finite value.
+    /// Appends a sample labelled `key` (exposition text, never empty) and `extra`; none for a
+    /// missing or non-finite value.
     fn sample(&mut self, key: &str, extra: &[(&str, &str)], value: Value) {
         if let Value::Float(v) = value {
             if !v.is_some_and(f64::is_finite) {
@@ -148,43 +173,17 @@ impl<'a> Family<'a> {
             self.started = true;
             let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         }
-        let found = self.ends.iter().position(|(values, _)| {
-            values.len() == extra.len() && values.iter().zip(extra).all(|(a, (_, b))| a == b)
-        });
-        let at = found.unwrap_or_else(|| {
-            let mut end = String::new();
-            for (k, v) in extra {
-                end.push(',');
-                pair(&mut end, k, v);
-            }
-            end.push_str("} ");
-            let values = extra.iter().map(|(_, v)| v.to_string()).collect();
-            self.ends.push((values, end));
-            self.ends.len() - 1
-        });
         self.out.push_str(name);
         self.out.push('{');
         self.out.push_str(key);
-        self.out.push_str(&self.ends[at].1);
-        let _ = match value {
-            Value::Int(n) => writeln!(self.out, "{n}"),
-            Value::Float(v) => writeln!(self.out, "{}", v.unwrap_or_default()),
-        };
-    }
-}
-
-/// Sets the series of `labels` to `value`, or removes it when there is no finite value.
-fn set_or_remove<V: AsRef<str> + std::fmt::Debug>(
-    vec: &GaugeVec,
-    labels: &[V],
-    value: Option<f64>,
-) {
-    match value.filter(|v| v.is_finite()) {
-        Some(v) => vec.with_label_values(labels).set(v),
-        // Absent already when it never had a value.
-        None => {
-            let _ = vec.remove_label_values(labels);
+        for (k, v) in extra {
+            self.out.push(',');
+            pair(self.out, k, v);
         }
+        let _ = match value {
+            Value::Int(n) => writeln!(self.out, "}} {n}"),
+            Value::Float(v) => writeln!(self.out, "}} {}", v.unwrap_or_default()),
+        };
     }
 }
 
@@ -213,11 +212,11 @@ impl Metrics {
         key
     }
 
-    /// Takes a publication: its cohort count and watermark now, its cohorts' series at each
-    /// scrape ([`Metrics::render_cohorts`]). Holding the publication is all it costs: nothing
-    /// is written per cohort, so neither the publication thread nor memory grows with the
-    /// series, and an evicted cohort is simply absent from the next publication.
-    pub fn publish_cohorts(&self, published: Arc<Published>) {
+    /// Takes a publication: its cohort count and watermark now, its cohorts' and deployments'
+    /// series at each scrape ([`Metrics::render_published`]). Holding the publication is all
+    /// it costs: nothing is written per series, so neither the publication thread nor memory
+    /// grows with them, and an evicted cohort is simply absent from the next publication.
+    pub fn publish(&self, published: Arc<Published>) {
         let snapshot = &published.cohorts;
         self.cohorts.set(snapshot.cohorts.len() as i64);
         if let Some(ms) = snapshot.watermark_ms {
@@ -229,10 +228,10 @@ impl Metrics {
             .unwrap_or_else(PoisonError::into_inner) = Some(published);
     }
 
-    /// Appends the per-cohort families of the latest publication to an exposition, in the
-    /// text format: each family's samples together, label values escaped, a family without
-    /// samples left out (as the registry does).
-    pub(super) fn render_cohorts(&self, out: &mut String) {
+    /// Appends the per-cohort and per-deployment families of the latest publication to an
+    /// exposition, in the text format: each family's samples together, label values escaped, a
+    /// family without samples left out (as the registry does).
+    pub(super) fn render_published(&self, out: &mut String) {
         let Some(published) = self
             .published
             .lock()
@@ -294,16 +293,24 @@ impl Metrics {
                 }
             }
         }
+        Metrics::render_verdicts(out, &published.deployments);
     }
 
-    /// Writes the published detection state into the verdict series. They are per deployment
-    /// and metric, about the canary version under test now: a new canary version's test
-    /// replaces the retired one's values, and removes them until it has its own.
-    pub fn publish_verdicts(&self, deployments: &[DeploymentView]) {
-        for d in deployments {
-            let dep = d.deployment.as_str();
+    /// Appends the per-deployment verdict families of the latest publication: per deployment
+    /// and metric, about the canary version under test now (a new canary version's test
+    /// replaces the retired one's values); a deployment no longer published has none.
+    fn render_verdicts(out: &mut String, deployments: &[DeploymentView]) {
+        let keys: Vec<String> = deployments
+            .iter()
+            .map(|d| {
+                let mut key = String::new();
+                pair(&mut key, "deployment", &d.deployment);
+                key
+            })
+            .collect();
+        let mut f = Family::new(out, VERDICT_STATE);
+        for (d, key) in deployments.iter().zip(&keys) {
             for m in &d.metrics {
-                let metric = m.metric.as_str();
                 let sources = [
                     ("canary_vs_control", m.canary_vs_control.state),
                     (
@@ -322,33 +329,56 @@ impl Metrics {
                 ];
                 for (source, current) in sources {
                     for state in VerdictState::ALL {
-                        self.verdict_state
-                            .with_label_values(&[dep, metric, source, state.as_str()])
-                            .set(i64::from(current == state));
+                        let labels = [
+                            ("metric", m.metric.as_str()),
+                            ("source", source),
+                            ("state", state.as_str()),
+                        ];
+                        f.sample(key, &labels, Value::Int(u64::from(current == state)));
                     }
                 }
+            }
+        }
+        let mut f = Family::new(out, VERDICT_DIFFERENCE);
+        for (d, key) in deployments.iter().zip(&keys) {
+            for m in &d.metrics {
                 let v = &m.canary_vs_control;
                 for (bound, value) in [
                     ("estimate", v.estimate),
                     ("ci_low", v.ci_low),
                     ("ci_high", v.ci_high),
                 ] {
-                    set_or_remove(&self.verdict_difference, &[dep, metric, bound], value);
-                }
-                set_or_remove(&self.verdict_p_value, &[dep, metric], v.p_value);
-                for (arm, n) in [("canary", v.n_canary), ("control", v.n_control)] {
-                    self.verdict_events
-                        .with_label_values(&[dep, metric, arm])
-                        .set(n as i64);
+                    let labels = [("metric", m.metric.as_str()), ("bound", bound)];
+                    f.sample(key, &labels, Value::Float(value));
                 }
             }
-            self.sample_ratio_mismatch
-                .with_label_values(&[dep])
-                .set(i64::from(d.sample_ratio_mismatch));
+        }
+        let mut f = Family::new(out, VERDICT_P_VALUE);
+        for (d, key) in deployments.iter().zip(&keys) {
+            for m in &d.metrics {
+                let labels = [("metric", m.metric.as_str())];
+                f.sample(key, &labels, Value::Float(m.canary_vs_control.p_value));
+            }
+        }
+        let mut f = Family::new(out, VERDICT_EVENTS);
+        for (d, key) in deployments.iter().zip(&keys) {
+            for m in &d.metrics {
+                let v = &m.canary_vs_control;
+                for (arm, n) in [("canary", v.n_canary), ("control", v.n_control)] {
+                    let labels = [("metric", m.metric.as_str()), ("arm", arm)];
+                    f.sample(key, &labels, Value::Int(n));
+                }
+            }
+        }
+        let mut f = Family::new(out, SAMPLE_RATIO_MISMATCH);
+        for (d, key) in deployments.iter().zip(&keys) {
+            f.sample(key, &[], Value::Int(u64::from(d.sample_ratio_mismatch)));
+        }
+        let mut f = Family::new(out, TELEMETRY_ABSENT);
+        for (d, key) in deployments.iter().zip(&keys) {
             for arm in [Arm::Canary, Arm::Control] {
-                self.telemetry_absent
-                    .with_label_values(&[dep, arm.as_str()])
-                    .set(i64::from(d.telemetry_absent.contains(&arm)));
+                let absent = d.telemetry_absent.contains(&arm);
+                f.sample(key, &[("arm", arm.as_str())], Value::Int(u64::from(absent)));
             }
         }
     }

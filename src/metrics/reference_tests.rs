@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::tests::{cohort, config, publish, samples, snapshot, verdict};
+use super::tests::{cohort, config, publish_all, samples, snapshot, verdict};
 use super::{cohort_label_names, Metrics};
 use crate::contain::latch::Op;
 use crate::detect::DeploymentView;
@@ -12,8 +12,11 @@ use crate::detect::DeploymentView;
 /// A Metrics with at least one series in every family.
 fn every_family() -> Metrics {
     let m = Metrics::new(&config());
-    publish(&m, snapshot(vec![cohort("svc", "v1")]));
-    m.publish_verdicts(&[DeploymentView::of(verdict(Some(0.03), Some(0.2)))]);
+    publish_all(
+        &m,
+        snapshot(vec![cohort("svc", "v1")]),
+        vec![DeploymentView::of(verdict(Some(0.03), Some(0.2)))],
+    );
     m.set_contained("svc", true);
     m.count_action(
         "flagd",

@@ -83,9 +83,14 @@ pub(super) fn cohort(deployment: &str, version: &str) -> CohortView {
 
 /// Hands `m` a publication of `cohorts` (no deployments).
 pub(super) fn publish(m: &Metrics, cohorts: Snapshot) {
-    m.publish_cohorts(std::sync::Arc::new(crate::pipeline::Published {
+    publish_all(m, cohorts, Vec::new());
+}
+
+/// Hands `m` a publication of `cohorts` and `deployments`.
+pub(super) fn publish_all(m: &Metrics, cohorts: Snapshot, deployments: Vec<DeploymentView>) {
+    m.publish(std::sync::Arc::new(crate::pipeline::Published {
         cohorts,
-        deployments: Vec::new(),
+        deployments,
         trajectories: Default::default(),
     }));
 }
@@ -361,7 +366,11 @@ fn rates_and_score_means_have_a_family_each_and_an_empty_window_has_no_series() 
 #[test]
 fn a_verdict_without_data_has_no_difference_or_p_value_series() {
     let m = Metrics::new(&config());
-    m.publish_verdicts(&[DeploymentView::of(verdict(Some(0.03), Some(0.2)))]);
+    publish_all(
+        &m,
+        snapshot(Vec::new()),
+        vec![DeploymentView::of(verdict(Some(0.03), Some(0.2)))],
+    );
     let text = m.render();
     let labels = r#"deployment="svc",metric="refusal""#;
     assert!(has(&text, "driftd_verdict_p_value", labels, "0.2"));
@@ -375,7 +384,11 @@ fn a_verdict_without_data_has_no_difference_or_p_value_series() {
     assert!(!text.contains(r#"bound="ci_high""#), "{text}");
 
     // A new canary version's test before its first events: the retired one's numbers go.
-    m.publish_verdicts(&[DeploymentView::of(verdict(None, None))]);
+    publish_all(
+        &m,
+        snapshot(Vec::new()),
+        vec![DeploymentView::of(verdict(None, None))],
+    );
     let text = m.render();
     assert!(!text.contains("driftd_verdict_p_value{"), "{text}");
     assert!(!text.contains("driftd_verdict_difference{"), "{text}");

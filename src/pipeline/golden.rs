@@ -2,11 +2,11 @@
 //! what a performance change must leave exactly as it was. The digest was recorded on the
 //! pipeline before the performance work of issue 12 (s9-perf, on 997bc96), and re-recorded when
 //! late drift's thresholds changed (s9-late): that branch, without the performance work, gives
-//! the same digest as both together. Re-recorded once more when the per-cohort series came to
-//! be rendered from the publication at each scrape instead of registered: the series of every
-//! publication were checked the same (name, label pairs, value) before and after; only the
-//! exposition's order of label pairs within a series differs (the registry sorted them), and
-//! the series are digested sorted since.
+//! the same digest as both together. Re-recorded once more when the per-cohort and verdict
+//! series came to be rendered from the publication at each scrape instead of registered: the
+//! series of every publication were checked the same (name, label pairs, value) before and
+//! after; only the exposition's order of label pairs within a series differs (the registry
+//! sorted them), and the series are digested sorted since.
 //!
 //! The corpus has six deployments on three partitions, both arms, segment keys `locale` and
 //! `channel` (segment tests on), a refusal drift on two deployments, a second canary version
@@ -28,7 +28,7 @@ use crate::traffic::{
 };
 
 /// SHA-256 of [`golden_run`]'s bytes.
-const DIGEST: &str = "cfd14d7559acbf989550ac8f0817d4f81b545c60430d86b2f76de7af359bf24c";
+const DIGEST: &str = "03192f4c2ab77b5703ea5a8b76df5250f524a530e099ccd4c370cce7d6575c69";
 
 const EVENTS: u64 = 60_000;
 const START_MS: i64 = 1_800_000_000_000;

@@ -30,10 +30,7 @@ struct Writer {
 impl Writer {
     fn apply(&mut self, job: Job) {
         match job {
-            Job::Publish(published) => {
-                self.metrics.publish_verdicts(&published.deployments);
-                self.metrics.publish_cohorts(published);
-            }
+            Job::Publish(published) => self.metrics.publish(published),
             #[cfg(test)]
             Job::Flush(done) => {
                 let _ = done.send(());
