@@ -56,16 +56,21 @@ fn config() -> Config {
     config
 }
 
-/// `n` events spread over the deployments that make up about `cohorts` cohorts, 1 ms apart.
-fn payloads(cohorts: usize, n: usize, seed: u64) -> Vec<Vec<u8>> {
-    let mut g = Generator::new(
+/// Traffic over the deployments that make up about `cohorts` cohorts.
+fn generator(cohorts: usize, seed: u64) -> Generator {
+    Generator::new(
         TrafficModel {
             deployments: cohorts.div_ceil(PER_DEPLOYMENT),
             seed,
             ..TrafficModel::default()
         },
         None,
-    );
+    )
+}
+
+/// `n` events spread over the deployments that make up about `cohorts` cohorts, 1 ms apart.
+fn payloads(cohorts: usize, n: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut g = generator(cohorts, seed);
     (0..n)
         .map(|i| g.next_event(START_MS + i as i64).payload)
         .collect()
@@ -198,14 +203,7 @@ fn stages(c: &mut Criterion) {
     for cohorts in [16usize, 10_000] {
         let t0 = warmed(cohorts).1;
         let measured: Vec<Vec<u8>> = {
-            let mut g = Generator::new(
-                TrafficModel {
-                    deployments: cohorts.div_ceil(PER_DEPLOYMENT),
-                    seed: 3,
-                    ..TrafficModel::default()
-                },
-                None,
-            );
+            let mut g = generator(cohorts, 3);
             (0..BATCH)
                 .map(|i| g.next_event(t0 + i as i64).payload)
                 .collect()
@@ -270,14 +268,7 @@ fn scrape_stall() {
     let metrics = Arc::new(Metrics::new(&config()));
     let (mut p, t0) = warmed_into(COHORTS, metrics.clone());
     p.publish_off_thread();
-    let mut g = Generator::new(
-        TrafficModel {
-            deployments: COHORTS.div_ceil(PER_DEPLOYMENT),
-            seed: 4,
-            ..TrafficModel::default()
-        },
-        None,
-    );
+    let mut g = generator(COHORTS, 4);
     let mut t = t0;
     let stop = Arc::new(AtomicBool::new(false));
     for scraping in [false, true] {
@@ -374,14 +365,7 @@ fn process_cpu() {
     let mut best = Vec::new();
     for cohorts in [16usize, 10_000] {
         let (_, t0) = warmed(cohorts);
-        let mut g = Generator::new(
-            TrafficModel {
-                deployments: cohorts.div_ceil(PER_DEPLOYMENT),
-                seed: 3,
-                ..TrafficModel::default()
-            },
-            None,
-        );
+        let mut g = generator(cohorts, 3);
         let measured: Vec<Vec<u8>> = (0..BATCH)
             .map(|i| g.next_event(t0 + i as i64).payload)
             .collect();
