@@ -408,9 +408,9 @@ impl Pipeline {
     pub fn import_partition(
         &mut self,
         partition: i32,
-        state: PartitionState,
+        mut state: PartitionState,
     ) -> Result<(), ImportError> {
-        self.table.check(&state.cohorts)?;
+        self.table.check(&mut state.cohorts)?;
         self.detector.check(&state.detect)?;
         let placed = self.table.import(partition, state.cohorts)?;
         let mut again = Vec::new();

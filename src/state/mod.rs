@@ -10,19 +10,22 @@
 //!
 //! Memory is bounded: at most `cohorts.max_cohorts` cohorts plus one overflow cohort (shared
 //! by both arms), each of fixed size, allocated when the cohort first appears. With the default
-//! windows and metrics that is about 50 KiB of cohort state (4 metrics × 360 buckets × 32 bytes,
-//! plus 12 slabs × 100 bins for tone). The figure to size a host by is measured, not computed:
-//! `tests/it/memory.rs` replays generated events over 32 and over 512 cohorts and divides the
-//! growth of `driftd replay`'s peak resident set by the extra cohorts. That is about 90 KiB per
-//! cohort for the whole process (cohort state, detection state, the published snapshot and the
-//! per-cohort metric series); the test fails above 120 KiB.
+//! windows and metrics that is about 19 KiB of cohort state: 360 buckets of one shared ring
+//! ([`columns`]: bucket number and count, then a count per 0/1 metric and two sums for tone,
+//! 40 bytes a bucket) plus 12 slabs × 100 bins for tone. The figure to size a host by is
+//! measured, not computed: `tests/it/memory.rs` replays generated events over 32 and over 512
+//! cohorts and divides the growth of `driftd replay`'s peak resident set by the extra cohorts.
+//! That is about 23 KiB per cohort for the whole process (cohort state, detection state and
+//! the published snapshot); the test fails above 40 KiB.
 
+pub mod columns;
 pub mod distribution;
 pub mod ewma;
 pub mod expiry;
 pub mod part;
 pub mod watermark;
 pub mod window;
+mod wire;
 
 use std::collections::HashMap;
 
@@ -30,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, MetricKind, Worse};
 use crate::event::{format_rfc3339_ms, Arm, Event};
+use columns::Columns;
 use distribution::Bins;
 use ewma::Ewma;
 pub use watermark::Late;
@@ -91,22 +95,23 @@ struct Geometry {
     lateness_ms: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct MetricState {
-    window: Ring<Moments>,
     distribution: Option<Ring<Bins>>,
     ewma: Ewma,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Serialised as [`wire::Cohort`]: the form of snapshot format 4.
+#[derive(Debug, Clone)]
 struct Cohort {
     key: CohortKey,
     /// The Kafka partition its events are read from (a snapshot is of one partition, so it
     /// is set on restore rather than saved).
-    #[serde(skip)]
     partition: i32,
     events: u64,
     last_event_ms: i64,
+    /// Every metric's rolling window, one column per metric in config order.
+    windows: Columns,
     metrics: Vec<MetricState>,
 }
 
@@ -298,12 +303,12 @@ impl CohortTable {
                 Transform::Above(th) => f64::from(u8::from(raw > th)),
             };
             self.last_values.push(x);
-            state.window.with_bucket(t, |m| m.push(x));
             if let Some(d) = state.distribution.as_mut() {
                 d.with_bucket(t, |b| b.push(raw));
             }
             state.ewma.push(t.div_euclid(self.geometry.bucket_ms), x);
         }
+        cohort.windows.push(t, &self.last_values);
         Ok(applied)
     }
 
@@ -313,7 +318,6 @@ impl CohortTable {
             .specs
             .iter()
             .map(|spec| MetricState {
-                window: Ring::new(g.bucket_ms, g.buckets, Moments::default()),
                 distribution: match (spec.kind, spec.range) {
                     (MetricKind::Score, Some([lo, hi])) => {
                         Some(Ring::new(g.slab_ms, g.slabs, Bins::new(lo, hi, g.bins)))
@@ -328,9 +332,19 @@ impl CohortTable {
             partition,
             events: 0,
             last_event_ms: i64::MIN,
+            windows: Columns::new(g.bucket_ms, g.buckets, self.flags()),
             metrics,
         });
         self.cohorts.len() - 1
+    }
+
+    /// Per metric, in config order, whether its values are 0 or 1 (a rate reads a boolean, a
+    /// tail a threshold's side), so its window keeps a count rather than sums.
+    fn flags(&self) -> Vec<bool> {
+        self.specs
+            .iter()
+            .map(|s| s.kind != MetricKind::Score)
+            .collect()
     }
 
     /// An immutable view of every cohort, each at its partition's clock (the overflow cohort,
@@ -368,11 +382,10 @@ impl CohortTable {
                     .specs
                     .iter()
                     .zip(&c.metrics)
-                    .map(|(spec, st)| {
-                        let mut window = Moments::default();
-                        st.window.fold_last(now, g.buckets, &mut window);
-                        let mut recent = Moments::default();
-                        st.window.fold_last(now, g.recent_buckets, &mut recent);
+                    .enumerate()
+                    .map(|(column, (spec, st))| {
+                        let window = c.windows.fold_last(now, g.buckets, column);
+                        let recent = c.windows.fold_last(now, g.recent_buckets, column);
                         let quantiles = st.distribution.as_ref().and_then(|d| {
                             let mut bins = match spec.range {
                                 Some([lo, hi]) => Bins::new(lo, hi, g.bins),

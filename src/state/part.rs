@@ -81,10 +81,13 @@ impl CohortTable {
         )
     }
 
-    /// Checks that every saved cohort has this table's shape.
-    pub fn check(&self, part: &CohortsPart) -> Result<(), PartError> {
+    /// Checks that every saved cohort has this table's shape. Each cohort's window columns
+    /// are first fitted to the metrics' kinds, which loses nothing (a snapshot stores every
+    /// window as sums, and an empty score window reads back as a count).
+    pub fn check(&self, part: &mut CohortsPart) -> Result<(), PartError> {
         let g = &self.geometry;
-        for (index, c) in part.cohorts.iter().enumerate() {
+        let flags = self.flags();
+        for (index, c) in part.cohorts.iter_mut().enumerate() {
             let shape = |what| Err(PartError::Shape { index, what });
             if c.key.segment.len() != self.segment_keys.len() {
                 return shape("segment keys");
@@ -92,10 +95,13 @@ impl CohortTable {
             if c.metrics.len() != self.specs.len() {
                 return shape("metrics");
             }
+            if !c.windows.conform(&flags) {
+                return shape("window values");
+            }
+            if !c.windows.fits(g.bucket_ms, g.buckets, &flags) {
+                return shape("window buckets");
+            }
             for (spec, m) in self.specs.iter().zip(&c.metrics) {
-                if !m.window.fits(g.bucket_ms, g.buckets, |_| true) {
-                    return shape("window buckets");
-                }
                 let dist_ok = match (spec.kind, spec.range, &m.distribution) {
                     (MetricKind::Score, Some([lo, hi]), Some(d)) => {
                         d.fits(g.slab_ms, g.slabs, |b| b.fits(lo, hi, g.bins))
@@ -119,9 +125,9 @@ impl CohortTable {
     pub fn import(
         &mut self,
         partition: i32,
-        part: CohortsPart,
+        mut part: CohortsPart,
     ) -> Result<Vec<Option<usize>>, PartError> {
-        self.check(&part)?;
+        self.check(&mut part)?;
         if self.overflow.is_some() && !part.is_empty() {
             return Err(PartError::TableFull);
         }

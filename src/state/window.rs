@@ -93,6 +93,21 @@ impl<T: Mergeable> Ring<T> {
         }
     }
 
+    /// A ring from its parts (as [`Ring::parts`] gives them); `ids` and `slots` are as long.
+    pub fn from_parts(width_ms: i64, ids: Box<[i64]>, slots: Box<[T]>) -> Ring<T> {
+        assert_eq!(ids.len(), slots.len(), "one bucket number per slot");
+        Ring {
+            width_ms,
+            ids,
+            slots,
+        }
+    }
+
+    /// Bucket width, the bucket number each slot holds, and the slots.
+    pub fn parts(&self) -> (i64, &[i64], &[T]) {
+        (self.width_ms, &self.ids, &self.slots)
+    }
+
     /// Bucket number of an event time.
     pub fn bucket_of(&self, t_ms: i64) -> i64 {
         t_ms.div_euclid(self.width_ms)

@@ -13,14 +13,14 @@ use std::time::Duration;
 /// Cohorts per generated deployment: 2 arms × 4 locales × 2 channels (see `driftd gen`).
 const COHORTS_PER_DEPLOYMENT: u64 = 16;
 
-/// What one more cohort may cost the process, in KiB. Measured at about 90 KiB in a debug
-/// build (about 50 KiB of it cohort state, see the `state` module doc); a cohort that doubled
+/// What one more cohort may cost the process, in KiB. Measured at about 23 KiB in a debug
+/// build (about 19 KiB of it cohort state, see the `state` module doc); a cohort that doubled
 /// in size, or whose cohort state alone doubled, lands above this.
-const MAX_KIB_PER_COHORT: u64 = 120;
+const MAX_KIB_PER_COHORT: u64 = 40;
 
 /// Below this the measurement did not see the cohorts at all: the cohort state alone is
-/// about 50 KiB.
-const MIN_KIB_PER_COHORT: u64 = 40;
+/// about 19 KiB.
+const MIN_KIB_PER_COHORT: u64 = 12;
 
 fn driftd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_driftd"))

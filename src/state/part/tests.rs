@@ -42,7 +42,7 @@ fn a_part_from_another_window_configuration_is_refused_whole() {
     let mut fewer = Config::default();
     fewer.metrics.pop();
     assert!(matches!(
-        table(&fewer).check(&part),
+        table(&fewer).check(&mut part.clone()),
         Err(PartError::Shape {
             what: "metrics",
             ..
@@ -106,4 +106,69 @@ fn a_part_holds_its_own_partitions_cohorts_and_clock() {
     assert!(fresh.apply(2, event("a", 1_000 - 120_001)).is_err());
     assert!(fresh.apply(3, event("c", 1_000 - 120_001)).is_ok());
     assert_eq!(fresh.export(2).1, [0]);
+}
+
+/// A partition's cohorts in snapshot format 4 as every driftd before `Columns` derived them:
+/// one ring of moments per metric.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Format4Part {
+    cohorts: Vec<Format4Cohort>,
+    watermark_ms: Option<i64>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Format4Cohort {
+    key: CohortKey,
+    events: u64,
+    last_event_ms: i64,
+    metrics: Vec<Format4Metric>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Format4Metric {
+    window: super::super::window::Ring<super::super::window::Moments>,
+    distribution: Option<super::super::window::Ring<super::super::distribution::Bins>>,
+    ewma: super::super::ewma::Ewma,
+}
+
+#[test]
+fn cohorts_are_written_and_read_in_the_form_of_snapshot_format_4() {
+    let config = Config::default();
+    let mut t = table(&config);
+    for (i, tone) in [0.25, -0.5, 0.9, -0.95].into_iter().enumerate() {
+        let mut e = event(["a", "b"][i % 2], 1_000 + i as i64 * 15_000);
+        e.signals = vec![(i % 2) as f64, ((i / 2) % 2) as f64, tone];
+        t.apply(0, e).unwrap();
+    }
+    let (part, _) = t.export(0);
+    let bytes = postcard::to_stdvec(&part).unwrap();
+
+    let old: Format4Part = postcard::from_bytes(&bytes).unwrap();
+    let window = |cohort: usize, metric: usize| {
+        let mut m = super::super::window::Moments::default();
+        old.cohorts[cohort].metrics[metric]
+            .window
+            .fold_last(46_000, 360, &mut m);
+        (m.n, m.sum, m.sumsq)
+    };
+    assert_eq!(window(1, 0), (2, 2.0, 2.0), "b refused twice");
+    assert_eq!(window(1, 1), (2, 1.0, 1.0), "b escalated once");
+    assert_eq!(window(1, 2), (2, -1.45, 0.25 + 0.9025));
+    assert_eq!(window(1, 3), (2, 1.0, 1.0), "one tone of b below -0.5");
+    assert_eq!(window(0, 2), (2, 1.15, 0.0625 + 0.81));
+    assert_eq!(
+        postcard::to_stdvec(&old).unwrap(),
+        bytes,
+        "the old form writes the same bytes"
+    );
+
+    let mut fresh = table(&config);
+    fresh
+        .import(0, postcard::from_bytes::<CohortsPart>(&bytes).unwrap())
+        .unwrap();
+    assert_eq!(
+        format!("{:?}", fresh.snapshot()),
+        format!("{:?}", t.snapshot()),
+        "restored as it was"
+    );
 }
