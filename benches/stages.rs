@@ -11,7 +11,11 @@
 //!   calibration);
 //! - `process/{16,10000}_cohorts`: the whole per-event path (`Pipeline::process`), the same code
 //!   `run`, `replay` and the demo use, into a table already holding that many cohorts (one
-//!   deployment makes 16);
+//!   deployment makes 16), at 1,000 events per second of event time;
+//! - `process_dense/{16,10000}_cohorts`: the same at 100,000 events per second of event time (a
+//!   second of it measured), the rate of a busy fleet: the evidence of every deployment that
+//!   moved is sampled once per second of event time, and at 1,000 events/s over 625 deployments
+//!   that costs about one sample per event, at 100,000 one per hundred;
 //! - `publish/{100,1000,10000}_cohorts`: one publication (metrics, `/v1/cohorts`, `/v1/verdicts`)
 //!   written on the caller's thread, as replay does; `…_consumer_share`: what the daemon's
 //!   consumer pays for it (`Pipeline::snapshot`), the metrics being written on the
@@ -196,32 +200,35 @@ fn stages(c: &mut Criterion) {
     });
     group.finish();
 
-    let mut group = c.benchmark_group("process");
-    group.throughput(Throughput::Elements(BATCH as u64));
-    // Each sample builds its table afresh (200,000 events at 10,000 cohorts).
-    group.sample_size(10);
-    for cohorts in [16usize, 10_000] {
-        let t0 = warmed(cohorts).1;
-        let measured: Vec<Vec<u8>> = {
-            let mut g = generator(cohorts, 3);
-            (0..BATCH)
-                .map(|i| g.next_event(t0 + i as i64).payload)
-                .collect()
-        };
-        group.bench_function(format!("{cohorts}_cohorts"), |b| {
-            b.iter_batched(
-                || warmed(cohorts).0,
-                |mut p| {
-                    for e in &measured {
-                        p.process(0, Some(e));
-                    }
-                    p
-                },
-                BatchSize::PerIteration,
-            )
-        });
+    // (group, events per millisecond of event time, events measured)
+    for (name, per_ms, batch) in [("process", 1, BATCH), ("process_dense", 100, 100_000)] {
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Elements(batch as u64));
+        // Each sample builds its table afresh (200,000 events at 10,000 cohorts).
+        group.sample_size(10);
+        for cohorts in [16usize, 10_000] {
+            let t0 = warmed(cohorts).1;
+            let measured: Vec<Vec<u8>> = {
+                let mut g = generator(cohorts, 3);
+                (0..batch)
+                    .map(|i| g.next_event(t0 + (i / per_ms) as i64).payload)
+                    .collect()
+            };
+            group.bench_function(format!("{cohorts}_cohorts"), |b| {
+                b.iter_batched(
+                    || warmed(cohorts).0,
+                    |mut p| {
+                        for e in &measured {
+                            p.process(0, Some(e));
+                        }
+                        p
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
+        }
+        group.finish();
     }
-    group.finish();
 
     let mut group = c.benchmark_group("publish");
     group.sample_size(10);

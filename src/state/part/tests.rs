@@ -172,3 +172,34 @@ fn cohorts_are_written_and_read_in_the_form_of_snapshot_format_4() {
         "restored as it was"
     );
 }
+
+#[test]
+fn a_rate_window_whose_sums_are_not_counts_of_ones_is_refused() {
+    let config = Config::default();
+    let mut t = table(&config);
+    t.apply(0, event("a", 1_000)).unwrap();
+    let (part, _) = t.export(0);
+    let mut old: Format4Part = postcard::from_bytes(&postcard::to_stdvec(&part).unwrap()).unwrap();
+    // Refusal, a rate, as if its one event had been 0.5: every ring still agrees on buckets
+    // and counts, so it decodes, but no count of 1s holds it.
+    let window = &mut old.cohorts[0].metrics[0].window;
+    let (width, ids, slots) = window.parts();
+    let slots: Vec<_> = slots
+        .iter()
+        .map(|m| super::super::window::Moments {
+            sum: m.sum / 2.0,
+            sumsq: m.sumsq / 4.0,
+            ..*m
+        })
+        .collect();
+    *window = super::super::window::Ring::from_parts(width, ids.into(), slots.into());
+    let bytes = postcard::to_stdvec(&old).unwrap();
+    let part: CohortsPart = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(
+        table(&config).import(0, part).unwrap_err(),
+        PartError::Shape {
+            index: 0,
+            what: "window values"
+        }
+    );
+}
