@@ -101,7 +101,7 @@ struct MetricState {
     ewma: Ewma,
 }
 
-/// Serialised as [`wire::Cohort`]: the form of snapshot format 4.
+/// Serialised by the `wire` module, in the form of snapshot format 4.
 #[derive(Debug, Clone)]
 struct Cohort {
     key: CohortKey,
