@@ -2,6 +2,8 @@
 //! goes, and whether it grows with the number of cohorts.
 //!
 //! - `decode_gate`: message bytes → validated event, privacy gate included (`Decoder::decode`);
+//!   `decode_gate_generic` the same through the generic path alone (`Decoder::decode_generic`,
+//!   the JSON value first), the way every event went before the typed pass;
 //! - `gate`: the privacy gate alone (`privacy::scan` of every string an event carries);
 //! - `cohort_update`: a decoded event into cohort state (`CohortTable::apply`);
 //! - `detector_step`: one applied event through detection (`Detector::observe`);
@@ -125,6 +127,14 @@ fn stages(c: &mut Criterion) {
             batch
                 .iter()
                 .filter(|e| decoder.decode(Some(e)).is_ok())
+                .count()
+        })
+    });
+    group.bench_function("decode_gate_generic", |b| {
+        b.iter(|| {
+            batch
+                .iter()
+                .filter(|e| decoder.decode_generic(Some(e)).is_ok())
                 .count()
         })
     });

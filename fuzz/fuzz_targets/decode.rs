@@ -4,7 +4,9 @@
 //! small size limit, so repeated keys under `segment` and `signals` are named from config and
 //! `too_large` is reachable within libFuzzer's default input length. Besides "never panics",
 //! it checks what holds for every input:
-//! - decoding is deterministic (the same bytes give the same event or rejection);
+//! - decoding is deterministic (the same bytes give the same event or rejection), and the
+//!   typed single pass a valid event takes agrees with the generic path
+//!   (`Decoder::decode_generic`): the same event or the same rejection;
 //! - a rejection's `field` is spelled only with contract and config names (or `*`), never
 //!   payload text; `pii` is set exactly for `pii_suspected`; `late` is never the decoder's;
 //! - an unparseable payload is `invalid_json` only if the gate finds nothing in its text;
@@ -94,6 +96,11 @@ fuzz_target!(|data: &[u8]| {
         let first = subject.decoder.decode(Some(data));
         let second = subject.decoder.decode(Some(data));
         assert_eq!(first, second, "decoding the same bytes twice differed");
+        assert_eq!(
+            first,
+            subject.decoder.decode_generic(Some(data)),
+            "the typed pass and the generic path disagree"
+        );
         match first {
             Ok(event) => check_event(subject, data, &event),
             Err(rejection) => check_rejection(subject, data, &text, rejection),
